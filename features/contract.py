@@ -1,0 +1,272 @@
+"""The data contract: what leads and interactions look like, checked on load.
+
+Leads: `lead_id` (unique), `created_at` (timestamp), the attribute columns of the
+`FeatureSpec`, and an optional nullable `converted_at`. Interactions: `lead_id`,
+`occurred_at`, `type`, optional `channel`. Timestamps without a zone are read as UTC; all are
+stored in UTC.
+
+Rows that break a rule are never dropped silently: they are moved to a quarantine frame with
+the rule they broke, and the `ValidationReport` names each rule with its count and a few
+example ids. Missing required columns are an error (nothing can be checked without them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.spec import FeatureSpec
+
+LEAD_REQUIRED: tuple[str, ...] = ("lead_id", "created_at")
+INTERACTION_REQUIRED: tuple[str, ...] = ("lead_id", "occurred_at", "type")
+_EXAMPLES = 3
+
+
+class ContractError(ValueError):
+    """The data cannot be read under the contract at all (e.g. a required column is missing)."""
+
+
+@dataclass(frozen=True)
+class RuleBreach:
+    """Rows of one table that broke one rule.
+
+    Attributes:
+        table: "leads" or "interactions".
+        rule: The rule, in words.
+        count: How many rows.
+        examples: A few lead ids of those rows.
+        action: What was done: "quarantined" or "kept" (kept rows are counted, e.g. unknown types).
+    """
+
+    table: str
+    rule: str
+    count: int
+    examples: list[str]
+    action: str = "quarantined"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.table}: {self.count} row(s) that {self.rule} ({self.action}; "
+            f"e.g. {', '.join(self.examples)})"
+        )
+
+
+@dataclass
+class ValidationReport:
+    """Everything validation found, for the console, MLflow and the quarantine file."""
+
+    breaches: list[RuleBreach] = field(default_factory=list)
+    unknown_types: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(b.count for b in self.breaches if b.action == "quarantined")
+
+    def lines(self) -> list[str]:
+        out = [str(b) for b in self.breaches]
+        if self.unknown_types:
+            listed = ", ".join(f"{t} ({n})" for t, n in sorted(self.unknown_types.items()))
+            out.append(f"interactions: types outside the vocabulary kept and counted: {listed}")
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "breaches": [b.__dict__ for b in self.breaches],
+            "unknown_types": dict(self.unknown_types),
+            "quarantined_rows": self.quarantined_rows,
+        }
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Validated leads and interactions, with what validation set aside.
+
+    Attributes:
+        leads: `lead_id` (str), `created_at`, `converted_at` (UTC, NaT when not converted) and
+            attribute columns.
+        interactions: `lead_id` (str), `occurred_at` (UTC), `type` (str), `channel` when given;
+            sorted by lead_id then occurred_at.
+        quarantine: Rejected rows of both tables with columns `table`, `rule`, `lead_id` and
+            the raw values as text.
+        report: The rule breaches and unknown-type counts.
+    """
+
+    leads: pd.DataFrame
+    interactions: pd.DataFrame
+    quarantine: pd.DataFrame
+    report: ValidationReport
+
+    @property
+    def data_end(self) -> pd.Timestamp:
+        """The latest timestamp in the data: the export time, as far as the data can tell."""
+        candidates = [self.leads["created_at"].max(), self.leads["converted_at"].max()]
+        if len(self.interactions):
+            candidates.append(self.interactions["occurred_at"].max())
+        return max(t for t in candidates if pd.notna(t))
+
+
+def parse_utc(values: pd.Series) -> pd.Series:
+    """Parse timestamps (ISO 8601 or what pandas recognises) into UTC; failures become NaT.
+
+    Naive timestamps are read as UTC; zoned ones are converted to UTC.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values.dt.tz_localize("UTC")
+    text = values.astype("string").str.strip()
+    return pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+
+
+def _require_columns(frame: pd.DataFrame, required: list[str], table: str) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ContractError(
+            f"{table}: missing required columns {missing}; found {list(frame.columns)}"
+        )
+
+
+class _Quarantine:
+    """Collects rejected rows and their rule while validation goes on."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        self.report = report
+        self.parts: list[pd.DataFrame] = []
+
+    def take(self, frame: pd.DataFrame, bad: pd.Series, table: str, rule: str) -> pd.DataFrame:
+        bad = bad.fillna(False).astype(bool)
+        if not bad.any():
+            return frame
+        rejected = frame[bad]
+        examples = rejected["lead_id"].astype(str).drop_duplicates().head(_EXAMPLES).tolist()
+        self.report.breaches.append(RuleBreach(table, rule, int(bad.sum()), examples))
+        part = rejected.astype("string").assign(table=table, rule=rule)
+        self.parts.append(part)
+        return frame[~bad]
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame(columns=["table", "rule", "lead_id"])
+        merged = pd.concat(self.parts, ignore_index=True)
+        first = ["table", "rule", "lead_id"]
+        return merged[first + [c for c in merged.columns if c not in first]]
+
+
+def validate(
+    leads_raw: pd.DataFrame,
+    interactions_raw: pd.DataFrame,
+    spec: FeatureSpec,
+) -> Dataset:
+    """Check raw tables against the contract; quarantine rows that break a rule.
+
+    Args:
+        leads_raw: Leads as read: `lead_id`, `created_at`, optional `converted_at`, and every
+            column of `spec.attribute_columns()`.
+        interactions_raw: Interactions as read: `lead_id`, `occurred_at`, `type`, optional
+            `channel`.
+        spec: Declares the attribute columns and the interaction vocabulary.
+
+    Returns:
+        The validated `Dataset`.
+
+    Raises:
+        ContractError: A required or declared column is missing.
+    """
+    report = ValidationReport()
+    quarantine = _Quarantine(report)
+
+    _require_columns(leads_raw, [*LEAD_REQUIRED, *spec.attribute_columns()], "leads")
+    _require_columns(interactions_raw, list(INTERACTION_REQUIRED), "interactions")
+
+    leads = leads_raw.copy()
+    leads["lead_id"] = leads["lead_id"].astype("string").str.strip()
+    leads = quarantine.take(leads, leads["lead_id"].isna() | (leads["lead_id"] == ""), "leads", "have no lead_id")
+    if "converted_at" not in leads.columns:
+        leads["converted_at"] = pd.NaT
+    created = parse_utc(leads["created_at"])
+    leads = quarantine.take(leads, created.isna(), "leads", "have an unparsable or empty created_at")
+    converted_text = leads["converted_at"].astype("string").str.strip()
+    converted = parse_utc(leads["converted_at"])
+    unparsable_conv = converted.isna() & converted_text.notna() & (converted_text != "")
+    leads = quarantine.take(leads, unparsable_conv, "leads", "have an unparsable converted_at")
+    leads["created_at"] = parse_utc(leads["created_at"])
+    leads["converted_at"] = parse_utc(leads["converted_at"].astype("string").replace("", pd.NA))
+    leads = quarantine.take(
+        leads,
+        leads["converted_at"] < leads["created_at"],
+        "leads",
+        "have converted_at before created_at",
+    )
+    leads = quarantine.take(
+        leads, leads["lead_id"].duplicated(keep=False), "leads", "share a lead_id with another row"
+    )
+    for column in spec.numeric:
+        parsed = pd.to_numeric(leads[column], errors="coerce")
+        bad = parsed.isna() & leads[column].notna() & (leads[column].astype("string").str.strip() != "")
+        bad |= np.isinf(parsed.astype("float64"))
+        if bad.any():
+            # One bad attribute does not cost the lead: the value becomes missing, counted.
+            examples = leads.loc[bad, "lead_id"].astype(str).head(_EXAMPLES).tolist()
+            report.breaches.append(
+                RuleBreach("leads", f"have a non-numeric or infinite {column}", int(bad.sum()),
+                           examples, action="kept, value set to missing")
+            )
+        leads[column] = parsed.astype("float64").where(~bad)
+    for column in spec.categorical:
+        leads[column] = leads[column].astype("string").str.strip().replace("", pd.NA).astype(object)
+        leads[column] = leads[column].where(leads[column].notna(), None)
+    leads = leads.reset_index(drop=True)
+
+    events = interactions_raw.copy()
+    events["lead_id"] = events["lead_id"].astype("string").str.strip()
+    events["type"] = events["type"].astype("string").str.strip()
+    events = quarantine.take(events, events["type"].isna() | (events["type"] == ""), "interactions", "have no type")
+    occurred = parse_utc(events["occurred_at"])
+    events = quarantine.take(events, occurred.isna(), "interactions", "have an unparsable or empty occurred_at")
+    events["occurred_at"] = parse_utc(events["occurred_at"])
+    known = events["lead_id"].isin(leads["lead_id"])
+    events = quarantine.take(events, ~known, "interactions", "reference an unknown or quarantined lead_id")
+    created_by_lead = pd.Series(leads["created_at"].to_numpy(), index=leads["lead_id"].to_numpy())
+    lead_created = created_by_lead.reindex(events["lead_id"].to_numpy()).to_numpy()
+    events = quarantine.take(
+        events,
+        pd.Series(events["occurred_at"].to_numpy() < lead_created, index=events.index),
+        "interactions",
+        "occurred before their lead's created_at",
+    )
+    unknown = events.loc[~events["type"].isin(spec.interaction_types), "type"]
+    report.unknown_types = {str(k): int(v) for k, v in unknown.value_counts().items()}
+    events = events.sort_values(["lead_id", "occurred_at"], kind="stable").reset_index(drop=True)
+    return Dataset(leads=leads, interactions=events, quarantine=quarantine.frame(), report=report)
+
+
+def _read_table(directory: Path, stem: str) -> pd.DataFrame:
+    for suffix, reader in ((".parquet", pd.read_parquet), (".csv", _read_csv), (".csv.gz", _read_csv)):
+        path = directory / f"{stem}{suffix}"
+        if path.exists():
+            return reader(path)
+    raise ContractError(f"{directory}: no {stem}.parquet, {stem}.csv or {stem}.csv.gz")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    # Everything as text: the contract, not pandas' guessing, decides what a column is.
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def load_dataset(directory: Path | str, spec: FeatureSpec) -> Dataset:
+    """Read `leads` and `interactions` (CSV or Parquet) from a folder and validate them.
+
+    Args:
+        directory: Folder with leads.{parquet,csv,csv.gz} and interactions.{parquet,csv,csv.gz}.
+        spec: Feature specification declaring the attribute columns.
+
+    Returns:
+        The validated `Dataset`.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ContractError(f"{directory}: no such data folder")
+    return validate(_read_table(directory, "leads"), _read_table(directory, "interactions"), spec)

@@ -1,0 +1,412 @@
+"""The one definition of every behavioural and attribute feature.
+
+Both executors of the project go through `behaviour_matrix`:
+- training builds many leads x many snapshot times at once (`snapshot_features`);
+- serving builds one lead, now (`lead_features`).
+
+The computation is a fixed number of numpy calls over integer arrays (events sorted by lead,
+type and time, queried with `searchsorted`), so one lead costs microseconds with no pandas
+overhead, a million leads cost seconds, and a lead's values never depend on another lead's
+rows: the functions can run per partition of leads on a cluster.
+
+Time is whole seconds since the Unix epoch, UTC. An event at exactly `as_of` is seen by the
+snapshot; anything later is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.email import email_domain_kind
+from features.spec import FeatureSpec
+from features.vocabulary import EMAIL_DOMAIN_KIND
+
+SECONDS_PER_DAY = 86_400
+_TIME_BITS = 34  # 2**34 s is about 544 years of relative time
+_TIME_MAX = (1 << _TIME_BITS) - 1
+# Engagement pairs (snapshot x past event) are processed in blocks of this many to bound memory.
+_PAIR_BLOCK = 4_000_000
+# Snapshots are computed in blocks of this many to bound the (snapshot x type x window) arrays.
+_SNAPSHOT_BLOCK = 200_000
+
+
+@dataclass(frozen=True)
+class EventIndex:
+    """Interactions of a set of leads, encoded for point-in-time queries.
+
+    Attributes:
+        n_leads: Number of leads (lead codes are 0..n_leads-1).
+        n_slots: Number of type slots: the known vocabulary plus one "other" slot.
+        base_s: Epoch second that relative times count from.
+        type_key: Sorted int64 keys (lead, type slot, relative time) for per-type queries.
+        lead_key: Sorted int64 keys (lead, relative time) for all-event queries.
+        lead_time_s: Event times (epoch seconds), in `lead_key` order.
+        lead_type: Type slot of each event, in `lead_key` order.
+        new_day_prefix: Prefix sums of "first event of a UTC day for this lead", in `lead_key`
+            order, with a leading 0 (length n_events + 1).
+    """
+
+    n_leads: int
+    n_slots: int
+    base_s: int
+    type_key: np.ndarray
+    lead_key: np.ndarray
+    lead_time_s: np.ndarray
+    lead_type: np.ndarray
+    new_day_prefix: np.ndarray
+
+
+def _relative(times_s: np.ndarray, base_s: int) -> np.ndarray:
+    # Events get relative times >= 1; queries are clipped into [0, _TIME_MAX], so a query
+    # before every event (relative 0) never borrows into the previous key group.
+    return np.clip(times_s.astype(np.int64) - base_s + 1, 0, _TIME_MAX)
+
+
+def build_event_index(
+    lead_codes: np.ndarray,
+    times_s: np.ndarray,
+    type_slots: np.ndarray,
+    n_leads: int,
+    n_slots: int,
+    base_s: int,
+) -> EventIndex:
+    """Encode events for point-in-time queries.
+
+    Args:
+        lead_codes: Lead code (0..n_leads-1) of each event.
+        times_s: Event time in epoch seconds.
+        type_slots: Type slot of each event (vocabulary position, or n_slots-1 for other types).
+        n_leads: Number of leads.
+        n_slots: Vocabulary size plus one.
+        base_s: Epoch second at or before every event of interest (query times below it are
+            clipped; events below it are not allowed).
+
+    Returns:
+        The index.
+    """
+    lead_codes = np.asarray(lead_codes, dtype=np.int64)
+    times_s = np.asarray(times_s, dtype=np.int64)
+    type_slots = np.asarray(type_slots, dtype=np.int64)
+    if times_s.size and times_s.min() < base_s:
+        raise ValueError("build_event_index: an event is earlier than base_s")
+    rel = _relative(times_s, base_s)
+    type_key = np.sort(((lead_codes * n_slots + type_slots) << _TIME_BITS) + rel)
+    lead_key_unsorted = (lead_codes << _TIME_BITS) + rel
+    order = np.argsort(lead_key_unsorted, kind="stable")
+    lead_key = lead_key_unsorted[order]
+    lead_time_s = times_s[order]
+    lead_type = type_slots[order]
+    day = lead_time_s // SECONDS_PER_DAY
+    lead_sorted = lead_codes[order]
+    new_day = np.ones(lead_key.size, dtype=np.int64)
+    if lead_key.size > 1:
+        new_day[1:] = (day[1:] != day[:-1]) | (lead_sorted[1:] != lead_sorted[:-1])
+    new_day_prefix = np.concatenate([[0], np.cumsum(new_day)])
+    return EventIndex(
+        n_leads=n_leads,
+        n_slots=n_slots,
+        base_s=base_s,
+        type_key=type_key,
+        lead_key=lead_key,
+        lead_time_s=lead_time_s,
+        lead_type=lead_type,
+        new_day_prefix=new_day_prefix,
+    )
+
+
+def behaviour_matrix(
+    index: EventIndex,
+    snap_lead: np.ndarray,
+    snap_as_of_s: np.ndarray,
+    snap_created_s: np.ndarray,
+    spec: FeatureSpec,
+) -> np.ndarray:
+    """Behavioural features of each snapshot, in `spec.behaviour_features()` order.
+
+    Args:
+        index: The leads' events.
+        snap_lead: Lead code of each snapshot.
+        snap_as_of_s: Snapshot time (epoch seconds); only events at or before it are seen.
+        snap_created_s: Creation time of the snapshot's lead (epoch seconds).
+        spec: Which windows, types and weights.
+
+    Returns:
+        float64 array of shape (n_snapshots, len(spec.behaviour_features())).
+    """
+    snap_lead = np.asarray(snap_lead, dtype=np.int64)
+    as_of = np.asarray(snap_as_of_s, dtype=np.int64)
+    n_snap = snap_lead.size
+    n_types = len(spec.interaction_types)
+    n_slots = index.n_slots
+    windows = np.asarray(spec.windows_days, dtype=np.int64) * SECONDS_PER_DAY
+    n_win = windows.size
+
+    # Per-type counts: for every (snapshot, slot) the number of events with time <= t, for
+    # t = as_of and t = as_of - window; the group start gives the count since creation.
+    group = (snap_lead[:, None] * n_slots + np.arange(n_slots)[None, :]) << _TIME_BITS
+    rel_now = _relative(as_of, index.base_s)
+    rel_from = _relative(as_of[:, None] - windows[None, :], index.base_s)
+    start = np.searchsorted(index.type_key, group, side="left")
+    upto_now = np.searchsorted(index.type_key, group + rel_now[:, None], side="right")
+    upto_from = np.searchsorted(
+        index.type_key, group[:, :, None] + rel_from[:, None, :], side="right"
+    )
+    total = upto_now - start  # (n_snap, n_slots)
+    in_window = upto_now[:, :, None] - upto_from  # (n_snap, n_slots, n_win)
+
+    last_pos = np.maximum(upto_now - 1, 0)
+    if index.type_key.size:
+        last_rel = index.type_key[np.minimum(last_pos, index.type_key.size - 1)] & _TIME_MAX
+    else:
+        last_rel = np.zeros_like(last_pos)
+    days_since = np.where(
+        total > 0, (rel_now[:, None] - last_rel) / SECONDS_PER_DAY, np.nan
+    )
+
+    per_type = np.empty((n_snap, n_types, n_win + 2), dtype=np.float64)
+    per_type[:, :, :n_win] = in_window[:, :n_types, :]
+    per_type[:, :, n_win] = total[:, :n_types]
+    per_type[:, :, n_win + 1] = days_since[:, :n_types]
+
+    # All-event quantities over the (lead, time) ordering.
+    lead_group = snap_lead << _TIME_BITS
+    lead_start = np.searchsorted(index.lead_key, lead_group, side="left")
+    lead_now = np.searchsorted(index.lead_key, lead_group + rel_now, side="right")
+    lead_30 = np.searchsorted(
+        index.lead_key,
+        lead_group + _relative(as_of - 30 * SECONDS_PER_DAY, index.base_s),
+        side="right",
+    )
+    active_total = _distinct_days(index.new_day_prefix, lead_start, lead_now)
+    active_30 = _distinct_days(index.new_day_prefix, lead_30, lead_now)
+    engagement = _decayed_engagement(index, lead_start, lead_now, as_of, spec)
+
+    tail = np.column_stack(
+        [
+            total[:, :n_types].sum(axis=1),
+            total[:, n_types],
+            engagement,
+            active_30,
+            active_total,
+            (as_of - np.asarray(snap_created_s, dtype=np.int64)) / SECONDS_PER_DAY,
+        ]
+    ).astype(np.float64)
+    return np.concatenate([per_type.reshape(n_snap, -1), tail], axis=1)
+
+
+def _distinct_days(new_day_prefix: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    # Events lo..hi-1 of one lead, time-sorted: the first is always a new day within the range,
+    # each later one is new when the index flagged it as the lead's first on its UTC day.
+    has_events = hi > lo
+    later_new = new_day_prefix[hi] - new_day_prefix[np.minimum(lo + 1, hi)]
+    return np.where(has_events, 1 + later_new, 0)
+
+
+def _decayed_engagement(
+    index: EventIndex,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    as_of: np.ndarray,
+    spec: FeatureSpec,
+) -> np.ndarray:
+    """Sum over past events of weight(type) * 0.5 ** (age / half-life).
+
+    Summed per snapshot over its lead's events in time order, so the float result of a lead
+    does not depend on which other leads are computed with it.
+    """
+    weights = np.array(
+        [spec.engagement_weights.get(t, 0.0) for t in spec.interaction_types] + [0.0]
+    )
+    halflife_s = spec.halflife_days * SECONDS_PER_DAY
+    lengths = hi - lo
+    out = np.zeros(as_of.size, dtype=np.float64)
+    ends = np.cumsum(lengths)
+    first = 0
+    while first < as_of.size:
+        # Grow the block of snapshots until it holds about _PAIR_BLOCK pairs.
+        stop = int(np.searchsorted(ends, (ends[first - 1] if first else 0) + _PAIR_BLOCK, "right"))
+        stop = max(stop, first + 1)
+        block_len = lengths[first:stop]
+        n_pairs = int(block_len.sum())
+        if n_pairs:
+            snap = np.repeat(np.arange(first, stop), block_len)
+            block_starts = np.cumsum(block_len) - block_len
+            event = np.repeat(lo[first:stop] - block_starts, block_len) + np.arange(n_pairs)
+            age = (as_of[snap] - index.lead_time_s[event]) / halflife_s
+            contrib = weights[index.lead_type[event]] * np.exp2(-age)
+            out[first:stop] = np.bincount(snap - first, weights=contrib, minlength=stop - first)
+        first = stop
+    return out
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """Feature values for a set of snapshots, before encoding for a model.
+
+    Attributes:
+        categorical: Column name -> object array of str or None.
+        numeric: Column name -> float64 array (attribute numbers and behaviour features).
+    """
+
+    categorical: dict[str, np.ndarray]
+    numeric: dict[str, np.ndarray]
+
+    def to_frame(self, spec: FeatureSpec) -> pd.DataFrame:
+        """All features as a DataFrame in `spec.feature_names()` order (categories as object)."""
+        columns: dict[str, np.ndarray] = {**self.categorical, **self.numeric}
+        return pd.DataFrame({name: columns[name] for name in spec.feature_names()})
+
+    def row(self, i: int) -> dict[str, object]:
+        """One snapshot's features as a plain dict (for grids and reasons)."""
+        values: dict[str, object] = {k: v[i] for k, v in self.categorical.items()}
+        values.update({k: float(v[i]) for k, v in self.numeric.items()})
+        return values
+
+
+def _category_values(values: Sequence[object] | np.ndarray) -> np.ndarray:
+    # A category is its text; missing stays None (never the string "nan").
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+            out[i] = None
+        else:
+            out[i] = str(v)
+    return out
+
+
+def _numeric_values(values: Sequence[object] | np.ndarray) -> np.ndarray:
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        out[i] = np.nan if v is None or v is pd.NA else float(v)  # type: ignore[arg-type]
+    return out
+
+
+def assemble_rows(
+    spec: FeatureSpec,
+    attributes: Mapping[str, Sequence[object] | np.ndarray],
+    behaviour: np.ndarray,
+) -> FeatureRows:
+    """Combine per-snapshot attribute values and the behaviour matrix into `FeatureRows`.
+
+    Args:
+        spec: Feature specification.
+        attributes: Column -> value per snapshot, for every column in `spec.attribute_columns()`.
+        behaviour: Output of `behaviour_matrix` for the same snapshots.
+    """
+    categorical = {c: _category_values(attributes[c]) for c in spec.categorical}
+    if spec.email_column:
+        categorical[EMAIL_DOMAIN_KIND] = np.array(
+            [email_domain_kind(v) for v in attributes[spec.email_column]], dtype=object
+        )
+    numeric = {c: _numeric_values(attributes[c]) for c in spec.numeric}
+    for j, name in enumerate(spec.behaviour_features()):
+        numeric[name] = behaviour[:, j]
+    return FeatureRows(categorical=categorical, numeric=numeric)
+
+
+def to_epoch_seconds(values: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.ndarray:
+    """UTC timestamps to whole epoch seconds (truncated), as int64."""
+    stamps = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+    return stamps.as_unit("s").asi8.astype(np.int64)
+
+
+def type_slots(types: Sequence[str] | np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Vocabulary position of each interaction type; unknown types go to the last ("other") slot."""
+    position = {t: i for i, t in enumerate(spec.interaction_types)}
+    other = len(spec.interaction_types)
+    return np.fromiter((position.get(t, other) for t in types), dtype=np.int64, count=len(types))
+
+
+def snapshot_features(
+    leads: pd.DataFrame,
+    interactions: pd.DataFrame,
+    snapshots: pd.DataFrame,
+    spec: FeatureSpec,
+) -> FeatureRows:
+    """Point-in-time features for many (lead, as_of) snapshots at once.
+
+    Args:
+        leads: Validated leads: `lead_id`, `created_at` (UTC) and `spec.attribute_columns()`.
+        interactions: Validated interactions: `lead_id`, `occurred_at` (UTC), `type`. Events
+            of leads that have no snapshot are ignored.
+        snapshots: `lead_id`, `as_of` (UTC); every lead_id must be in `leads`.
+        spec: Feature specification.
+
+    Returns:
+        Features per snapshot row, in the order of `snapshots`.
+    """
+    lead_pos = pd.Index(leads["lead_id"])
+    if not lead_pos.is_unique:
+        raise ValueError("snapshot_features: leads.lead_id has duplicates")
+    snap_codes = lead_pos.get_indexer(snapshots["lead_id"])
+    if (snap_codes < 0).any():
+        missing = snapshots["lead_id"][snap_codes < 0].unique()[:5].tolist()
+        raise ValueError(f"snapshot_features: snapshots reference unknown lead_id (e.g. {missing})")
+    event_codes = lead_pos.get_indexer(interactions["lead_id"])
+    known = event_codes >= 0
+    created_s = to_epoch_seconds(leads["created_at"])
+    event_s = to_epoch_seconds(interactions["occurred_at"])[known]
+    base = int(min(created_s.min(initial=0), event_s.min(initial=0))) if created_s.size else 0
+    index = build_event_index(
+        event_codes[known],
+        event_s,
+        type_slots(interactions["type"].to_numpy()[known], spec),
+        n_leads=len(lead_pos),
+        n_slots=len(spec.interaction_types) + 1,
+        base_s=base,
+    )
+    as_of_s = to_epoch_seconds(snapshots["as_of"])
+    behaviour = np.empty((len(snap_codes), len(spec.behaviour_features())), dtype=np.float64)
+    for lo in range(0, len(snap_codes), _SNAPSHOT_BLOCK):
+        hi = lo + _SNAPSHOT_BLOCK
+        behaviour[lo:hi] = behaviour_matrix(
+            index, snap_codes[lo:hi], as_of_s[lo:hi], created_s[snap_codes[lo:hi]], spec
+        )
+    attributes = {c: leads[c].to_numpy(dtype=object)[snap_codes] for c in spec.attribute_columns()}
+    return assemble_rows(spec, attributes, behaviour)
+
+
+def lead_features(
+    created_s: int,
+    attributes: Mapping[str, object],
+    event_times_s: Sequence[int] | np.ndarray,
+    event_types: Sequence[str],
+    as_of_s: int,
+    spec: FeatureSpec,
+) -> FeatureRows:
+    """Point-in-time features of one lead at one time: the serving path.
+
+    Args:
+        created_s: The lead's creation time, epoch seconds.
+        attributes: Attribute name -> value (missing keys are treated as missing values).
+        event_times_s: Interaction times, epoch seconds, any order.
+        event_types: Interaction types, aligned with `event_times_s`.
+        as_of_s: Snapshot time, epoch seconds.
+        spec: Feature specification (from the model bundle).
+
+    Returns:
+        A single-row `FeatureRows`.
+    """
+    times = np.asarray(event_times_s, dtype=np.int64)
+    base = int(min(created_s, times.min(initial=created_s)))
+    index = build_event_index(
+        np.zeros(times.size, dtype=np.int64),
+        times,
+        type_slots(list(event_types), spec),
+        n_leads=1,
+        n_slots=len(spec.interaction_types) + 1,
+        base_s=base,
+    )
+    behaviour = behaviour_matrix(
+        index,
+        np.zeros(1, dtype=np.int64),
+        np.array([as_of_s], dtype=np.int64),
+        np.array([created_s], dtype=np.int64),
+        spec,
+    )
+    values = {c: [attributes.get(c)] for c in spec.attribute_columns()}
+    return assemble_rows(spec, values, behaviour)

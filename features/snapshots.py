@@ -1,0 +1,72 @@
+"""Snapshots (lead, as_of) and their labels: where time is respected.
+
+A training row is a snapshot of a lead at `created_at + offset`, taken only while the lead is
+still unconverted. Its label is "converted in (as_of, as_of + horizon]", and it is usable only
+once that window has closed before the data ends (a matured label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_OFFSETS_DAYS: tuple[int, ...] = (0, 7, 14, 30, 60, 90)
+DEFAULT_HORIZON_DAYS = 90
+
+
+def matured_label_cutoff(data_end: pd.Timestamp, horizon_days: float) -> pd.Timestamp:
+    """Latest as_of whose label window (as_of, as_of + horizon] has closed by `data_end`."""
+    return data_end - pd.Timedelta(days=horizon_days)
+
+
+def snapshot_times(
+    leads: pd.DataFrame,
+    offsets_days: Sequence[float],
+    latest_as_of: pd.Timestamp,
+) -> pd.DataFrame:
+    """Snapshots at each offset after creation, while the lead is unconverted.
+
+    Args:
+        leads: `lead_id`, `created_at`, `converted_at` (UTC; NaT when not converted).
+        offsets_days: Days after creation at which to take a snapshot.
+        latest_as_of: No snapshot later than this (use `matured_label_cutoff` for training).
+
+    Returns:
+        `lead_id`, `as_of` (UTC), `offset_days`, sorted by lead then time.
+    """
+    parts = []
+    for offset in sorted(set(offsets_days)):
+        as_of = leads["created_at"] + pd.Timedelta(days=offset)
+        keep = (as_of <= latest_as_of) & ~(leads["converted_at"] <= as_of)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "lead_id": leads.loc[keep, "lead_id"].to_numpy(),
+                    "as_of": as_of[keep].to_numpy(),
+                    "offset_days": float(offset),
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
+    return frame.sort_values(["lead_id", "as_of"], kind="stable").reset_index(drop=True)
+
+
+def conversion_labels(
+    snapshots: pd.DataFrame, leads: pd.DataFrame, horizon_days: float
+) -> np.ndarray:
+    """1 when the lead converted in (as_of, as_of + horizon], else 0.
+
+    Args:
+        snapshots: `lead_id`, `as_of`.
+        leads: `lead_id`, `converted_at`.
+        horizon_days: Label window length.
+    """
+    converted = pd.Series(leads["converted_at"].to_numpy(), index=leads["lead_id"].to_numpy())
+    conv = pd.to_datetime(converted.reindex(snapshots["lead_id"].to_numpy()).to_numpy(), utc=True)
+    as_of = pd.DatetimeIndex(snapshots["as_of"])
+    end = as_of + pd.Timedelta(days=horizon_days)
+    hit = (conv > as_of) & (conv <= end)
+    return np.asarray(hit, dtype=np.int8)

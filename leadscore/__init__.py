@@ -1,0 +1,1 @@
+"""leadscore: predictive lead scoring beside your point grid."""

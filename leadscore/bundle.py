@@ -1,0 +1,257 @@
+"""The model bundle: everything a trained model needs to score, with no pickle.
+
+A bundle is a folder:
+- `model.txt`: LightGBM's text model;
+- `bundle.json`: feature spec and order, category levels, calibration map, score scale, tier
+  thresholds, MQL threshold, horizon, the point grid scored beside the model, test metrics and
+  training metadata.
+
+Training writes it; serving, batch scoring and reports read it through `ScoringModel`. This
+module depends on `features` only, so serving never imports training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.engine import FeatureRows
+from features.grid import PointGrid
+from features.labels import describe_driver, driver_of
+from features.spec import FeatureSpec
+
+BUNDLE_FORMAT = 1
+MODEL_FILE = "model.txt"
+META_FILE = "bundle.json"
+
+
+class Calibration(BaseModel):
+    """Map from the booster's raw log-odds to a calibrated probability.
+
+    `isotonic`: piecewise-linear through (x, y) knots (np.interp, flat outside).
+    `platt`: sigmoid(a * raw + b).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(pattern="^(isotonic|platt)$")
+    x: list[float] = Field(default_factory=list)
+    y: list[float] = Field(default_factory=list)
+    a: float = 1.0
+    b: float = 0.0
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.method == "isotonic":
+            return np.interp(raw, self.x, self.y)
+        return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
+
+
+class Tiers(BaseModel):
+    """Probability thresholds: hot at or above `hot`, warm at or above `warm`, else cold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hot: float
+    warm: float
+
+    def of(self, probability: float) -> str:
+        return "hot" if probability >= self.hot else ("warm" if probability >= self.warm else "cold")
+
+
+class BundleMeta(BaseModel):
+    """The JSON half of a bundle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: int = BUNDLE_FORMAT
+    model_version: str
+    trained_at: str
+    horizon_days: float
+    feature_spec: FeatureSpec
+    feature_names: list[str]
+    categorical_levels: dict[str, list[str]]
+    calibration: Calibration
+    score_quantiles: list[float]
+    tiers: Tiers
+    mql_probability: float
+    grid: PointGrid
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+
+
+def encode_matrix(rows: FeatureRows, feature_names: Sequence[str], levels: dict[str, list[str]]) -> np.ndarray:
+    """The model matrix: float64, categories as the code of their training level.
+
+    A category value not seen at training time (or missing) becomes NaN, which LightGBM
+    routes like a missing value.
+
+    Args:
+        rows: Features of the snapshots.
+        feature_names: Column order of the model.
+        levels: Category column -> levels seen at training time.
+    """
+    n = len(next(iter({**rows.categorical, **rows.numeric}.values())))
+    matrix = np.empty((n, len(feature_names)), dtype=np.float64)
+    for j, name in enumerate(feature_names):
+        if name in levels:
+            code = {level: float(i) for i, level in enumerate(levels[name])}
+            values = rows.categorical[name]
+            matrix[:, j] = [code.get(v, np.nan) if v is not None else np.nan for v in values]
+        else:
+            matrix[:, j] = rows.numeric[name]
+    return matrix
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One driver of one lead's score."""
+
+    driver: str
+    feature: str
+    value: object
+    label: str
+    contribution: float  # probability points (0-100 scale) this driver adds to the score
+    log_odds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "driver": self.driver,
+            "feature": self.feature,
+            "value": self.value,
+            "label": self.label,
+            "contribution": round(self.contribution, 2),
+        }
+
+
+class ScoringModel:
+    """A loaded bundle: encodes features, predicts calibrated probabilities, explains them."""
+
+    def __init__(self, booster: lgb.Booster, meta: BundleMeta) -> None:
+        self.booster = booster
+        self.meta = meta
+        self.spec = meta.feature_spec
+        self.feature_names = meta.feature_names
+        self._codes = {
+            name: {level: float(i) for i, level in enumerate(levels)}
+            for name, levels in meta.categorical_levels.items()
+        }
+        self._drivers = [driver_of(f, self.spec) for f in self.feature_names]
+        self._quantiles = np.asarray(meta.score_quantiles)
+
+    # -- loading and saving -------------------------------------------------------------
+    @classmethod
+    def load(cls, directory: Path | str) -> ScoringModel:
+        """Load a bundle folder; errors name the file and what is wrong."""
+        directory = Path(directory)
+        meta_path, model_path = directory / META_FILE, directory / MODEL_FILE
+        for path in (meta_path, model_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"model bundle {directory}: {path.name} is missing")
+        meta = BundleMeta.model_validate_json(meta_path.read_text())
+        if meta.format != BUNDLE_FORMAT:
+            raise ValueError(f"model bundle {directory}: format {meta.format}, this leadscore reads {BUNDLE_FORMAT}")
+        booster = lgb.Booster(model_file=str(model_path))
+        if booster.num_feature() != len(meta.feature_names):
+            raise ValueError(
+                f"model bundle {directory}: model.txt has {booster.num_feature()} features, "
+                f"bundle.json lists {len(meta.feature_names)}"
+            )
+        return cls(booster, meta)
+
+    def save(self, directory: Path | str) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(directory / MODEL_FILE))
+        (directory / META_FILE).write_text(self.meta.model_dump_json(indent=2))
+        return directory
+
+    # -- scoring ------------------------------------------------------------------------
+    def encode(self, rows: FeatureRows) -> np.ndarray:
+        return encode_matrix(rows, self.feature_names, self.meta.categorical_levels)
+
+    def raw(self, matrix: np.ndarray) -> np.ndarray:
+        return self.booster.predict(matrix, raw_score=True)
+
+    def probability(self, matrix: np.ndarray) -> np.ndarray:
+        return self.meta.calibration.apply(self.raw(matrix))
+
+    def score_0_100(self, probability: np.ndarray) -> np.ndarray:
+        """Percentile of the probability among validation leads (0 = lowest, 100 = highest)."""
+        ranks = np.searchsorted(self._quantiles, probability, side="right") - 1
+        return np.clip(ranks, 0, 100).astype(int)
+
+    def tier(self, probability: float) -> str:
+        return self.meta.tiers.of(probability)
+
+    def is_mql(self, probability: float) -> bool:
+        return bool(probability >= self.meta.mql_probability)
+
+    # -- explaining ---------------------------------------------------------------------
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """Exact TreeSHAP log-odds contributions; the last column is the base value."""
+        return np.asarray(self.booster.predict(matrix, pred_contrib=True))
+
+    def reasons(
+        self,
+        contrib_row: np.ndarray,
+        values: dict[str, object],
+        top_k: int = 3,
+        language: str = "en",
+    ) -> tuple[list[Reason], list[Reason]]:
+        """Top drivers pushing one lead's probability up and down.
+
+        A driver's contribution is the sum of its features' TreeSHAP log-odds, expressed in
+        probability points: calibrated probability minus the probability with that driver's
+        log-odds removed, times 100.
+
+        Args:
+            contrib_row: One row of `contributions` (features then base value).
+            values: The lead's feature values by name (`FeatureRows.row`).
+            top_k: How many reasons each way.
+            language: "en" or "fr".
+
+        Returns:
+            (up, down), each sorted by absolute contribution.
+        """
+        raw_total = float(contrib_row.sum())
+        per_driver: dict[str, float] = {}
+        strongest: dict[str, tuple[str, float]] = {}
+        for feature, driver, c in zip(self.feature_names, self._drivers, contrib_row[:-1]):
+            per_driver[driver] = per_driver.get(driver, 0.0) + float(c)
+            if driver not in strongest or abs(c) > abs(strongest[driver][1]):
+                strongest[driver] = (feature, float(c))
+        drivers = [d for d, v in per_driver.items() if v != 0.0]
+        raw_without = raw_total - np.array([per_driver[d] for d in drivers])
+        calibrate = self.meta.calibration.apply
+        p_full = float(calibrate(np.array([raw_total]))[0])
+        points = 100.0 * (p_full - calibrate(raw_without))
+        reasons = []
+        for driver, pts in zip(drivers, points):
+            label, shown = describe_driver(driver, values, self.spec, language)
+            reasons.append(Reason(driver, strongest[driver][0], shown, label, float(pts), per_driver[driver]))
+        # Rank by log-odds: probability points can be 0 on a flat stretch of the calibration.
+        up = sorted((r for r in reasons if r.log_odds > 0), key=lambda r: -r.log_odds)[:top_k]
+        down = sorted((r for r in reasons if r.log_odds < 0), key=lambda r: r.log_odds)[:top_k]
+        return up, down
+
+
+def content_hash(*parts: bytes) -> str:
+    """Short sha256 of some bytes, for versions and data fingerprints."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()[:12]
+
+
+def read_meta(directory: Path | str) -> dict[str, Any]:
+    """bundle.json as a dict (for tools that need no booster)."""
+    return json.loads((Path(directory) / META_FILE).read_text())

@@ -1,0 +1,130 @@
+"""The project config file (`leadscore.yaml`): features, training and registry settings.
+
+Every default lives here once; the CLI reads a file and overrides only what its options say.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from features.snapshots import DEFAULT_HORIZON_DAYS, DEFAULT_OFFSETS_DAYS
+from features.spec import FeatureSpec
+
+DEFAULT_CONFIG_FILE = Path("leadscore.yaml")
+DEFAULT_STATE_DIR = Path(".leadscore")
+
+
+class LightGBMParams(BaseModel):
+    """LightGBM settings; early stopping on the validation period picks the number of trees."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    num_leaves: int = Field(default=31, ge=2)
+    max_depth: int = -1
+    min_child_samples: int = Field(default=50, ge=1)
+    feature_fraction: float = Field(default=0.8, gt=0, le=1)
+    bagging_fraction: float = Field(default=0.8, gt=0, le=1)
+    bagging_freq: int = 1
+    lambda_l2: float = Field(default=1.0, ge=0)
+    cat_smooth: float = 10.0
+    max_rounds: int = Field(default=2000, ge=1)
+    early_stopping_rounds: int = Field(default=100, ge=1)
+    num_threads: int = 0
+
+
+class TrainingConfig(BaseModel):
+    """How snapshots, labels and the time split are made, and what is trained.
+
+    The split is by lead creation time: the last `test_fraction` of leads (among those old
+    enough to have a matured label) are the test period, the `valid_fraction` before them the
+    validation period, the rest train. Train snapshots must also have their label window
+    closed before the validation period starts.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizon_days: float = Field(default=DEFAULT_HORIZON_DAYS, gt=0)
+    snapshot_offsets_days: list[float] = Field(default_factory=lambda: list(DEFAULT_OFFSETS_DAYS))
+    valid_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    grid: Path = Path("data/grids/default.yaml")
+    lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
+    n_bootstrap: int = Field(default=200, ge=0)
+    hot_share: float = Field(default=0.1, gt=0, lt=1, description="Share of validation leads rated hot")
+    warm_share: float = Field(default=0.3, gt=0, lt=1, description="Share rated warm, below hot")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _shares(self) -> TrainingConfig:
+        if self.hot_share + self.warm_share >= 1:
+            raise ValueError("hot_share + warm_share must be below 1")
+        if any(o < 0 for o in self.snapshot_offsets_days):
+            raise ValueError("snapshot_offsets_days must be >= 0")
+        return self
+
+
+class RegistryConfig(BaseModel):
+    """Where runs and models go. MLFLOW_TRACKING_URI, when set, wins over `tracking_uri`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_uri: str = "sqlite:///.leadscore/mlflow.db"
+    artifact_location: str = ".leadscore/mlartifacts"
+    experiment: str = "leadscore"
+    model_name: str = "leadscore"
+
+    def resolved_tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
+
+
+SIMULATOR_FEATURES = FeatureSpec(
+    categorical=["industry", "company_size", "country", "job_role", "seniority", "source", "marketing_consent"],
+    numeric=["employee_count"],
+    email_column="email",
+)
+
+
+class ProjectConfig(BaseModel):
+    """Everything `leadscore.yaml` holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: FeatureSpec = Field(default_factory=lambda: SIMULATOR_FEATURES.model_copy(deep=True))
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+
+class ConfigError(ValueError):
+    """The config file is unreadable or breaks a rule; the message names the key."""
+
+
+def load_config(path: Path | str | None) -> ProjectConfig:
+    """Read and validate a config file; None or a missing default file gives the defaults.
+
+    Raises:
+        ConfigError: naming the file, each offending key and what is expected.
+    """
+    if path is None:
+        if not DEFAULT_CONFIG_FILE.exists():
+            return ProjectConfig()
+        path = DEFAULT_CONFIG_FILE
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as error:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in error.errors()
+        ]
+        raise ConfigError(f"{path}: invalid config\n" + "\n".join(lines)) from error

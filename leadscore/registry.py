@@ -1,0 +1,79 @@
+"""The MLflow model registry as leadscore uses it: bundles as model versions, `champion` alias.
+
+Shared by training (register, promote, roll back) and serving (load the champion), so it
+depends on nothing but MLflow and the bundle format.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from leadscore.config import RegistryConfig
+
+CHAMPION = "champion"
+BUNDLE_ARTIFACT = "bundle"
+
+
+def mlflow_client(registry: RegistryConfig):  # noqa: ANN201 (mlflow is imported lazily: it is slow)
+    """An MlflowClient on the configured tracking URI (MLFLOW_TRACKING_URI wins)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = registry.resolved_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def champion_version(registry: RegistryConfig) -> str | None:
+    """The registry version the `champion` alias points to, or None when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(registry)
+    try:
+        return str(client.get_model_version_by_alias(registry.model_name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def download_version(registry: RegistryConfig, version: str, destination: Path | None = None) -> Path:
+    """Download a registered version's bundle folder and return its local path."""
+    import mlflow
+
+    client = mlflow_client(registry)
+    source = client.get_model_version(registry.model_name, version).source
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=source, dst_path=str(destination) if destination else None
+    )
+    return Path(local)
+
+
+def champion_bundle_path(registry: RegistryConfig | None = None) -> tuple[Path, str]:
+    """Local folder of the champion bundle and its registry version.
+
+    Raises:
+        LookupError: No model is registered under the name, or none holds the alias.
+    """
+    registry = registry or RegistryConfig()
+    version = champion_version(registry)
+    if version is None:
+        raise LookupError(
+            f"no '{CHAMPION}' model under the name '{registry.model_name}' at "
+            f"{registry.resolved_tracking_uri()}: train one with `leadscore train`, or set "
+            "LEADSCORE_BUNDLE to a bundle folder"
+        )
+    return download_version(registry, version), version
+
+
+def set_champion(registry: RegistryConfig, version: str) -> None:
+    mlflow_client(registry).set_registered_model_alias(registry.model_name, CHAMPION, version)
+
+
+def registry_from_env() -> RegistryConfig:
+    """Registry settings for processes configured by environment (the service)."""
+    return RegistryConfig(
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", RegistryConfig().tracking_uri),
+        model_name=os.environ.get("LEADSCORE_MODEL_NAME", RegistryConfig().model_name),
+    )

@@ -1,0 +1,1 @@
+"""Training: time splits, LightGBM, calibration, baselines, MLflow."""

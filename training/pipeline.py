@@ -1,0 +1,368 @@
+"""Training: snapshots -> time split -> LightGBM + calibration, scored beside the baselines.
+
+`run_training` is pure (frames in, a result out): reading files, MLflow and printing happen in
+the CLI and `training.tracking`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+from features.contract import Dataset
+from features.engine import FeatureRows, snapshot_features
+from features.grid import PointGrid
+from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
+from features.spec import FeatureSpec
+from leadscore.bundle import BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix
+from leadscore.config import TrainingConfig
+from training.metrics import scorer_metrics
+
+Progress = Callable[[str], None]
+SCORERS = ("model", "point_grid", "logistic_regression", "oracle")
+
+
+class NotEnoughDataError(ValueError):
+    """Training would produce a meaningless model; the message says what is missing."""
+
+
+@dataclass
+class SplitFrames:
+    """Snapshots of one period with their features, labels and every scorer's probability."""
+
+    snapshots: pd.DataFrame  # lead_id, as_of, offset_days, label
+    rows: FeatureRows
+    matrix: np.ndarray
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.snapshots["label"].to_numpy()
+
+
+@dataclass
+class TrainingResult:
+    model: ScoringModel
+    metrics: dict[str, dict[str, dict[str, float]]]
+    split: dict[str, object]
+    train: SplitFrames
+    valid: SplitFrames
+    test: SplitFrames
+    timings: dict[str, float]
+    logistic: Pipeline
+
+
+def data_fingerprint(data: Dataset) -> dict[str, object]:
+    """Row counts, time range and a content hash of the validated data."""
+    leads_bytes = pd.util.hash_pandas_object(data.leads.astype(str), index=False).to_numpy().tobytes()
+    events_bytes = pd.util.hash_pandas_object(data.interactions.astype(str), index=False).to_numpy().tobytes()
+    return {
+        "n_leads": int(len(data.leads)),
+        "n_interactions": int(len(data.interactions)),
+        "n_conversions": int(data.leads["converted_at"].notna().sum()),
+        "quarantined_rows": data.report.quarantined_rows,
+        "first_created_at": data.leads["created_at"].min().isoformat(),
+        "last_created_at": data.leads["created_at"].max().isoformat(),
+        "data_end": data.data_end.isoformat(),
+        "content_hash": content_hash(leads_bytes, events_bytes),
+    }
+
+
+def time_split(
+    snapshots: pd.DataFrame, leads: pd.DataFrame, config: TrainingConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, object]]:
+    """Split snapshots by their lead's creation time; train labels matured before validation.
+
+    Args:
+        snapshots: `lead_id`, `as_of`, `label` (all with matured labels).
+        leads: `lead_id`, `created_at`.
+        config: Fractions and horizon.
+
+    Returns:
+        train, valid, test snapshots and a description of the boundaries.
+    """
+    created = pd.Series(leads["created_at"].to_numpy(), index=leads["lead_id"].to_numpy())
+    snap_created = pd.to_datetime(created.reindex(snapshots["lead_id"].to_numpy()).to_numpy(), utc=True)
+    lead_times = created.loc[snapshots["lead_id"].unique()].sort_values()
+    n = len(lead_times)
+    if n < 10:
+        raise NotEnoughDataError(f"only {n} leads have a matured label; need at least a few hundred")
+    test_start = lead_times.iloc[int(n * (1 - config.test_fraction))]
+    valid_start = lead_times.iloc[int(n * (1 - config.test_fraction - config.valid_fraction))]
+    horizon = pd.Timedelta(days=config.horizon_days)
+    in_train = (snap_created < valid_start) & (snapshots["as_of"].to_numpy() + horizon <= valid_start)
+    in_valid = (snap_created >= valid_start) & (snap_created < test_start)
+    in_test = snap_created >= test_start
+    boundaries = {
+        "valid_start": valid_start.isoformat(),
+        "test_start": test_start.isoformat(),
+        "train_label_cutoff": valid_start.isoformat(),
+    }
+    return (
+        snapshots[np.asarray(in_train)].reset_index(drop=True),
+        snapshots[np.asarray(in_valid)].reset_index(drop=True),
+        snapshots[np.asarray(in_test)].reset_index(drop=True),
+        boundaries,
+    )
+
+
+def check_enough(name: str, snapshots: pd.DataFrame, min_rows: int, min_positives: int) -> None:
+    """Refuse a period too small to learn from or to measure anything on."""
+    n, pos = len(snapshots), int(snapshots["label"].sum())
+    if n < min_rows or pos < min_positives or pos == n:
+        raise NotEnoughDataError(
+            f"{name} period has {n} snapshots with {pos} conversions; need at least {min_rows} "
+            f"snapshots and {min_positives} conversions (and some non-conversions). "
+            "Add more history, shorten horizon_days, or change valid/test fractions."
+        )
+
+
+def fit_calibration(raw: np.ndarray, y: np.ndarray, seed: int) -> tuple[Calibration, dict[str, float]]:
+    """Choose isotonic or Platt scaling by 2-fold cross-fitted log loss on validation, then fit on all."""
+    rng = np.random.default_rng(seed)
+    fold = rng.integers(0, 2, size=raw.size)
+    losses: dict[str, float] = {}
+    for method in ("platt", "isotonic"):
+        p = np.empty(raw.size)
+        for k in (0, 1):
+            cal = _fit_one(method, raw[fold != k], y[fold != k])
+            p[fold == k] = cal.apply(raw[fold == k])
+        losses[method] = float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1]))
+    best = min(losses, key=losses.__getitem__)
+    return _fit_one(best, raw, y), losses
+
+
+def _fit_one(method: str, raw: np.ndarray, y: np.ndarray) -> Calibration:
+    if method == "isotonic":
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(raw, y)
+        return Calibration(method="isotonic", x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
+    lr = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), y)
+    return Calibration(method="platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+
+
+def category_levels(rows: FeatureRows, spec: FeatureSpec) -> dict[str, list[str]]:
+    """Levels of each categorical feature seen in training, sorted (missing is not a level)."""
+    return {
+        name: sorted({v for v in rows.categorical[name] if v is not None})
+        for name in spec.categorical_features()
+    }
+
+
+def logistic_baseline(spec: FeatureSpec, seed: int) -> Pipeline:
+    """Logistic regression on the same features: one-hot categories, log1p + scaled numbers."""
+    numeric = [n for n in spec.feature_names() if n not in spec.categorical_features()]
+    signed_log = FunctionTransformer(lambda x: np.sign(x) * np.log1p(np.abs(x)), feature_names_out="one-to-one")
+    transform = ColumnTransformer(
+        [
+            (
+                "categories",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value="(missing)"),
+                    OneHotEncoder(handle_unknown="ignore", min_frequency=20),
+                ),
+                spec.categorical_features(),
+            ),
+            (
+                "numbers",
+                make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), signed_log, StandardScaler()),
+                numeric,
+            ),
+        ]
+    )
+    return Pipeline([("features", transform), ("model", LogisticRegression(C=0.5, max_iter=2000, random_state=seed))])
+
+
+def _logistic_frame(rows: FeatureRows, spec: FeatureSpec) -> pd.DataFrame:
+    frame = rows.to_frame(spec)
+    for name in spec.categorical_features():
+        frame[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
+    return frame
+
+
+def _take(rows: FeatureRows, index: np.ndarray) -> FeatureRows:
+    return FeatureRows(
+        categorical={k: v[index] for k, v in rows.categorical.items()},
+        numeric={k: v[index] for k, v in rows.numeric.items()},
+    )
+
+
+def run_training(
+    data: Dataset,
+    spec: FeatureSpec,
+    config: TrainingConfig,
+    grid: PointGrid,
+    truth_probability: Callable[[pd.DataFrame, float], np.ndarray] | None = None,
+    progress: Progress | None = None,
+) -> TrainingResult:
+    """Train the model and score it beside the point grid and a logistic regression.
+
+    Args:
+        data: Validated leads and interactions.
+        spec: Feature specification.
+        config: Training settings.
+        grid: The handwritten point grid.
+        truth_probability: For simulated data, `(snapshots[lead_id, as_of], horizon) -> p`:
+            the oracle scored on the same test rows.
+        progress: Called with a short message at each step.
+
+    Returns:
+        The bundle-ready model, per-scorer test metrics and the split frames.
+    """
+    say = progress or (lambda _msg: None)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    data_end = data.data_end
+    cutoff = matured_label_cutoff(data_end, config.horizon_days)
+    snaps = snapshot_times(data.leads, config.snapshot_offsets_days, cutoff)
+    if snaps.empty:
+        raise NotEnoughDataError(
+            f"no lead is older than horizon_days={config.horizon_days:g} at the data end "
+            f"{data_end.isoformat()}: no label has matured yet"
+        )
+    snaps["label"] = conversion_labels(snaps, data.leads, config.horizon_days)
+    train_s, valid_s, test_s, boundaries = time_split(snaps, data.leads, config)
+    check_enough("train", train_s, 200, 20)
+    check_enough("validation", valid_s, 100, 10)
+    check_enough("test", test_s, 100, 10)
+    say(f"snapshots: train {len(train_s)}, validation {len(valid_s)}, test {len(test_s)}")
+    lap("snapshots")
+
+    all_s = pd.concat([train_s, valid_s, test_s], ignore_index=True)
+    rows = snapshot_features(data.leads, data.interactions, all_s, spec)
+    cuts = np.cumsum([0, len(train_s), len(valid_s), len(test_s)])
+    parts = [_take(rows, np.arange(cuts[i], cuts[i + 1])) for i in range(3)]
+    say(f"features: {len(spec.feature_names())} per snapshot")
+    lap("features")
+
+    levels = category_levels(parts[0], spec)
+    names = spec.feature_names()
+    frames = [
+        SplitFrames(s, r, encode_matrix(r, names, levels))
+        for s, r in zip((train_s, valid_s, test_s), parts)
+    ]
+    train, valid, test = frames
+
+    params = config.lightgbm
+    lgb_params = {
+        "objective": "binary",
+        "metric": "binary_logloss",
+        "learning_rate": params.learning_rate,
+        "num_leaves": params.num_leaves,
+        "max_depth": params.max_depth,
+        "min_child_samples": params.min_child_samples,
+        "feature_fraction": params.feature_fraction,
+        "bagging_fraction": params.bagging_fraction,
+        "bagging_freq": params.bagging_freq,
+        "lambda_l2": params.lambda_l2,
+        "cat_smooth": params.cat_smooth,
+        "num_threads": params.num_threads,
+        "seed": config.seed,
+        "deterministic": True,
+        "verbosity": -1,
+    }
+    cat_idx = [names.index(c) for c in spec.categorical_features()]
+    dtrain = lgb.Dataset(train.matrix, train.y, feature_name=names, categorical_feature=cat_idx, free_raw_data=False)
+    dvalid = lgb.Dataset(valid.matrix, valid.y, reference=dtrain)
+    booster = lgb.train(
+        lgb_params,
+        dtrain,
+        num_boost_round=params.max_rounds,
+        valid_sets=[dvalid],
+        valid_names=["validation"],
+        callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)],
+    )
+    booster.free_dataset()
+    say(f"LightGBM: {booster.best_iteration} trees (early stopping on validation)")
+    lap("lightgbm")
+
+    best = booster.best_iteration or booster.current_iteration()
+    # Keep only the trees early stopping chose, so the saved model predicts what was validated.
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    valid_raw = booster.predict(valid.matrix, raw_score=True)
+    calibration, cal_losses = fit_calibration(valid_raw, valid.y, config.seed)
+    lap("calibration")
+
+    logistic = logistic_baseline(spec, config.seed)
+    logistic.fit(_logistic_frame(train.rows, spec), train.y)
+    lap("logistic_regression")
+
+    grid_valid = grid.score_frame(valid.rows.to_frame(spec))
+    grid_cal = _fit_one("platt", grid_valid, valid.y)
+    for frame in (valid, test):
+        frame.scores["model"] = calibration.apply(booster.predict(frame.matrix, raw_score=True))
+        frame.scores["logistic_regression"] = logistic.predict_proba(_logistic_frame(frame.rows, spec))[:, 1]
+        frame.snapshots["grid_points"] = grid.score_frame(frame.rows.to_frame(spec))
+        frame.scores["point_grid"] = grid_cal.apply(frame.snapshots["grid_points"].to_numpy())
+    if truth_probability is not None:
+        test.scores["oracle"] = truth_probability(test.snapshots, config.horizon_days)
+    lap("baselines")
+
+    metrics = {
+        name: scorer_metrics(
+            test.y,
+            test.scores[name],
+            n_bootstrap=config.n_bootstrap,
+            seed=config.seed,
+            groups=test.snapshots["lead_id"].to_numpy(),
+        )
+        for name in SCORERS
+        if name in test.scores
+    }
+    say("metrics: test period, bootstrap by lead")
+    lap("metrics")
+
+    p_valid = valid.scores["model"]
+    grid_mql_share = float(np.mean(grid.is_mql(valid.snapshots["grid_points"].to_numpy())))
+    # The model's MQL flag takes as many leads as the grid's MQL did on validation: same
+    # sales capacity, better leads.
+    mql_probability = float(np.quantile(p_valid, 1 - grid_mql_share)) if grid_mql_share > 0 else 1.0
+    trained_at = datetime.now(UTC).isoformat(timespec="seconds")
+    fingerprint = data_fingerprint(data)
+    meta = BundleMeta(
+        model_version=f"{trained_at[:10].replace('-', '')}-{content_hash(booster.model_to_string().encode())[:8]}",
+        trained_at=trained_at,
+        horizon_days=config.horizon_days,
+        feature_spec=spec,
+        feature_names=names,
+        categorical_levels=levels,
+        calibration=calibration,
+        score_quantiles=np.quantile(p_valid, np.linspace(0, 1, 101)).tolist(),
+        tiers=Tiers(
+            hot=float(np.quantile(p_valid, 1 - config.hot_share)),
+            warm=float(np.quantile(p_valid, 1 - config.hot_share - config.warm_share)),
+        ),
+        mql_probability=mql_probability,
+        grid=grid,
+        metrics={name: {m: v["value"] for m, v in ms.items()} for name, ms in metrics.items()},
+        training={
+            "data": fingerprint,
+            "split": boundaries,
+            "n_snapshots": {"train": len(train_s), "validation": len(valid_s), "test": len(test_s)},
+            "best_iteration": int(best),
+            "calibration_log_loss": cal_losses,
+            "grid_mql_share_validation": grid_mql_share,
+        },
+    )
+    model = ScoringModel(booster, meta)
+    split = {**boundaries, "n_snapshots": meta.training["n_snapshots"], "data_end": data_end.isoformat()}
+    return TrainingResult(model, metrics, split, train, valid, test, timings, logistic)

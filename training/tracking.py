@@ -1,0 +1,145 @@
+"""MLflow for training runs: parameters, data fingerprint, metrics, plots, bundle, registry.
+
+The `champion` alias moves only when the new model beats the current champion on the same
+test snapshots (the champion is re-scored on them with its own feature spec).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from features.contract import Dataset
+from features.engine import snapshot_features
+from leadscore.bundle import ScoringModel
+from leadscore.config import ProjectConfig, RegistryConfig
+from leadscore.registry import BUNDLE_ARTIFACT, champion_version, download_version, mlflow_client, set_champion
+from training import plots
+from training.pipeline import TrainingResult
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    experiment_id: str
+    model_version: str
+    promoted: bool
+    decision: str
+    champion_auc_same_test: float | None
+
+
+def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def experiment_id(registry: RegistryConfig) -> str:
+    """The experiment's id, created with the configured artifact location when new."""
+    client = mlflow_client(registry)
+    existing = client.get_experiment_by_name(registry.experiment)
+    if existing is not None:
+        return existing.experiment_id
+    location = registry.artifact_location
+    if "://" not in location:
+        location = Path(location).resolve().as_uri()
+    return client.create_experiment(registry.experiment, artifact_location=location)
+
+
+def score_champion_on(data: Dataset, result: TrainingResult, registry: RegistryConfig, version: str) -> float:
+    """ROC AUC of registered `version` on the new run's test snapshots."""
+    with tempfile.TemporaryDirectory() as tmp:
+        champion = ScoringModel.load(download_version(registry, version, Path(tmp)))
+        rows = snapshot_features(data.leads, data.interactions, result.test.snapshots, champion.spec)
+        p = champion.probability(champion.encode(rows))
+    return float(roc_auc_score(result.test.y, p))
+
+
+def log_training_run(
+    result: TrainingResult,
+    data: Dataset,
+    config: ProjectConfig,
+    run_name: str | None = None,
+    extra_artifacts: dict[str, Path] | None = None,
+) -> RunRecord:
+    """Record a training run in MLflow, register its bundle, and move `champion` if it wins."""
+    import mlflow
+
+    registry = config.registry
+    client = mlflow_client(registry)
+    exp_id = experiment_id(registry)
+    model = result.model
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        mlflow.log_params(_flat("", config.training.model_dump(mode="json"), {}))
+        mlflow.log_params({"features.n": len(model.feature_names), "best_iteration": model.meta.training["best_iteration"]})
+        fingerprint = model.meta.training["data"]
+        mlflow.log_params({f"data.{k}": v for k, v in fingerprint.items()})
+        mlflow.set_tags({"model_version": model.meta.model_version, "data.content_hash": fingerprint["content_hash"]})
+        for scorer, metrics in result.metrics.items():
+            for metric, stats in metrics.items():
+                mlflow.log_metric(f"{scorer}.{metric}", stats["value"])
+                mlflow.log_metric(f"{scorer}.{metric}.ci_low", stats["ci_low"])
+                mlflow.log_metric(f"{scorer}.{metric}.ci_high", stats["ci_high"])
+        for step, seconds in result.timings.items():
+            mlflow.log_metric(f"seconds.{step}", seconds)
+        mlflow.log_dict(result.metrics, "metrics.json")
+        mlflow.log_dict(result.split, "split.json")
+        mlflow.log_dict(data.report.to_dict(), "validation_report.json")
+
+        y, scores = result.test.y, result.test.scores
+        plot_dir = tmp_path / "plots"
+        plots.plot_roc(y, scores, plot_dir / "roc.png")
+        plots.plot_gains(y, scores, plot_dir / "gains_vs_grid.png")
+        plots.plot_calibration(y, {k: v for k, v in scores.items() if k != "oracle"}, plot_dir / "calibration.png")
+        plots.plot_importance(
+            model.feature_names, model.booster.feature_importance("gain"), plot_dir / "importance.png"
+        )
+        mlflow.log_artifacts(str(plot_dir), "plots")
+        for name, path in (extra_artifacts or {}).items():
+            mlflow.log_artifact(str(path), name)
+
+        bundle_dir = model.save(tmp_path / BUNDLE_ARTIFACT)
+        mlflow.log_artifacts(str(bundle_dir), BUNDLE_ARTIFACT)
+
+        previous = champion_version(registry)
+        champion_auc = score_champion_on(data, result, registry, previous) if previous else None
+        new_auc = result.metrics["model"]["roc_auc"]["value"]
+        if registry.model_name not in {m.name for m in client.search_registered_models()}:
+            client.create_registered_model(registry.model_name, description="leadscore conversion model bundles")
+        version = client.create_model_version(
+            registry.model_name,
+            source=f"{run.info.artifact_uri}/{BUNDLE_ARTIFACT}",
+            run_id=run.info.run_id,
+            tags={"model_version": model.meta.model_version},
+        ).version
+        promoted = champion_auc is None or new_auc > champion_auc
+        if champion_auc is None:
+            decision = f"no champion yet: version {version} becomes champion"
+        elif promoted:
+            decision = f"version {version} (AUC {new_auc:.4f}) beats champion v{previous} (AUC {champion_auc:.4f}) on the same test snapshots"
+        else:
+            decision = f"champion v{previous} (AUC {champion_auc:.4f}) kept: version {version} has AUC {new_auc:.4f} on the same test snapshots"
+        if promoted:
+            set_champion(registry, str(version))
+        mlflow.set_tags({"registry.version": str(version), "registry.promoted": str(promoted), "registry.decision": decision})
+        if champion_auc is not None:
+            mlflow.log_metric("champion.roc_auc_same_test", champion_auc)
+    return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion_auc)
+
+
+def write_metrics_json(result: TrainingResult, path: Path) -> Path:
+    """The `--metrics-out` file: scorer -> metric -> value and 95 % interval."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {name: metrics for name, metrics in result.metrics.items()}
+    path.write_text(json.dumps(payload, indent=2, default=lambda v: float(np.asarray(v))))
+    return path
