@@ -111,6 +111,15 @@ def encode_matrix(rows: FeatureRows, feature_names: Sequence[str], levels: dict[
     return matrix
 
 
+# Below this many rows, one thread: OpenMP start-up costs milliseconds on a busy machine,
+# more than a few hundred trees cost on one row.
+_SINGLE_THREAD_ROWS = 2_000
+
+
+def _threads_for(matrix: np.ndarray) -> int:
+    return 1 if matrix.shape[0] < _SINGLE_THREAD_ROWS else 0
+
+
 @dataclass(frozen=True)
 class Reason:
     """One driver of one lead's score."""
@@ -179,7 +188,7 @@ class ScoringModel:
         return encode_matrix(rows, self.feature_names, self.meta.categorical_levels)
 
     def raw(self, matrix: np.ndarray) -> np.ndarray:
-        return self.booster.predict(matrix, raw_score=True)
+        return self.booster.predict(matrix, raw_score=True, num_threads=_threads_for(matrix))
 
     def probability(self, matrix: np.ndarray) -> np.ndarray:
         return self.meta.calibration.apply(self.raw(matrix))
@@ -198,7 +207,7 @@ class ScoringModel:
     # -- explaining ---------------------------------------------------------------------
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP log-odds contributions; the last column is the base value."""
-        return np.asarray(self.booster.predict(matrix, pred_contrib=True))
+        return np.asarray(self.booster.predict(matrix, pred_contrib=True, num_threads=_threads_for(matrix)))
 
     def reasons(
         self,
@@ -229,18 +238,22 @@ class ScoringModel:
             per_driver[driver] = per_driver.get(driver, 0.0) + float(c)
             if driver not in strongest or abs(c) > abs(strongest[driver][1]):
                 strongest[driver] = (feature, float(c))
-        drivers = [d for d, v in per_driver.items() if v != 0.0]
-        raw_without = raw_total - np.array([per_driver[d] for d in drivers])
+        # Rank by log-odds (probability points can be 0 on a flat stretch of the calibration),
+        # then phrase only the drivers shown.
+        ranked = sorted(per_driver.items(), key=lambda item: item[1])
+        chosen = [d for d, v in ranked[::-1][:top_k] if v > 0] + [d for d, v in ranked[:top_k] if v < 0]
+        if not chosen:
+            return [], []
+        raw_without = raw_total - np.array([per_driver[d] for d in chosen])
         calibrate = self.meta.calibration.apply
         p_full = float(calibrate(np.array([raw_total]))[0])
         points = 100.0 * (p_full - calibrate(raw_without))
         reasons = []
-        for driver, pts in zip(drivers, points):
+        for driver, pts in zip(chosen, points):
             label, shown = describe_driver(driver, values, self.spec, language)
             reasons.append(Reason(driver, strongest[driver][0], shown, label, float(pts), per_driver[driver]))
-        # Rank by log-odds: probability points can be 0 on a flat stretch of the calibration.
-        up = sorted((r for r in reasons if r.log_odds > 0), key=lambda r: -r.log_odds)[:top_k]
-        down = sorted((r for r in reasons if r.log_odds < 0), key=lambda r: r.log_odds)[:top_k]
+        up = [r for r in reasons if r.log_odds > 0]
+        down = [r for r in reasons if r.log_odds < 0]
         return up, down
 
 
