@@ -62,6 +62,7 @@ class MissingFeaturesError(KeyError, ValueError):
 
     def __init__(self, missing: Sequence[str], where: str) -> None:
         self.missing: tuple[str, ...] = tuple(missing)
+        self.where = where
         self.message = (
             f"{where} lacks {len(self.missing)} feature(s) the point grid needs: "
             + ", ".join(self.missing)
@@ -71,6 +72,10 @@ class MissingFeaturesError(KeyError, ValueError):
     def __str__(self) -> str:
         # KeyError would otherwise print the message inside quotes.
         return self.message
+
+    def __reduce__(self) -> tuple[type[MissingFeaturesError], tuple[tuple[str, ...], str]]:
+        # Rebuild from both arguments when the error crosses a process boundary.
+        return (type(self), (self.missing, self.where))
 
 
 def _is_missing(value: object) -> bool:
@@ -98,7 +103,8 @@ class GridRule(BaseModel):
         max: Exclusive upper bound.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Accept `in_=` from Python and "in" from files; always write "in" (also in bundle.json).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
 
     label: NonEmptyStr
     points: FiniteFloat
@@ -234,7 +240,8 @@ class PointGrid(BaseModel):
                 rules.append(raw)
                 continue
             if not isinstance(raw, Mapping):
-                problems.append(f"rule {index}: expected a mapping with keys {', '.join(_RULE_KEYS)}, got {raw!r}")
+                keys = ", ".join(_RULE_KEYS)
+                problems.append(f"rule {index}: expected a mapping with keys {keys}, got {raw!r}")
                 continue
             try:
                 rules.append(GridRule.model_validate(raw))
