@@ -96,18 +96,22 @@ def simulate(
     )
 
 
-@app.command()
-def train(
-    data: Annotated[Path, typer.Option(help="Folder with leads and interactions (CSV or Parquet).")] = Path("data/sample"),
-    config: ConfigOption = None,
-    grid: Annotated[Path | None, typer.Option(help="Point grid YAML scored beside the model. Default: training.grid of the config.")] = None,
-    metrics_out: Annotated[Path | None, typer.Option(help="Write test metrics of every scorer as JSON here.")] = None,
-    bundle_out: Annotated[Path | None, typer.Option(help="Also save the model bundle folder here.")] = None,
-    quarantine_out: Annotated[Path | None, typer.Option(help="Where rows that break the data contract are written.")] = None,
-    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Record the run and register the model in MLflow.")] = True,
-    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+DataOption = Annotated[Path, typer.Option(help="Folder with leads and interactions (CSV or Parquet).")]
+GridOption = Annotated[Path | None, typer.Option(help="Point grid YAML scored beside the model. Default: training.grid of the config.")]
+
+
+def _train_and_log(
+    data: Path,
+    config: Path | None,
+    grid: Path | None,
+    metrics_out: Path | None,
+    bundle_out: Path | None,
+    quarantine_out: Path | None,
+    mlflow: bool,
+    run_name: str | None,
+    tolerance: float = 0.0,
+    require_beats_grid: bool = False,
 ) -> None:
-    """Train on historical leads; compare with the point grid and a logistic regression."""
     from tqdm import tqdm
 
     from features.grid import load_grid
@@ -142,11 +146,101 @@ def train(
     if mlflow:
         from training.tracking import log_training_run
 
-        record = log_training_run(result, dataset, cfg, run_name=run_name)
-        typer.echo(
-            f"MLflow run {record.run_id} ({cfg.registry.resolved_tracking_uri()}); "
-            f"registered {cfg.registry.model_name} v{record.model_version}: {record.decision}"
+        record = log_training_run(
+            result, dataset, cfg, run_name=run_name, tolerance=tolerance, require_beats_grid=require_beats_grid
         )
+        typer.echo(f"MLflow run {record.run_id} ({cfg.registry.resolved_tracking_uri()})")
+        typer.echo(f"registry: {cfg.registry.model_name} {record.decision}")
+
+
+@app.command()
+def train(
+    data: DataOption = Path("data/sample"),
+    config: ConfigOption = None,
+    grid: GridOption = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="Write test metrics of every scorer as JSON here.")] = None,
+    bundle_out: Annotated[Path | None, typer.Option(help="Also save the model bundle folder here.")] = None,
+    quarantine_out: Annotated[Path | None, typer.Option(help="Where rows that break the data contract are written.")] = None,
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Record the run and register the model in MLflow.")] = True,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+) -> None:
+    """Train on historical leads; compare with the point grid and a logistic regression.
+
+    The new model becomes `champion` only if it beats the current champion on the same test rows.
+    """
+    _train_and_log(data, config, grid, metrics_out, bundle_out, quarantine_out, mlflow, run_name)
+
+
+@app.command()
+def retrain(
+    data: DataOption,
+    config: ConfigOption = None,
+    grid: GridOption = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="Write test metrics of every scorer as JSON here.")] = None,
+    tolerance: Annotated[float, typer.Option(min=0.0, max=0.1, help="ROC AUC the challenger may lose to the champion and still be promoted.")] = 0.005,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = "retrain",
+) -> None:
+    """Train a challenger on the latest data; promote it only if it holds up against the champion and beats the grid.
+
+    Challenger and champion are scored on the same most recent matured period; the decision and
+    its figures go to MLflow (tags registry.decision, metric champion.roc_auc_same_test).
+    """
+    _train_and_log(data, config, grid, metrics_out, None, None, True, run_name, tolerance=tolerance, require_beats_grid=True)
+
+
+@app.command()
+def rollback(config: ConfigOption = None) -> None:
+    """Move the `champion` alias back to the version the current champion replaced."""
+    from leadscore.registry import rollback_champion
+
+    cfg = _load_config(config)
+    try:
+        old, new = rollback_champion(cfg.registry)
+    except LookupError as error:
+        raise _fail(str(error)) from error
+    typer.echo(f"champion of '{cfg.registry.model_name}' moved back from v{old} to v{new}")
+
+
+@app.command()
+def backtest(
+    data: DataOption,
+    every: Annotated[str, typer.Option(help="Retrain every N days, e.g. 30d.")] = "30d",
+    config: ConfigOption = None,
+    grid: GridOption = None,
+    start: Annotated[str | None, typer.Option(help="First retraining date (UTC). Default: halfway through the history.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the per-period table as CSV here.")] = None,
+) -> None:
+    """Replay history: retrain every period and compare with a never-retrained model and the grid."""
+    import pandas as pd
+
+    from features.grid import load_grid
+    from training.lifecycle import backtest as run_backtest
+    from training.pipeline import NotEnoughDataError
+
+    if not every.endswith("d") or not every[:-1].isdigit() or int(every[:-1]) < 1:
+        raise _fail(f"--every must look like 30d (whole days), got {every!r}")
+    cfg = _load_config(config)
+    dataset = _load_data(data, cfg, None)
+    point_grid = load_grid(grid or cfg.training.grid)
+    try:
+        table = run_backtest(
+            dataset,
+            cfg.features,
+            cfg.training,
+            point_grid,
+            every_days=int(every[:-1]),
+            first_cutoff=pd.Timestamp(start, tz="UTC") if start else None,
+            progress=lambda message: typer.echo(f"  {message}"),
+        )
+    except NotEnoughDataError as error:
+        raise _fail(str(error)) from error
+    typer.echo(table.to_markdown(index=False, floatfmt=".3f"))
+    means = table[["retrained_auc", "never_retrained_auc", "grid_auc"]].mean()
+    typer.echo(
+        f"mean AUC: retrained {means['retrained_auc']:.3f}, never retrained {means['never_retrained_auc']:.3f}, grid {means['grid_auc']:.3f}"
+    )
+    if out:
+        table.to_csv(out, index=False)
 
 
 @app.command()

@@ -13,6 +13,8 @@ from leadscore.config import RegistryConfig
 
 CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle"
+# Set on a version when it becomes champion: the version it replaced, for `leadscore rollback`.
+PREVIOUS_CHAMPION_TAG = "previous_champion"
 
 
 def mlflow_client(registry: RegistryConfig):  # noqa: ANN201 (mlflow is imported lazily: it is slow)
@@ -77,3 +79,22 @@ def registry_from_env() -> RegistryConfig:
         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", RegistryConfig().tracking_uri),
         model_name=os.environ.get("LEADSCORE_MODEL_NAME", RegistryConfig().model_name),
     )
+
+
+def rollback_champion(registry: RegistryConfig) -> tuple[str, str]:
+    """Move `champion` back to the version it replaced; returns (from, to).
+
+    Raises:
+        LookupError: There is no champion, or it replaced none.
+    """
+    client = mlflow_client(registry)
+    current = champion_version(registry)
+    if current is None:
+        raise LookupError(f"no '{CHAMPION}' for model '{registry.model_name}': nothing to roll back")
+    tags = client.get_model_version(registry.model_name, current).tags
+    previous = tags.get(PREVIOUS_CHAMPION_TAG)
+    if not previous:
+        raise LookupError(f"champion v{current} replaced no earlier version: nothing to roll back to")
+    set_champion(registry, previous)
+    client.set_model_version_tag(registry.model_name, current, "rolled_back", "true")
+    return current, previous

@@ -19,8 +19,16 @@ from features.contract import Dataset
 from features.engine import snapshot_features
 from leadscore.bundle import ScoringModel
 from leadscore.config import ProjectConfig, RegistryConfig
-from leadscore.registry import BUNDLE_ARTIFACT, champion_version, download_version, mlflow_client, set_champion
+from leadscore.registry import (
+    BUNDLE_ARTIFACT,
+    PREVIOUS_CHAMPION_TAG,
+    champion_version,
+    download_version,
+    mlflow_client,
+    set_champion,
+)
 from training import plots
+from training.lifecycle import promotion_decision
 from training.pipeline import TrainingResult
 
 
@@ -70,8 +78,21 @@ def log_training_run(
     config: ProjectConfig,
     run_name: str | None = None,
     extra_artifacts: dict[str, Path] | None = None,
+    tolerance: float = 0.0,
+    require_beats_grid: bool = False,
 ) -> RunRecord:
-    """Record a training run in MLflow, register its bundle, and move `champion` if it wins."""
+    """Record a training run in MLflow, register its bundle, and move `champion` if it wins.
+
+    Args:
+        result: The training result.
+        data: The data it was trained on (the champion is re-scored on its test snapshots).
+        config: Project config (registry settings).
+        run_name: MLflow run name.
+        extra_artifacts: More files to log, artifact folder -> path.
+        tolerance: ROC AUC the new model may lose to the champion and still be promoted
+            (0: it must be strictly better, as for `leadscore train`).
+        require_beats_grid: Refuse promotion unless the new model beats the grid.
+    """
     import mlflow
 
     registry = config.registry
@@ -122,14 +143,14 @@ def log_training_run(
             run_id=run.info.run_id,
             tags={"model_version": model.meta.model_version},
         ).version
-        promoted = champion_auc is None or new_auc > champion_auc
-        if champion_auc is None:
-            decision = f"no champion yet: version {version} becomes champion"
-        elif promoted:
-            decision = f"version {version} (AUC {new_auc:.4f}) beats champion v{previous} (AUC {champion_auc:.4f}) on the same test snapshots"
-        else:
-            decision = f"champion v{previous} (AUC {champion_auc:.4f}) kept: version {version} has AUC {new_auc:.4f} on the same test snapshots"
+        decision_ = promotion_decision(
+            new_auc, champion_auc, result.metrics["point_grid"]["roc_auc"]["value"], tolerance, require_beats_grid
+        )
+        promoted = decision_.promote
+        decision = f"version {version}: {decision_.reason}" + (f" (champion was v{previous})" if previous else "")
         if promoted:
+            if previous:
+                client.set_model_version_tag(registry.model_name, str(version), PREVIOUS_CHAMPION_TAG, previous)
             set_champion(registry, str(version))
         mlflow.set_tags({"registry.version": str(version), "registry.promoted": str(promoted), "registry.decision": decision})
         if champion_auc is not None:
