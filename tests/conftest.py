@@ -15,6 +15,12 @@ DEFAULT_GRID = PROJECT_ROOT / "data" / "grids" / "default.yaml"
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ; keep tests apart."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session")
 def simulated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3,000 simulated leads in the data contract's files (seed 11)."""

@@ -1,0 +1,1 @@
+"""The scoring service: answers CRM requests with a trained model bundle (BentoML)."""

@@ -1,0 +1,82 @@
+"""Bodies of the scoring service's requests and responses.
+
+A lead is `leadscore.scoring.LeadIn` and a score is `leadscore.scoring.ScoreOut`, the same
+models the batch scorer uses; this module only adds the envelopes around them (options,
+batches, the model card).
+
+Request models forbid unknown keys, so a misspelt option (`"explian": false`) is rejected
+instead of silently ignored, and hide inputs in their error messages, so that validation
+errors written to the server log never carry a lead's attributes (emails, names).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from leadscore.bundle import Tiers
+from leadscore.scoring import LeadIn, ScoreOut
+
+MAX_BATCH_LEADS = 1_000
+MAX_TOP_K = 10
+
+# The languages of `features.labels.LANGUAGES`, spelt out so that the OpenAPI schema lists them
+# (tests/test_service.py checks that the two agree).
+Language = Literal["en", "fr"]
+
+
+class ScoringOptions(BaseModel):
+    """Options shared by single and batch scoring."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    as_of: datetime | None = Field(
+        default=None,
+        description="Score the lead as it was at this time (ISO 8601; no zone means UTC). Now when omitted.",
+    )
+    language: Language = Field(default="en", description="Language of the reason labels.")
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = Field(
+        default=3, description="How many reasons to give each way (up and down)."
+    )
+
+
+class ScoreRequest(ScoringOptions):
+    """Body of `POST /score`."""
+
+    model_config = ConfigDict(title="ScoreRequest")
+
+    lead: LeadIn
+    explain: bool = Field(default=True, description="Give the reasons behind the score.")
+
+
+class ScoreBatchRequest(ScoringOptions):
+    """Body of `POST /score_batch`: many leads scored at the same `as_of`."""
+
+    model_config = ConfigDict(title="ScoreBatchRequest")
+
+    leads: Annotated[list[LeadIn], Field(min_length=1, max_length=MAX_BATCH_LEADS)]
+    explain: bool = Field(default=False, description="Give the reasons behind each score (slower).")
+
+
+class ScoreBatchOut(BaseModel):
+    """Response of `POST /score_batch`: one result per lead, in request order."""
+
+    model_version: str
+    results: list[ScoreOut]
+
+
+class ModelCard(BaseModel):
+    """Response of `GET /model`: what the service is scoring with."""
+
+    model_version: str
+    trained_at: str
+    horizon_days: float
+    metrics: dict[str, Any] = Field(
+        description="Test metrics of the model beside the point grid and a logistic regression, as stored in the bundle."
+    )
+    feature_names: list[str]
+    tiers: Tiers
+    mql_probability: float
+    grid: str = Field(description="Name of the point grid scored beside the model.")
