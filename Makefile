@@ -10,7 +10,7 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install test demo train serve bench bench-service sample clean help
+.PHONY: install system-deps test demo train serve bench bench-service bench-xeducation sample clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -24,7 +24,19 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 install: $(VENV)/.installed  ## create .venv and install leadscore with pinned dependencies
 
-test: install  ## run the whole test suite (unit, property, model, service over HTTP)
+# Debian packages the tests use: chromium renders the leadership report (tests/test_report_browser.py).
+system-deps:  ## install the system packages the tests need (apt-get, as root)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; \
+	fi
+# postgresql: tests/test_sources.py starts a throwaway server (initdb + pg_ctl) to read a table.
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get install -y -q postgresql || { apt-get update -q && apt-get install -y -q postgresql; }; \
+		else echo "postgresql is missing and this is not root: the PostgreSQL source test will skip"; fi; \
+	fi
+
+test: install system-deps  ## run the whole test suite (unit, property, model, service over HTTP)
 	$(PY) -m pytest -q
 
 train: install  ## train on data/sample, print model vs grid vs logistic regression
@@ -34,6 +46,17 @@ serve: install  ## serve the champion model on localhost:$(PORT)
 	$(BIN)/leadscore serve --port $(PORT)
 
 demo: train serve  ## from a fresh clone: install, train on data/sample, serve on localhost:3000
+
+# BENCH_ARGS=--quick for a fast check; --sections one_lead,batch for a subset (benchmarks/README.md).
+bench: install  ## benchmarks: latency, throughput, features, training, TreeSHAP, Dask, beside bare baselines
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# SERVICE_BENCH_ARGS=--quick for 10 s runs; --rate, --seconds, --examples (benchmarks/service.py).
+bench-service: install  ## the real service on 127.0.0.1: schemathesis, 50 req/s for 60 s, swap and kill -9 under load
+	nice $(PY) -m benchmarks.service $(SERVICE_BENCH_ARGS)
+
+bench-xeducation: install  ## X Education export: model vs grid vs logistic regression (5-fold CV, ordered split)
+	nice $(PY) -m benchmarks.xeducation --out benchmarks/results/xeducation.json
 
 sample: install  ## regenerate data/sample (2,000 simulated leads, seed 42)
 	$(BIN)/leadscore simulate --leads 2000 --seed 42 --out data/sample

@@ -129,7 +129,7 @@ def _require_columns(frame: pd.DataFrame, required: list[str], table: str) -> No
         )
 
 
-class _Quarantine:
+class Quarantine:
     """Collects rejected rows and their rule while validation goes on."""
 
     def __init__(self, report: ValidationReport) -> None:
@@ -155,6 +155,26 @@ class _Quarantine:
         return merged[first + [c for c in merged.columns if c not in first]]
 
 
+def _normalise_attributes(leads: pd.DataFrame, spec: FeatureSpec, report: ValidationReport) -> pd.DataFrame:
+    """Numbers as float64 (a bad value becomes missing, counted), categories as str or None."""
+    for column in spec.numeric:
+        parsed = pd.to_numeric(leads[column], errors="coerce")
+        bad = parsed.isna() & leads[column].notna() & (leads[column].astype("string").str.strip() != "")
+        bad |= np.isinf(parsed.astype("float64"))
+        if bad.any():
+            # One bad attribute does not cost the lead: the value becomes missing, counted.
+            examples = leads.loc[bad, "lead_id"].astype(str).head(_EXAMPLES).tolist()
+            report.breaches.append(
+                RuleBreach("leads", f"have a non-numeric or infinite {column}", int(bad.sum()),
+                           examples, action="kept, value set to missing")
+            )
+        leads[column] = parsed.astype("float64").where(~bad)
+    for column in spec.categorical:
+        leads[column] = leads[column].astype("string").str.strip().replace("", pd.NA).astype(object)
+        leads[column] = leads[column].where(leads[column].notna(), None)
+    return leads.reset_index(drop=True)
+
+
 def validate(
     leads_raw: pd.DataFrame,
     interactions_raw: pd.DataFrame,
@@ -176,7 +196,7 @@ def validate(
         ContractError: A required or declared column is missing.
     """
     report = ValidationReport()
-    quarantine = _Quarantine(report)
+    quarantine = Quarantine(report)
 
     _require_columns(leads_raw, [*LEAD_REQUIRED, *spec.attribute_columns()], "leads")
     _require_columns(interactions_raw, list(INTERACTION_REQUIRED), "interactions")
@@ -203,22 +223,7 @@ def validate(
     leads = quarantine.take(
         leads, leads["lead_id"].duplicated(keep=False), "leads", "share a lead_id with another row"
     )
-    for column in spec.numeric:
-        parsed = pd.to_numeric(leads[column], errors="coerce")
-        bad = parsed.isna() & leads[column].notna() & (leads[column].astype("string").str.strip() != "")
-        bad |= np.isinf(parsed.astype("float64"))
-        if bad.any():
-            # One bad attribute does not cost the lead: the value becomes missing, counted.
-            examples = leads.loc[bad, "lead_id"].astype(str).head(_EXAMPLES).tolist()
-            report.breaches.append(
-                RuleBreach("leads", f"have a non-numeric or infinite {column}", int(bad.sum()),
-                           examples, action="kept, value set to missing")
-            )
-        leads[column] = parsed.astype("float64").where(~bad)
-    for column in spec.categorical:
-        leads[column] = leads[column].astype("string").str.strip().replace("", pd.NA).astype(object)
-        leads[column] = leads[column].where(leads[column].notna(), None)
-    leads = leads.reset_index(drop=True)
+    leads = _normalise_attributes(leads, spec, report)
 
     events = interactions_raw.copy()
     events["lead_id"] = events["lead_id"].astype("string").str.strip()
@@ -229,8 +234,9 @@ def validate(
     events["occurred_at"] = parse_utc(events["occurred_at"])
     known = events["lead_id"].isin(leads["lead_id"])
     events = quarantine.take(events, ~known, "interactions", "reference an unknown or quarantined lead_id")
-    created_by_lead = pd.Series(leads["created_at"].to_numpy(), index=leads["lead_id"].to_numpy())
-    lead_created = created_by_lead.reindex(events["lead_id"].to_numpy()).to_numpy()
+    # Every remaining event's lead is known and lead ids are unique: a positional look-up, ten
+    # times faster than reindexing by millions of lead-id strings.
+    lead_created = leads["created_at"].to_numpy()[pd.Index(leads["lead_id"]).get_indexer(events["lead_id"])]
     events = quarantine.take(
         events,
         pd.Series(events["occurred_at"].to_numpy() < lead_created, index=events.index),
@@ -241,6 +247,65 @@ def validate(
     report.unknown_types = {str(k): int(v) for k, v in unknown.value_counts().items()}
     events = events.sort_values(["lead_id", "occurred_at"], kind="stable").reset_index(drop=True)
     return Dataset(leads=leads, interactions=events, quarantine=quarantine.frame(), report=report)
+
+
+@dataclass(frozen=True)
+class StaticDataset:
+    """Validated leads of a static export: one row per lead, the outcome as exported, no time.
+
+    Attributes:
+        leads: `lead_id` (str), `converted` (int8, 0/1), `order` (float64, only when the export
+            has an order column, e.g. a lead number growing with acquisition), `converted_at`
+            (UTC, only when the export dates its outcomes) and the attribute columns, in the
+            order of the source rows.
+        quarantine: Rejected rows with columns `table`, `rule`, `lead_id` and the raw values.
+        report: The rule breaches.
+    """
+
+    leads: pd.DataFrame
+    quarantine: pd.DataFrame
+    report: ValidationReport
+
+    @property
+    def has_order(self) -> bool:
+        return "order" in self.leads.columns
+
+
+def validate_static(leads_raw: pd.DataFrame, spec: FeatureSpec) -> StaticDataset:
+    """Check a static export against the contract; quarantine rows that break a rule.
+
+    Args:
+        leads_raw: `lead_id`, `converted` (1.0, 0.0, or NaN when the exported outcome was not
+            recognised), optional `order` (numbers, NaN when missing or unparsable) and every
+            column of `spec.attribute_columns()`.
+        spec: Declares the attribute columns.
+
+    Returns:
+        The validated `StaticDataset`.
+
+    Raises:
+        ContractError: A required or declared column is missing.
+    """
+    report = ValidationReport()
+    quarantine = Quarantine(report)
+    _require_columns(leads_raw, ["lead_id", "converted", *spec.attribute_columns()], "leads")
+    leads = leads_raw.copy()
+    leads["lead_id"] = leads["lead_id"].astype("string").str.strip()
+    leads = quarantine.take(leads, leads["lead_id"].isna() | (leads["lead_id"] == ""), "leads", "have no lead_id")
+    converted = pd.to_numeric(leads["converted"], errors="coerce")
+    leads = quarantine.take(
+        leads, ~converted.isin([0, 1]), "leads", "have an outcome that is neither a conversion nor a non-conversion"
+    )
+    leads["converted"] = pd.to_numeric(leads["converted"]).astype("int8")
+    if "order" in leads.columns:
+        order = pd.to_numeric(leads["order"], errors="coerce")
+        leads = quarantine.take(leads, order.isna(), "leads", "have no usable order value")
+        leads["order"] = pd.to_numeric(leads["order"]).astype("float64")
+    leads = quarantine.take(
+        leads, leads["lead_id"].duplicated(keep=False), "leads", "share a lead_id with another row"
+    )
+    leads = _normalise_attributes(leads, spec, report)
+    return StaticDataset(leads=leads, quarantine=quarantine.frame(), report=report)
 
 
 def _read_table(directory: Path, stem: str) -> pd.DataFrame:

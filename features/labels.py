@@ -25,55 +25,61 @@ from features.vocabulary import (
 
 LANGUAGES: tuple[str, ...] = ("en", "fr")
 
-# event type -> language -> (did it, never did it, driver title)
-EVENT_PHRASES: dict[str, dict[str, tuple[str, str, str]]] = {
+# event type -> language -> (did it once, did it {n} times, never did it, driver title).
+# Phrased the way a salesperson says it: "Viewed 12 pages of our website in the last 7 days".
+EVENT_PHRASES: dict[str, dict[str, tuple[str, str, str, str]]] = {
     "page_view": {
-        "en": ("Viewed website pages", "Never viewed a website page", "Website page views"),
-        "fr": ("A consulté des pages du site", "N'a jamais consulté le site", "Pages du site consultées"),
+        "en": ("Viewed a page of our website", "Viewed {n} pages of our website", "Never viewed our website", "Website visits"),
+        "fr": ("A consulté une page du site", "A consulté {n} pages du site", "N'a jamais consulté le site", "Visites du site"),
     },
     "pricing_page_view": {
-        "en": ("Visited the pricing page", "Never visited the pricing page", "Pricing page visits"),
-        "fr": ("A visité la page tarifs", "N'a jamais visité la page tarifs", "Visites de la page tarifs"),
+        "en": ("Visited the pricing page", "Visited the pricing page {n} times", "Never visited the pricing page", "Pricing page visits"),
+        "fr": ("A visité la page tarifs", "A visité la page tarifs {n} fois", "N'a jamais visité la page tarifs", "Visites de la page tarifs"),
     },
     "email_open": {
-        "en": ("Opened our emails", "Never opened an email", "Email opens"),
-        "fr": ("A ouvert nos emails", "N'a jamais ouvert d'email", "Emails ouverts"),
+        "en": ("Opened one of our emails", "Opened {n} of our emails", "Never opened our emails", "Email opens"),
+        "fr": ("A ouvert un de nos emails", "A ouvert {n} de nos emails", "N'a jamais ouvert nos emails", "Emails ouverts"),
     },
     "email_click": {
-        "en": ("Clicked in our emails", "Never clicked in an email", "Email clicks"),
-        "fr": ("A cliqué dans nos emails", "N'a jamais cliqué dans un email", "Clics dans les emails"),
+        "en": ("Clicked a link in our emails", "Clicked links in our emails {n} times", "Never clicked in our emails", "Email clicks"),
+        "fr": ("A cliqué dans un de nos emails", "A cliqué {n} fois dans nos emails", "N'a jamais cliqué dans nos emails", "Clics dans les emails"),
     },
     "whitepaper_download": {
-        "en": ("Downloaded a white paper", "Never downloaded a white paper", "White paper downloads"),
-        "fr": ("A téléchargé un livre blanc", "N'a jamais téléchargé de livre blanc", "Livres blancs téléchargés"),
+        "en": ("Downloaded a white paper", "Downloaded {n} white papers", "Never downloaded a white paper", "White paper downloads"),
+        "fr": ("A téléchargé un livre blanc", "A téléchargé {n} livres blancs", "N'a jamais téléchargé de livre blanc", "Livres blancs téléchargés"),
     },
     "webinar_registration": {
-        "en": ("Registered for a webinar", "Never registered for a webinar", "Webinar registrations"),
-        "fr": ("S'est inscrit à un webinaire", "Ne s'est jamais inscrit à un webinaire", "Inscriptions aux webinaires"),
+        "en": ("Registered for a webinar", "Registered for {n} webinars", "Never registered for a webinar", "Webinar registrations"),
+        "fr": ("S'est inscrit à un webinaire", "S'est inscrit à {n} webinaires", "Ne s'est jamais inscrit à un webinaire", "Inscriptions aux webinaires"),
     },
     "webinar_attended": {
-        "en": ("Attended a webinar", "Never attended a webinar", "Webinars attended"),
-        "fr": ("A assisté à un webinaire", "N'a jamais assisté à un webinaire", "Webinaires suivis"),
+        "en": ("Attended a webinar", "Attended {n} webinars", "Never attended a webinar", "Webinars attended"),
+        "fr": ("A assisté à un webinaire", "A assisté à {n} webinaires", "N'a jamais assisté à un webinaire", "Webinaires suivis"),
     },
     "form_submit": {
-        "en": ("Filled in a form", "Never filled in a form", "Forms submitted"),
-        "fr": ("A rempli un formulaire", "N'a jamais rempli de formulaire", "Formulaires remplis"),
+        "en": ("Filled in a form", "Filled in {n} forms", "Never filled in a form", "Forms filled in"),
+        "fr": ("A rempli un formulaire", "A rempli {n} formulaires", "N'a jamais rempli de formulaire", "Formulaires remplis"),
     },
     "demo_request": {
-        "en": ("Requested a demo", "Never requested a demo", "Demo requests"),
-        "fr": ("A demandé une démo", "N'a jamais demandé de démo", "Demandes de démo"),
+        "en": ("Requested a demo", "Requested a demo {n} times", "Never requested a demo", "Demo requests"),
+        "fr": ("A demandé une démo", "A demandé une démo {n} fois", "N'a jamais demandé de démo", "Demandes de démo"),
     },
     "meeting_booked": {
-        "en": ("Booked a meeting", "Never booked a meeting", "Meetings booked"),
-        "fr": ("A pris rendez-vous", "N'a jamais pris rendez-vous", "Rendez-vous pris"),
+        "en": ("Booked a meeting", "Booked {n} meetings", "Never booked a meeting", "Meetings booked"),
+        "fr": ("A pris un rendez-vous", "A pris {n} rendez-vous", "N'a jamais pris rendez-vous", "Rendez-vous pris"),
     },
     "unsubscribe": {
-        "en": ("Unsubscribed", "Never unsubscribed", "Unsubscribes"),
-        "fr": ("S'est désabonné", "Ne s'est jamais désabonné", "Désabonnements"),
+        "en": ("Unsubscribed", "Unsubscribed {n} times", "Never unsubscribed", "Unsubscribes"),
+        "fr": ("S'est désabonné", "S'est désabonné {n} fois", "Ne s'est jamais désabonné", "Désabonnements"),
     },
     "email_bounce": {
-        "en": ("Emails to this lead bounced", "No email bounced", "Email bounces"),
-        "fr": ("Les emails à ce contact ont rebondi", "Aucun email n'a rebondi", "Emails rejetés"),
+        "en": ("An email to this lead bounced", "{n} emails to this lead bounced", "No email to this lead bounced", "Email bounces"),
+        "fr": (
+            "Un email à ce contact est revenu en erreur",
+            "{n} emails à ce contact sont revenus en erreur",
+            "Aucun email à ce contact n'est revenu en erreur",
+            "Emails revenus en erreur",
+        ),
     },
 }
 
@@ -96,11 +102,75 @@ _OTHER_DRIVERS: dict[str, dict[str, str]] = {
     "lead_age": {"en": "Lead age", "fr": "Ancienneté du lead"},
 }
 
-_EMAIL_KIND_WORDS: dict[str, dict[str, str]] = {
-    "corporate": {"en": "company domain", "fr": "domaine d'entreprise"},
-    "free": {"en": "free webmail", "fr": "messagerie gratuite"},
-    "disposable": {"en": "disposable address", "fr": "adresse jetable"},
-    "invalid": {"en": "invalid address", "fr": "adresse invalide"},
+# attribute -> value -> (English label, French value). French labels read "<title> : <value>",
+# English ones the way a salesperson says it; a value not listed here is shown as it is.
+ATTRIBUTE_VALUE_PHRASES: dict[str, dict[str, tuple[str, str]]] = {
+    "industry": {
+        "software": ("Industry: software", "logiciel"),
+        "financial_services": ("Industry: financial services", "services financiers"),
+        "healthcare": ("Industry: healthcare", "santé"),
+        "manufacturing": ("Industry: manufacturing", "industrie"),
+        "retail": ("Industry: retail", "commerce de détail"),
+        "education": ("Industry: education", "éducation"),
+        "public_sector": ("Industry: public sector", "secteur public"),
+        "other": ("Industry: other", "autre"),
+    },
+    "company_size": {
+        "1-9": ("Company size 1–9 employees", "1 à 9 salariés"),
+        "10-49": ("Company size 10–49 employees", "10 à 49 salariés"),
+        "50-199": ("Company size 50–199 employees", "50 à 199 salariés"),
+        "200-499": ("Company size 200–499 employees", "200 à 499 salariés"),
+        "500-999": ("Company size 500–999 employees", "500 à 999 salariés"),
+        "1000+": ("Company size 1,000+ employees", "1 000 salariés et plus"),
+    },
+    "country": {
+        "US": ("Based in the United States", "États-Unis"),
+        "GB": ("Based in the United Kingdom", "Royaume-Uni"),
+        "DE": ("Based in Germany", "Allemagne"),
+        "FR": ("Based in France", "France"),
+        "CA": ("Based in Canada", "Canada"),
+        "AU": ("Based in Australia", "Australie"),
+        "ES": ("Based in Spain", "Espagne"),
+        "NL": ("Based in the Netherlands", "Pays-Bas"),
+    },
+    "job_role": {
+        "marketing": ("Works in marketing", "marketing"),
+        "sales": ("Works in sales", "commercial"),
+        "it": ("Works in IT", "informatique"),
+        "finance": ("Works in finance", "finance"),
+        "operations": ("Works in operations", "opérations"),
+        "hr": ("Works in HR", "ressources humaines"),
+        "student": ("Student", "étudiant"),
+        "other": ("Job role: other", "autre"),
+    },
+    "seniority": {
+        "intern": ("Intern", "stagiaire"),
+        "individual_contributor": ("Individual contributor", "collaborateur sans encadrement"),
+        "manager": ("Manager", "manager"),
+        "director": ("Director-level contact", "directeur"),
+        "vp": ("VP-level contact", "vice-président"),
+        "c_level": ("C-level executive", "membre de la direction générale"),
+    },
+    "source": {
+        "organic_search": ("Came from organic search", "recherche naturelle"),
+        "paid_search": ("Came from paid search", "recherche payante"),
+        "referral": ("Came from a referral", "recommandation"),
+        "webinar": ("Came from a webinar", "webinaire"),
+        "event": ("Came from an event", "événement"),
+        "partner": ("Came from a partner", "partenaire"),
+        "cold_outbound": ("Came from cold outreach", "prospection à froid"),
+        "social": ("Came from social media", "réseaux sociaux"),
+    },
+    "marketing_consent": {
+        "yes": ("Agreed to receive marketing emails", "oui"),
+        "no": ("Did not agree to marketing emails", "non"),
+    },
+    EMAIL_DOMAIN_KIND: {
+        "corporate": ("Uses a company email address", "domaine d'entreprise"),
+        "free": ("Uses a free webmail address", "messagerie gratuite"),
+        "disposable": ("Uses a disposable email address", "adresse jetable"),
+        "invalid": ("Invalid email address", "invalide"),
+    },
 }
 
 
@@ -126,7 +196,7 @@ def driver_title(driver: str, language: str = "en") -> str:
     """A short title for a driver ("Pricing page visits")."""
     _check_language(language)
     if driver in EVENT_PHRASES:
-        return EVENT_PHRASES[driver][language][2]
+        return EVENT_PHRASES[driver][language][3]
     if driver in _OTHER_DRIVERS:
         return _OTHER_DRIVERS[driver][language]
     if driver in ATTRIBUTE_TITLES:
@@ -139,12 +209,6 @@ def _check_language(language: str) -> None:
         raise ValueError(f"language must be one of {list(LANGUAGES)}, got {language!r}")
 
 
-def _times(n: int, language: str) -> str:
-    if language == "fr":
-        return f"{n} fois"
-    return {1: "once", 2: "twice"}.get(n, f"{n} times")
-
-
 def _days_ago(days: float, language: str) -> str:
     d = int(math.floor(days))
     if language == "fr":
@@ -152,14 +216,99 @@ def _days_ago(days: float, language: str) -> str:
     return "today" if d == 0 else ("yesterday" if d == 1 else f"{d} days ago")
 
 
+def _in_last(window: int, language: str) -> str:
+    return f"au cours des {window} derniers jours" if language == "fr" else f"in the last {window} days"
+
+
+def _whole(n: float, language: str) -> str:
+    """A whole number with the thousands separator of the language: 1,200 / 1 200."""
+    text = f"{int(round(n)):,}"
+    return text.replace(",", " ") if language == "fr" else text
+
+
+def _plural(n: int, singular: str, plural: str) -> str:
+    return f"{n} {singular if n == 1 else plural}"
+
+
 def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _describe_event(
+    driver: str, values: Mapping[str, object], spec: FeatureSpec, language: str
+) -> tuple[str, int]:
+    """"Visited the pricing page 3 times in the last 7 days", "Unsubscribed 12 days ago"."""
+    once, many, never, _ = EVENT_PHRASES[driver][language]
+    total = int(values[count_feature(driver, None)])  # type: ignore[arg-type]
+    if total == 0:
+        return never, 0
+    ago = _days_ago(float(values[recency_feature(driver)]), language)  # type: ignore[arg-type]
+    if total == 1:
+        return f"{once} {ago}", 1
+    # The shortest window holding at least two of them: recent bursts read as such.
+    for window in spec.windows_days:
+        n = int(values[count_feature(driver, window)])  # type: ignore[arg-type]
+        if n >= 2:
+            return f"{many.format(n=n)} {_in_last(window, language)}", n
+    most_recently = "la dernière" if language == "fr" else "most recently"
+    return f"{many.format(n=total)}, {most_recently} {ago}", total
+
+
+def _describe_summary(driver: str, values: Mapping[str, object], language: str) -> tuple[str, object]:
+    """Labels of the drivers that summarise all interactions (engagement, activity, age)."""
+    fr = language == "fr"
+    if driver == "engagement":
+        x = float(values[ENGAGEMENT_DECAYED])  # type: ignore[arg-type]
+        if x < 0.05:
+            return ("Aucune activité ces dernières semaines" if fr else "No activity in recent weeks"), 0.0
+        # The score weighs each interaction by type and halves its weight every half-life.
+        word = "Score d'engagement récent" if fr else "Recent engagement score"
+        return (f"{word} : {x:.1f}".replace(".", ",") if fr else f"{word}: {x:.1f}"), round(x, 2)
+    if driver == "activity_days":
+        n = int(values[ACTIVE_DAYS_30D])  # type: ignore[arg-type]
+        if n == 0:
+            return ("Aucune activité ces 30 derniers jours" if fr else "No activity in the last 30 days"), 0
+        if fr:
+            return f"Actif {_plural(n, 'jour', 'jours')} sur les 30 derniers jours", n
+        return f"Active on {_plural(n, 'day', 'days')} in the last 30 days", n
+    if driver == "volume":
+        n = int(values[EVENTS_TOTAL])  # type: ignore[arg-type]
+        if fr:
+            return f"{_plural(n, 'interaction', 'interactions')} depuis la création du lead", n
+        return f"{_plural(n, 'interaction', 'interactions')} since the lead was created", n
+    d = int(float(values[LEAD_AGE_DAYS]))  # type: ignore[arg-type]
+    return (f"Lead créé {_days_ago(d, language)}" if fr else f"Lead created {_days_ago(d, language)}"), d
+
+
+def _describe_attribute(driver: str, value: object, language: str) -> tuple[str, object]:
+    """"Company size 200–499 employees" / "Taille de l'entreprise : 200 à 499 salariés"."""
+    fr = language == "fr"
+    title = driver_title(driver, language)
+    if _missing(value):
+        return (f"{title} : inconnu" if fr else f"{title} not known"), None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    phrases = ATTRIBUTE_VALUE_PHRASES.get(driver, {})
+    if str(value) in phrases:
+        english, french = phrases[str(value)]
+        return (f"{title} : {french}" if fr else english), value
+    if driver == "employee_count" and isinstance(value, int | float):
+        if fr:
+            return f"{title} : {_whole(value, language)} salariés", value
+        return f"Company has {_whole(value, language)} employees", value
+    shown = str(value).replace("_", " ")
+    return (f"{title} : {shown}" if fr else f"{title}: {shown}"), value
 
 
 def describe_driver(
     driver: str, values: Mapping[str, object], spec: FeatureSpec, language: str = "en"
 ) -> tuple[str, object]:
-    """Phrase a driver with one lead's values.
+    """Phrase a driver with one lead's values, as a salesperson would say it.
+
+    English labels read like "Visited the pricing page 3 times in the last 7 days", "Company
+    size 200–499 employees", "Unsubscribed 12 days ago"; French ones like "A visité la page
+    tarifs 3 fois au cours des 7 derniers jours", and attributes as "<title> : <value>"
+    ("Niveau hiérarchique : directeur").
 
     Args:
         driver: From `driver_of`.
@@ -172,43 +321,84 @@ def describe_driver(
     """
     _check_language(language)
     if driver in EVENT_PHRASES:
-        did, never, _ = EVENT_PHRASES[driver][language]
-        total = int(values[count_feature(driver, None)])  # type: ignore[arg-type]
-        if total == 0:
-            return never, 0
-        days = float(values[recency_feature(driver)])  # type: ignore[arg-type]
-        if total == 1:
-            return f"{did} {_days_ago(days, language)}", 1
-        for window in spec.windows_days:
-            n = int(values[count_feature(driver, window)])  # type: ignore[arg-type]
-            if n > 0:
-                span = f"au cours des {window} derniers jours" if language == "fr" else f"in the last {window} days"
-                return f"{did} {_times(n, language)} {span}", n
-        last = "dernière fois" if language == "fr" else "last time"
-        return f"{did} {_times(total, language)}, {last} {_days_ago(days, language)}", total
-    if driver == "engagement":
-        x = float(values[ENGAGEMENT_DECAYED])  # type: ignore[arg-type]
-        word = ("Score d'engagement récent" if language == "fr" else "Recent engagement score")
-        return f"{word} {x:.1f}", round(x, 2)
-    if driver == "activity_days":
-        n = int(values[ACTIVE_DAYS_30D])  # type: ignore[arg-type]
-        if language == "fr":
-            return f"Actif {n} jour(s) sur les 30 derniers", n
-        return f"Active on {n} day{'s' if n != 1 else ''} in the last 30 days", n
-    if driver == "volume":
-        n = int(values[EVENTS_TOTAL])  # type: ignore[arg-type]
-        return (f"{n} interactions au total" if language == "fr" else f"{n} interactions in total"), n
-    if driver == "lead_age":
-        d = int(float(values[LEAD_AGE_DAYS]))  # type: ignore[arg-type]
-        return (f"Lead créé il y a {d} jours" if language == "fr" else f"Lead created {d} days ago"), d
-    value = values.get(driver)
+        return _describe_event(driver, values, spec, language)
+    if driver in _OTHER_DRIVERS:
+        return _describe_summary(driver, values, language)
+    if driver not in values:
+        raise KeyError(f"describe_driver: driver {driver!r} has no value among the lead's features")
+    return _describe_attribute(driver, values[driver], language)
+
+
+def _number(x: float, language: str) -> str:
+    text = f"{x:,.0f}" if abs(x) >= 100 or float(x).is_integer() else f"{x:.2g}"
+    return text.replace(",", " ").replace(".", ",") if language == "fr" else text
+
+
+def _range(low: float | None, high: float | None, whole: bool, language: str) -> str:
+    """[low, high) in words: "2–3", "10 or more", "below 2.5" (whole: counts, days)."""
+    fr = language == "fr"
+    if low is not None and high is None:
+        return f"{_number(low, language)} {'ou plus' if fr else 'or more'}"
+    if low is None and high is not None:
+        return f"{'moins de' if fr else 'below'} {_number(high, language)}"
+    if low is None or high is None:
+        raise ValueError("_range: a bucket needs at least one bound")
+    if not whole:
+        upper = f"à moins de {_number(high, language)}" if fr else f"to under {_number(high, language)}"
+        return f"{'de ' if fr else ''}{_number(low, language)} {upper}"
+    last = high - 1
+    if last == low:
+        return _number(low, language)
+    return f"{_number(low, language)} à {_number(last, language)}" if fr else f"{_number(low, language)}–{_number(last, language)}"
+
+
+def describe_bucket(
+    feature: str, low: float | None, high: float | None, spec: FeatureSpec, language: str = "en"
+) -> str:
+    """Plain words for "low <= feature < high" (None: unbounded), for grids and driver tables.
+
+    "Pricing page visits in the last 30 days: 2–3", "Demo requests: last one 0–6 days ago",
+    "Visites de la page tarifs (30 derniers jours) : 2 à 3". Both bounds None means the value
+    is missing, which for a days-since feature means "never".
+    """
+    _check_language(language)
+    fr = language == "fr"
+    driver = driver_of(feature, spec)
     title = driver_title(driver, language)
-    if _missing(value):
-        return (f"{title} : inconnu" if language == "fr" else f"{title} unknown"), None
-    if driver == EMAIL_DOMAIN_KIND:
-        word = _EMAIL_KIND_WORDS.get(str(value), {}).get(language, str(value))
-        return (f"{title} : {word}" if language == "fr" else f"{title}: {word}"), value
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    shown = str(value).replace("-", "–") if driver == "company_size" else str(value).replace("_", " ")
-    return (f"{title} : {shown}" if language == "fr" else f"{title} {shown}"), value
+    sep = " : " if fr else ": "
+    missing = low is None and high is None
+    for event_type in spec.interaction_types:
+        if feature == recency_feature(event_type):
+            if missing:
+                return f"{title}{sep}{'jamais' if fr else 'never'}"
+            ago = _range(low, high, True, language)
+            return f"{title}{sep}{f'la dernière il y a {ago} jours' if fr else f'last one {ago} days ago'}"
+        if feature == count_feature(event_type, None):
+            where = f"{title} depuis la création" if fr else f"{title} since the lead was created"
+            return f"{where}{sep}{_range(low, high, True, language)}"
+        for window in spec.windows_days:
+            if feature == count_feature(event_type, window):
+                where = f"{title} ({window} derniers jours)" if fr else f"{title} in the last {window} days"
+                return f"{where}{sep}{_range(low, high, True, language)}"
+    summary = {
+        ENGAGEMENT_DECAYED: ("Recent engagement score", "Score d'engagement récent", False),
+        ACTIVE_DAYS_30D: ("Active days in the last 30 days", "Jours d'activité (30 derniers jours)", True),
+        ACTIVE_DAYS_TOTAL: ("Active days since the lead was created", "Jours d'activité depuis la création", True),
+        EVENTS_TOTAL: ("Interactions since the lead was created", "Interactions depuis la création", True),
+        OTHER_EVENTS_TOTAL: ("Other interactions since the lead was created", "Autres interactions depuis la création", True),
+        LEAD_AGE_DAYS: ("Lead age in days", "Ancienneté du lead en jours", True),
+    }
+    if feature in summary:
+        english, french, whole = summary[feature]
+        where = french if fr else english
+    else:
+        where, whole = title, False
+    if missing:
+        return f"{where}{sep}{'inconnu' if fr else 'not known'}"
+    return f"{where}{sep}{_range(low, high, whole, language)}"
+
+
+def describe_category(driver: str, value: object, language: str = "en") -> str:
+    """Plain words for an attribute value: "Director-level contact", "Secteur : santé"."""
+    _check_language(language)
+    return str(_describe_attribute(driver, value, language)[0])

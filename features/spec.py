@@ -40,6 +40,8 @@ class FeatureSpec(BaseModel):
             always added).
         halflife_days: Half-life of the time-decayed engagement score.
         engagement_weights: Weight of each interaction type in the engagement score.
+        interactions: False for a static export (one row per lead, no timestamps): the model
+            then has no behaviour features, only the attribute columns.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +53,7 @@ class FeatureSpec(BaseModel):
     windows_days: list[int] = Field(default_factory=lambda: list(DEFAULT_WINDOWS_DAYS))
     halflife_days: float = Field(default=DEFAULT_HALFLIFE_DAYS, gt=0)
     engagement_weights: dict[str, float] = Field(default_factory=lambda: dict(ENGAGEMENT_WEIGHTS))
+    interactions: bool = True
 
     @field_validator("windows_days")
     @classmethod
@@ -73,7 +76,9 @@ class FeatureSpec(BaseModel):
         return self
 
     def behaviour_features(self) -> list[str]:
-        """Names of the features computed from interactions, in model order."""
+        """Names of the features computed from interactions, in model order (none when static)."""
+        if not self.interactions:
+            return []
         names: list[str] = []
         for event_type in self.interaction_types:
             names.extend(count_feature(event_type, w) for w in self.windows_days)

@@ -4,7 +4,9 @@ A bundle is a folder:
 - `model.txt`: LightGBM's text model;
 - `bundle.json`: feature spec and order, category levels, calibration map, score scale, tier
   thresholds, MQL threshold, horizon, the point grid scored beside the model, test metrics and
-  training metadata.
+  training metadata;
+- optionally, files for people that serving hands out as they are and `ScoringModel.load`
+  never needs: `report.html` (the leadership report) and `importance.json` (global drivers).
 
 Training writes it; serving, batch scoring and reports read it through `ScoringModel`. This
 module depends on `features` only, so serving never imports training.
@@ -17,10 +19,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.engine import FeatureRows
@@ -29,8 +32,12 @@ from features.labels import describe_driver, driver_of
 from features.spec import FeatureSpec
 
 BUNDLE_FORMAT = 1
+# A category level standing for "missing" when training kept missing as a level (static exports).
+MISSING_LEVEL = "(missing)"
 MODEL_FILE = "model.txt"
 META_FILE = "bundle.json"
+REPORT_FILE = "report.html"
+IMPORTANCE_FILE = "importance.json"
 
 
 class Calibration(BaseModel):
@@ -67,6 +74,41 @@ class Tiers(BaseModel):
         return "hot" if probability >= self.hot else ("warm" if probability >= self.warm else "cold")
 
 
+class Bins(BaseModel):
+    """One variable's reference distribution: the share of reference rows in each bin.
+
+    `numeric`: bins (-inf, edges[0]], (edges[0], edges[1]], ..., (edges[-1], inf), then missing.
+    `categorical`: one bin per level, then "other" (any value not listed), then missing.
+    `leadscore.monitoring` makes them and compares recent scores with them (PSI).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["numeric", "categorical"]
+    edges: list[float] = Field(default_factory=list)
+    levels: list[str] = Field(default_factory=list)
+    proportions: list[float]
+
+
+class DriftReference(BaseModel):
+    """What drift monitoring compares the served leads with, saved at training time.
+
+    Attributes:
+        features: Feature name -> its distribution over the training snapshots.
+        probability: The model's calibrated probability over the validation snapshots (the
+            rows it did not learn from, which also set the 0-100 score scale).
+        n_features_rows: Number of training snapshots.
+        n_probability_rows: Number of validation snapshots.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: dict[str, Bins]
+    probability: Bins
+    n_features_rows: int
+    n_probability_rows: int
+
+
 class BundleMeta(BaseModel):
     """The JSON half of a bundle."""
 
@@ -86,13 +128,18 @@ class BundleMeta(BaseModel):
     grid: PointGrid
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+    reference: DriftReference | None = Field(
+        default=None, description="Distributions for drift monitoring; None in bundles trained before it existed."
+    )
 
 
 def encode_matrix(rows: FeatureRows, feature_names: Sequence[str], levels: dict[str, list[str]]) -> np.ndarray:
     """The model matrix: float64, categories as the code of their training level.
 
     A category value not seen at training time (or missing) becomes NaN, which LightGBM
-    routes like a missing value.
+    routes like a missing value; except that a missing value takes the code of the level
+    `MISSING_LEVEL` when training kept missing as a level of its own (static exports: an
+    unanswered form field is information).
 
     Args:
         rows: Features of the snapshots.
@@ -103,12 +150,27 @@ def encode_matrix(rows: FeatureRows, feature_names: Sequence[str], levels: dict[
     matrix = np.empty((n, len(feature_names)), dtype=np.float64)
     for j, name in enumerate(feature_names):
         if name in levels:
-            code = {level: float(i) for i, level in enumerate(levels[name])}
-            values = rows.categorical[name]
-            matrix[:, j] = [code.get(v, np.nan) if v is not None else np.nan for v in values]
+            code: dict[str | None, float] = {level: float(i) for i, level in enumerate(levels[name])}
+            if MISSING_LEVEL in code:
+                code[None] = code[MISSING_LEVEL]
+            matrix[:, j] = _category_codes(rows.categorical[name], code)
         else:
             matrix[:, j] = rows.numeric[name]
     return matrix
+
+
+# Up to this many rows a dict look-up per value beats pandas' fixed cost (one lead: 1 row).
+_LOOKUP_ROWS = 64
+
+
+def _category_codes(values: np.ndarray, code: dict[str | None, float]) -> np.ndarray:
+    # Unseen values are not keys of `code`: NaN. Missing (None) is NaN too unless `code` has a
+    # None key (missing kept as a level).
+    if len(values) <= _LOOKUP_ROWS:
+        return np.array([code.get(v, np.nan) for v in values], dtype=np.float64)
+    # Many rows: look each distinct value up once, then spread by factorize code (-1 = None).
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return np.array([code.get(u, np.nan) for u in uniques] + [code.get(None, np.nan)], dtype=np.float64)[codes]
 
 
 # Below this many rows, one thread: OpenMP start-up costs milliseconds on a busy machine,
@@ -122,7 +184,18 @@ def _threads_for(matrix: np.ndarray) -> int:
 
 @dataclass(frozen=True)
 class Reason:
-    """One driver of one lead's score."""
+    """One driver of one lead's score.
+
+    Attributes:
+        driver: Business driver (`features.labels.driver_of`), e.g. "pricing_page_view".
+        feature: The driver's feature with the largest contribution, e.g. "n_pricing_page_view_7d".
+        value: The value shown in the label (a count, a category, days).
+        label: Plain words, e.g. "Visited the pricing page 3 times in the last 7 days".
+        contribution: Probability points (0-100 scale): the calibrated probability minus the
+            probability with this driver's log-odds removed, times 100. +4.2 means "this
+            driver lifts the chance of converting from 7.8 % to 12 %".
+        log_odds: The driver's TreeSHAP contribution in log-odds (sum over its features).
+    """
 
     driver: str
     feature: str
@@ -159,7 +232,11 @@ class ScoringModel:
     # -- loading and saving -------------------------------------------------------------
     @classmethod
     def load(cls, directory: Path | str) -> ScoringModel:
-        """Load a bundle folder; errors name the file and what is wrong."""
+        """Load a bundle folder; errors name the file and what is wrong.
+
+        Only bundle.json and model.txt are read: other files of the folder (report.html,
+        importance.json) are optional.
+        """
         directory = Path(directory)
         meta_path, model_path = directory / META_FILE, directory / MODEL_FILE
         for path in (meta_path, model_path):
@@ -196,7 +273,7 @@ class ScoringModel:
     def score_0_100(self, probability: np.ndarray) -> np.ndarray:
         """Percentile of the probability among validation leads (0 = lowest, 100 = highest)."""
         ranks = np.searchsorted(self._quantiles, probability, side="right") - 1
-        return np.clip(ranks, 0, 100).astype(int)
+        return np.minimum(np.maximum(ranks, 0), 100).astype(int)  # np.clip costs more on one lead
 
     def tier(self, probability: float) -> str:
         return self.meta.tiers.of(probability)
@@ -219,8 +296,9 @@ class ScoringModel:
         """Top drivers pushing one lead's probability up and down.
 
         A driver's contribution is the sum of its features' TreeSHAP log-odds, expressed in
-        probability points: calibrated probability minus the probability with that driver's
-        log-odds removed, times 100.
+        probability points (the unit of `Reason.contribution`): calibrated probability minus
+        the probability with that driver's log-odds removed, times 100. Points of several
+        reasons do not add up exactly (the calibration is not linear); log-odds do.
 
         Args:
             contrib_row: One row of `contributions` (features then base value).

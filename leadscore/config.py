@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.snapshots import DEFAULT_HORIZON_DAYS, DEFAULT_OFFSETS_DAYS
+from features.sources import DataConfig
 from features.spec import FeatureSpec
 
 DEFAULT_CONFIG_FILE = Path("leadscore.yaml")
@@ -23,17 +24,25 @@ class LightGBMParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    learning_rate: float = Field(default=0.05, gt=0, le=1)
-    num_leaves: int = Field(default=31, ge=2)
-    max_depth: int = -1
-    min_child_samples: int = Field(default=50, ge=1)
-    feature_fraction: float = Field(default=0.8, gt=0, le=1)
+    # Many small trees: exact TreeSHAP (the reasons) costs about leaves x depth^2 per tree, and
+    # on the simulated 20,000-lead funnel 7 leaves at depth 3 with half the columns per tree
+    # come closest to the oracle (benchmarks/README.md, "Explanation cost").
+    learning_rate: float = Field(default=0.03, gt=0, le=1)
+    num_leaves: int = Field(default=7, ge=2)
+    max_depth: int = 3
+    min_child_samples: int = Field(default=100, ge=1)
+    feature_fraction: float = Field(default=0.5, gt=0, le=1)
     bagging_fraction: float = Field(default=0.8, gt=0, le=1)
     bagging_freq: int = 1
     lambda_l2: float = Field(default=1.0, ge=0)
     cat_smooth: float = 10.0
+    # LightGBM's defaults; a small export with many rare category levels may want fewer.
+    min_data_per_group: int = Field(default=100, ge=1)
+    cat_l2: float = Field(default=10.0, ge=0)
+    # Numeric features whose increase may never lower the score (e.g. time on the website).
+    monotone_increasing: list[str] = Field(default_factory=list)
     max_rounds: int = Field(default=2000, ge=1)
-    early_stopping_rounds: int = Field(default=100, ge=1)
+    early_stopping_rounds: int = Field(default=150, ge=1)
     num_threads: int = 0
 
 
@@ -97,6 +106,25 @@ class ProjectConfig(BaseModel):
     features: FeatureSpec = Field(default_factory=lambda: SIMULATOR_FEATURES.model_copy(deep=True))
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    data: DataConfig | None = Field(
+        default=None, description="Your own export (CRM, warehouse, spreadsheet); see docs/byo-data.md"
+    )
+
+    @model_validator(mode="after")
+    def _attributes_from_data(self) -> ProjectConfig:
+        # With a data: section, data.columns declares the lead attributes; features: keeps the
+        # interaction settings (vocabulary, windows, weights).
+        if self.data is None:
+            return self
+        derived = self.data.feature_spec(self.features)
+        given = self.features.model_fields_set if "features" in self.model_fields_set else set()
+        for key in ("categorical", "numeric", "email_column"):
+            if key in given and getattr(self.features, key) != getattr(derived, key):
+                raise ValueError(
+                    f"features.{key}: leave it out when data: is given; data.columns declares the lead attributes"
+                )
+        self.features = derived
+        return self
 
 
 class ConfigError(ValueError):

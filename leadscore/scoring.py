@@ -9,7 +9,7 @@ interaction tables in batch with vectorised features (`leadscore score` on a dat
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import numpy as np
@@ -36,11 +36,36 @@ class LeadRejected(ValueError):
         self.reason = reason
         super().__init__(f"{field}: {reason}")
 MAX_INTERACTIONS_PER_LEAD = 5_000
+# A client's clock may run this far ahead of ours before its "now" counts as the future.
+CLOCK_SKEW = timedelta(minutes=5)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_LISTED = 20  # values named in one warning; the rest are counted
+MAX_SHOWN_CHARS = 100  # of a value quoted in a warning
 
 
 def _to_utc(value: datetime) -> datetime:
     # A timestamp without a zone is read as UTC, as in the data contract.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def not_in_the_future(value: datetime) -> datetime:
+    """`value` in UTC, refused when it is later than now (plus `CLOCK_SKEW`) or before 1970.
+
+    Raises:
+        ValueError: Naming the server's time, for the client to compare with its clock.
+    """
+    value = _to_utc(value)
+    now = datetime.now(UTC)
+    if value > now + CLOCK_SKEW:
+        raise ValueError(f"{value.isoformat()} is in the future (server time {now.isoformat(timespec='seconds')})")
+    if value < EPOCH:
+        raise ValueError(f"{value.isoformat()} is before 1970-01-01")
+    return value
+
+
+def _listed(values: list[str]) -> str:
+    shown = values[:MAX_LISTED]
+    return f"{shown}" + (f" and {len(values) - MAX_LISTED} more" if len(values) > MAX_LISTED else "")
 
 
 class InteractionIn(BaseModel):
@@ -73,7 +98,7 @@ class LeadIn(BaseModel):
     @field_validator("created_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return _to_utc(value)
+        return not_in_the_future(value)
 
     @field_validator("attributes")
     @classmethod
@@ -129,14 +154,37 @@ def score_lead(
     Raises:
         LeadRejected: `as_of` before `created_at`, or a numeric attribute that is no finite number.
     """
-    now = datetime.now(UTC)
-    as_of = _to_utc(as_of) if as_of is not None else now
+    return score_lead_with_features(model, lead, as_of, with_reasons=with_reasons, top_k=top_k, language=language)[0]
+
+
+def score_lead_with_features(
+    model: ScoringModel,
+    lead: LeadIn,
+    as_of: datetime | None = None,
+    *,
+    with_reasons: bool = True,
+    top_k: int = 3,
+    language: str = "en",
+) -> tuple[ScoreOut, dict[str, object]]:
+    """`score_lead`, and the feature values the model saw (for the score log).
+
+    Returns:
+        (the score, feature name -> value: str or None for categories, float, NaN when
+        missing, for numbers).
+
+    Raises:
+        LeadRejected: As `score_lead`.
+    """
+    # A lead created "now" by a client whose clock runs a little ahead is scored at its creation.
+    as_of = _to_utc(as_of) if as_of is not None else max(datetime.now(UTC), lead.created_at)
     if as_of < lead.created_at:
         raise LeadRejected("created_at", f"{lead.created_at.isoformat()} is after as_of ({as_of.isoformat()}): a lead cannot be scored before it exists")
     for name in model.spec.numeric:
         value = lead.attributes.get(name)  # missing is allowed: it scores as unknown
         if value is None:
             continue
+        if isinstance(value, bool):  # float(True) is 1.0: a boolean is the client's mix-up, not a count
+            raise LeadRejected(f"attributes.{name}", "must be a finite number or null, got a boolean")
         try:
             finite = math.isfinite(float(value))
         except (ValueError, OverflowError):  # text that is no number; an integer beyond float range
@@ -164,14 +212,16 @@ def score_lead(
         warnings.append(f"interactions: {early} before created_at ignored")
     if future:
         warnings.append(f"interactions: {future} after as_of not seen by this score")
-    unknown = sorted({t for t in types if t not in spec.interaction_types})
+    if not spec.interactions and types:
+        warnings.append(f"interactions: {len(types)} ignored: this model was trained on a static export (attributes only)")
+    unknown = sorted({t for t in types if t not in spec.interaction_types}) if spec.interactions else []
     if unknown:
-        warnings.append(f"interactions: types outside the vocabulary counted as other: {unknown}")
+        warnings.append(f"interactions: types outside the vocabulary counted as other: {_listed(unknown)}")
 
     known_attrs = set(spec.attribute_columns())
     extra = sorted(set(lead.attributes) - known_attrs)
     if extra:
-        warnings.append(f"attributes not used by this model: {extra}")
+        warnings.append(f"attributes not used by this model: {_listed(extra)}")
     missing = sorted(known_attrs - set(lead.attributes))
     if missing:
         warnings.append(f"attributes missing, scored as unknown: {missing}")
@@ -180,7 +230,8 @@ def score_lead(
     for name, levels in model.meta.categorical_levels.items():
         value = rows.categorical[name][0]
         if value is not None and value not in model._codes[name]:
-            warnings.append(f"attributes.{name}: value {value!r} unseen in training, scored as unknown")
+            shown = value if len(value) <= MAX_SHOWN_CHARS else value[:MAX_SHOWN_CHARS] + "..."
+            warnings.append(f"attributes.{name}: value {shown!r} unseen in training, scored as unknown")
     matrix = model.encode(rows)
     values = rows.row(0)
     if with_reasons:
@@ -204,7 +255,7 @@ def score_lead(
         point_grid=GridOut(points=points, mql=bool(model.meta.grid.is_mql(points)), rules_fired=fired),
         warnings=warnings,
         model_version=model.meta.model_version,
-    )
+    ), values
 
 
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -245,8 +296,11 @@ def score_table(
     as_of = _to_utc(as_of)
     stamp = pd.Timestamp(as_of)
     scorable = leads[leads["created_at"] <= stamp]
-    snapshots = pd.DataFrame({"lead_id": scorable["lead_id"].to_numpy(), "as_of": stamp})
-    out = pd.DataFrame({"lead_id": snapshots["lead_id"], "as_of": as_of.isoformat()})
+    snapshots = pd.DataFrame({"lead_id": scorable["lead_id"].reset_index(drop=True), "as_of": stamp})
+    # Columns holding one value or a few (as_of, tier, model version) are categoricals: a
+    # million copies of a string cost more than the scoring.
+    same = np.zeros(len(snapshots), dtype=np.int8)
+    out = pd.DataFrame({"lead_id": snapshots["lead_id"], "as_of": pd.Categorical.from_codes(same, [as_of.isoformat()])})
     if scorable.empty:
         return out.reindex(columns=list(TABLE_COLUMNS))
     rows = snapshot_features(leads, interactions, snapshots, model.spec)
@@ -258,11 +312,12 @@ def score_table(
         raw = model.raw(matrix)
     probability = model.meta.calibration.apply(raw)
     tiers = model.meta.tiers
-    out["probability"] = np.round(probability, 6)
+    out["probability"] = [round(p, 6) for p in probability.tolist()]  # as score_lead rounds
     out["score"] = model.score_0_100(probability)
-    out["tier"] = np.where(probability >= tiers.hot, "hot", np.where(probability >= tiers.warm, "warm", "cold"))
+    tier_code = (probability >= tiers.warm).astype(np.int8) + (probability >= tiers.hot)
+    out["tier"] = pd.Categorical.from_codes(tier_code, categories=["cold", "warm", "hot"])
     out["mql"] = probability >= model.meta.mql_probability
-    out["model_version"] = model.meta.model_version
+    out["model_version"] = pd.Categorical.from_codes(same, [model.meta.model_version])
     out["grid_points"] = model.meta.grid.score_frame(rows.to_frame(model.spec))
     top: list[str | None] = [None] * len(out)
     if with_reasons:

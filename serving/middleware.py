@@ -1,16 +1,171 @@
 """ASGI middleware of the scoring service, registered with `LeadScoring.add_asgi_middleware`.
 
 Middleware sees every request (the BentoML endpoints and the mounted `/model` route), which
-makes it the place for checks that hold for all of them, such as API keys.
+makes it the place for checks that hold for all of them: API keys (`ApiKeyAuth`), the body
+size (`BodySizeLimit`), the media type (`JsonBodiesOnly`), and the OpenAPI document that
+describes them (`OpenApiDocument`). They run in that order, the first registered outermost.
+
+Every refusal has the body of BentoML's validation errors,
+`{"error": "<title>", "detail": [{"type", "loc", "msg"}]}`, so clients handle one shape.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
+
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.auth import ApiKeys, allows, bearer_token, required_role
 
 ACCEPTED_MEDIA_TYPES = ("application/json", "")  # no Content-Type: BentoML reads JSON
+
+
+def refusal(
+    status: int, title: str, kind: str, loc: list[str | int], msg: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A 4xx in the service's error shape."""
+    return JSONResponse(
+        {"error": title, "detail": [{"type": kind, "loc": loc, "msg": msg}]}, status_code=status, headers=headers
+    )
+
+
+class ApiKeyAuth:
+    """401 without a valid `Authorization: Bearer <key>`, 403 when the key's role is not enough.
+
+    The keys are the service instance's (`LeadScoring.api_keys`, loaded at start-up), asked
+    for on every request through `keys`; before the instance exists every guarded path is
+    refused with 503. Which path needs which role: `serving.auth.required_role`.
+    """
+
+    def __init__(self, app: ASGIApp, keys: Callable[[], ApiKeys | None]) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":  # CORS preflights carry no key
+            await self.app(scope, receive, send)
+            return
+        needed = required_role(scope["path"])
+        if needed is None:
+            await self.app(scope, receive, send)
+            return
+        keys = self.keys()
+        if keys is None:
+            response = refusal(503, "Service Unavailable", "starting", [], "the service is starting: try again")
+            await response(scope, receive, send)
+            return
+        token = bearer_token(Headers(scope=scope).get("authorization"))
+        challenge = {"WWW-Authenticate": 'Bearer realm="leadscore"'}
+        loc: list[str | int] = ["header", "authorization"]
+        if token is None:
+            response = refusal(
+                401, "Unauthorized", "missing_api_key", loc,
+                "send an API key: Authorization: Bearer <key>", challenge,
+            )  # fmt: skip
+        elif (granted := keys.role_of(token)) is None:
+            response = refusal(401, "Unauthorized", "invalid_api_key", loc, "this API key is not valid", challenge)
+        elif not allows(granted, needed):
+            response = refusal(
+                403, "Forbidden", "insufficient_role", loc,
+                f"this API key has the role {granted}; {scope['path']} needs {needed}",
+            )  # fmt: skip
+        else:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+
+class BodySizeLimit:
+    """413 for a request body over `max_bytes`, before anything parses it.
+
+    A declared Content-Length over the limit is refused without reading the body; a body sent
+    without one (chunked) is read up to the limit and refused as soon as it passes it. A body
+    within the limit is handed on as it came.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self, limit: int) -> JSONResponse:
+        return refusal(
+            413, "Content Too Large", "body_too_large", ["body"],
+            f"the request body is larger than {limit:,} bytes: send fewer leads per request (at most 1,000) "
+            "or fewer interactions per lead",
+        )  # fmt: skip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes()
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                response = refusal(
+                    400, "Bad Request", "invalid_header", ["header", "content-length"], "not a whole number"
+                )
+                await response(scope, receive, send)
+                return
+            if int(declared) > limit:
+                await self._too_large(limit)(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self._too_large(limit)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: the client's disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+class OpenApiDocument:
+    """`GET /docs.json` answers `document()`: BentoML's document with the service's corrections.
+
+    BentoML documents the endpoints it routes itself; the service adds what it knows better
+    (its error bodies, keys, limits, mounted routes): `serving.openapi.service_document`.
+    """
+
+    PATH = "/docs.json"
+
+    def __init__(self, app: ASGIApp, document: Callable[[], dict[str, Any]]) -> None:
+        self.app = app
+        self.document = document
+        self._body: bytes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.PATH:
+            if self._body is None:
+                self._body = json.dumps(self.document()).encode()
+            await send({
+                "type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(self._body)).encode())],
+            })  # fmt: skip
+            await send({"type": "http.response.body", "body": self._body})
+            return
+        await self.app(scope, receive, send)
 
 
 class JsonBodiesOnly:

@@ -14,10 +14,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from leadscore.bundle import Tiers
-from leadscore.scoring import LeadIn, ScoreOut
+from leadscore.scoring import LeadIn, ScoreOut, not_in_the_future
 
 MAX_BATCH_LEADS = 1_000
 MAX_TOP_K = 10
@@ -40,6 +40,12 @@ class ScoringOptions(BaseModel):
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = Field(
         default=3, description="How many reasons to give each way (up and down)."
     )
+
+    @field_validator("as_of")
+    @classmethod
+    def _not_in_the_future(cls, value: datetime | None) -> datetime | None:
+        # A score "as of" tomorrow would count tomorrow's lead age with today's interactions.
+        return None if value is None else not_in_the_future(value)
 
 
 class ScoreRequest(ScoringOptions):
@@ -80,3 +86,31 @@ class ModelCard(BaseModel):
     tiers: Tiers
     mql_probability: float
     grid: str = Field(description="Name of the point grid scored beside the model.")
+
+
+class ReloadRequest(BaseModel):
+    """Body of `POST /admin/reload`: what to load; empty to load again where the model came from."""
+
+    model_config = ConfigDict(extra="forbid", title="ReloadRequest")
+
+    bundle: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None, description="A bundle folder on the server."
+    )
+    version: Annotated[str, Field(pattern=r"^[0-9]{1,9}$")] | None = Field(
+        default=None, description="A version of the registered model (registry mode only)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReloadRequest:
+        if self.bundle is not None and self.version is not None:
+            raise ValueError("give either bundle or version, not both")
+        return self
+
+
+class ReloadOut(BaseModel):
+    """Response of `POST /admin/reload`: the model now serving and the one it replaced."""
+
+    model_version: str
+    previous_model_version: str
+    source: str = Field(description="Where the model came from, e.g. `registry leadscore version 3`.")
+    seconds: float = Field(description="Time spent loading and checking the bundle.")

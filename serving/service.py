@@ -23,19 +23,36 @@ A bundle without them answers 404 saying so.
 
 Checks that hold for every request live in ASGI middleware (`serving.middleware`), registered
 at the end of this module: it sees the BentoML endpoints and the mounted `/model` route alike,
-which makes it the place for access control too.
+which makes it the place for access control too. API keys and roles: `serving.auth`; body
+size: `LEADSCORE_MAX_BODY_BYTES` (5 MiB); the OpenAPI document at `/docs.json`: `serving.openapi`.
+
+Hot swap: the served model is one reference (`LeadScoring.served`) that a request reads once,
+at its start, so a request in flight finishes on the model it started with. `POST /admin/reload`
+(role admin) and, when serving the registry's champion, a poll of the `champion` alias every
+`LEADSCORE_POLL_SECONDS` (30; 0 = never) load a bundle in a worker thread, check it
+(`check_bundle`) and swap the reference; a bundle that fails its check is refused and the
+old model keeps serving.
+
+Score log: with `LEADSCORE_SCORE_LOG` set (a file path or a SQLAlchemy URL), every scored lead
+is recorded without personal data (`leadscore.scorelog`) for `leadscore monitor` and
+`leadscore forget`. The server log and the score log name a lead by the same keyed hash.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import bentoml
+from bentoml.exceptions import BentoMLException
 from lightgbm.basic import LightGBMError
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 from starlette.applications import Starlette
@@ -43,12 +60,28 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from leadscore.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel, content_hash
-from leadscore.scoring import LeadIn, LeadRejected, ScoreOut, score_lead
-from serving.middleware import JsonBodiesOnly
-from serving.schemas import ModelCard, ScoreBatchOut, ScoreBatchRequest, ScoreRequest
+from features.spec import FeatureSpec
+from leadscore.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel
+from leadscore.scorelog import (
+    SCORE_LOG_ENV,
+    ScoreLog,
+    ScoreLogError,
+    ScoreRecord,
+    lead_key,
+    lead_pseudonym,
+    open_score_log,
+)
+from leadscore.scoring import LeadIn, LeadRejected, ScoreOut, score_lead_with_features
+from serving.auth import ApiKeys, load_api_keys
+from serving.middleware import ApiKeyAuth, BodySizeLimit, JsonBodiesOnly, OpenApiDocument, refusal
+from serving.openapi import service_document
+from serving.schemas import ModelCard, ReloadOut, ReloadRequest, ScoreBatchOut, ScoreBatchRequest, ScoreRequest
 
 BUNDLE_ENV = "LEADSCORE_BUNDLE"
+POLL_ENV = "LEADSCORE_POLL_SECONDS"
+DEFAULT_POLL_SECONDS = 30
+MAX_BODY_ENV = "LEADSCORE_MAX_BODY_BYTES"
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +92,56 @@ class BundleLoadError(RuntimeError):
     """The service cannot start: no usable model bundle."""
 
 
-def bundle_location() -> tuple[Path, str]:
-    """Where the bundle to serve is, and how it was found (for the start-up error and log).
+class ServiceConfigError(RuntimeError):
+    """The service cannot start: a setting is wrong; the message names it."""
+
+
+class BundleRejected(ValueError):
+    """A bundle that failed its checks before a swap (`POST /admin/reload` answers 422)."""
+
+
+class ReloadConflict(RuntimeError):
+    """A reload that cannot run now or here (`POST /admin/reload` answers 409)."""
+
+
+def env_int(name: str, default: int, minimum: int) -> int:
+    """An integer setting from the environment.
+
+    Raises:
+        ServiceConfigError: Not a whole number, or below `minimum`.
+    """
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ServiceConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ServiceConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Served:
+    """The model being served, and where it came from: swapped as one reference.
+
+    Attributes:
+        model: The loaded bundle.
+        bundle_dir: Its folder (report.html and importance.json are served from here).
+        origin: How it was found, for logs and `POST /admin/reload` answers.
+        registry_version: Its version in the model registry, None for a bundle folder.
+    """
+
+    model: ScoringModel
+    bundle_dir: Path
+    origin: str
+    registry_version: str | None
+
+
+def bundle_location() -> tuple[Path, str, str | None]:
+    """Where the bundle to serve is, how it was found (for the start-up error and log), and its
+    registry version (None for `LEADSCORE_BUNDLE`).
 
     `LEADSCORE_BUNDLE` wins; otherwise the registry's champion.
 
@@ -69,7 +150,7 @@ def bundle_location() -> tuple[Path, str]:
     """
     configured = os.environ.get(BUNDLE_ENV)
     if configured:
-        return Path(configured), f"${BUNDLE_ENV}"
+        return Path(configured), f"${BUNDLE_ENV}", None
     try:
         from leadscore.registry import champion_bundle_path, registry_from_env
     except ModuleNotFoundError as exc:
@@ -83,7 +164,7 @@ def bundle_location() -> tuple[Path, str]:
         path, version = champion_bundle_path(registry)
     except LookupError as exc:
         raise BundleLoadError(f"{BUNDLE_ENV} is not set and the registry has no champion: {exc}") from None
-    return path, f"registry {registry.model_name} version {version}"
+    return path, f"registry {registry.model_name} version {version}", version
 
 
 def load_bundle(path: Path, origin: str) -> ScoringModel:
@@ -94,9 +175,80 @@ def load_bundle(path: Path, origin: str) -> ScoringModel:
         raise BundleLoadError(f"cannot load the model bundle at {path} (from {origin}): {exc}") from exc
 
 
-def lead_ref(lead_id: str) -> str:
-    """How the log names a lead: a sha256 prefix of its lead_id (which may be an email)."""
-    return content_hash(lead_id.encode("utf-8"))
+# The lead every bundle scores before it may serve: nothing unusual, so any failure is the bundle's.
+EXAMPLE_LEAD = LeadIn(
+    lead_id="smoke-test",
+    created_at=datetime(2024, 3, 1, 10, tzinfo=UTC),
+    attributes={
+        "email": "someone@example.com", "industry": "software", "company_size": "50-199", "employee_count": 120,
+        "country": "FR", "job_role": "marketing", "seniority": "director", "source": "webinar",
+        "marketing_consent": "yes",
+    },
+    interactions=[
+        {"type": "page_view", "occurred_at": datetime(2024, 3, 2, 9, tzinfo=UTC)},
+        {"type": "pricing_page_view", "occurred_at": datetime(2024, 3, 20, 9, tzinfo=UTC)},
+        {"type": "demo_request", "occurred_at": datetime(2024, 3, 25, 16, tzinfo=UTC)},
+    ],
+)  # fmt: skip
+EXAMPLE_AS_OF = datetime(2024, 4, 1, tzinfo=UTC)
+
+
+def spec_incompatibilities(candidate: FeatureSpec, served: FeatureSpec) -> list[str]:
+    """Why clients of the served model could not feed the candidate, or an empty list.
+
+    Clients send the attributes the served model reads. A candidate that reads an attribute
+    they do not send would score it as unknown for every lead, silently; one that reads an
+    attribute as a number where it was a category (or back) would refuse their requests.
+    Reading fewer attributes, or other interaction types, is fine: extras are reported in
+    `warnings` and unknown types counted as other.
+    """
+    kinds = {name: "categorical" for name in served.categorical} | {name: "numeric" for name in served.numeric}
+    wanted = {name: "categorical" for name in candidate.categorical} | {name: "numeric" for name in candidate.numeric}
+    problems = []
+    unsent = sorted(name for name in wanted if name not in kinds)
+    if unsent:
+        problems.append(f"reads attributes the served model does not, which clients do not send yet: {unsent}")
+    changed = sorted(
+        f"{name} ({kinds[name]} -> {kind})" for name, kind in wanted.items() if kinds.get(name, kind) != kind
+    )
+    if changed:
+        problems.append(f"reads attributes as another kind: {changed}")
+    if candidate.email_column is not None and candidate.email_column != served.email_column:
+        problems.append(
+            f"reads the email from {candidate.email_column!r}, the served model from {served.email_column!r}"
+        )
+    return problems
+
+
+def check_bundle(candidate: ScoringModel, served: ScoringModel | None) -> None:
+    """Refuse a bundle that should not serve: a failed smoke prediction, or clients it cannot serve.
+
+    The bundle format and the model file were checked by `ScoringModel.load`; this scores
+    `EXAMPLE_LEAD` with reasons (every code path of a request) and, when a model is already
+    serving, compares the feature specs (`spec_incompatibilities`).
+
+    Raises:
+        BundleRejected: Saying why.
+    """
+    if served is not None:
+        problems = spec_incompatibilities(candidate.spec, served.spec)
+        if problems:
+            raise BundleRejected(
+                f"model {candidate.meta.model_version} {'; '.join(problems)}: restart the service with it to change "
+                "what clients send"
+            )
+    try:
+        out, _features = score_lead_with_features(candidate, EXAMPLE_LEAD, EXAMPLE_AS_OF, with_reasons=True)
+    except Exception as exc:  # any failure on a lead every model scores is the bundle's: refuse it, saying what
+        raise BundleRejected(
+            f"model {candidate.meta.model_version} failed the smoke prediction on the example lead: "
+            f"{exc.__class__.__name__}: {exc}"
+        ) from exc
+    if not (math.isfinite(out.probability) and 0.0 <= out.probability <= 1.0):
+        raise BundleRejected(
+            f"model {candidate.meta.model_version} gave the example lead the probability {out.probability}, "
+            "not one in [0, 1]"
+        )
 
 
 def rejection(title: str, problems: Sequence[tuple[Location, str]]) -> ValidationError:
@@ -122,6 +274,30 @@ async def model_card_response(request: Request) -> JSONResponse:
     """`GET /model`: a plain route, because BentoML endpoints answer POST only."""
     service: LeadScoring = bentoml.get_current_service()
     return JSONResponse(service.model_card().model_dump(mode="json"))
+
+
+async def reload_response(request: Request) -> JSONResponse:
+    """`POST /admin/reload`: load, check and swap in a bundle off the event loop (role admin).
+
+    Answers 200 with the new and previous versions, 400 for a body that is not a
+    `ReloadRequest`, 409 when another reload runs or a registry version is asked of a service
+    serving a bundle folder, 422 when the bundle fails its checks (the old model keeps serving).
+    """
+    service: LeadScoring = bentoml.get_current_service()
+    body = await request.body()
+    try:
+        wanted = ReloadRequest.model_validate_json(body) if body.strip() else ReloadRequest()
+    except ValidationError as exc:
+        detail = exc.errors(include_context=False, include_input=False, include_url=False)
+        title = f"{exc.error_count()} validation error for {exc.title}"
+        return JSONResponse({"error": title, "detail": detail}, status_code=400)
+    try:
+        outcome = await anyio.to_thread.run_sync(service.reload, wanted.bundle, wanted.version)
+    except ReloadConflict as exc:
+        return refusal(409, "Conflict", "reload_conflict", [], str(exc))
+    except BundleRejected as exc:
+        return refusal(422, "Unprocessable Content", "bundle_rejected", ["bundle"], str(exc))
+    return JSONResponse(outcome.model_dump(mode="json"))
 
 
 def bundle_file_response(name: str, media_type: str) -> Response:
@@ -154,6 +330,7 @@ model_routes = Starlette(
         Route("/model", model_card_response, methods=["GET"]),
         Route("/report", report_response, methods=["GET"]),
         Route("/importance", importance_response, methods=["GET"]),
+        Route("/admin/reload", reload_response, methods=["POST"]),
     ]
 )
 
@@ -161,38 +338,79 @@ model_routes = Starlette(
 @bentoml.asgi_app(model_routes, path="/")
 @bentoml.service(traffic={"timeout": 60})
 class LeadScoring:
-    """Scores leads with one model bundle loaded at start-up."""
+    """Scores leads with one model bundle at a time, loaded at start-up and swapped by reloads."""
 
     def __init__(self) -> None:
         # BentoML's server logging passes only warnings from loggers outside `bentoml`; the
         # request log is INFO. Set at start-up, not import, so importing this module configures nothing.
         logger.setLevel(logging.INFO)
-        path, origin = bundle_location()
-        self.model = load_bundle(path, origin)
-        self.bundle_dir = path  # report.html and importance.json are served from here
+        self.poll_seconds = env_int(POLL_ENV, DEFAULT_POLL_SECONDS, minimum=0)
+        self.max_body_bytes = env_int(MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES, minimum=1024)
+        self.api_keys: ApiKeys = load_api_keys()
+        logger.info("API keys from %s", self.api_keys.source)
+        if self.api_keys.created_key is not None:
+            logger.warning(
+                "no API key was configured: created one with the role admin, shown once here and kept in "
+                "%s: %s (send it as Authorization: Bearer <key>)",
+                self.api_keys.source.split(" ")[0],
+                self.api_keys.created_key,
+            )
+        if self.api_keys.warning:
+            logger.warning("API keys: %s", self.api_keys.warning)
+        self.lead_key = lead_key()
+        target = os.environ.get(SCORE_LOG_ENV)
+        self.score_log: ScoreLog | None = open_score_log(target) if target else None
+        if self.score_log is not None:
+            logger.info("score log: %s", self.score_log.describe())
+        path, origin, version = bundle_location()
+        model = load_bundle(path, origin)
+        try:
+            check_bundle(model, None)
+        except BundleRejected as exc:
+            raise BundleLoadError(f"the model bundle at {path} (from {origin}) cannot serve: {exc}") from exc
+        self.served = Served(model, path, origin, version)
+        self.from_registry = version is not None  # the mode is fixed at start: a reload does not change it
         logger.info(
-            "serving model %s (trained %s) from %s (%s)",
-            self.model.meta.model_version,
-            self.model.meta.trained_at,
-            path,
-            origin,
+            "serving model %s (trained %s) from %s (%s)", model.meta.model_version, model.meta.trained_at, path, origin
         )
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        if self.from_registry and self.poll_seconds > 0:
+            threading.Thread(target=self._follow_champion, name="leadscore-champion-poll", daemon=True).start()
+            logger.info("following the registry's champion every %d s", self.poll_seconds)
+
+    # The served model, read once per request: `served` is swapped whole by a reload.
+    @property
+    def model(self) -> ScoringModel:
+        return self.served.model
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.served.bundle_dir
+
+    def lead_ref(self, lead_id: str) -> str:
+        """How logs name a lead: the keyed hash of its lead_id (which may be an email)."""
+        return lead_pseudonym(lead_id, self.lead_key)
 
     @bentoml.api
     def score(self, request: ScoreRequest, /) -> ScoreOut:
         """Score one lead."""
         started = time.perf_counter()
-        out = self._score_all(
+        model = self.served.model  # once: a swap during this request does not change its model
+        scored = self._score_all(
+            model,
             [(("lead",), request.lead)],
             request.as_of,
             explain=request.explain,
             top_k=request.top_k,
             language=request.language,
             title=ScoreRequest.__name__,
-        )[0]
+        )
+        self._log_scores(scored)
+        out = scored[0][0]
         logger.info(
             "score lead=%s tier=%s warnings=%d in %.1f ms",
-            lead_ref(out.lead_id),
+            self.lead_ref(out.lead_id),
             out.tier,
             len(out.warnings),
             1000 * (time.perf_counter() - started),
@@ -203,25 +421,31 @@ class LeadScoring:
     def score_batch(self, request: ScoreBatchRequest, /) -> ScoreBatchOut:
         """Score many leads at one `as_of` (now when omitted); a bad lead rejects the batch."""
         started = time.perf_counter()
-        results = self._score_all(
+        model = self.served.model  # once: every lead of the batch is scored by the same model
+        # Now, or the latest creation time when a client's clock runs a little ahead of ours.
+        as_of = request.as_of or max(datetime.now(UTC), *(lead.created_at for lead in request.leads))
+        scored = self._score_all(
+            model,
             [(("leads", i), lead) for i, lead in enumerate(request.leads)],
-            request.as_of if request.as_of is not None else datetime.now(UTC),
+            as_of,
             explain=request.explain,
             top_k=request.top_k,
             language=request.language,
             title=ScoreBatchRequest.__name__,
         )
+        self._log_scores(scored)
+        results = [out for out, _features in scored]
         logger.info(
             "score_batch leads=%d (%s) in %.1f ms",
             len(results),
-            " ".join(lead_ref(out.lead_id) for out in results),
+            " ".join(self.lead_ref(out.lead_id) for out in results),
             1000 * (time.perf_counter() - started),
         )
-        return ScoreBatchOut(model_version=self.model.meta.model_version, results=results)
+        return ScoreBatchOut(model_version=model.meta.model_version, results=results)
 
     def model_card(self) -> ModelCard:
         """What `GET /model` answers."""
-        meta = self.model.meta
+        meta = self.served.model.meta
         return ModelCard(
             model_version=meta.model_version,
             trained_at=meta.trained_at,
@@ -233,8 +457,124 @@ class LeadScoring:
             grid=meta.grid.name,
         )
 
+    def reload(self, bundle: str | None = None, version: str | None = None) -> ReloadOut:
+        """Load a bundle, check it, and swap it in; the old model serves until the swap.
+
+        Args:
+            bundle: A bundle folder on this machine.
+            version: A version of the registered model (only when serving from the registry).
+            Neither: load again from where the model came from (`bundle_location`).
+
+        Raises:
+            ReloadConflict: Another reload is running, or a registry version is asked of a
+                service that serves `LEADSCORE_BUNDLE`.
+            BundleRejected: The bundle cannot be loaded or fails `check_bundle`.
+        """
+        if not self._reload_lock.acquire(blocking=False):
+            raise ReloadConflict("another reload is running: try again when it has finished")
+        try:
+            started = time.perf_counter()
+            path, origin, registry_version = self._locate(bundle, version)
+            try:
+                candidate = load_bundle(path, origin)
+            except BundleLoadError as exc:
+                raise BundleRejected(str(exc)) from exc
+            previous = self.served
+            check_bundle(candidate, previous.model)
+            self.served = Served(candidate, path, origin, registry_version)  # the swap: one reference
+            seconds = round(time.perf_counter() - started, 3)
+            logger.info(
+                "swapped model %s for %s from %s (%s) in %.2f s",
+                previous.model.meta.model_version, candidate.meta.model_version, path, origin, seconds,
+            )  # fmt: skip
+            return ReloadOut(
+                model_version=candidate.meta.model_version,
+                previous_model_version=previous.model.meta.model_version,
+                source=origin,
+                seconds=seconds,
+            )
+        finally:
+            self._reload_lock.release()
+
+    def _locate(self, bundle: str | None, version: str | None) -> tuple[Path, str, str | None]:
+        if bundle is not None:
+            return Path(bundle), "POST /admin/reload bundle", None
+        if version is None:
+            try:
+                return bundle_location()
+            except BundleLoadError as exc:
+                raise BundleRejected(str(exc)) from exc
+        if not self.from_registry:
+            raise ReloadConflict(
+                f"this service serves a bundle folder (${BUNDLE_ENV}), not the registry: reload a folder with "
+                '{"bundle": PATH}, or unset ' + BUNDLE_ENV + " to serve the registry's champion"
+            )
+        from mlflow.exceptions import MlflowException
+
+        from leadscore.registry import download_version, registry_from_env
+
+        registry = registry_from_env()
+        try:
+            path = download_version(registry, version)
+        except (MlflowException, OSError) as exc:
+            raise BundleRejected(
+                f"registry {registry.model_name} version {version}: cannot download it: {exc}"
+            ) from exc
+        return path, f"registry {registry.model_name} version {version}", version
+
+    def _follow_champion(self) -> None:
+        """Poll the registry's `champion` alias; reload when it moves to another version."""
+        from leadscore.registry import champion_version, registry_from_env
+
+        registry = registry_from_env()
+        seen = self.served.registry_version
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                current = champion_version(registry)
+            except Exception as exc:  # noqa: BLE001 - a registry that is down now may be up at the next poll
+                logger.warning("champion poll: registry %s unreachable: %s", registry.resolved_tracking_uri(), exc)
+                continue
+            if current is None or current == seen:
+                continue
+            seen = current  # tried once per move: a refused version is not retried until the alias moves again
+            logger.info("champion of %s moved to version %s: reloading", registry.model_name, current)
+            try:
+                self.reload(version=current)
+            except (BundleRejected, ReloadConflict) as exc:
+                logger.warning("champion version %s not swapped in, still serving %s: %s",
+                               current, self.served.model.meta.model_version, exc)  # fmt: skip
+
+    @bentoml.on_shutdown
+    def stop_following(self) -> None:
+        """Stop the champion poll with the server."""
+        self._stop.set()
+
+    def _log_scores(self, scored: Sequence[tuple[ScoreOut, dict[str, object]]]) -> None:
+        """Record scores in the score log, if any; a failure to record is logged, not the client's problem."""
+        if self.score_log is None:
+            return
+        now = datetime.now(UTC)
+        records = [
+            ScoreRecord(
+                logged_at=now,
+                lead=self.lead_ref(out.lead_id),
+                model_version=out.model_version,
+                as_of=out.as_of,
+                probability=out.probability,
+                score=out.score,
+                tier=out.tier,
+                features=features,
+            )
+            for out, features in scored
+        ]
+        try:
+            self.score_log.write(records)
+        except ScoreLogError as exc:
+            logger.error("%s (%d scores not recorded)", exc, len(records))
+
     def _score_all(
         self,
+        model: ScoringModel,
         leads: Sequence[tuple[Location, LeadIn]],
         as_of: datetime | None,
         *,
@@ -242,27 +582,61 @@ class LeadScoring:
         top_k: int,
         language: str,
         title: str,
-    ) -> list[ScoreOut]:
+    ) -> list[tuple[ScoreOut, dict[str, object]]]:
         """Score leads in order, or reject them all, naming every lead that cannot be scored.
 
         Args:
+            model: The model of this request.
             leads: (where the lead is in the request body, lead) pairs.
-            as_of: Passed to `score_lead`.
-            explain, top_k, language: Passed to `score_lead`.
+            as_of: Passed to `score_lead_with_features`.
+            explain, top_k, language: Passed to `score_lead_with_features`.
             title: The request model's name, for the error.
+
+        Returns:
+            (score, features the model saw) per lead.
 
         Raises:
             ValidationError: Some lead cannot be scored (BentoML answers 400).
         """
-        results: list[ScoreOut] = []
+        results: list[tuple[ScoreOut, dict[str, object]]] = []
         problems: list[tuple[Location, str]] = []
         for where, lead in leads:
             try:
-                results.append(score_lead(self.model, lead, as_of, with_reasons=explain, top_k=top_k, language=language))
+                results.append(
+                    score_lead_with_features(model, lead, as_of, with_reasons=explain, top_k=top_k, language=language)
+                )
             except LeadRejected as exc:  # the client's mistake, named; any other error is ours: a 500
                 problems.append(((*where, *exc.field.split(".")), str(exc)))
         if problems:
             raise rejection(title, problems)
         return results
 
+
+def current_service() -> LeadScoring | None:
+    """The running service instance, or None before start-up (for the middleware)."""
+    try:
+        return bentoml.get_current_service()
+    except BentoMLException:
+        return None
+
+
+def current_api_keys() -> ApiKeys | None:
+    service = current_service()
+    return service.api_keys if service is not None else None
+
+
+def current_max_body_bytes() -> int:
+    service = current_service()
+    return service.max_body_bytes if service is not None else DEFAULT_MAX_BODY_BYTES
+
+
+def openapi_document() -> dict[str, object]:
+    return service_document(LeadScoring.openapi_spec.asdict())
+
+
+# Outermost first: a request without a key is refused before its body is read.
+LeadScoring.add_asgi_middleware(ApiKeyAuth, keys=current_api_keys)
+LeadScoring.add_asgi_middleware(BodySizeLimit, max_bytes=current_max_body_bytes)
 LeadScoring.add_asgi_middleware(JsonBodiesOnly)
+LeadScoring.add_asgi_middleware(OpenApiDocument, document=openapi_document)
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,53 @@ ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 def _isolated_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ; keep tests apart."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Secrets a service or CLI creates on first use (API key, lead key) go to a temporary folder, not .leadscore."""
+    monkeypatch.setenv("LEADSCORE_STATE_DIR", str(tmp_path_factory.getbasetemp() / "state"))
+    for name in ("LEADSCORE_API_KEYS", "LEADSCORE_API_KEYS_FILE", "LEADSCORE_LEAD_KEY", "LEADSCORE_SCORE_LOG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@dataclass(frozen=True)
+class ServiceKeys:
+    """The keys services under test start with (`service_env`)."""
+
+    score: str = "test-score-key-0123456789"
+    admin: str = "test-admin-key-0123456789"
+    lead: str = "test-lead-key-0123456789"
+
+    def header(self, role: str = "score") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.score if role == 'score' else self.admin}"}
+
+
+@pytest.fixture(scope="session")
+def service_keys() -> ServiceKeys:
+    return ServiceKeys()
+
+
+@pytest.fixture(scope="session")
+def service_env(service_keys: ServiceKeys, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment every service under test starts with: one key per role, a known lead key, no polling."""
+    return {
+        "LEADSCORE_API_KEYS": f"{service_keys.score}:score,{service_keys.admin}:admin",
+        "LEADSCORE_LEAD_KEY": service_keys.lead,
+        "LEADSCORE_POLL_SECONDS": "0",
+        "LEADSCORE_STATE_DIR": str(tmp_path_factory.getbasetemp() / "service-state"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+
+
+@pytest.fixture(scope="session")
+def service_app():  # noqa: ANN201
+    """The service's ASGI app, one per test session: BentoML registers Prometheus metrics when
+    an app first runs, and a second app in the same process fails with "Duplicated timeseries".
+    Each test module enters its lifespan with its own environment (a new service instance)."""
+    from serving.service import LeadScoring
+
+    return LeadScoring.to_asgi()
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +117,56 @@ def artifacts_dir() -> Path:
     """Where tests keep files worth looking at after a run (screenshots, reports)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def explanations(training_result):  # noqa: ANN001, ANN201
+    """Drivers, learned grid and leadership report of the trained model (training.report)."""
+    from training.report import explain, inputs_from_training
+
+    return explain(inputs_from_training(training_result))
+
+
+@pytest.fixture(scope="session")
+def bundle_with_report(training_result, explanations, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
+    """Folder of the trained bundle with report.html, importance.json and learned_grid.yaml."""
+    from training.report import write_bundle_files
+
+    bundle = training_result.model.save(tmp_path_factory.mktemp("bundle_with_report") / "bundle")
+    write_bundle_files(explanations, bundle)
+    return bundle
+
+
+def make_static_export(n: int = 800, seed: int = 0):  # noqa: ANN201
+    """A static export (one row per lead): honest signals and a status sales set after the outcome.
+
+    Columns: `lead_id`, `converted` (0/1), `source`, `status` (right 93 % of the time),
+    `minutes`, `visits`.
+    """
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    source = rng.choice(["Google", "Referral", "Direct", "Chat"], n, p=[0.4, 0.15, 0.3, 0.15])
+    minutes = rng.gamma(2.0, 6.0, n).round(2)
+    visits = rng.poisson(3, n).astype(float)
+    logit = -2.5 + 0.1 * minutes + np.select([source == "Referral", source == "Chat"], [1.5, -0.8], 0.0) + 0.3 * visits
+    converted = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    right = rng.random(n) < 0.93
+    status = np.where(converted == right, "Closed won", "Not interested")
+    return pd.DataFrame(
+        {
+            "lead_id": [f"L-{i:05d}" for i in rng.permutation(n)],
+            "converted": converted,
+            "source": source,
+            "status": status,
+            "minutes": minutes,
+            "visits": visits,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def static_export():  # noqa: ANN201
+    """`make_static_export`, as a fixture: call it with (n, seed)."""
+    return make_static_export

@@ -22,7 +22,8 @@ from features.labels import ATTRIBUTE_TITLES, LANGUAGES
 from leadscore.bundle import read_meta
 from leadscore.scoring import LeadIn
 from serving.schemas import MAX_BATCH_LEADS, Language, ScoreBatchRequest, ScoreRequest
-from serving.service import BundleLoadError, LeadScoring, lead_ref
+from leadscore.scorelog import lead_pseudonym
+from serving.service import BundleLoadError, LeadScoring
 
 AS_OF = "2024-05-01T00:00:00Z"
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -78,20 +79,21 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-async def client(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
-    """The service's ASGI app, started (its lifespan creates the service instance).
-
-    One per module: BentoML registers Prometheus metrics when an app first runs, and a second
-    app in the same process fails with "Duplicated timeseries".
-    """
+async def client(
+    trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory, service_app, service_env, service_keys  # noqa: ANN001
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The service's ASGI app, started (its lifespan creates the service instance), called with
+    a key of role score (the session's one app: see `service_app` in conftest.py)."""
     with pytest.MonkeyPatch.context() as env:
+        for name, value in service_env.items():
+            env.setenv(name, value)
         env.setenv("LEADSCORE_BUNDLE", str(trained_bundle))
         env.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml")))
-        env.setenv("BENTOML_DO_NOT_TRACK", "true")
-        app = LeadScoring.to_asgi()
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://leadscore.test") as http:
+        async with service_app.router.lifespan_context(service_app):
+            transport = httpx.ASGITransport(app=service_app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://leadscore.test", headers=service_keys.header("score")
+            ) as http:
                 yield http
 
 
@@ -421,7 +423,9 @@ async def test_health_endpoints(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.anyio
-async def test_log_names_leads_by_hash_only(client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+async def test_log_names_leads_by_hash_only(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, service_keys  # noqa: ANN001
+) -> None:
     lead = a_lead("jane.doe@acme-robotics.com")
     caplog.set_level(logging.INFO)
 
@@ -432,6 +436,16 @@ async def test_log_names_leads_by_hash_only(client: httpx.AsyncClient, caplog: p
     await client.post("/score", json={"lead": {**lead, "attributes": {"email": ["jane@acme.com"]}}})
 
     logged = caplog.text
-    assert lead_ref("jane.doe@acme-robotics.com") in logged
-    assert lead_ref("bob@example.org") in logged
+    key = service_keys.lead.encode()
+    assert lead_pseudonym("jane.doe@acme-robotics.com", key) in logged
+    assert lead_pseudonym("bob@example.org", key) in logged
     assert EMAIL.findall(logged) == []
+
+
+@pytest.mark.anyio
+async def test_report_and_importance_say_when_the_bundle_has_none(client: httpx.AsyncClient) -> None:
+    # The session's bundle was saved without explanations (tests/test_report_browser.py serves one with).
+    for path, name in (("/report", "report.html"), ("/importance", "importance.json")):
+        response = await client.get(path)
+        assert response.status_code == 404, response.text
+        assert name in response.json()["detail"][0]["msg"]

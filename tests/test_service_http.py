@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from leadscore.bundle import read_meta
-from serving.service import lead_ref
+from leadscore.scorelog import lead_pseudonym
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +34,7 @@ class Server:
     url: str
     log: Path
     bundle: Path
+    lead_key: bytes
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -66,12 +67,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory, service_env: dict[str, str]) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("server")
     port = free_port()
     log = workdir / "server.log"
     env = {
         **os.environ,
+        **service_env,
         "LEADSCORE_BUNDLE": str(trained_bundle),
         "BENTOML_HOME": str(workdir / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "true",
@@ -96,14 +98,14 @@ def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             if time.monotonic() > deadline:
                 pytest.fail(f"server not ready after {READY_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield Server(url=url, log=log, bundle=trained_bundle)
+        yield Server(url=url, log=log, bundle=trained_bundle, lead_key=service_env["LEADSCORE_LEAD_KEY"].encode())
     finally:
         stop(process)
 
 
 @pytest.fixture(scope="module")
-def http(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+def http(server: Server, service_keys) -> Iterator[httpx.Client]:  # noqa: ANN001
+    with httpx.Client(base_url=server.url, timeout=30, headers=service_keys.header("score")) as client:
         yield client
 
 
@@ -174,7 +176,7 @@ def test_model(http: httpx.Client, server: Server) -> None:
         ),
         pytest.param(
             "/score", b'{"lead": {"lead_id": "L-1", "created_at": "2024-03-01"}, "as_of": "2024-01-01"}',
-            "application/json", 400, ["lead"], id="as-of-before-created-at",
+            "application/json", 400, ["lead", "created_at"], id="as-of-before-created-at",
         ),
         pytest.param(
             "/score_batch",
@@ -211,8 +213,9 @@ def test_server_log_has_lead_hashes_and_no_emails(http: httpx.Client, server: Se
     assert http.post("/score", json=unparsable).status_code == 400
 
     deadline = time.monotonic() + 10
-    while not all(lead_ref(i) in server.log_text() for i in ids) and time.monotonic() < deadline:
+    refs = [lead_pseudonym(i, server.lead_key) for i in ids]
+    while not all(ref in server.log_text() for ref in refs) and time.monotonic() < deadline:
         time.sleep(0.2)
     logged = server.log_text()
-    assert all(lead_ref(i) in logged for i in ids), logged[-3000:]
+    assert all(ref in logged for ref in refs), logged[-3000:]
     assert EMAIL.findall(logged) == []

@@ -25,6 +25,9 @@ from training.pipeline import NotEnoughDataError, Progress, run_training
 # A challenger may be this much below the champion's ROC AUC and still be promoted: the
 # bootstrap intervals of a test period are several times wider, and fresher data is worth it.
 RETRAIN_TOLERANCE = 0.005
+# "Better" means better by more than noise: re-scoring the same model can flip a few tied
+# ranks and move the AUC by about one pair in a million.
+_AUC_EPSILON = 1e-6
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def promotion_decision(
     if champion_auc is None:
         return PromotionDecision(True, f"no champion yet; challenger AUC {challenger_auc:.4f}")
     if tolerance == 0:
-        ok = challenger_auc > champion_auc
+        ok = challenger_auc > champion_auc + _AUC_EPSILON
         rule = "must beat the champion"
     else:
         ok = challenger_auc >= champion_auc - tolerance

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -21,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from features.contract import Dataset
 from features.engine import FeatureRows, snapshot_features
@@ -29,6 +31,7 @@ from features.snapshots import conversion_labels, matured_label_cutoff, snapshot
 from features.spec import FeatureSpec
 from leadscore.bundle import BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix
 from leadscore.config import TrainingConfig
+from leadscore.monitoring import reference_distribution
 from training.metrics import scorer_metrics
 
 Progress = Callable[[str], None]
@@ -65,10 +68,20 @@ class TrainingResult:
     logistic: Pipeline
 
 
+def _content_bytes(frame: pd.DataFrame) -> bytes:
+    # Timestamps are hashed as UTC nanoseconds, other columns as text: the same data gives the
+    # same hash from CSV or Parquet, and formatting millions of timestamps as text (most of a
+    # 1M-snapshot training run's time) is avoided.
+    columns = {
+        name: column.dt.as_unit("ns").array.asi8 if pd.api.types.is_datetime64_any_dtype(column.dtype) else column.astype(str)
+        for name, column in frame.items()
+    }
+    return pd.util.hash_pandas_object(pd.DataFrame(columns), index=False).to_numpy().tobytes()
+
+
 def data_fingerprint(data: Dataset) -> dict[str, object]:
     """Row counts, time range and a content hash of the validated data."""
-    leads_bytes = pd.util.hash_pandas_object(data.leads.astype(str), index=False).to_numpy().tobytes()
-    events_bytes = pd.util.hash_pandas_object(data.interactions.astype(str), index=False).to_numpy().tobytes()
+    leads_bytes, events_bytes = _content_bytes(data.leads), _content_bytes(data.interactions)
     return {
         "n_leads": int(len(data.leads)),
         "n_interactions": int(len(data.interactions)),
@@ -94,16 +107,16 @@ def time_split(
     Returns:
         train, valid, test snapshots and a description of the boundaries.
     """
-    created = pd.Series(leads["created_at"].to_numpy(), index=leads["lead_id"].to_numpy())
-    snap_created = pd.to_datetime(created.reindex(snapshots["lead_id"].to_numpy()).to_numpy(), utc=True)
-    lead_times = created.loc[snapshots["lead_id"].unique()].sort_values()
+    lead_index = pd.Index(leads["lead_id"])
+    snap_created = pd.DatetimeIndex(leads["created_at"].iloc[lead_index.get_indexer(snapshots["lead_id"])])
+    lead_times = leads["created_at"].iloc[lead_index.get_indexer(snapshots["lead_id"].unique())].sort_values()
     n = len(lead_times)
     if n < 10:
         raise NotEnoughDataError(f"only {n} leads have a matured label; need at least a few hundred")
     test_start = lead_times.iloc[int(n * (1 - config.test_fraction))]
     valid_start = lead_times.iloc[int(n * (1 - config.test_fraction - config.valid_fraction))]
     horizon = pd.Timedelta(days=config.horizon_days)
-    in_train = (snap_created < valid_start) & (snapshots["as_of"].to_numpy() + horizon <= valid_start)
+    in_train = (snap_created < valid_start) & (pd.DatetimeIndex(snapshots["as_of"]) + horizon <= valid_start)
     in_valid = (snap_created >= valid_start) & (snap_created < test_start)
     in_test = snap_created >= test_start
     boundaries = {
@@ -119,15 +132,81 @@ def time_split(
     )
 
 
-def check_enough(name: str, snapshots: pd.DataFrame, min_rows: int, min_positives: int) -> None:
-    """Refuse a period too small to learn from or to measure anything on."""
+TIME_SPLIT_ADVICE = "Add more history, shorten horizon_days, or change valid/test fractions."
+MIN_MATURED_LEADS = 200
+
+
+def check_enough(
+    name: str,
+    snapshots: pd.DataFrame,
+    min_rows: int,
+    min_positives: int,
+    *,
+    unit: str = "snapshots",
+    advice: str = TIME_SPLIT_ADVICE,
+) -> None:
+    """Refuse a period too small to learn from or to measure anything on.
+
+    Args:
+        name: What is checked, in words ("test period").
+        snapshots: Its rows, with a 0/1 `label`.
+        min_rows: Fewest rows accepted.
+        min_positives: Fewest conversions accepted (and at least one non-conversion).
+        unit: What a row is, in words ("snapshots", "leads").
+        advice: What the user can do about it.
+
+    Raises:
+        NotEnoughDataError: Saying what is short, by how much, and what to do.
+    """
     n, pos = len(snapshots), int(snapshots["label"].sum())
-    if n < min_rows or pos < min_positives or pos == n:
-        raise NotEnoughDataError(
-            f"{name} period has {n} snapshots with {pos} conversions; need at least {min_rows} "
-            f"snapshots and {min_positives} conversions (and some non-conversions). "
-            "Add more history, shorten horizon_days, or change valid/test fractions."
-        )
+    short = []
+    if n < min_rows:
+        short.append(f"{n} {unit} (need at least {min_rows})")
+    if pos < min_positives:
+        short.append(f"{pos} conversions (need at least {min_positives})")
+    if n and pos == n:
+        short.append("no non-conversions (need some)")
+    if short:
+        raise NotEnoughDataError(f"{name} is too small: {'; '.join(short)}. {advice}")
+
+
+def lightgbm_params(config: TrainingConfig, feature_names: list[str] | None = None) -> dict[str, Any]:
+    """LightGBM's native parameters from the training config (rounds and early stopping aside).
+
+    Args:
+        config: Training settings.
+        feature_names: The model's features, in order; needed for `monotone_increasing`.
+
+    Raises:
+        ValueError: `monotone_increasing` names a feature the model does not have.
+    """
+    params = config.lightgbm
+    monotone = {}
+    if params.monotone_increasing:
+        unknown = [f for f in params.monotone_increasing if f not in (feature_names or [])]
+        if unknown:
+            raise ValueError(f"training.lightgbm.monotone_increasing: {unknown} are not features of this model")
+        monotone = {"monotone_constraints": [int(f in params.monotone_increasing) for f in feature_names or []]}
+    return {
+        "objective": "binary",
+        "metric": "binary_logloss",
+        "learning_rate": params.learning_rate,
+        "num_leaves": params.num_leaves,
+        "max_depth": params.max_depth,
+        "min_child_samples": params.min_child_samples,
+        "feature_fraction": params.feature_fraction,
+        "bagging_fraction": params.bagging_fraction,
+        "bagging_freq": params.bagging_freq,
+        "lambda_l2": params.lambda_l2,
+        "cat_smooth": params.cat_smooth,
+        "min_data_per_group": params.min_data_per_group,
+        "cat_l2": params.cat_l2,
+        "num_threads": params.num_threads,
+        "seed": config.seed,
+        "deterministic": True,
+        "verbosity": -1,
+        **monotone,
+    }
 
 
 def fit_calibration(raw: np.ndarray, y: np.ndarray, seed: int) -> tuple[Calibration, dict[str, float]]:
@@ -192,6 +271,65 @@ def _logistic_frame(rows: FeatureRows, spec: FeatureSpec) -> pd.DataFrame:
     return frame
 
 
+FeatureBuilder = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, FeatureSpec], FeatureRows]
+
+
+class BoosterFitter(Protocol):
+    """Fits LightGBM on (matrix, labels) with early stopping on a validation set."""
+
+    def __call__(
+        self,
+        params: dict[str, Any],
+        train: tuple[np.ndarray, np.ndarray],
+        valid: tuple[np.ndarray, np.ndarray],
+        *,
+        feature_names: list[str],
+        categorical: list[int],
+        max_rounds: int,
+        early_stopping_rounds: int,
+    ) -> lgb.Booster: ...
+
+
+def fit_lightgbm(
+    params: dict[str, Any],
+    train: tuple[np.ndarray, np.ndarray],
+    valid: tuple[np.ndarray, np.ndarray],
+    *,
+    feature_names: list[str],
+    categorical: list[int],
+    max_rounds: int,
+    early_stopping_rounds: int,
+) -> lgb.Booster:
+    """LightGBM on this machine, early stopping on validation log loss.
+
+    Args:
+        params: LightGBM parameters (native names).
+        train: Model matrix and 0/1 labels to fit on.
+        valid: Model matrix and labels that early stopping watches.
+        feature_names: Column names of the matrices.
+        categorical: Positions of the categorical columns (codes of the training levels).
+        max_rounds: Most boosting rounds.
+        early_stopping_rounds: Stop after this many rounds without a better validation loss.
+
+    Returns:
+        A booster holding only the trees up to the best iteration, so that the saved model
+        predicts what was validated.
+    """
+    dtrain = lgb.Dataset(train[0], train[1], feature_name=feature_names, categorical_feature=categorical,
+                         free_raw_data=False)
+    dvalid = lgb.Dataset(valid[0], valid[1], reference=dtrain)
+    booster = lgb.train(
+        params,
+        dtrain,
+        num_boost_round=max_rounds,
+        valid_sets=[dvalid],
+        valid_names=["validation"],
+        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+
+
 def _take(rows: FeatureRows, index: np.ndarray) -> FeatureRows:
     return FeatureRows(
         categorical={k: v[index] for k, v in rows.categorical.items()},
@@ -206,6 +344,8 @@ def run_training(
     grid: PointGrid,
     truth_probability: Callable[[pd.DataFrame, float], np.ndarray] | None = None,
     progress: Progress | None = None,
+    build_features: FeatureBuilder = snapshot_features,
+    fit_booster: BoosterFitter = fit_lightgbm,
 ) -> TrainingResult:
     """Train the model and score it beside the point grid and a logistic regression.
 
@@ -217,6 +357,10 @@ def run_training(
         truth_probability: For simulated data, `(snapshots[lead_id, as_of], horizon) -> p`:
             the oracle scored on the same test rows.
         progress: Called with a short message at each step.
+        build_features: Computes the snapshots' features; `snapshot_features` here, the same
+            function per partition of leads on a Dask cluster (`training.distributed`).
+        fit_booster: Fits LightGBM with early stopping; `fit_lightgbm` here, Dask's
+            distributed LightGBM in `training.distributed`.
 
     Returns:
         The bundle-ready model, per-scorer test metrics and the split frames.
@@ -239,16 +383,23 @@ def run_training(
             f"no lead is older than horizon_days={config.horizon_days:g} at the data end "
             f"{data_end.isoformat()}: no label has matured yet"
         )
+    n_matured = snaps["lead_id"].nunique()
+    if n_matured < MIN_MATURED_LEADS:
+        raise NotEnoughDataError(
+            f"too few matured labels: {n_matured} leads were created at least horizon_days="
+            f"{config.horizon_days:g} before the data end {data_end.date().isoformat()} (need at least "
+            f"{MIN_MATURED_LEADS}); add older leads or shorten horizon_days"
+        )
     snaps["label"] = conversion_labels(snaps, data.leads, config.horizon_days)
     train_s, valid_s, test_s, boundaries = time_split(snaps, data.leads, config)
-    check_enough("train", train_s, 200, 20)
-    check_enough("validation", valid_s, 100, 10)
-    check_enough("test", test_s, 100, 10)
+    check_enough("train period", train_s, 200, 20)
+    check_enough("validation period", valid_s, 100, 10)
+    check_enough("test period", test_s, 100, 10)
     say(f"snapshots: train {len(train_s)}, validation {len(valid_s)}, test {len(test_s)}")
     lap("snapshots")
 
     all_s = pd.concat([train_s, valid_s, test_s], ignore_index=True)
-    rows = snapshot_features(data.leads, data.interactions, all_s, spec)
+    rows = build_features(data.leads, data.interactions, all_s, spec)
     cuts = np.cumsum([0, len(train_s), len(valid_s), len(test_s)])
     parts = [_take(rows, np.arange(cuts[i], cuts[i + 1])) for i in range(3)]
     say(f"features: {len(spec.feature_names())} per snapshot")
@@ -263,47 +414,30 @@ def run_training(
     train, valid, test = frames
 
     params = config.lightgbm
-    lgb_params = {
-        "objective": "binary",
-        "metric": "binary_logloss",
-        "learning_rate": params.learning_rate,
-        "num_leaves": params.num_leaves,
-        "max_depth": params.max_depth,
-        "min_child_samples": params.min_child_samples,
-        "feature_fraction": params.feature_fraction,
-        "bagging_fraction": params.bagging_fraction,
-        "bagging_freq": params.bagging_freq,
-        "lambda_l2": params.lambda_l2,
-        "cat_smooth": params.cat_smooth,
-        "num_threads": params.num_threads,
-        "seed": config.seed,
-        "deterministic": True,
-        "verbosity": -1,
-    }
-    cat_idx = [names.index(c) for c in spec.categorical_features()]
-    dtrain = lgb.Dataset(train.matrix, train.y, feature_name=names, categorical_feature=cat_idx, free_raw_data=False)
-    dvalid = lgb.Dataset(valid.matrix, valid.y, reference=dtrain)
-    booster = lgb.train(
+    lgb_params = lightgbm_params(config, names)
+    booster = fit_booster(
         lgb_params,
-        dtrain,
-        num_boost_round=params.max_rounds,
-        valid_sets=[dvalid],
-        valid_names=["validation"],
-        callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)],
+        (train.matrix, train.y),
+        (valid.matrix, valid.y),
+        feature_names=names,
+        categorical=[names.index(c) for c in spec.categorical_features()],
+        max_rounds=params.max_rounds,
+        early_stopping_rounds=params.early_stopping_rounds,
     )
-    booster.free_dataset()
-    say(f"LightGBM: {booster.best_iteration} trees (early stopping on validation)")
+    best = booster.current_iteration()
+    say(f"LightGBM: {best} trees (early stopping on validation)")
     lap("lightgbm")
 
-    best = booster.best_iteration or booster.current_iteration()
-    # Keep only the trees early stopping chose, so the saved model predicts what was validated.
-    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
     valid_raw = booster.predict(valid.matrix, raw_score=True)
-    calibration, cal_losses = fit_calibration(valid_raw, valid.y, config.seed)
+    # One BLAS thread: these fits are many small products, and BLAS threads that spin-wait
+    # made the logistic regression 4x slower on a busy 2-core machine (benchmarks/README.md).
+    with threadpool_limits(limits=1, user_api="blas"):
+        calibration, cal_losses = fit_calibration(valid_raw, valid.y, config.seed)
     lap("calibration")
 
-    logistic = logistic_baseline(spec, config.seed)
-    logistic.fit(_logistic_frame(train.rows, spec), train.y)
+    with threadpool_limits(limits=1, user_api="blas"):
+        logistic = logistic_baseline(spec, config.seed)
+        logistic.fit(_logistic_frame(train.rows, spec), train.y)
     lap("logistic_regression")
 
     grid_valid = grid.score_frame(valid.rows.to_frame(spec))
@@ -362,6 +496,8 @@ def run_training(
             "calibration_log_loss": cal_losses,
             "grid_mql_share_validation": grid_mql_share,
         },
+        # What `leadscore monitor` compares served leads with (PSI per feature and probability).
+        reference=reference_distribution(train.rows, p_valid),
     )
     model = ScoringModel(booster, meta)
     split = {**boundaries, "n_snapshots": meta.training["n_snapshots"], "data_end": data_end.isoformat()}

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from features.contract import Dataset
 from features.engine import snapshot_features
-from leadscore.bundle import ScoringModel
+from leadscore.bundle import REPORT_FILE, ScoringModel
 from leadscore.config import ProjectConfig, RegistryConfig
 from leadscore.registry import (
     BUNDLE_ARTIFACT,
@@ -28,8 +28,11 @@ from leadscore.registry import (
     set_champion,
 )
 from training import plots
+from training.leakage import LeakageReport
 from training.lifecycle import promotion_decision
 from training.pipeline import TrainingResult
+from training.report import Explanations, explain, inputs_from_training, write_bundle_files
+from training.static import StaticTrainingResult
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ def log_training_run(
     extra_artifacts: dict[str, Path] | None = None,
     tolerance: float = 0.0,
     require_beats_grid: bool = False,
+    explanations: Explanations | None = None,
+    leakage: LeakageReport | None = None,
 ) -> RunRecord:
     """Record a training run in MLflow, register its bundle, and move `champion` if it wins.
 
@@ -92,6 +97,9 @@ def log_training_run(
         tolerance: ROC AUC the new model may lose to the champion and still be promoted
             (0: it must be strictly better, as for `leadscore train`).
         require_beats_grid: Refuse promotion unless the new model beats the grid.
+        explanations: The leadership report, drivers and learned grid logged with the bundle
+            (`training.report.write_bundle_files`); computed here when not given.
+        leakage: The leakage guard's report, logged as `leakage.json` and `leakage.*` tags.
     """
     import mlflow
 
@@ -116,6 +124,8 @@ def log_training_run(
         mlflow.log_dict(result.metrics, "metrics.json")
         mlflow.log_dict(result.split, "split.json")
         mlflow.log_dict(data.report.to_dict(), "validation_report.json")
+        if leakage is not None:
+            log_leakage(leakage)
 
         y, scores = result.test.y, result.test.scores
         plot_dir = tmp_path / "plots"
@@ -130,6 +140,10 @@ def log_training_run(
             mlflow.log_artifact(str(path), name)
 
         bundle_dir = model.save(tmp_path / BUNDLE_ARTIFACT)
+        explanations = explanations or explain(inputs_from_training(result))
+        write_bundle_files(explanations, bundle_dir)
+        mlflow.log_artifact(str(bundle_dir / REPORT_FILE))
+        mlflow.log_metric("learned_grid.roc_auc", explanations.roc_auc["learned_grid"])
         mlflow.log_artifacts(str(bundle_dir), BUNDLE_ARTIFACT)
 
         previous = champion_version(registry)
@@ -152,7 +166,12 @@ def log_training_run(
             if previous:
                 client.set_model_version_tag(registry.model_name, str(version), PREVIOUS_CHAMPION_TAG, previous)
             set_champion(registry, str(version))
-        mlflow.set_tags({"registry.version": str(version), "registry.promoted": str(promoted), "registry.decision": decision})
+        mlflow.set_tags({
+            "registry.version": str(version), "registry.promoted": str(promoted), "registry.decision": decision,
+            # The rule the decision applied, beside its figures (model.roc_auc, point_grid.roc_auc,
+            # champion.roc_auc_same_test), so that a run says why on its own.
+            "registry.tolerance": str(tolerance), "registry.require_beats_grid": str(require_beats_grid),
+        })  # fmt: skip
         if champion_auc is not None:
             mlflow.log_metric("champion.roc_auc_same_test", champion_auc)
     return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion_auc)
@@ -164,3 +183,87 @@ def write_metrics_json(result: TrainingResult, path: Path) -> Path:
     payload = {name: metrics for name, metrics in result.metrics.items()}
     path.write_text(json.dumps(payload, indent=2, default=lambda v: float(np.asarray(v))))
     return path
+
+
+def log_leakage(report: LeakageReport) -> None:
+    """Log the leakage guard's report into the active MLflow run: a dict artifact and tags."""
+    import mlflow
+
+    mlflow.log_dict(report.to_dict(), "leakage.json")
+    mlflow.set_tags(report.tags())
+
+
+def log_static_run(
+    result: StaticTrainingResult,
+    config: ProjectConfig,
+    leakage: LeakageReport,
+    run_name: str | None = None,
+) -> RunRecord:
+    """Record a static-export training run in MLflow and register its bundle.
+
+    A static model is compared with the champion on the ROC AUC each recorded for its own
+    evaluation (there are no shared test snapshots to re-score); the champion moves when the
+    new model is better, or when the champion was not trained on a static export.
+    """
+    import mlflow
+
+    registry = config.registry
+    client = mlflow_client(registry)
+    exp_id = experiment_id(registry)
+    model = result.model
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        mlflow.log_params(_flat("", config.training.model_dump(mode="json"), {}))
+        mlflow.log_params({"features.n": len(model.feature_names), "best_iteration": model.meta.training["best_iteration"]})
+        fingerprint = model.meta.training["data"]
+        mlflow.log_params({f"data.{k}": v for k, v in fingerprint.items()})
+        mlflow.set_tags({
+            "model_version": model.meta.model_version,
+            "data.content_hash": fingerprint["content_hash"],
+            "data.static": "true",
+            "evaluation": result.plan.description,
+        })
+        for scorer, metrics in result.metrics.items():
+            for metric, stats in metrics.items():
+                mlflow.log_metric(f"{scorer}.{metric}", stats["value"])
+                mlflow.log_metric(f"{scorer}.{metric}.ci_low", stats["ci_low"])
+                mlflow.log_metric(f"{scorer}.{metric}.ci_high", stats["ci_high"])
+        for scorer, auc in result.summary()["mean_fold_roc_auc"].items():  # type: ignore[union-attr]
+            mlflow.log_metric(f"{scorer}.roc_auc.mean_fold", auc)
+        mlflow.log_dict(result.metrics, "metrics.json")
+        mlflow.log_dict(result.summary(), "evaluation.json")
+        log_leakage(leakage)
+        plot_dir = tmp_path / "plots"
+        plots.plot_roc(result.y, result.scores, plot_dir / "roc.png")
+        plots.plot_gains(result.y, result.scores, plot_dir / "gains_vs_grid.png")
+        plots.plot_calibration(result.y, result.scores, plot_dir / "calibration.png")
+        plots.plot_importance(model.feature_names, model.booster.feature_importance("gain"), plot_dir / "importance.png")
+        mlflow.log_artifacts(str(plot_dir), "plots")
+        bundle_dir = model.save(tmp_path / BUNDLE_ARTIFACT)
+        mlflow.log_artifacts(str(bundle_dir), BUNDLE_ARTIFACT)
+
+        previous = champion_version(registry)
+        champion_auc = None
+        if previous:
+            with tempfile.TemporaryDirectory() as champion_tmp:
+                champion_meta = ScoringModel.load(download_version(registry, previous, Path(champion_tmp))).meta
+            if champion_meta.training.get("static"):
+                champion_auc = float(champion_meta.metrics["model"]["roc_auc"])
+        if registry.model_name not in {m.name for m in client.search_registered_models()}:
+            client.create_registered_model(registry.model_name, description="leadscore conversion model bundles")
+        version = client.create_model_version(
+            registry.model_name,
+            source=f"{run.info.artifact_uri}/{BUNDLE_ARTIFACT}",
+            run_id=run.info.run_id,
+            tags={"model_version": model.meta.model_version},
+        ).version
+        new_auc = result.metrics["model"]["roc_auc"]["value"]
+        decision_ = promotion_decision(new_auc, champion_auc, result.metrics["point_grid"]["roc_auc"]["value"], 0.0, False)
+        promoted = decision_.promote
+        decision = f"version {version}: {decision_.reason}" + (f" (champion was v{previous})" if previous else "")
+        if promoted:
+            if previous:
+                client.set_model_version_tag(registry.model_name, str(version), PREVIOUS_CHAMPION_TAG, previous)
+            set_champion(registry, str(version))
+        mlflow.set_tags({"registry.version": str(version), "registry.promoted": str(promoted), "registry.decision": decision})
+    return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion_auc)

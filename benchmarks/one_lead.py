@@ -1,0 +1,215 @@
+"""(a) One lead with 100 interactions, score + top-5 reasons: in-process and over HTTP.
+
+Baseline: a bare LightGBM `predict` + `pred_contrib` of the same model on the lead's prepared
+(already encoded) row, single-threaded, timed interleaved with the figure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+from benchmarks.bench_model import AS_OF, PROJECT_ROOT, lead_payload
+from benchmarks.measure import Section, interleaved, time_calls
+from features.engine import lead_features
+from leadscore.bundle import ScoringModel
+from leadscore.scoring import LeadIn, score_lead
+
+TOP_K = 5
+RATE_PER_S = 50
+API_KEY = secrets.token_hex(16)  # the key this run's service accepts (serving.auth)
+READY_TIMEOUT_S = 120
+
+
+def _bare(model: ScoringModel, row: np.ndarray):  # noqa: ANN202
+    booster = model.booster
+
+    def bare() -> None:
+        booster.predict(row, raw_score=True, num_threads=1)
+        booster.predict(row, pred_contrib=True, num_threads=1)
+
+    return bare
+
+
+def _prepared_row(model: ScoringModel, lead: LeadIn) -> np.ndarray:
+    rows = lead_features(
+        int(lead.created_at.timestamp()),
+        lead.attributes,
+        [int(e.occurred_at.timestamp()) for e in lead.interactions],
+        [e.type for e in lead.interactions],
+        int(AS_OF.timestamp()),
+        model.spec,
+    )
+    return model.encode(rows)
+
+
+def in_process(section: Section, bundle: Path, calls: int) -> None:
+    """p50 and p99 of `score_lead` with and without reasons, beside the bare booster calls."""
+    model = ScoringModel.load(bundle)
+    lead = LeadIn.model_validate(lead_payload(100))
+    row = _prepared_row(model, lead)
+    times = interleaved(
+        {
+            "reasons": lambda: score_lead(model, lead, AS_OF, top_k=TOP_K),
+            "no_reasons": lambda: score_lead(model, lead, AS_OF, with_reasons=False),
+            "bare": _bare(model, row),
+            "bare_predict": lambda: model.booster.predict(row, raw_score=True, num_threads=1),
+            "bare_contrib": lambda: model.booster.predict(row, pred_contrib=True, num_threads=1),
+        },
+        calls,
+    )
+    base_name = "bare LightGBM predict + pred_contrib, prepared row"
+    for stat, q in (("p50", 50), ("p99", 99)):
+        base = float(np.percentile(times["bare"], q))
+        section.add(
+            "one lead (100 interactions), score + top-5 reasons, in-process",
+            stat, "ms", float(np.percentile(times["reasons"], q)), base_name, base, calls,
+            **({"target": "p50 <= 2 ms", "limit": 2.0} if stat == "p50" else {}),
+        )
+    section.add(
+        "one lead (100 interactions), score only (explain=false), in-process",
+        "p50", "ms", float(np.percentile(times["no_reasons"], 50)),
+        "bare LightGBM predict, prepared row", float(np.percentile(times["bare_predict"], 50)), calls,
+    )
+    section.add(
+        "exact TreeSHAP cost: pred_contrib vs predict, one row",
+        "p50", "ms", float(np.percentile(times["bare_contrib"], 50)),
+        "bare LightGBM predict, prepared row", float(np.percentile(times["bare_predict"], 50)), calls,
+        note=f"model: {model.booster.num_trees()} trees",
+    )
+    section.details["model_trees"] = model.booster.num_trees()
+    section.details["in_process_calls"] = calls
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    # BentoML's workers run in their own process groups: stop the group, then stragglers.
+    if process.poll() is not None:
+        return
+    workers = psutil.Process(process.pid).children(recursive=True)
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    for worker in alive:
+        worker.kill()
+
+
+def _start_server(bundle: Path | None, workdir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`bentoml serve` with the bundle, or the bare HTTP app when `bundle` is None."""
+    port = _free_port()
+    log = workdir / ("server.log" if bundle else "bare.log")
+    env = {**os.environ, "BENTOML_HOME": str(workdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    if bundle:
+        env["LEADSCORE_BUNDLE"] = str(bundle)
+        env["LEADSCORE_API_KEYS"] = f"{API_KEY}:score"
+        command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LeadScoring",
+                   "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        command = [sys.executable, "-m", "uvicorn", "benchmarks.bare_http:app", "--host", "127.0.0.1",
+                   "--port", str(port), "--log-level", "warning"]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url, log
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(process)
+            raise RuntimeError(f"server not ready after {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def _paced_latencies(client: httpx.Client, body: dict[str, object], n: int, rate: float) -> np.ndarray:
+    """Latency (ms) of `n` requests sent at `rate` per second.
+
+    Latency counts from the scheduled send time, so a slow answer that delays the next request
+    is charged to that request too (no coordinated omission).
+    """
+    latencies = np.empty(n)
+    start = time.perf_counter() + 0.05
+    for i in range(n):
+        scheduled = start + i / rate
+        pause = scheduled - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        response = client.post("/score", json=body)
+        latencies[i] = time.perf_counter() - scheduled
+        if response.status_code != 200:
+            raise RuntimeError(f"POST /score answered {response.status_code}: {response.text[:500]}")
+    return latencies * 1e3
+
+
+def over_http(section: Section, bundle: Path, requests: int, block: int = 100) -> None:
+    """p50 and p99 of POST /score at a paced 50 requests/s, beside two baselines.
+
+    Baselines: the bare booster calls in-process (what the model costs), and the same body
+    POSTed at the same pace to a minimal Starlette app (`benchmarks.bare_http`: what an HTTP
+    round trip costs on this machine now). Blocks of requests alternate between the two
+    servers so that both see the same machine load.
+    """
+    model = ScoringModel.load(bundle)
+    payload = lead_payload(100)
+    bare = _bare(model, _prepared_row(model, LeadIn.model_validate(payload)))
+    body = {"lead": payload, "as_of": AS_OF.isoformat(), "top_k": TOP_K, "explain": True}
+    service_ms, floor_ms, bare_ms = [], [], []
+    with tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp:
+        process, url, _log = _start_server(bundle, Path(tmp))
+        floor_process, floor_url, _ = _start_server(None, Path(tmp))
+        try:
+            with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {API_KEY}"}) as client, \
+                    httpx.Client(base_url=floor_url, timeout=30) as floor:
+                _paced_latencies(client, body, 50, RATE_PER_S)  # warm-up
+                _paced_latencies(floor, body, 50, RATE_PER_S)
+                for start in range(0, requests, block):
+                    n = min(block, requests - start)
+                    service_ms.append(_paced_latencies(client, body, n, RATE_PER_S))
+                    floor_ms.append(_paced_latencies(floor, body, n, RATE_PER_S))
+                    bare_ms.append(time_calls(bare, n, warmup=0))
+        finally:
+            _stop(process)
+            _stop(floor_process)
+    latencies, floor_times, bare_times = (np.concatenate(x) for x in (service_ms, floor_ms, bare_ms))
+    name = f"one lead (100 interactions), score + top-5 reasons, HTTP POST /score at {RATE_PER_S} req/s"
+    for stat, q, target, limit in (("p50", 50, "p50 <= 10 ms", 10.0), ("p99", 99, "p99 <= 30 ms", 30.0)):
+        value = float(np.percentile(latencies, q))
+        section.add(name, stat, "ms", value, "bare LightGBM predict + pred_contrib, prepared row",
+                    float(np.percentile(bare_times, q)), requests, target=target, limit=limit)
+        section.add(name, stat, "ms", value, "HTTP floor: same body to a minimal Starlette app, same pace",
+                    float(np.percentile(floor_times, q)), requests)
+    section.details["http_requests"] = requests
+    section.details["http_max_ms"] = float(latencies.max())
+    section.details["http_floor_p50_p99_ms"] = [float(np.percentile(floor_times, q)) for q in (50, 99)]
+
+
+def run(bundle: Path, quick: bool) -> Section:
+    section = Section("one_lead", "One lead: score + top-5 reasons", quick)
+    in_process(section, bundle, calls=200 if quick else 3000)
+    over_http(section, bundle, requests=60 if quick else 1500)
+    return section

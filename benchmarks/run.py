@@ -1,0 +1,116 @@
+"""`python -m benchmarks.run [--quick]`: every benchmark, JSON per section, one markdown table.
+
+Sections (see each module):
+- one_lead: one lead with 100 interactions, score + top-5 reasons, in-process and over HTTP;
+- batch: batch scoring throughput, features included;
+- feature_build: 100k and 1M leads, time and peak memory;
+- training: end to end on 100k and 1M snapshots, share outside LightGBM;
+- explain: exact TreeSHAP cost, previous vs current model size, and the AUC cost;
+- x_education: the real X Education export, when `../shared/datasets/x-education` is there;
+- dask: feature build and batch scoring on a Dask LocalCluster.
+
+`--quick` runs every section at small sizes (the test suite's smoke test); the figures are
+then only a check that everything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SECTIONS = ("one_lead", "batch", "feature_build", "training", "explain", "x_education", "dask")
+
+
+def markdown_table(results: list[dict[str, object]]) -> str:
+    """One row per figure: the figure, its bare baseline, the ratio, the target."""
+    lines = [
+        "| benchmark | stat | figure | bare baseline | × bare | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for section in results:
+        for f in section["figures"]:  # type: ignore[union-attr]
+            met = "" if f["met"] is None else ("yes" if f["met"] else "**no**")
+            lines.append(
+                f"| {f['name']} | {f['metric']} | {_number(f['value'])} {f['unit']} | "
+                f"{_number(f['baseline'])} {f['unit']} ({f['baseline_name']}) | {f['ratio']:.2f} | "
+                f"{f['target']} | {met} |"
+            )
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description="leadscore benchmarks")
+    parser.add_argument("--quick", action="store_true", help="Small sizes: checks that everything runs.")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"Comma-separated subset of {SECTIONS}.")
+    parser.add_argument("--out", type=Path, default=None, help="Results folder (default benchmarks/results).")
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="Score with this bundle instead of training one on simulated leads.")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+
+    # As the `leadscore` CLI does, before LightGBM is loaded: OpenMP threads that spin while
+    # waiting make LightGBM many times slower on a busy machine (benchmarks/README.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from benchmarks import batch, dask_scale, explain_budget, feature_build, one_lead, training_time, x_education_speed
+    from benchmarks.bench_model import simulated_data, train_bench_bundle
+    from benchmarks.measure import RESULTS_DIR, Section
+
+    out_dir = args.out or RESULTS_DIR
+    sim_leads = 2_000 if args.quick else 20_000
+    results: list[dict[str, object]] = []
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp:
+        needs_bundle = {"one_lead", "batch", "dask"} & set(chosen)
+        bundle = args.bundle or (train_bench_bundle(Path(tmp), sim_leads) if needs_bundle else None)
+        for name in chosen:
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            section: Section | None
+            if name == "one_lead":
+                section = one_lead.run(bundle, args.quick)
+            elif name == "batch":
+                section = batch.run(bundle, args.quick)
+            elif name == "feature_build":
+                section = feature_build.run(args.quick)
+            elif name == "training":
+                section = training_time.run(args.quick)
+            elif name == "explain":
+                section = explain_budget.run(simulated_data(sim_leads), args.quick)
+            elif name == "x_education":
+                section = x_education_speed.run(args.quick)
+                if section is None:
+                    print("[bench] x_education: ../shared/datasets/x-education/Leads.csv or examples/x-education.yaml not found, skipped",
+                          file=sys.stderr)
+                    continue
+            else:
+                section = dask_scale.run(bundle, args.quick)
+            section.write(out_dir)
+            results.append(json.loads((out_dir / f"{section.section}.json").read_text()))
+    load_after = os.getloadavg()
+    print(markdown_table(results))
+    print(
+        f"\n{'quick run (sizes too small to mean anything); ' if args.quick else ''}"
+        f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; "
+        f"{time.perf_counter() - started:.0f} s; JSON in {out_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

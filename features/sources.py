@@ -1,0 +1,1034 @@
+"""Your data, mapped onto the contract: the `data:` section of leadscore.yaml and its readers.
+
+A `DataConfig` says where leads, interactions and attribute tables come from (CSV, Parquet, or
+SQL through SQLAlchemy) and which column plays which role. `load_project_data` reads every
+table in chunks, maps each chunk to contract columns at once (keeping only the columns the
+config names, numbers parsed, categories as pandas categoricals), concatenates the compact
+chunks and validates the result with `features.contract`, so a table never has to fit in
+memory in its source form.
+
+Two kinds of export:
+
+* with time (`leads.created_at` given): leads and interactions become the contract's tables;
+  training takes point-in-time snapshots.
+* static (no `created_at`): one row per lead with the outcome as exported (a converted flag,
+  pre-aggregated activity); no snapshots, no interaction features.
+
+Feature names are the column names in snake_case ("Lead Source" -> `lead_source`) unless
+`columns.rename` says otherwise; grids, reasons and scoring requests use those names.
+"""
+
+from __future__ import annotations
+
+import codecs
+import difflib
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import union_categoricals
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from features.contract import (
+    ContractError,
+    Dataset,
+    Quarantine,
+    RuleBreach,
+    StaticDataset,
+    ValidationReport,
+    validate,
+    validate_static,
+)
+from features.spec import FeatureSpec
+
+TRUE_WORDS: tuple[str, ...] = ("1", "yes", "y", "true", "t")
+FALSE_WORDS: tuple[str, ...] = ("0", "no", "n", "false", "f")
+DEFAULT_CHUNK_ROWS = 100_000
+# Names the mapped lead table uses for its own columns; a feature may not take them.
+RESERVED_NAMES = frozenset({"lead_id", "created_at", "converted_at", "converted", "order"})
+_EXAMPLES = 3
+_KEY_PREFIX = "__key__"
+_BAD_PREFIX = "__bad__"
+_RECORDED_PREFIX = "__recorded__"
+_RAW_OUTCOME = "__outcome__"
+_TABLE_RECORDED_AT = "__table_recorded_at__"
+# Mapped columns whose unparsable values the contract quarantines (rather than count and keep).
+_CONTRACT_TARGETS = frozenset({"created_at", "converted_at", "order"})
+
+
+class SourceError(ContractError):
+    """A source cannot be read as configured; the message names the config key and the source."""
+
+
+def feature_name_of(column: str) -> str:
+    """The feature name of a source column: snake_case ASCII ("Lead Source" -> "lead_source").
+
+    Raises:
+        ValueError: The column name has no letter or digit.
+    """
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", column)
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", spaced).strip("_").lower()
+    if not name:
+        raise ValueError(f"column {column!r} has no letter or digit to name a feature; give it a name in columns.rename")
+    return f"f_{name}" if name[0].isdigit() else name
+
+
+# -- config models ------------------------------------------------------------------------
+
+
+class CsvOptions(BaseModel):
+    """How a CSV file is written.
+
+    Attributes:
+        separator: Field separator ("," or ";" or "\\t").
+        encoding: Text encoding; the default reads UTF-8 with or without a byte-order mark.
+        decimal: Decimal mark of numeric columns ("," in most of Europe).
+        thousands: Thousands separator of numeric columns, if any.
+        quote: Quote character.
+        line_endings: "auto" reads LF and CRLF (Windows exports); "cr" is for files whose
+            lines end with a lone CR (old Mac exports).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    separator: str = Field(default=",", min_length=1)
+    encoding: str = "utf-8-sig"
+    decimal: str = Field(default=".", min_length=1, max_length=1)
+    thousands: str | None = Field(default=None, min_length=1, max_length=1)
+    quote: str = Field(default='"', min_length=1, max_length=1)
+    line_endings: Literal["auto", "cr"] = "auto"
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError as error:
+            raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from error
+        return value
+
+    @model_validator(mode="after")
+    def _marks_differ(self) -> CsvOptions:
+        if self.decimal == self.separator:
+            raise ValueError(f"decimal and separator are both {self.decimal!r}; a CSV with decimal commas uses separator ';'")
+        if self.thousands is not None and self.thousands == self.decimal:
+            raise ValueError(f"thousands and decimal are both {self.decimal!r}")
+        return self
+
+
+class Source(BaseModel):
+    """Where one table comes from: a file (CSV or Parquet) or a SQL table or query.
+
+    A plain string is read as a file path. Relative paths are read from the directory
+    leadscore runs in. In `url`, `${NAME}` is replaced by the environment variable NAME, so
+    passwords stay out of the config file.
+
+    Attributes:
+        path: A .csv, .csv.gz, .tsv, .txt or .parquet file.
+        format: "csv" or "parquet" when the suffix does not tell.
+        url: SQLAlchemy URL, e.g. postgresql+psycopg2://user:${PGPASSWORD}@host/db or
+            sqlite:///crm.db.
+        table: Table (or schema.table) to read, with `url`.
+        query: SELECT statement to read, with `url`.
+        csv: CSV options.
+        chunk_rows: Rows read and mapped at a time.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    format: Literal["csv", "parquet"] | None = None
+    url: str | None = None
+    table: str | None = None
+    query: str | None = None
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_shorthand(cls, value: object) -> object:
+        return {"path": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Source:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give either path (a CSV or Parquet file) or url (a SQLAlchemy database URL)")
+        if self.path is not None:
+            if self.table or self.query:
+                raise ValueError("table and query go with url, not with path")
+            if self.format is None and _format_from_suffix(self.path) is None:
+                raise ValueError(f"path {self.path!r}: cannot tell the format from the suffix; set format: csv or parquet")
+        elif (self.table is None) == (self.query is None):
+            raise ValueError("with url, give exactly one of table or query")
+        return self
+
+    @property
+    def kind(self) -> Literal["csv", "parquet", "sql"]:
+        if self.url is not None:
+            return "sql"
+        return self.format or _format_from_suffix(self.path or "") or "csv"
+
+    def describe(self) -> str:
+        """The source in words, without any password."""
+        if self.path is not None:
+            return self.path
+        import sqlalchemy as sa
+
+        where = sa.engine.make_url(_expand_env(self.url or "", "url")).render_as_string(hide_password=True)
+        return f"table {self.table} at {where}" if self.table else f"query at {where}"
+
+
+def _format_from_suffix(path: str) -> Literal["csv", "parquet"] | None:
+    lower = path.lower()
+    if lower.endswith((".csv", ".csv.gz", ".tsv", ".txt", ".csv.zip", ".csv.bz2")):
+        return "csv"
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    return None
+
+
+def _expand_env(value: str, key: str) -> str:
+    expanded = os.path.expandvars(value)
+    unresolved = re.findall(r"\$\{?(\w+)\}?", expanded)
+    if unresolved:
+        raise SourceError(f"{key}: environment variable(s) {unresolved} are not set")
+    return expanded
+
+
+class TimeColumn(BaseModel):
+    """A timestamp column; a plain string is the column name.
+
+    Attributes:
+        column: Column name in the source.
+        format: strftime format such as "%d/%m/%Y %H:%M"; none reads ISO 8601 and what pandas
+            recognises.
+        timezone: Zone of timestamps written without one (IANA name, e.g. Europe/Paris).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field(min_length=1)
+    format: str | None = None
+    timezone: str = "UTC"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _column_shorthand(cls, value: object) -> object:
+        return {"column": value} if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as UTC or Europe/Paris)") from error
+        return value
+
+
+class Outcome(BaseModel):
+    """The outcome column: a flag (yes/no, 1/0, true/false) or the date the lead converted.
+
+    Attributes:
+        column: Column name.
+        kind: "flag" or "date" (a date means converted; empty means not converted).
+        positive: Flag values meaning converted (compared without case).
+        negative: Flag values meaning not converted.
+        format: strftime format of a date outcome.
+        timezone: Zone of a date outcome written without one.
+        date: For a flag, the column holding when the lead converted; needed when leads have a
+            `created_at` (snapshots need the conversion time).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field(min_length=1)
+    kind: Literal["flag", "date"] = "flag"
+    positive: list[str] = Field(default_factory=lambda: list(TRUE_WORDS), min_length=1)
+    negative: list[str] = Field(default_factory=lambda: list(FALSE_WORDS), min_length=1)
+    format: str | None = None
+    timezone: str = "UTC"
+    date: TimeColumn | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Outcome:
+        both = {v.strip().lower() for v in self.positive} & {v.strip().lower() for v in self.negative}
+        if both:
+            raise ValueError(f"positive and negative share the value(s) {sorted(both)}")
+        if self.kind == "date" and self.date is not None:
+            raise ValueError("date is for a flag outcome; a date outcome is its own date")
+        if self.kind == "flag" and self.format is not None:
+            raise ValueError("format is for a date outcome; for a flag, set positive/negative values")
+        TimeColumn(column=self.column, timezone=self.timezone)  # checks the zone name
+        return self
+
+    def as_time_column(self) -> TimeColumn:
+        return TimeColumn(column=self.column, format=self.format, timezone=self.timezone)
+
+
+class LeadsTable(BaseModel):
+    """The table with one row per lead.
+
+    Attributes:
+        source: Where it is.
+        id: Column with the lead's unique id.
+        created_at: When the lead was created; leave out for a static export.
+        outcome: The outcome column.
+        order: Static exports only: a column that grows with acquisition order (a lead number,
+            a creation date); evaluation then tests on the last 20 % by that column.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Source
+    id: str = Field(min_length=1)
+    created_at: TimeColumn | None = None
+    outcome: Outcome
+    order: str | None = None
+
+
+class ColumnRoles(BaseModel):
+    """What each lead column is.
+
+    Attributes:
+        categorical: Columns used as categories (from the leads table or an attribute table).
+        numeric: Columns used as numbers.
+        exclude: Columns deliberately not used (documents the choice; they are never read).
+        post_outcome: Categorical or numeric columns filled in after the outcome (e.g. a status
+            set by sales). The leakage guard reports them and training leaves them out unless
+            `--allow-column` keeps one.
+        email: Column with the email address (only its domain kind becomes a feature).
+        missing_values: Values meaning "missing" in any attribute column (e.g. "Select").
+        rename: Column -> feature name, for columns whose snake_case name is not wanted.
+        recorded_at: Column -> the timestamp column telling when its value was last set. The
+            leakage guard flags a column whose value was set after the snapshot or outcome.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    categorical: list[str] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    post_outcome: list[str] = Field(default_factory=list)
+    email: str | None = None
+    missing_values: list[str] = Field(default_factory=list)
+    rename: dict[str, str] = Field(default_factory=dict)
+    recorded_at: dict[str, TimeColumn] = Field(default_factory=dict)
+
+
+class InteractionTable(BaseModel):
+    """One event table; all of them are unioned into the interactions.
+
+    Attributes:
+        source: Where it is.
+        lead_id: Column holding the lead id (as in the leads table's id column).
+        occurred_at: When the event happened.
+        type: Column holding the event type; or
+        type_constant: the one type of every row (an "email opens" table).
+        type_map: Source value -> interaction type (e.g. "Email Opened": email_open); values
+            not listed are kept as they are and counted as other events.
+        channel: Optional column holding the channel.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Source
+    lead_id: str = Field(min_length=1)
+    occurred_at: TimeColumn
+    type: str | None = None
+    type_constant: str | None = None
+    type_map: dict[str, str] = Field(default_factory=dict)
+    channel: str | None = None
+
+    @model_validator(mode="after")
+    def _one_type(self) -> InteractionTable:
+        if (self.type is None) == (self.type_constant is None):
+            raise ValueError("give exactly one of type (a column) or type_constant (one type for every row)")
+        if self.type_map and self.type is None:
+            raise ValueError("type_map maps the values of the type column; it needs type, not type_constant")
+        return self
+
+
+class AttributeTable(BaseModel):
+    """A table joined onto leads by a key (accounts, contacts).
+
+    Attributes:
+        source: Where it is.
+        key: Column of the leads table holding the key.
+        on: Column of this table matching `key` (default: the same name).
+        columns: Columns to bring onto each lead (declared in columns.categorical/numeric
+            under their name with `prefix`).
+        prefix: Put before each brought column's name (e.g. "account ").
+        recorded_at: When each row was last updated; the leakage guard flags the table's
+            columns when rows were updated after the snapshot or outcome.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Source
+    key: str = Field(min_length=1)
+    on: str | None = None
+    columns: list[str] = Field(min_length=1)
+    prefix: str = ""
+    recorded_at: TimeColumn | None = None
+
+    @property
+    def table_key(self) -> str:
+        return self.on or self.key
+
+
+class DataConfig(BaseModel):
+    """The `data:` section: how your export maps onto leadscore's contract."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    leads: LeadsTable
+    columns: ColumnRoles = Field(default_factory=ColumnRoles)
+    interactions: list[InteractionTable] = Field(default_factory=list)
+    attributes: list[AttributeTable] = Field(default_factory=list)
+
+    @property
+    def is_static(self) -> bool:
+        """No lead creation time: train on the export as it is, without snapshots."""
+        return self.leads.created_at is None
+
+    @model_validator(mode="after")
+    def _roles_are_consistent(self) -> DataConfig:
+        cols = self.columns
+        if self.is_static and self.interactions:
+            raise ValueError(
+                "interactions: event tables need leads.created_at (features are counted up to a "
+                "point in time); give leads.created_at or remove interactions for a static export"
+            )
+        if not self.is_static and self.leads.order is not None:
+            raise ValueError("leads.order: only for a static export; with leads.created_at the split is by creation time")
+        if not self.is_static and self.leads.outcome.kind == "flag" and self.leads.outcome.date is None:
+            raise ValueError(
+                "leads.outcome.date: a flag outcome needs the column telling when the lead converted "
+                "when leads.created_at is given; or use kind: date, or remove created_at to train on "
+                "the export as static"
+            )
+        _no_repeats(cols.categorical, "columns.categorical")
+        _no_repeats(cols.numeric, "columns.numeric")
+        both = sorted(set(cols.categorical) & set(cols.numeric))
+        if both:
+            raise ValueError(f"columns.categorical and columns.numeric both list {both}; a column has one type")
+        declared = set(cols.categorical) | set(cols.numeric)
+        for key, names in (("columns.post_outcome", cols.post_outcome), ("columns.recorded_at", list(cols.recorded_at))):
+            undeclared = [n for n in names if n not in declared]
+            if undeclared:
+                raise ValueError(f"{key}: {undeclared} not declared in columns.categorical or columns.numeric (declare the type there)")
+        roles = {self.leads.id: "leads.id", self.leads.outcome.column: "leads.outcome.column"}
+        if cols.email:
+            roles[cols.email] = "columns.email"
+        clash = [f"{c!r} ({roles[c]})" for c in declared if c in roles]
+        if clash:
+            raise ValueError(f"columns.categorical/numeric list {', '.join(clash)}; a column has one role")
+        excluded_used = sorted(set(cols.exclude) & (declared | set(roles)))
+        if excluded_used:
+            raise ValueError(f"columns.exclude lists {excluded_used}, which another key uses")
+        unknown_renames = sorted(set(cols.rename) - declared - ({cols.email} if cols.email else set()))
+        if unknown_renames:
+            raise ValueError(f"columns.rename: {unknown_renames} not declared in columns.categorical, numeric or email")
+        names: dict[str, str] = {}
+        for column in [*cols.categorical, *cols.numeric, *([cols.email] if cols.email else [])]:
+            name = self.feature_name(column)
+            if name in RESERVED_NAMES:
+                raise ValueError(f"column {column!r} would be named {name!r}, which leadscore uses; rename it in columns.rename")
+            if name in names:
+                raise ValueError(
+                    f"columns {names[name]!r} and {column!r} both become feature {name!r}; give one a name in columns.rename"
+                )
+            names[name] = column
+        for i, table in enumerate(self.attributes):
+            brought = [table.prefix + c for c in table.columns]
+            undeclared = [c for c in brought if c not in declared]
+            if undeclared:
+                raise ValueError(
+                    f"attributes.{i}.columns: {undeclared} not declared in columns.categorical or columns.numeric"
+                )
+        return self
+
+    def feature_name(self, column: str) -> str:
+        """The feature name of a lead column: its `columns.rename` entry, else snake_case."""
+        return self.columns.rename.get(column) or feature_name_of(column)
+
+    def post_outcome_features(self) -> list[str]:
+        return [self.feature_name(c) for c in self.columns.post_outcome]
+
+    def feature_spec(self, base: FeatureSpec) -> FeatureSpec:
+        """`base` (interaction settings) with this export's attribute columns.
+
+        Raises:
+            pydantic.ValidationError: A feature name clashes with a derived feature name.
+        """
+        cols = self.columns
+        return FeatureSpec.model_validate(
+            {
+                **base.model_dump(),
+                "categorical": [self.feature_name(c) for c in cols.categorical],
+                "numeric": [self.feature_name(c) for c in cols.numeric],
+                "email_column": self.feature_name(cols.email) if cols.email else None,
+                "interactions": not self.is_static,
+            }
+        )
+
+
+def _no_repeats(values: Sequence[str], key: str) -> None:
+    repeated = sorted({v for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise ValueError(f"{key} lists {repeated} more than once")
+
+
+# -- mapping one chunk --------------------------------------------------------------------
+
+ColumnKind = Literal["text", "category", "number", "time", "flag", "type"]
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """One source column and what it becomes in the mapped table.
+
+    Attributes:
+        source: Column name in the source.
+        target: Column name in the mapped table.
+        kind: How values are parsed.
+        key: The config key that named the column (for error messages).
+        time: Parsing of a "time" column.
+        outcome: Values of a "flag" column.
+        type_map: Value map of a "type" column.
+    """
+
+    source: str
+    target: str
+    kind: ColumnKind
+    key: str
+    time: TimeColumn | None = None
+    outcome: Outcome | None = None
+    type_map: dict[str, str] = field(default_factory=dict)
+
+
+def _text(values: pd.Series, missing: Sequence[str] = ()) -> pd.Series:
+    text = values.astype("string").str.strip()
+    return text.mask(text.isin(["", *missing]))
+
+
+def parse_times(values: pd.Series, spec: TimeColumn) -> tuple[pd.Series, pd.Series]:
+    """Timestamps in UTC, and the mask of non-empty values that did not parse.
+
+    Naive timestamps are read in `spec.timezone`; zoned ones are converted.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC"), pd.Series(False, index=values.index)
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        local = values.dt.tz_localize(spec.timezone, ambiguous="NaT", nonexistent="NaT")
+        return local.dt.tz_convert("UTC"), pd.Series(False, index=values.index)
+    text = _text(values)
+    fmt = spec.format or "mixed"
+    zoned = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).fillna(False).astype(bool)
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    if zoned.any():
+        parsed[zoned] = pd.to_datetime(text[zoned], errors="coerce", format=fmt, utc=True)
+    if (~zoned).any():
+        naive = pd.to_datetime(text[~zoned], errors="coerce", format=fmt)
+        if not isinstance(naive.dtype, pd.DatetimeTZDtype):  # a %z in `format` gives zoned values
+            naive = naive.dt.tz_localize(spec.timezone, ambiguous="NaT", nonexistent="NaT")
+        parsed[~zoned] = naive.dt.tz_convert("UTC")
+    return parsed, parsed.isna() & text.notna()
+
+
+def parse_numbers(
+    values: pd.Series, options: CsvOptions | None, missing: Sequence[str] = ()
+) -> tuple[pd.Series, pd.Series]:
+    """float64 numbers (decimal and thousands marks of a CSV applied), and the mask of bad values.
+
+    A bad value (not a number, or infinite) becomes NaN.
+    """
+    if pd.api.types.is_bool_dtype(values.dtype) or (
+        pd.api.types.is_numeric_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype)
+    ):
+        numbers = values.astype("float64")
+        bad = pd.Series(np.isinf(numbers.to_numpy()), index=values.index)
+        return numbers.mask(bad), bad
+    text = _text(values, missing)
+    cleaned = text
+    if options is not None:
+        if options.thousands:
+            cleaned = cleaned.str.replace(options.thousands, "", regex=False)
+        if options.decimal != ".":
+            cleaned = cleaned.str.replace(options.decimal, ".", regex=False)
+    numbers = pd.to_numeric(cleaned, errors="coerce").astype("float64")
+    bad = (numbers.isna() & text.notna()) | np.isinf(numbers)
+    return numbers.mask(bad), bad.astype(bool)
+
+
+def parse_flags(values: pd.Series, outcome: Outcome) -> pd.Series:
+    """1.0 for a positive value, 0.0 for a negative one, NaN otherwise (case-insensitive)."""
+    text = values.astype("string").str.strip().str.lower()
+    text = text.str.replace(r"^([01])\.0*$", r"\1", regex=True)  # 1.0 from a float column
+    positive = {v.strip().lower() for v in outcome.positive}
+    negative = {v.strip().lower() for v in outcome.negative}
+    flags = pd.Series(np.nan, index=values.index, dtype="float64")
+    flags[text.isin(positive).fillna(False).astype(bool)] = 1.0
+    flags[text.isin(negative).fillna(False).astype(bool)] = 0.0
+    return flags
+
+
+def map_chunk(
+    chunk: pd.DataFrame, plan: Sequence[ColumnPlan], options: CsvOptions | None, missing: Sequence[str]
+) -> pd.DataFrame:
+    """Map one chunk of a source to its target columns.
+
+    Args:
+        chunk: Rows as read (text for CSV, typed for Parquet and SQL).
+        plan: The columns to keep and how to parse them.
+        options: CSV options (decimal marks) for text numbers; None for typed sources.
+        missing: Values meaning missing in category and number columns.
+
+    Returns:
+        One column per plan entry (categories as pandas categoricals, numbers float64, times
+        UTC, flags 1.0/0.0/NaN), plus a boolean `__bad__<target>` column for each number or
+        time column with values that did not parse, and `__outcome__` (the raw text) for a flag.
+    """
+    out: dict[str, pd.Series] = {}
+    for column in plan:
+        values = chunk[column.source]
+        if column.kind == "text":
+            out[column.target] = _text(values)
+        elif column.kind == "category":
+            out[column.target] = _text(values, missing).astype("category")
+        elif column.kind == "type":
+            out[column.target] = _text(values).replace(column.type_map).astype("category")
+        elif column.kind == "number":
+            out[column.target], bad = parse_numbers(values, options, missing)
+            if bad.any():
+                out[_BAD_PREFIX + column.target] = bad
+        elif column.kind == "time":
+            assert column.time is not None
+            out[column.target], bad = parse_times(values, column.time)
+            if bad.any():
+                out[_BAD_PREFIX + column.target] = bad
+        else:
+            assert column.outcome is not None
+            out[column.target] = parse_flags(values, column.outcome)
+            out[_RAW_OUTCOME] = _text(values).astype("category")
+    return pd.DataFrame(out, index=chunk.index)
+
+
+def concat_chunks(parts: Sequence[pd.DataFrame], plan: Sequence[ColumnPlan]) -> pd.DataFrame:
+    """Concatenate mapped chunks, keeping categorical columns categorical (union of levels)."""
+    if not parts:
+        return pd.DataFrame({c.target: pd.Series(dtype=_empty_dtype(c.kind)) for c in plan})
+    categorical = [c for c in parts[0].columns if isinstance(parts[0][c].dtype, pd.CategoricalDtype)]
+    frame = pd.concat([p.drop(columns=categorical) for p in parts], ignore_index=True)
+    for column in categorical:
+        frame[column] = union_categoricals([_object_levels(p[column]) for p in parts], ignore_order=True)
+    for column in [c for c in frame.columns if c.startswith(_BAD_PREFIX)]:
+        frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
+    return frame
+
+
+def _object_levels(values: pd.Series) -> pd.Categorical:
+    # Chunks may type their levels differently (str, string, object when empty); union needs one.
+    categorical = values.array
+    return pd.Categorical.from_codes(categorical.codes, categories=pd.Index(categorical.categories, dtype=object))
+
+
+def _empty_dtype(kind: ColumnKind) -> str:
+    return {"number": "float64", "flag": "float64", "time": "datetime64[ns, UTC]", "category": "category", "type": "category"}.get(
+        kind, "string"
+    )
+
+
+# -- reading sources ----------------------------------------------------------------------
+
+
+def source_columns(source: Source) -> list[str]:
+    """Column names of a source, read without reading its rows."""
+    if source.kind == "csv":
+        header = pd.read_csv(_existing(source), nrows=0, **_csv_kwargs(source.csv))
+        return [str(c) for c in header.columns]
+    if source.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(_existing(source)).schema_arrow.names)
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(_expand_env(source.url or "", "url"))
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(_sql_select(source, None).limit(0)).keys())
+    finally:
+        engine.dispose()
+
+
+def iter_source_chunks(source: Source, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
+    """The source's rows, `source.chunk_rows` at a time, with only `columns`.
+
+    CSV is read as text (the mapping parses it); Parquet and SQL keep their types.
+    """
+    columns = list(dict.fromkeys(columns))
+    if source.kind == "csv":
+        with pd.read_csv(
+            _existing(source),
+            usecols=columns,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            chunksize=source.chunk_rows,
+            **_csv_kwargs(source.csv),
+        ) as reader:
+            yield from reader
+    elif source.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(_existing(source))
+        for batch in parquet.iter_batches(batch_size=source.chunk_rows, columns=columns):
+            yield batch.to_pandas()
+    else:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(_expand_env(source.url or "", "url"))
+        try:
+            # Server-side cursor where the driver has one (psycopg2): rows arrive chunk by chunk.
+            with engine.connect().execution_options(stream_results=True, max_row_buffer=source.chunk_rows) as connection:
+                yield from pd.read_sql(_sql_select(source, columns), connection, chunksize=source.chunk_rows)
+        finally:
+            engine.dispose()
+
+
+def _existing(source: Source) -> Path:
+    path = Path(source.path or "")
+    if not path.is_file():
+        raise SourceError(f"{source.path}: no such file")
+    return path
+
+
+def _csv_kwargs(options: CsvOptions) -> dict[str, object]:
+    kwargs: dict[str, object] = {"sep": options.separator, "encoding": options.encoding, "quotechar": options.quote}
+    if options.line_endings == "cr":
+        kwargs["lineterminator"] = "\r"
+    return kwargs
+
+
+def _sql_select(source: Source, columns: Sequence[str] | None):  # noqa: ANN202 (sqlalchemy is imported lazily)
+    import sqlalchemy as sa
+
+    if source.table is not None:
+        schema, _, name = source.table.rpartition(".")
+        origin = sa.table(name, *[sa.column(c) for c in columns or []], schema=schema or None)
+    else:
+        origin = sa.text(source.query or "").columns(*[sa.column(c) for c in columns or []]).subquery("leadscore_source")
+    if columns is None:
+        return sa.select(sa.literal_column("*")).select_from(origin)
+    return sa.select(*[origin.c[c] for c in columns])
+
+
+def _read_errors(source: Source) -> tuple[type[Exception], ...]:
+    """What a reader of this kind raises on a bad file, query or connection (re-raised with the key)."""
+    if source.kind == "sql":
+        import sqlalchemy as sa
+
+        return (sa.exc.SQLAlchemyError, OSError, ValueError)
+    return (OSError, ValueError)  # pandas' ParserError, UnicodeDecodeError and pyarrow's errors are ValueErrors
+
+
+def read_mapped(source: Source, plan: Sequence[ColumnPlan], missing: Sequence[str], what: str) -> tuple[pd.DataFrame, list[str]]:
+    """Read a source chunk by chunk, mapping each chunk at once.
+
+    Args:
+        source: Where the table is.
+        plan: Columns to keep and how to parse them.
+        missing: Values meaning missing in category and number columns.
+        what: The config key of the table, for messages (e.g. "data.leads").
+
+    Returns:
+        The mapped table (see `map_chunk`) and the source columns the plan does not use.
+
+    Raises:
+        SourceError: The source is unreadable or lacks a column the plan names.
+    """
+    errors = _read_errors(source)
+    try:
+        available = source_columns(source)
+    except errors as error:
+        raise SourceError(f"{what}.source ({source.describe()}): cannot read it: {error}") from error
+    missing_columns = [c for c in plan if c.source not in available]
+    if missing_columns:
+        lines = []
+        for c in missing_columns:
+            close = difflib.get_close_matches(c.source, available, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            lines.append(f"{c.key}: no column {c.source!r} in {source.describe()}{hint}")
+        raise SourceError("\n".join(lines) + f"\n  columns found: {available}")
+    options = source.csv if source.kind == "csv" else None
+    parts = []
+    try:
+        for chunk in iter_source_chunks(source, [c.source for c in plan]):
+            parts.append(map_chunk(chunk, plan, options, missing))
+    except errors as error:
+        hint = f"; check {what}.source.csv options" if source.kind == "csv" else ""
+        raise SourceError(f"{what}.source ({source.describe()}): {error}{hint}") from error
+    used = {c.source for c in plan}
+    return concat_chunks(parts, plan), [c for c in available if c not in used]
+
+
+# -- the whole export ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectData:
+    """A user's export, mapped and validated.
+
+    Attributes:
+        dataset: `Dataset` (with time) or `StaticDataset`.
+        recorded_at: `lead_id` plus, per feature whose value date is known (columns.recorded_at
+            or an attribute table's recorded_at), a UTC timestamp column named after the feature.
+        post_outcome: Features the config marks as filled in after the outcome.
+        unused_columns: Config key of a table -> source columns no key uses.
+        sources: Config key of a table -> the source in words.
+    """
+
+    dataset: Dataset | StaticDataset
+    recorded_at: pd.DataFrame
+    post_outcome: list[str]
+    unused_columns: dict[str, list[str]]
+    sources: dict[str, str]
+
+    @property
+    def is_static(self) -> bool:
+        return isinstance(self.dataset, StaticDataset)
+
+
+def _lead_plan(data: DataConfig) -> list[ColumnPlan]:
+    leads, cols = data.leads, data.columns
+    plan = [ColumnPlan(leads.id, "lead_id", "text", "data.leads.id")]
+    if leads.created_at is not None:
+        plan.append(ColumnPlan(leads.created_at.column, "created_at", "time", "data.leads.created_at", time=leads.created_at))
+    outcome = leads.outcome
+    if outcome.kind == "date":
+        plan.append(ColumnPlan(outcome.column, "converted_at", "time", "data.leads.outcome.column", time=outcome.as_time_column()))
+    else:
+        plan.append(ColumnPlan(outcome.column, "converted", "flag", "data.leads.outcome.column", outcome=outcome))
+        if outcome.date is not None:
+            plan.append(ColumnPlan(outcome.date.column, "converted_at", "time", "data.leads.outcome.date", time=outcome.date))
+    if leads.order is not None:
+        plan.append(ColumnPlan(leads.order, "order", "number", "data.leads.order"))
+    from_tables = {t.prefix + c for t in data.attributes for c in t.columns}
+    for column in cols.categorical:
+        if column not in from_tables:
+            plan.append(ColumnPlan(column, data.feature_name(column), "category", "data.columns.categorical"))
+    for column in cols.numeric:
+        if column not in from_tables:
+            plan.append(ColumnPlan(column, data.feature_name(column), "number", "data.columns.numeric"))
+    if cols.email:
+        plan.append(ColumnPlan(cols.email, data.feature_name(cols.email), "text", "data.columns.email"))
+    for column, stamp in cols.recorded_at.items():
+        if column not in from_tables:
+            plan.append(
+                ColumnPlan(stamp.column, _RECORDED_PREFIX + data.feature_name(column), "time", f"data.columns.recorded_at.{column}", time=stamp)
+            )
+    for i, table in enumerate(data.attributes):
+        plan.append(ColumnPlan(table.key, _KEY_PREFIX + table.key, "text", f"data.attributes.{i}.key"))
+    # One source column may play two parts (a key that is also a feature): dedupe by target.
+    return list({c.target: c for c in plan}.values())
+
+
+def _attribute_plan(data: DataConfig, i: int, table: AttributeTable) -> list[ColumnPlan]:
+    numeric = set(data.columns.numeric)
+    plan = [ColumnPlan(table.table_key, _KEY_PREFIX, "text", f"data.attributes.{i}.on")]
+    for column in table.columns:
+        name = table.prefix + column
+        kind: ColumnKind = "number" if name in numeric else "category"
+        plan.append(ColumnPlan(column, data.feature_name(name), kind, f"data.attributes.{i}.columns"))
+    if table.recorded_at is not None:
+        plan.append(ColumnPlan(table.recorded_at.column, _TABLE_RECORDED_AT, "time", f"data.attributes.{i}.recorded_at", time=table.recorded_at))
+    return plan
+
+
+def _interaction_plan(i: int, table: InteractionTable) -> list[ColumnPlan]:
+    key = f"data.interactions.{i}"
+    plan = [
+        ColumnPlan(table.lead_id, "lead_id", "text", f"{key}.lead_id"),
+        ColumnPlan(table.occurred_at.column, "occurred_at", "time", f"{key}.occurred_at", time=table.occurred_at),
+    ]
+    if table.type is not None:
+        plan.append(ColumnPlan(table.type, "type", "type", f"{key}.type", type_map=table.type_map))
+    if table.channel is not None:
+        plan.append(ColumnPlan(table.channel, "channel", "category", f"{key}.channel"))
+    return plan
+
+
+class _Rejections:
+    """Rows rejected while mapping, before the contract's own validation."""
+
+    def __init__(self) -> None:
+        self.report = ValidationReport()
+        self.quarantine = Quarantine(self.report)
+
+    def take(self, frame: pd.DataFrame, bad: pd.Series, rule: str) -> pd.DataFrame:
+        return self.quarantine.take(frame, bad, "leads", rule).reset_index(drop=True)
+
+    def merge_into(
+        self, report: ValidationReport, quarantine: pd.DataFrame, mapping: ValidationReport
+    ) -> tuple[ValidationReport, pd.DataFrame]:
+        """One report and quarantine: mapping rejections, the contract's, then kept-and-counted values."""
+        merged = ValidationReport(
+            breaches=[*self.report.breaches, *report.breaches, *mapping.breaches],
+            unknown_types=dict(report.unknown_types),
+        )
+        frames = [f for f in (self.quarantine.frame(), quarantine) if len(f)]
+        if not frames:
+            return merged, quarantine
+        return merged, pd.concat(frames, ignore_index=True)
+
+
+def _count_bad_values(frame: pd.DataFrame, report: ValidationReport, table: str) -> pd.DataFrame:
+    """Turn the `__bad__` masks of attribute columns into kept-and-counted breaches; drop them.
+
+    Masks of contract columns (created_at, converted_at, order) stay for the rules that
+    quarantine those rows.
+    """
+    masks = [c for c in frame.columns if c.startswith(_BAD_PREFIX) and c[len(_BAD_PREFIX):] not in _CONTRACT_TARGETS]
+    for column in masks:
+        target, bad = column[len(_BAD_PREFIX):], frame[column]
+        examples = frame.loc[bad, "lead_id"].astype(str).head(_EXAMPLES).tolist() if "lead_id" in frame else []
+        if target.startswith(_RECORDED_PREFIX):
+            rule = f"have an unparsable recorded-at time of {target.removeprefix(_RECORDED_PREFIX)}"
+        else:
+            rule = f"have a non-numeric or infinite {target}"
+        report.breaches.append(RuleBreach(table, rule, int(bad.sum()), examples, action="kept, value set to missing"))
+    return frame.drop(columns=masks)
+
+
+def _join_attributes(
+    leads: pd.DataFrame, data: DataConfig, unused: dict[str, list[str]], sources: dict[str, str], report: ValidationReport
+) -> pd.DataFrame:
+    """Bring each attribute table's columns onto the leads by key (left join, lead order kept)."""
+    missing = data.columns.missing_values
+    for i, table in enumerate(data.attributes):
+        key = f"data.attributes.{i}"
+        values, unused[key] = read_mapped(table.source, _attribute_plan(data, i, table), missing, key)
+        sources[key] = table.source.describe()
+        values = _count_bad_values(values, report, key).dropna(subset=[_KEY_PREFIX])
+        repeated = values.loc[values[_KEY_PREFIX].duplicated(), _KEY_PREFIX]
+        if len(repeated):
+            raise SourceError(
+                f"{key}: {len(repeated)} rows repeat a value of {table.table_key!r} "
+                f"(e.g. {repeated.head(_EXAMPLES).tolist()}); an attribute table needs one row per key"
+            )
+        if _TABLE_RECORDED_AT in values:
+            stamps = values.pop(_TABLE_RECORDED_AT)
+            for column in table.columns:
+                values[_RECORDED_PREFIX + data.feature_name(table.prefix + column)] = stamps
+        lead_key = _KEY_PREFIX + table.key
+        joined = leads.merge(
+            values.rename(columns={_KEY_PREFIX: lead_key}), on=lead_key, how="left", validate="many_to_one", indicator=True
+        )
+        unmatched = (joined.pop("_merge") == "left_only") & joined[lead_key].notna()
+        if unmatched.any():
+            examples = joined.loc[unmatched, "lead_id"].astype(str).head(_EXAMPLES).tolist()
+            report.breaches.append(
+                RuleBreach("leads", f"have a {table.key} not found in {key}", int(unmatched.sum()), examples,
+                           action="kept, its attributes missing")
+            )
+        leads = joined
+    return leads.drop(columns=[c for c in leads.columns if c.startswith(_KEY_PREFIX)])
+
+
+def load_project_data(data: DataConfig, spec: FeatureSpec, leads_path: Path | None = None) -> ProjectData:
+    """Read every table of the `data:` section, map it onto the contract and validate it.
+
+    Args:
+        data: The data section.
+        spec: The feature spec `data.feature_spec` built (declares the attribute columns).
+        leads_path: Read the leads from this file instead of `data.leads.source`.
+
+    Returns:
+        The validated data with what the leakage guard needs.
+
+    Raises:
+        SourceError: A source is unreadable or lacks a configured column, or an attribute
+            table has a key twice.
+        ContractError: A required column is missing after mapping.
+    """
+    lead_source = data.leads.source
+    if leads_path is not None:
+        lead_source = Source(path=str(leads_path), format=lead_source.format, csv=lead_source.csv, chunk_rows=lead_source.chunk_rows)
+    leads, unused_leads = read_mapped(lead_source, _lead_plan(data), data.columns.missing_values, "data.leads")
+    excluded = set(data.columns.exclude)
+    unused = {"data.leads": [c for c in unused_leads if c not in excluded]}
+    sources = {"data.leads": lead_source.describe()}
+    mapping_report = ValidationReport()
+    leads = _count_bad_values(leads, mapping_report, "leads")
+    leads = _join_attributes(leads, data, unused, sources, mapping_report)
+
+    recorded_columns = [c for c in leads.columns if c.startswith(_RECORDED_PREFIX)]
+    recorded = leads[["lead_id", *recorded_columns]].rename(columns=lambda c: c.removeprefix(_RECORDED_PREFIX))
+    leads = leads.drop(columns=recorded_columns)
+
+    rejections = _Rejections()
+    leads = _reject_bad_outcomes(leads, data, rejections)
+    if data.is_static:
+        if "converted" not in leads:
+            leads["converted"] = leads["converted_at"].notna().astype("float64")
+        static = validate_static(leads, spec)
+        report, quarantine = rejections.merge_into(static.report, static.quarantine, mapping_report)
+        dataset: Dataset | StaticDataset = StaticDataset(leads=static.leads, quarantine=quarantine, report=report)
+    else:
+        interactions = _read_interactions(data, unused, sources)
+        timed = validate(leads.drop(columns=["converted"], errors="ignore"), interactions, spec)
+        report, quarantine = rejections.merge_into(timed.report, timed.quarantine, mapping_report)
+        dataset = Dataset(leads=timed.leads, interactions=timed.interactions, quarantine=quarantine, report=report)
+    recorded = recorded[recorded["lead_id"].isin(dataset.leads["lead_id"])].reset_index(drop=True)
+    return ProjectData(dataset, recorded, data.post_outcome_features(), unused, sources)
+
+
+def _reject_bad_outcomes(leads: pd.DataFrame, data: DataConfig, rejections: _Rejections) -> pd.DataFrame:
+    """Quarantine leads whose outcome cannot be read: unknown flag, bad date, converted without date."""
+    outcome = data.leads.outcome
+    if outcome.kind == "flag":
+        leads = rejections.take(
+            leads,
+            leads["converted"].isna(),
+            f"have an outcome ({outcome.column}) that is none of positive {outcome.positive} or negative {outcome.negative}",
+        )
+    bad_date = _BAD_PREFIX + "converted_at"
+    if bad_date in leads:
+        date_column = outcome.date.column if outcome.date is not None else outcome.column
+        leads = rejections.take(leads, leads[bad_date], f"have an unparsable outcome date ({date_column})")
+    if outcome.kind == "flag" and outcome.date is not None:
+        converted = leads["converted"] == 1
+        leads = rejections.take(
+            leads, converted & leads["converted_at"].isna(), f"are converted but have no conversion date ({outcome.date.column})"
+        )
+        leads["converted_at"] = leads["converted_at"].where(leads["converted"] == 1)
+    # A NaT created_at or order left by a bad value is quarantined by the contract's own rules.
+    masks = [c for c in leads.columns if c.startswith(_BAD_PREFIX)]
+    return leads.drop(columns=[*masks, _RAW_OUTCOME], errors="ignore")
+
+
+def _read_interactions(data: DataConfig, unused: dict[str, list[str]], sources: dict[str, str]) -> pd.DataFrame:
+    """Every event table mapped to `lead_id`, `occurred_at`, `type` (and `channel`), unioned."""
+    missing = data.columns.missing_values
+    parts = []
+    for i, table in enumerate(data.interactions):
+        key = f"data.interactions.{i}"
+        events, unused[key] = read_mapped(table.source, _interaction_plan(i, table), missing, key)
+        sources[key] = table.source.describe()
+        events = events.drop(columns=[c for c in events.columns if c.startswith(_BAD_PREFIX)])
+        if table.type_constant is not None:
+            events["type"] = pd.Categorical([table.type_constant] * len(events))
+        parts.append(events)
+    if not parts:
+        return pd.DataFrame({"lead_id": pd.Series(dtype="string"), "occurred_at": pd.Series(dtype="datetime64[ns, UTC]"), "type": pd.Series(dtype="string")})
+    types = union_categoricals([_object_levels(p["type"].astype("category")) for p in parts], ignore_order=True)
+    events = pd.concat([p.drop(columns=["type"]) for p in parts], ignore_index=True)
+    events["type"] = types
+    return events

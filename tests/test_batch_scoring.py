@@ -1,0 +1,104 @@
+"""The batch scorer (`score_table`, vectorised features) gives each lead what `score_lead` gives it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from leadscore.cli import app
+from leadscore.config import ProjectConfig
+from leadscore.scoring import TABLE_COLUMNS, LeadIn, score_lead, score_table
+
+
+def _lead_in(lead: pd.Series, events: pd.DataFrame, spec_columns: list[str]) -> LeadIn:
+    attributes = {}
+    for c in spec_columns:
+        value = lead[c]
+        attributes[c] = None if value is None or (isinstance(value, float) and np.isnan(value)) else value
+    return LeadIn.model_validate(
+        {
+            "lead_id": lead["lead_id"],
+            "created_at": lead["created_at"],
+            "attributes": attributes,
+            "interactions": [{"type": t, "occurred_at": o} for t, o in zip(events["type"], events["occurred_at"])],
+        }
+    )
+
+
+@pytest.mark.parametrize("with_reasons", [False, True])
+def test_score_table_equals_score_lead(training_result, simulated_dataset, with_reasons: bool) -> None:  # noqa: ANN001
+    model, data = training_result.model, simulated_dataset
+    as_of = data.data_end - pd.Timedelta(days=100)
+    leads = data.leads[data.leads["created_at"] <= as_of].sample(120, random_state=1)
+    table = score_table(model, leads, data.interactions, as_of.to_pydatetime(), with_reasons=with_reasons)
+    assert list(table.columns) == list(TABLE_COLUMNS)
+    assert table["lead_id"].tolist() == leads["lead_id"].tolist()
+    by_lead = dict(tuple(data.interactions.groupby("lead_id")))
+    columns = ProjectConfig().features.attribute_columns()
+    empty = data.interactions.iloc[:0]
+    for row, (_, lead) in zip(table.itertuples(index=False), leads.iterrows()):
+        one = score_lead(model, _lead_in(lead, by_lead.get(lead["lead_id"], empty), columns), as_of.to_pydatetime(),
+                         with_reasons=with_reasons, top_k=1)
+        assert row.probability == one.probability
+        assert (row.score, row.tier, bool(row.mql)) == (one.score, one.tier, one.mql)
+        assert row.grid_points == one.point_grid.points
+        expected_reason = one.reasons["up"][0].label if with_reasons and one.reasons["up"] else None
+        assert row.top_reason == expected_reason
+
+
+def test_score_table_leaves_out_leads_created_after_as_of(training_result, simulated_dataset) -> None:  # noqa: ANN001
+    data = simulated_dataset
+    as_of = data.leads["created_at"].median()
+    table = score_table(training_result.model, data.leads, data.interactions, as_of.to_pydatetime())
+    assert len(table) == int((data.leads["created_at"] <= as_of).sum())
+    assert table["tier"].isin(["hot", "warm", "cold"]).all()
+
+
+def test_cli_scores_a_data_folder(trained_bundle: Path, simulated_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(
+        app,
+        ["score", "-i", str(simulated_dir), "-o", str(out), "--bundle", str(trained_bundle),
+         "--as-of", "2025-01-01T00:00:00+00:00", "--no-reasons"],
+    )
+    assert result.exit_code == 0, result.output
+    scored = pd.read_csv(out)
+    assert list(scored.columns) == list(TABLE_COLUMNS)
+    assert scored["probability"].between(0, 1).all()
+    assert "scored" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler is for --engine dask"),
+        (["--out", "scores.jsonl"], "scored to .csv or .parquet"),
+    ],
+)
+def test_cli_score_folder_refuses_bad_options(
+    trained_bundle: Path, simulated_dir: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    base = {"--out": str(tmp_path / "scores.csv")}
+    options = dict(zip(args[::2], args[1::2]))
+    merged = {**base, **options}
+    argv = ["score", "-i", str(simulated_dir), "--bundle", str(trained_bundle)]
+    for key, value in merged.items():
+        argv += [key, value]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_cli_refuses_dask_for_json_lines(trained_bundle: Path, tmp_path: Path) -> None:
+    lines = tmp_path / "in.jsonl"
+    lines.write_text(json.dumps({"lead_id": "a", "created_at": "2024-01-01T00:00:00Z"}) + "\n")
+    result = CliRunner().invoke(
+        app, ["score", "-i", str(lines), "-o", str(tmp_path / "o.csv"), "--bundle", str(trained_bundle), "--engine", "dask"]
+    )
+    assert result.exit_code == 2
+    assert "scores a data folder" in result.output
