@@ -59,7 +59,9 @@ bench-xeducation: install  ## X Education export: model vs grid vs logistic regr
 	nice $(PY) -m benchmarks.xeducation --out benchmarks/results/xeducation.json
 
 sample: install  ## regenerate data/sample (2,000 simulated leads, seed 42)
+	rm -rf data/sample
 	$(BIN)/leadscore simulate --leads 2000 --seed 42 --out data/sample
+	gzip -9 -n data/sample/leads.csv data/sample/interactions.csv
 
 clean:  ## remove the venv and local state (MLflow store, bundles)
 	rm -rf $(VENV) .leadscore

@@ -35,8 +35,8 @@ def test_notebook_is_stored_with_outputs_cleared(path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_on_the_sample(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not (SAMPLE / "leads.csv").is_file():
-        pytest.fail(f"{SAMPLE} has no leads.csv: generate it with `make sample`")
+    if not (SAMPLE / "leads.csv.gz").is_file():
+        pytest.fail(f"{SAMPLE} has no leads.csv.gz: generate it with `make sample`")
     # Whatever a notebook might record goes to a throw-away store, never .leadscore/.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("MPLBACKEND", "Agg")
