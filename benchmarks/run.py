@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("one_lead", "batch", "feature_build", "training", "explain", "x_education", "dask")
 
 
@@ -51,6 +53,46 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
+TRAIN_BUNDLE = (
+    "import sys; from pathlib import Path; from benchmarks.bench_model import train_bench_bundle; "
+    "print(train_bench_bundle(Path(sys.argv[1]), int(sys.argv[2])))"
+)
+
+
+def _child(args: list[str]) -> str:
+    done = subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True, check=True)
+    return done.stdout
+
+
+def _run_section(name: str, quick: bool, bundle: Path | None, out_dir: Path) -> int:
+    """Run one section in this process and write its JSON (0), or skip it (0, nothing written)."""
+    from benchmarks import batch, dask_scale, explain_budget, feature_build, one_lead, training_time, x_education_speed
+    from benchmarks.bench_model import simulated_data
+    from benchmarks.measure import Section
+
+    section: Section | None
+    if name == "one_lead":
+        section = one_lead.run(bundle, quick)
+    elif name == "batch":
+        section = batch.run(bundle, quick)
+    elif name == "feature_build":
+        section = feature_build.run(quick)
+    elif name == "training":
+        section = training_time.run(quick)
+    elif name == "explain":
+        section = explain_budget.run(simulated_data(2_000 if quick else 20_000), quick)
+    elif name == "x_education":
+        section = x_education_speed.run(quick)
+        if section is None:
+            print("[bench] x_education: ../shared/datasets/x-education/Leads.csv or examples/x-education.yaml "
+                  "not found", file=sys.stderr)
+            return 0
+    else:
+        section = dask_scale.run(bundle, quick)
+    section.write(out_dir)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description="leadscore benchmarks")
     parser.add_argument("--quick", action="store_true", help="Small sizes: checks that everything runs.")
@@ -58,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="Results folder (default benchmarks/results).")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="Score with this bundle instead of training one on simulated leads.")
+    parser.add_argument("--section-in-process", choices=SECTIONS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
@@ -67,41 +110,33 @@ def main(argv: list[str] | None = None) -> int:
     # As the `leadscore` CLI does, before LightGBM is loaded: OpenMP threads that spin while
     # waiting make LightGBM many times slower on a busy machine (benchmarks/README.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from benchmarks import batch, dask_scale, explain_budget, feature_build, one_lead, training_time, x_education_speed
-    from benchmarks.bench_model import simulated_data, train_bench_bundle
-    from benchmarks.measure import RESULTS_DIR, Section
+    from benchmarks.measure import RESULTS_DIR
 
     out_dir = args.out or RESULTS_DIR
-    sim_leads = 2_000 if args.quick else 20_000
+    if args.section_in_process:
+        return _run_section(args.section_in_process, args.quick, args.bundle, out_dir)
+
     results: list[dict[str, object]] = []
     started = time.perf_counter()
+    started_at = time.time()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp:
-        needs_bundle = {"one_lead", "batch", "dask"} & set(chosen)
-        bundle = args.bundle or (train_bench_bundle(Path(tmp), sim_leads) if needs_bundle else None)
+        bundle = args.bundle
+        if bundle is None and {"one_lead", "batch", "dask"} & set(chosen):
+            print("[bench] training the scoring model on simulated leads ...", file=sys.stderr, flush=True)
+            bundle = Path(_child(["-c", TRAIN_BUNDLE, tmp, str(2_000 if args.quick else 20_000)]).strip().splitlines()[-1])
         for name in chosen:
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-            section: Section | None
-            if name == "one_lead":
-                section = one_lead.run(bundle, args.quick)
-            elif name == "batch":
-                section = batch.run(bundle, args.quick)
-            elif name == "feature_build":
-                section = feature_build.run(args.quick)
-            elif name == "training":
-                section = training_time.run(args.quick)
-            elif name == "explain":
-                section = explain_budget.run(simulated_data(sim_leads), args.quick)
-            elif name == "x_education":
-                section = x_education_speed.run(args.quick)
-                if section is None:
-                    print("[bench] x_education: ../shared/datasets/x-education/Leads.csv or examples/x-education.yaml not found, skipped",
-                          file=sys.stderr)
-                    continue
+            # A fresh process per section: each is measured in a process that holds only what
+            # it needs (memory, garbage, threads), whatever ran before it.
+            command = ["-m", "benchmarks.run", "--section-in-process", name, "--out", str(out_dir)]
+            command += (["--quick"] if args.quick else []) + (["--bundle", str(bundle)] if bundle else [])
+            _child(command)
+            path = out_dir / f"{name}.json"
+            if path.exists() and path.stat().st_mtime >= started_at - 1:
+                results.append(json.loads(path.read_text()))
             else:
-                section = dask_scale.run(bundle, args.quick)
-            section.write(out_dir)
-            results.append(json.loads((out_dir / f"{section.section}.json").read_text()))
+                print(f"[bench] {name}: skipped (see above)", file=sys.stderr)
     load_after = os.getloadavg()
     print(markdown_table(results))
     print(

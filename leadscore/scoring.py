@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from features.engine import lead_features, snapshot_features
 from leadscore.bundle import ScoringModel
@@ -41,6 +41,18 @@ CLOCK_SKEW = timedelta(minutes=5)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_LISTED = 20  # values named in one warning; the rest are counted
 MAX_SHOWN_CHARS = 100  # of a value quoted in a warning
+
+
+def _timestamp_not_number(value: object) -> object:
+    # pydantic would read a number as seconds since 1970; the schema says ISO 8601 text, and a
+    # CRM sending a number has most likely sent the wrong field.
+    if isinstance(value, (int, float)):
+        raise ValueError("must be an ISO 8601 timestamp (text), not a number")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp_not_number)]
+"""A datetime given as ISO 8601 text (or a datetime in Python); numbers are refused."""
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -74,7 +86,7 @@ class InteractionIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Annotated[str, Field(min_length=1, max_length=100, description="Interaction type, e.g. pricing_page_view")]
-    occurred_at: Annotated[datetime, Field(description="ISO 8601; no zone means UTC")]
+    occurred_at: Annotated[Timestamp, Field(description="ISO 8601; no zone means UTC")]
     channel: str | None = None
 
     @field_validator("occurred_at")
@@ -89,7 +101,7 @@ class LeadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lead_id: Annotated[str, Field(min_length=1, max_length=200)]
-    created_at: Annotated[datetime, Field(description="ISO 8601; no zone means UTC")]
+    created_at: Annotated[Timestamp, Field(description="ISO 8601; no zone means UTC")]
     attributes: dict[str, AttributeValue] = Field(default_factory=dict)
     interactions: Annotated[list[InteractionIn], Field(max_length=MAX_INTERACTIONS_PER_LEAD)] = Field(
         default_factory=list
@@ -318,7 +330,10 @@ def score_table(
     out["tier"] = pd.Categorical.from_codes(tier_code, categories=["cold", "warm", "hot"])
     out["mql"] = probability >= model.meta.mql_probability
     out["model_version"] = pd.Categorical.from_codes(same, [model.meta.model_version])
-    out["grid_points"] = model.meta.grid.score_frame(rows.to_frame(model.spec))
+    grid = model.meta.grid
+    # Only the columns the grid reads: a frame of every feature costs more than the grid.
+    values = {**rows.categorical, **rows.numeric}
+    out["grid_points"] = grid.score_frame(pd.DataFrame({f: values[f] for f in grid.required_features() if f in values}))
     top: list[str | None] = [None] * len(out)
     if with_reasons:
         for i in range(len(out)):

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from leadscore.bundle import Tiers
-from leadscore.scoring import LeadIn, ScoreOut, not_in_the_future
+from leadscore.scoring import LeadIn, ScoreOut, Timestamp, not_in_the_future
 
 MAX_BATCH_LEADS = 1_000
 MAX_TOP_K = 10
@@ -32,7 +32,7 @@ class ScoringOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    as_of: datetime | None = Field(
+    as_of: Timestamp | None = Field(
         default=None,
         description="Score the lead as it was at this time (ISO 8601; no zone means UTC). Now when omitted.",
     )

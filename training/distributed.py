@@ -135,6 +135,10 @@ def _features_of(part: LeadPartition, spec: FeatureSpec) -> FeatureRows:
     return snapshot_features(part.leads, part.interactions, part.snapshots, spec)
 
 
+def _score_part(part: LeadPartition, model: ScoringModel, as_of: datetime, with_reasons: bool, language: str) -> pd.DataFrame:
+    return score_table(model, part.leads, part.interactions, as_of, with_reasons=with_reasons, language=language)
+
+
 def _gather_rows(parts: list[LeadPartition], results: list[FeatureRows], n_rows: int) -> FeatureRows:
     first = results[0]
     categorical = {k: np.empty(n_rows, dtype=object) for k in first.categorical}
@@ -186,7 +190,8 @@ class DaskEngine:
         parts = self._partitions(leads, interactions, snapshots)
         if not parts:
             return snapshot_features(leads, interactions, snapshots, spec)
-        futures = self.client.map(_features_of, parts, spec=spec, pure=False)
+        # Scattered first: the slices go straight to the workers, not through the task graph.
+        futures = self.client.map(_features_of, self.client.scatter(parts), spec=spec, pure=False)
         return _gather_rows(parts, self.client.gather(futures), len(snapshots))
 
     def fit_booster(
@@ -261,11 +266,8 @@ class DaskEngine:
         if not parts:
             return score_table(model, leads, interactions, as_of, with_reasons=with_reasons, language=language)
         shared = self.client.scatter(model, broadcast=True)
-        futures = [
-            self.client.submit(
-                score_table, shared, part.leads, part.interactions, as_of,
-                with_reasons=with_reasons, language=language, pure=False,
-            )
-            for part in parts
-        ]
+        futures = self.client.map(
+            _score_part, self.client.scatter(parts), model=shared, as_of=as_of,
+            with_reasons=with_reasons, language=language, pure=False,
+        )
         return pd.concat(self.client.gather(futures), ignore_index=True)

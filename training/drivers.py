@@ -294,7 +294,8 @@ def global_drivers(
         for g in groups:
             n = int(g.mask.sum())
             rate = float(y[g.mask].mean())
-            mean = float(column[g.mask].mean())
+            # Rounded once, so that the direction and the figure shown never disagree.
+            mean = round(float(column[g.mask].mean()), 4)
             described.append(
                 {
                     "label": {lang: g.label(spec, lang) for lang in LANGUAGES},
@@ -303,7 +304,7 @@ def global_drivers(
                     "share_of_rows": round(n / len(y), 4),
                     "conversion_rate": round(rate, 4),
                     "rate_vs_overall": round(rate / overall, 3) if overall > 0 else None,
-                    "mean_log_odds": round(mean, 4),
+                    "mean_log_odds": mean,
                     "mean_points": round(float(driver_points[g.mask].mean()), 3),
                     "direction": "up" if mean > 0 else ("down" if mean < 0 else "none"),
                 }
