@@ -400,7 +400,7 @@ def retrain(
     config: ConfigOption = None,
     grid: GridOption = None,
     metrics_out: Annotated[Path | None, typer.Option(help="Write test metrics of every scorer as JSON here.")] = None,
-    tolerance: Annotated[float, typer.Option(min=0.0, max=0.1, help="ROC AUC the challenger may lose to the champion and still be promoted.")] = 0.005,
+    tolerance: Annotated[float | None, typer.Option(min=0.0, max=0.1, help="ROC AUC the challenger may lose to the champion and still be promoted. Default: training.lifecycle.RETRAIN_TOLERANCE (0.005).")] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = "retrain",
 ) -> None:
     """Train a challenger on the latest data; promote it only if it holds up against the champion and beats the grid.
@@ -408,6 +408,9 @@ def retrain(
     Challenger and champion are scored on the same most recent matured period; the decision and
     its figures go to MLflow (tags registry.decision, metric champion.roc_auc_same_test).
     """
+    from training.lifecycle import RETRAIN_TOLERANCE
+
+    tolerance = RETRAIN_TOLERANCE if tolerance is None else tolerance
     _train_and_log(data, config, grid, metrics_out, None, None, True, run_name, tolerance=tolerance, require_beats_grid=True)
 
 

@@ -286,7 +286,8 @@ INPUT_CASES = [
     ),
     pytest.param({"lead": a_lead(interactions=[{"type": "", "occurred_at": "2024-04-01"}])}, 400, ["lead", "interactions", 0, "type"], "at least 1", id="empty-type"),
     pytest.param({"lead": a_lead(interactions=[{"type": "page_view", "occurred_at": None}])}, 400, ["lead", "interactions", 0, "occurred_at"], "valid datetime", id="null-occurred-at"),
-    pytest.param({"lead": a_lead(created_at=1709287200)}, 200, None, None, id="created-at-as-epoch-seconds"),
+    pytest.param({"lead": a_lead(created_at=1709287200)}, 400, ["lead", "created_at"], "ISO 8601 timestamp (text), not a number", id="created-at-as-epoch-seconds"),
+    pytest.param({"lead": a_lead(), "as_of": 1714521600}, 400, ["as_of"], "not a number", id="as-of-as-epoch-seconds"),
 ]  # fmt: skip
 
 
