@@ -18,7 +18,6 @@ import pandas as pd
 import pyarrow as pa
 
 from features.contract import Dataset, ValidationReport
-from features.vocabulary import INTERACTION_TYPES
 
 SECONDS_PER_DAY = 86_400
 START = pd.Timestamp("2024-01-01T00:00:00Z")

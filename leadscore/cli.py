@@ -290,6 +290,8 @@ def _train_and_log(
     if cfg.data is not None:
         project = _load_project_data(cfg, data, quarantine_out)
         if project.is_static:
+            if engine is not Engine.local:
+                raise _fail("--engine dask trains on leads and interactions; a static export (one row per lead) trains here")
             _train_static(project, cfg, grid, metrics_out, bundle_out, mlflow, run_name, allow_columns or [])
             return
         dataset, recorded, post_outcome = project.dataset, project.recorded_at, project.post_outcome
