@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.email import email_domain_kind
 from features.spec import FeatureSpec
@@ -376,6 +378,42 @@ def _column_codes(column: pd.Series, encode: Callable[[np.ndarray], np.ndarray],
     return np.append(encode(np.asarray(uniques, dtype=object)), missing).astype(np.int64)[codes]
 
 
+def _arrow_strings(column: pd.Series) -> pa.Array | pa.ChunkedArray | None:
+    # Zero-copy view of an Arrow-backed text column (the loaders' and pandas 3's default); None
+    # for other dtypes, which keep the factorize path (converting them would cost more).
+    if isinstance(column.dtype, pd.StringDtype) and column.dtype.storage == "pyarrow":
+        return pa.array(column)
+    return None
+
+
+def _lead_codes(column: pd.Series, lead_pos: pd.Index) -> np.ndarray:
+    """Position in `lead_pos` of each event's lead_id (-1 when unknown).
+
+    Validated interactions come grouped by lead: with Arrow strings, one look-up per run of
+    equal ids instead of hashing every row (a third of the cost on 20M events).
+    """
+    arr = _arrow_strings(column)
+    if arr is None or len(arr) < 2:
+        return _column_codes(column, lead_pos.get_indexer, -1)
+    change = pc.fill_null(pc.not_equal(arr[1:], arr[:-1]), True).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.flatnonzero(change) + 1])
+    if starts.size > len(arr) // 4:  # not grouped: runs are no cheaper than rows
+        return _column_codes(column, lead_pos.get_indexer, -1)
+    heads = pd.Series(arr.take(pa.array(starts)), dtype=column.dtype)
+    run_codes = lead_pos.get_indexer(heads).astype(np.int64)
+    return np.repeat(run_codes, np.diff(np.append(starts, len(arr))))
+
+
+def _type_slot_codes(column: pd.Series, spec: FeatureSpec) -> np.ndarray:
+    """`type_slots` of a column of interaction types (missing and unknown types: the "other" slot)."""
+    other = len(spec.interaction_types)
+    arr = _arrow_strings(column)
+    if arr is None:
+        return _column_codes(column, lambda t: type_slots(t, spec), other)
+    found = pc.index_in(arr, value_set=pa.array(list(spec.interaction_types), type=arr.type))
+    return pc.fill_null(found, other).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def snapshot_features(
     leads: pd.DataFrame,
     interactions: pd.DataFrame,
@@ -401,7 +439,7 @@ def snapshot_features(
     if (snap_codes < 0).any():
         missing = snapshots["lead_id"][snap_codes < 0].unique()[:5].tolist()
         raise ValueError(f"snapshot_features: snapshots reference unknown lead_id (e.g. {missing})")
-    event_codes = _column_codes(interactions["lead_id"], lead_pos.get_indexer, -1)
+    event_codes = _lead_codes(interactions["lead_id"], lead_pos)
     known = event_codes >= 0
     created_s = to_epoch_seconds(leads["created_at"])
     event_s = to_epoch_seconds(interactions["occurred_at"])[known]
@@ -409,7 +447,7 @@ def snapshot_features(
     index = build_event_index(
         event_codes[known],
         event_s,
-        _column_codes(interactions["type"], lambda t: type_slots(t, spec), len(spec.interaction_types))[known],
+        _type_slot_codes(interactions["type"], spec)[known],
         n_leads=len(lead_pos),
         n_slots=len(spec.interaction_types) + 1,
         base_s=base,

@@ -30,6 +30,7 @@ from features.engine import FeatureRows
 from features.grid import PointGrid
 from features.labels import describe_driver, driver_of
 from features.spec import FeatureSpec
+from leadscore.compiled import COMPILE_MIN_ROWS, CompiledForest, CompileMode
 
 BUNDLE_FORMAT = 1
 # A category level standing for "missing" when training kept missing as a level (static exports).
@@ -228,6 +229,11 @@ class ScoringModel:
         }
         self._drivers = [driver_of(f, self.spec) for f in self.feature_names]
         self._quantiles = np.asarray(meta.score_quantiles)
+        self._compiled: CompiledForest | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        # Machine code is not sent to other processes (Dask workers): each compiles or loads its own.
+        return {**self.__dict__, "_compiled": None}
 
     # -- loading and saving -------------------------------------------------------------
     @classmethod
@@ -266,6 +272,18 @@ class ScoringModel:
 
     def raw(self, matrix: np.ndarray) -> np.ndarray:
         return self.booster.predict(matrix, raw_score=True, num_threads=_threads_for(matrix))
+
+    def compiled_forest(self, n_rows: int, mode: CompileMode = CompileMode.auto) -> CompiledForest | None:
+        """The compiled forest (`leadscore.compiled`) for a batch of `n_rows`, or None for LightGBM's predict.
+
+        Its raw scores equal `raw`'s; loaded once per model object.
+        """
+        if mode is CompileMode.never:
+            return None
+        if self._compiled is None:
+            compile_now = mode is CompileMode.always or n_rows >= COMPILE_MIN_ROWS
+            self._compiled = CompiledForest.for_booster(self.booster, compile_if_missing=compile_now)
+        return self._compiled
 
     def probability(self, matrix: np.ndarray) -> np.ndarray:
         return self.meta.calibration.apply(self.raw(matrix))

@@ -17,6 +17,8 @@ from typing import Annotated
 
 import typer
 
+from leadscore.compiled import CompileMode
+
 app = typer.Typer(
     help="Predictive lead scoring: simulate data, train LightGBM beside your point grid, "
     "track runs in MLflow, score leads, serve the API.",
@@ -529,7 +531,8 @@ def _champion(cfg):  # noqa: ANN001, ANN202
 
 
 def _score_folder(
-    data: Path, out: Path, model, cfg, when, *, reasons: bool, language: str, engine: Engine, scheduler: str | None  # noqa: ANN001
+    data: Path, out: Path, model, cfg, when, *, reasons: bool, language: str, engine: Engine, scheduler: str | None,  # noqa: ANN001
+    compiled: CompileMode,
 ) -> None:
     """`leadscore score` on a data folder: validated tables in, one row per lead out."""
     from datetime import UTC, datetime
@@ -542,7 +545,8 @@ def _score_folder(
     as_of = when or datetime.now(UTC)
     with _dask_engine(engine, scheduler) as dask:
         scorer = score_table if dask is None else dask.score_table
-        table = scorer(model, dataset.leads, dataset.interactions, as_of, with_reasons=reasons, language=language)
+        table = scorer(model, dataset.leads, dataset.interactions, as_of, with_reasons=reasons, language=language,
+                       compiled=compiled)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
         table.to_parquet(out, index=False)
@@ -563,6 +567,7 @@ def score(
     language: Annotated[str, typer.Option(help="Reason language: en or fr.")] = "en",
     engine: EngineOption = Engine.local,
     scheduler: SchedulerOption = None,
+    compiled: Annotated[CompileMode, typer.Option(help="Data folder without reasons: predict with the forest compiled to machine code (same scores, several times faster). auto: when cached for this model and machine, or for 500,000 leads or more; always: compile now if needed (about 8 s, cached in .leadscore/compiled); never: LightGBM's predict.")] = CompileMode.auto,
 ) -> None:
     """Score a file of leads; a line that fails validation is reported with its number, not dropped.
 
@@ -582,7 +587,8 @@ def score(
     model = ScoringModel.load(bundle) if bundle else _champion(cfg)
     when = datetime.fromisoformat(as_of) if as_of else None
     if input.is_dir():
-        _score_folder(input, out, model, cfg, when, reasons=reasons, language=language, engine=engine, scheduler=scheduler)
+        _score_folder(input, out, model, cfg, when, reasons=reasons, language=language, engine=engine, scheduler=scheduler,
+                      compiled=compiled)
         return
     if engine is not Engine.local:
         raise _fail("--engine dask scores a data folder; a JSON-lines file is scored here, lead by lead")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from features.engine import lead_features, snapshot_features
 from leadscore.bundle import ScoringModel
+from leadscore.compiled import CompileMode
 
 AttributeValue = str | int | float | bool | None
 
@@ -259,7 +260,7 @@ def score_lead_with_features(
     return ScoreOut(
         lead_id=lead.lead_id,
         as_of=as_of,
-        probability=round(probability, 6),
+        probability=float(rounded_probability(np.array([probability]))[0]),
         score=int(model.score_0_100(np.array([probability]))[0]),
         tier=model.tier(probability),  # type: ignore[arg-type]
         mql=model.is_mql(probability),
@@ -268,6 +269,11 @@ def score_lead_with_features(
         warnings=warnings,
         model_version=model.meta.model_version,
     ), values
+
+
+def rounded_probability(probability: np.ndarray) -> np.ndarray:
+    """Probabilities as answered (6 decimals): one rounding for the one-lead and batch paths."""
+    return np.round(probability, 6)
 
 
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -283,6 +289,7 @@ def score_table(
     *,
     with_reasons: bool = False,
     language: str = "en",
+    compiled: CompileMode = CompileMode.auto,
 ) -> pd.DataFrame:
     """Score every lead of validated tables at one `as_of`: the batch path.
 
@@ -300,6 +307,9 @@ def score_table(
         with_reasons: Also give each lead's strongest reason up (`top_reason`), from exact
             TreeSHAP: several times the cost of scoring alone.
         language: Language of `top_reason`: "en" or "fr".
+        compiled: When to predict with the compiled forest (`leadscore.compiled`; same raw
+            scores, several times faster on large batches). Not used with reasons: TreeSHAP
+            gives the raw score as the sum of the contributions.
 
     Returns:
         One row per scored lead, in the order of `leads`, with the columns `TABLE_COLUMNS`
@@ -321,10 +331,11 @@ def score_table(
         contrib = model.contributions(matrix)
         raw = contrib.sum(axis=1)
     else:
-        raw = model.raw(matrix)
+        forest = model.compiled_forest(len(matrix), compiled)
+        raw = model.raw(matrix) if forest is None else forest.raw(matrix)
     probability = model.meta.calibration.apply(raw)
     tiers = model.meta.tiers
-    out["probability"] = [round(p, 6) for p in probability.tolist()]  # as score_lead rounds
+    out["probability"] = rounded_probability(probability)
     out["score"] = model.score_0_100(probability)
     tier_code = (probability >= tiers.warm).astype(np.int8) + (probability >= tiers.hot)
     out["tier"] = pd.Categorical.from_codes(tier_code, categories=["cold", "warm", "hot"])

@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from features.contract import validate
 from features.email import email_domain_kind
-from features.engine import lead_features, snapshot_features, to_epoch_seconds
+from features.engine import (
+    _column_codes,
+    _lead_codes,
+    _type_slot_codes,
+    lead_features,
+    snapshot_features,
+    to_epoch_seconds,
+    type_slots,
+)
 from features.spec import FeatureSpec
 from features.vocabulary import INTERACTION_TYPES
 
@@ -95,6 +103,27 @@ def test_other_leads_do_not_leak_into_a_lead() -> None:
     row = _one(events, 5.0, leads=_leads(2))
     assert row["n_demo_request_total"] == 0
     assert row["n_page_view_total"] == 1
+
+
+@pytest.mark.parametrize("dtype", ["str", object])
+@pytest.mark.parametrize("grouped", [True, False])
+def test_event_codes_equal_the_factorize_path(dtype: object, grouped: bool) -> None:
+    # The Arrow fast paths (runs of lead ids, index_in of types) against factorize + look-up,
+    # with unknown ids, missing values and types outside the vocabulary.
+    rng = np.random.default_rng(3)
+    ids = np.array([f"L{i}" for i in rng.integers(0, 40, 400)] + [None] * 5 + ["ghost"] * 5, dtype=object)
+    types = np.array(list(rng.choice([*INTERACTION_TYPES, "chat_started"], 405)) + [None] * 5, dtype=object)
+    if grouped:
+        order = np.argsort(np.where(ids == None, "~", ids).astype(str), kind="stable")  # noqa: E711
+        ids, types = ids[order], types[order]
+    lead_pos = pd.Index(pd.Series([f"L{i}" for i in range(0, 40, 2)] + ["ghost"], dtype=dtype))
+    id_col, type_col = pd.Series(ids, dtype=dtype), pd.Series(types, dtype=dtype)
+    spec = FeatureSpec()
+    np.testing.assert_array_equal(_lead_codes(id_col, lead_pos), _column_codes(id_col, lead_pos.get_indexer, -1))
+    np.testing.assert_array_equal(
+        _type_slot_codes(type_col, spec),
+        _column_codes(type_col, lambda t: type_slots(t, spec), len(spec.interaction_types)),
+    )
 
 
 @pytest.mark.parametrize(

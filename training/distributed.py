@@ -32,6 +32,7 @@ from distributed import Client, LocalCluster
 from features.engine import FeatureRows, snapshot_features
 from features.spec import FeatureSpec
 from leadscore.bundle import ScoringModel
+from leadscore.compiled import CompileMode
 from leadscore.scoring import score_table
 
 # Rounds grown per block between two looks at the validation loss.
@@ -135,8 +136,11 @@ def _features_of(part: LeadPartition, spec: FeatureSpec) -> FeatureRows:
     return snapshot_features(part.leads, part.interactions, part.snapshots, spec)
 
 
-def _score_part(part: LeadPartition, model: ScoringModel, as_of: datetime, with_reasons: bool, language: str) -> pd.DataFrame:
-    return score_table(model, part.leads, part.interactions, as_of, with_reasons=with_reasons, language=language)
+def _score_part(
+    part: LeadPartition, model: ScoringModel, as_of: datetime, with_reasons: bool, language: str, compiled: CompileMode
+) -> pd.DataFrame:
+    return score_table(model, part.leads, part.interactions, as_of, with_reasons=with_reasons, language=language,
+                       compiled=compiled)
 
 
 def _gather_rows(parts: list[LeadPartition], results: list[FeatureRows], n_rows: int) -> FeatureRows:
@@ -259,15 +263,21 @@ class DaskEngine:
         *,
         with_reasons: bool = False,
         language: str = "en",
+        compiled: CompileMode = CompileMode.auto,
     ) -> pd.DataFrame:
-        """`leadscore.scoring.score_table`, one task per partition of leads; same rows, same order."""
+        """`leadscore.scoring.score_table`, one task per partition of leads; same rows, same order.
+
+        Each worker compiles the forest for its own CPU (`leadscore.compiled`) when `compiled`
+        asks for it, or finds it in its cache.
+        """
         snapshots = pd.DataFrame({"lead_id": leads["lead_id"].to_numpy(), "as_of": pd.Timestamp(as_of)})
         parts = self._partitions(leads, interactions, snapshots)
         if not parts:
-            return score_table(model, leads, interactions, as_of, with_reasons=with_reasons, language=language)
+            return score_table(model, leads, interactions, as_of, with_reasons=with_reasons, language=language,
+                               compiled=compiled)
         shared = self.client.scatter(model, broadcast=True)
         futures = self.client.map(
             _score_part, self.client.scatter(parts), model=shared, as_of=as_of,
-            with_reasons=with_reasons, language=language, pure=False,
+            with_reasons=with_reasons, language=language, compiled=compiled, pure=False,
         )
         return pd.concat(self.client.gather(futures), ignore_index=True)
