@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,8 @@ class EventIndex:
         lead_type: Type slot of each event, in `lead_key` order.
         new_day_prefix: Prefix sums of "first event of a UTC day for this lead", in `lead_key`
             order, with a leading 0 (length n_events + 1).
+        slot_start: Position in `type_key` of the first event of each (lead, type slot) group,
+            group lead * n_slots + slot, with the end as last entry (length n_leads * n_slots + 1).
     """
 
     n_leads: int
@@ -60,6 +63,7 @@ class EventIndex:
     lead_time_s: np.ndarray
     lead_type: np.ndarray
     new_day_prefix: np.ndarray
+    slot_start: np.ndarray
 
 
 def _relative(times_s: np.ndarray, base_s: int) -> np.ndarray:
@@ -113,6 +117,8 @@ def build_event_index(
     if lead_key.size > 1:
         new_day[1:] = (day[1:] != day[:-1]) | (lead_sorted[1:] != lead_sorted[:-1])
     new_day_prefix = np.concatenate([[0], np.cumsum(new_day)])
+    group_sizes = np.bincount(type_key >> _TIME_BITS, minlength=n_leads * n_slots)
+    slot_start = np.concatenate([[0], np.cumsum(group_sizes)])
     return EventIndex(
         n_leads=n_leads,
         n_slots=n_slots,
@@ -122,6 +128,7 @@ def build_event_index(
         lead_time_s=lead_time_s,
         lead_type=lead_type,
         new_day_prefix=new_day_prefix,
+        slot_start=slot_start,
     )
 
 
@@ -151,43 +158,12 @@ def behaviour_matrix(
         return np.empty((n_snap, 0), dtype=np.float64)
     n_types = len(spec.interaction_types)
     n_slots = index.n_slots
-    windows = np.asarray(spec.windows_days, dtype=np.int64) * SECONDS_PER_DAY
-    n_win = windows.size
+    n_win = len(spec.windows_days)
 
-    # Per-type counts: for every (snapshot, slot) the number of events with time <= t, for
-    # t = as_of and t = as_of - window; the group start gives the count since creation.
-    # All bounds of a (snapshot, slot) go to one search, in increasing order (group start,
-    # window starts from the longest window, as_of), so that numpy's binary search resumes
-    # from the previous answer. Events have relative time >= 1: the first key above
-    # group + 0 is the group's first event.
-    group = (snap_lead[:, None] * n_slots + np.arange(n_slots)[None, :]) << _TIME_BITS
-    rel_now = _relative(as_of, index.base_s)
-    bounds = np.zeros((n_snap, n_win + 2), dtype=np.int64)
-    bounds[:, 1:-1] = _relative(as_of[:, None] - windows[None, ::-1], index.base_s)
-    bounds[:, -1] = rel_now
-    found = np.searchsorted(index.type_key, group[:, :, None] + bounds[:, None, :], side="right")
-    start = found[:, :, 0]
-    upto_now = found[:, :, -1]
-    upto_from = found[:, :, -2:0:-1]  # back to the order of `windows`
-    total = upto_now - start  # (n_snap, n_slots)
-    in_window = upto_now[:, :, None] - upto_from  # (n_snap, n_slots, n_win)
-
-    last_pos = np.maximum(upto_now - 1, 0)
-    if index.type_key.size:
-        last_rel = index.type_key[np.minimum(last_pos, index.type_key.size - 1)] & _TIME_MAX
-    else:
-        last_rel = np.zeros_like(last_pos)
-    days_since = np.where(
-        total > 0, (rel_now[:, None] - last_rel) / SECONDS_PER_DAY, np.nan
-    )
-
-    per_type = np.empty((n_snap, n_types, n_win + 2), dtype=np.float64)
-    per_type[:, :, :n_win] = in_window[:, :n_types, :]
-    per_type[:, :, n_win] = total[:, :n_types]
-    per_type[:, :, n_win + 1] = days_since[:, :n_types]
-
-    # All-event quantities over the (lead, time) ordering.
+    # The events a snapshot sees are a contiguous range of its lead's (lead, time) ordering:
+    # from the lead's first event up to as_of.
     lead_group = snap_lead << _TIME_BITS
+    rel_now = _relative(as_of, index.base_s)
     lead_start = np.searchsorted(index.lead_key, lead_group, side="left")
     lead_now = np.searchsorted(index.lead_key, lead_group + rel_now, side="right")
     lead_30 = np.searchsorted(
@@ -197,8 +173,23 @@ def behaviour_matrix(
     )
     active_total = _distinct_days(index.new_day_prefix, lead_start, lead_now)
     active_30 = _distinct_days(index.new_day_prefix, lead_30, lead_now)
-    engagement = _decayed_engagement(index, lead_start, lead_now, as_of, spec)
+    engagement, counts = _seen_event_sums(index, lead_start, lead_now, as_of, spec)
+    total = counts[:, :, n_win]  # (n_snap, n_slots)
+    in_window = counts[:, :, :n_win]  # (n_snap, n_slots, n_win)
 
+    # The last event of a (lead, type) seen by a snapshot: the type's events are time-sorted in
+    # `type_key`, and the snapshot sees the first `total` of them.
+    seen_last = index.slot_start[snap_lead[:, None] * n_slots + np.arange(n_slots)[None, :]] + total - 1
+    if index.type_key.size:
+        last_rel = index.type_key[np.minimum(np.maximum(seen_last, 0), index.type_key.size - 1)] & _TIME_MAX
+    else:
+        last_rel = np.zeros_like(seen_last)
+    days_since = np.where(total > 0, (rel_now[:, None] - last_rel) / SECONDS_PER_DAY, np.nan)
+
+    per_type = np.empty((n_snap, n_types, n_win + 2), dtype=np.float64)
+    per_type[:, :, :n_win] = in_window[:, :n_types, :]
+    per_type[:, :, n_win] = total[:, :n_types]
+    per_type[:, :, n_win + 1] = days_since[:, :n_types]
     tail = np.column_stack(
         [
             total[:, :n_types].sum(axis=1),
@@ -220,24 +211,36 @@ def _distinct_days(new_day_prefix: np.ndarray, lo: np.ndarray, hi: np.ndarray) -
     return np.where(has_events, 1 + later_new, 0)
 
 
-def _decayed_engagement(
+def _seen_event_sums(
     index: EventIndex,
     lo: np.ndarray,
     hi: np.ndarray,
     as_of: np.ndarray,
     spec: FeatureSpec,
-) -> np.ndarray:
-    """Sum over past events of weight(type) * 0.5 ** (age / half-life).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decayed engagement and event counts per type and window, over the events each snapshot sees.
 
-    Summed per snapshot over its lead's events in time order, so the float result of a lead
-    does not depend on which other leads are computed with it.
+    A snapshot sees events lo..hi-1 of the (lead, time) ordering. Every (snapshot, seen event)
+    pair is visited once, in blocks of about `_PAIR_BLOCK` pairs to bound memory:
+    - engagement: sum of weight(type) * 0.5 ** (age / half-life), summed per snapshot over its
+      lead's events in time order, so a lead's float result does not depend on which other
+      leads are computed with it;
+    - counts: per type slot, the events younger than each window (an event at exactly
+      as_of - window is out), and all of them.
+
+    Returns:
+        (engagement of shape (n_snap,), int64 counts of shape (n_snap, n_slots, n_windows + 1):
+        one column per window in `spec.windows_days` order, then the total).
     """
     weights = np.array(
         [spec.engagement_weights.get(t, 0.0) for t in spec.interaction_types] + [0.0]
     )
     halflife_s = spec.halflife_days * SECONDS_PER_DAY
+    windows_s = np.asarray(spec.windows_days, dtype=np.int64) * SECONDS_PER_DAY  # ascending
+    n_win, n_slots = windows_s.size, index.n_slots
     lengths = hi - lo
-    out = np.zeros(as_of.size, dtype=np.float64)
+    engagement = np.zeros(as_of.size, dtype=np.float64)
+    counts = np.zeros((as_of.size, n_slots, n_win + 1), dtype=np.int64)
     ends = np.cumsum(lengths)
     first = 0
     while first < as_of.size:
@@ -247,14 +250,24 @@ def _decayed_engagement(
         block_len = lengths[first:stop]
         n_pairs = int(block_len.sum())
         if n_pairs:
-            snap = np.repeat(np.arange(first, stop), block_len)
+            n_block = stop - first
+            snap = np.repeat(np.arange(n_block), block_len)
             block_starts = np.cumsum(block_len) - block_len
             event = np.repeat(lo[first:stop] - block_starts, block_len) + np.arange(n_pairs)
-            age = (as_of[snap] - index.lead_time_s[event]) / halflife_s
-            contrib = weights[index.lead_type[event]] * np.exp2(-age)
-            out[first:stop] = np.bincount(snap - first, weights=contrib, minlength=stop - first)
+            age_s = as_of[first:stop][snap] - index.lead_time_s[event]
+            slot = index.lead_type[event]
+            contrib = weights[slot] * np.exp2(-(age_s / halflife_s))
+            engagement[first:stop] = np.bincount(snap, weights=contrib, minlength=n_block)
+            # Bucket j: the event is outside the j shortest windows; a window's count is the
+            # number of events in buckets before it.
+            bucket = np.searchsorted(windows_s, age_s, side="right")
+            histogram = np.bincount(
+                (snap * n_slots + slot) * (n_win + 1) + bucket, minlength=n_block * n_slots * (n_win + 1)
+            ).reshape(n_block, n_slots, n_win + 1)
+            counts[first:stop, :, :n_win] = np.cumsum(histogram[:, :, :n_win], axis=2)
+            counts[first:stop, :, n_win] = histogram.sum(axis=2)
         first = stop
-    return out
+    return engagement, counts
 
 
 @dataclass(frozen=True)
@@ -366,9 +379,14 @@ def to_epoch_seconds(values: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.nd
 
 def type_slots(types: Sequence[str] | np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """Vocabulary position of each interaction type; unknown types go to the last ("other") slot."""
-    position = {t: i for i, t in enumerate(spec.interaction_types)}
+    position = _type_positions(tuple(spec.interaction_types))
     other = len(spec.interaction_types)
-    return np.fromiter((position.get(t, other) for t in types), dtype=np.int64, count=len(types))
+    return np.array([position.get(t, other) for t in types], dtype=np.int64)
+
+
+@lru_cache(maxsize=32)
+def _type_positions(interaction_types: tuple[str, ...]) -> dict[str, int]:
+    return {t: i for i, t in enumerate(interaction_types)}
 
 
 def _column_codes(column: pd.Series, encode: Callable[[np.ndarray], np.ndarray], missing: int) -> np.ndarray:

@@ -6,6 +6,8 @@ model bundle, so serving rebuilds exactly the features the model was trained on.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.vocabulary import (
@@ -79,20 +81,7 @@ class FeatureSpec(BaseModel):
         """Names of the features computed from interactions, in model order (none when static)."""
         if not self.interactions:
             return []
-        names: list[str] = []
-        for event_type in self.interaction_types:
-            names.extend(count_feature(event_type, w) for w in self.windows_days)
-            names.append(count_feature(event_type, None))
-            names.append(recency_feature(event_type))
-        names += [
-            EVENTS_TOTAL,
-            OTHER_EVENTS_TOTAL,
-            ENGAGEMENT_DECAYED,
-            ACTIVE_DAYS_30D,
-            ACTIVE_DAYS_TOTAL,
-            LEAD_AGE_DAYS,
-        ]
-        return names
+        return list(_behaviour_names(tuple(self.interaction_types), tuple(self.windows_days)))
 
     def categorical_features(self) -> list[str]:
         """Categorical model inputs: declared attributes plus the derived email domain kind."""
@@ -105,3 +94,22 @@ class FeatureSpec(BaseModel):
     def attribute_columns(self) -> list[str]:
         """Lead columns the pipeline reads besides `lead_id` and timestamps."""
         return list(self.categorical) + list(self.numeric) + ([self.email_column] if self.email_column else [])
+
+
+@lru_cache(maxsize=32)
+def _behaviour_names(interaction_types: tuple[str, ...], windows_days: tuple[int, ...]) -> tuple[str, ...]:
+    # Built once per vocabulary and windows: serving asks for the names on every request.
+    names: list[str] = []
+    for event_type in interaction_types:
+        names.extend(count_feature(event_type, w) for w in windows_days)
+        names.append(count_feature(event_type, None))
+        names.append(recency_feature(event_type))
+    names += [
+        EVENTS_TOTAL,
+        OTHER_EVENTS_TOTAL,
+        ENGAGEMENT_DECAYED,
+        ACTIVE_DAYS_30D,
+        ACTIVE_DAYS_TOTAL,
+        LEAD_AGE_DAYS,
+    ]
+    return tuple(names)
