@@ -206,7 +206,7 @@ def _train_static(project, cfg, grid, metrics_out, bundle_out, mlflow, run_name,
     try:
         require_features(spec)
         plan = evaluation_plan(data, cfg.training, order_name=cfg.data.leads.order or "order", twin_groups=twins)
-        with tqdm(total=len(plan.splits) + 1, desc="training", unit="fit", leave=False) as bar:
+        with tqdm(total=len(plan.splits) + 1, desc="training", unit="fit", leave=False, disable=None) as bar:
 
             def progress(message: str) -> None:
                 bar.update(1)
@@ -307,7 +307,8 @@ def _train_and_log(
         allow_columns or [],
     )
     point_grid = _grid_for(grid or cfg.training.grid, spec)
-    with tqdm(total=5, desc="training", unit="step", leave=False) as bar:
+    # disable=None: a bar on a terminal only; a log (CI, cron) gets the step lines alone.
+    with tqdm(total=5, desc="training", unit="step", leave=False, disable=None) as bar:
 
         def progress(message: str) -> None:
             bar.update(1)
@@ -594,7 +595,7 @@ def score(
         raise _fail("--engine dask scores a data folder; a JSON-lines file is scored here, lead by lead")
     results, errors = [], []
     lines = input.read_text().splitlines()
-    for number, line in enumerate(tqdm(lines, desc="scoring", unit="lead"), start=1):
+    for number, line in enumerate(tqdm(lines, desc="scoring", unit="lead", disable=None), start=1):
         if not line.strip():
             continue
         try:
