@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.bench_model import example_lead
 from benchmarks.local_server import start_server, stop
 from leadscore.bundle import read_meta
 from leadscore.scorelog import lead_pseudonym
@@ -60,28 +61,16 @@ def http(server: Server, service_keys) -> Iterator[httpx.Client]:  # noqa: ANN00
         yield client
 
 
+CREATED_AT = "2024-03-01T10:00:00Z"
+INTERACTIONS = (
+    {"type": "pricing_page_view", "occurred_at": "2024-04-20T09:00:00Z", "channel": "web"},
+    {"type": "demo_request", "occurred_at": "2024-04-25T16:00:00Z"},
+)
+
+
 def a_lead(lead_id: str, **changes: Any) -> dict[str, Any]:
-    lead: dict[str, Any] = {
-        "lead_id": lead_id,
-        "created_at": "2024-03-01T10:00:00Z",
-        "attributes": {
-            "email": "jane.doe@acme-robotics.com",
-            "industry": "software",
-            "company_size": "50-199",
-            "employee_count": 120,
-            "country": "FR",
-            "job_role": "marketing",
-            "seniority": "director",
-            "source": "referral",
-            "marketing_consent": "yes",
-        },
-        "interactions": [
-            {"type": "pricing_page_view", "occurred_at": "2024-04-20T09:00:00Z", "channel": "web"},
-            {"type": "demo_request", "occurred_at": "2024-04-25T16:00:00Z"},
-        ],
-    }
-    lead.update(changes)
-    return lead
+    """A lead as a CRM sends it, with every attribute of the simulator's feature spec."""
+    return example_lead(lead_id, CREATED_AT, INTERACTIONS, **changes)
 
 
 def test_score(http: httpx.Client, server: Server) -> None:
