@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,28 +51,57 @@ def train_bench_bundle(workdir: Path, n_leads: int, seed: int = 11) -> Path:
     return result.model.save(workdir / f"bundle-{n_leads}-{seed}")
 
 
+# Every attribute of the simulator's feature spec (`leadscore.simulator`), as a CRM sends them.
+EXAMPLE_ATTRIBUTES: dict[str, Any] = {
+    "email": "jane.doe@acme-robotics.com",
+    "industry": "software",
+    "company_size": "50-199",
+    "employee_count": 120,
+    "country": "FR",
+    "job_role": "marketing",
+    "seniority": "director",
+    "source": "referral",
+    "marketing_consent": "yes",
+}
+
+
+def example_lead(
+    lead_id: str, created_at: str, interactions: Iterable[Mapping[str, str]], /, **changes: Any
+) -> dict[str, Any]:
+    """The body of one lead as a CRM sends it to the service, with `EXAMPLE_ATTRIBUTES`.
+
+    The benchmarks and the service tests build their requests with it, so that they all send
+    the lead the model's feature spec expects.
+
+    Args:
+        lead_id: The lead's id.
+        created_at: When the lead was created, ISO 8601 text.
+        interactions: Its interactions (`type`, `occurred_at` and optionally `channel`).
+        **changes: Top-level fields to replace or add, any of the above included (the
+            arguments before them are positional only so that a test may pass, say,
+            `created_at="last tuesday"` here).
+
+    Returns:
+        A new dict, its attributes and interactions copied: a caller may change it freely.
+    """
+    lead: dict[str, Any] = {
+        "lead_id": lead_id,
+        "created_at": created_at,
+        "attributes": dict(EXAMPLE_ATTRIBUTES),
+        "interactions": [dict(event) for event in interactions],
+    }
+    lead.update(changes)
+    return lead
+
+
 def lead_payload(n_interactions: int = 100, seed: int = 0, as_of: datetime = AS_OF) -> dict[str, Any]:
     """A lead as a CRM sends it, with `n_interactions` interactions over its last 120 days."""
     rng = np.random.default_rng(seed)
     created = as_of - timedelta(days=120)
     offsets = np.sort(rng.integers(0, 120 * 86_400, n_interactions))
     types = rng.choice(INTERACTION_TYPES, n_interactions)
-    return {
-        "lead_id": f"bench-{seed}",
-        "created_at": created.isoformat(),
-        "attributes": {
-            "email": "jane.doe@acme-robotics.com",
-            "industry": "software",
-            "company_size": "50-199",
-            "employee_count": 120,
-            "country": "FR",
-            "job_role": "marketing",
-            "seniority": "director",
-            "source": "referral",
-            "marketing_consent": "yes",
-        },
-        "interactions": [
-            {"type": str(t), "occurred_at": (created + timedelta(seconds=int(s))).isoformat(), "channel": "web"}
-            for s, t in zip(offsets, types)
-        ],
-    }
+    interactions = [
+        {"type": str(t), "occurred_at": (created + timedelta(seconds=int(s))).isoformat(), "channel": "web"}
+        for s, t in zip(offsets, types)
+    ]
+    return example_lead(f"bench-{seed}", created.isoformat(), interactions)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,9 +16,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 
-from benchmarks.bench_model import AS_OF, PROJECT_ROOT, lead_payload
+from benchmarks.bench_model import AS_OF, lead_payload
+from benchmarks.local_server import HOST, bentoml_serve, start_server, stop
 from benchmarks.measure import Section, interleaved, time_calls
 from features.engine import lead_features
 from leadscore.bundle import ScoringModel
@@ -92,58 +90,22 @@ def in_process(section: Section, bundle: Path, calls: int) -> None:
     section.details["in_process_calls"] = calls
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    # BentoML's workers run in their own process groups: stop the group, then stragglers.
-    if process.poll() is not None:
-        return
-    workers = psutil.Process(process.pid).children(recursive=True)
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    _, alive = psutil.wait_procs(workers, timeout=10)
-    for worker in alive:
-        worker.kill()
+def _bare_http_app(port: int) -> list[str]:
+    # The HTTP floor: a minimal Starlette app with the same routes the benchmark calls.
+    return [sys.executable, "-m", "uvicorn", "benchmarks.bare_http:app", "--host", HOST, "--port", str(port),
+            "--log-level", "warning"]
 
 
 def _start_server(bundle: Path | None, workdir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
     """`bentoml serve` with the bundle, or the bare HTTP app when `bundle` is None."""
-    port = _free_port()
     log = workdir / ("server.log" if bundle else "bare.log")
     env = {**os.environ, "BENTOML_HOME": str(workdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
     if bundle:
         env["LEADSCORE_BUNDLE"] = str(bundle)
         env["LEADSCORE_API_KEYS"] = f"{API_KEY}:score"
-        command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LeadScoring",
-                   "--host", "127.0.0.1", "--port", str(port)]
-    else:
-        command = [sys.executable, "-m", "uvicorn", "benchmarks.bare_http:app", "--host", "127.0.0.1",
-                   "--port", str(port), "--log-level", "warning"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url, log
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            _stop(process)
-            raise RuntimeError(f"server not ready after {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
+    command = bentoml_serve if bundle else _bare_http_app
+    process, url = start_server(env, log, ready_timeout_s=READY_TIMEOUT_S, command=command)
+    return process, url, log
 
 
 def _paced_latencies(client: httpx.Client, body: dict[str, object], n: int, rate: float) -> np.ndarray:
@@ -193,8 +155,8 @@ def over_http(section: Section, bundle: Path, requests: int, block: int = 100) -
                     floor_ms.append(_paced_latencies(floor, body, n, RATE_PER_S))
                     bare_ms.append(time_calls(bare, n, warmup=0))
         finally:
-            _stop(process)
-            _stop(floor_process)
+            stop(process)
+            stop(floor_process)
     latencies, floor_times, bare_times = (np.concatenate(x) for x in (service_ms, floor_ms, bare_ms))
     name = f"one lead (100 interactions), score + top-5 reasons, HTTP POST /score at {RATE_PER_S} req/s"
     for stat, q, target, limit in (("p50", 50, "p50 <= 10 ms", 10.0), ("p99", 99, "p99 <= 30 ms", 30.0)):

@@ -11,23 +11,20 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 import websocket
 
+from benchmarks.local_server import start_server, stop
+
 pytestmark = pytest.mark.slow
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 READY_TIMEOUT_S = 90.0
 CHROMIUM_FLAGS = [
@@ -45,34 +42,11 @@ CHROMIUM_FLAGS = [
 N_CHARTS = 5  # gains, lift, calibration, tiers, drivers
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process started in its own session: its group, then children that left it."""
-    if process.poll() is not None:
-        return
-    children = psutil.Process(process.pid).children(recursive=True)
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    _, alive = psutil.wait_procs(children, timeout=10)
-    for child in alive:
-        child.kill()
-
-
 @pytest.fixture(scope="module")
 def server_url(
     bundle_with_report: Path, tmp_path_factory: pytest.TempPathFactory, service_env: dict[str, str]
 ) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("report_server")
-    port = free_port()
     log = workdir / "server.log"
     env = {
         **os.environ,
@@ -81,25 +55,8 @@ def server_url(
         "BENTOML_HOME": str(workdir / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LeadScoring", "--port", str(port), "--host", "127.0.0.1"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    process, url = start_server(env, log, ready_timeout_s=READY_TIMEOUT_S, fail=pytest.fail)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after {READY_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
         yield url
     finally:
         stop(process)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from benchmarks.bench_model import example_lead
 from features.labels import ATTRIBUTE_TITLES, LANGUAGES
 from leadscore.bundle import read_meta
 from leadscore.scoring import LeadIn
@@ -29,30 +30,17 @@ AS_OF = "2024-05-01T00:00:00Z"
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
 
+CREATED_AT = "2024-03-01T10:00:00Z"
+INTERACTIONS = (
+    {"type": "page_view", "occurred_at": "2024-03-01T10:05:00Z", "channel": "web"},
+    {"type": "pricing_page_view", "occurred_at": "2024-04-20T09:00:00Z", "channel": "web"},
+    {"type": "webinar_attended", "occurred_at": "2024-04-25T16:00:00Z"},
+)
+
+
 def a_lead(lead_id: str = "L-1", **changes: Any) -> dict[str, Any]:
     """A lead as a CRM sends it, with every attribute of the simulator's feature spec."""
-    lead: dict[str, Any] = {
-        "lead_id": lead_id,
-        "created_at": "2024-03-01T10:00:00Z",
-        "attributes": {
-            "email": "jane.doe@acme-robotics.com",
-            "industry": "software",
-            "company_size": "50-199",
-            "employee_count": 120,
-            "country": "FR",
-            "job_role": "marketing",
-            "seniority": "director",
-            "source": "referral",
-            "marketing_consent": "yes",
-        },
-        "interactions": [
-            {"type": "page_view", "occurred_at": "2024-03-01T10:05:00Z", "channel": "web"},
-            {"type": "pricing_page_view", "occurred_at": "2024-04-20T09:00:00Z", "channel": "web"},
-            {"type": "webinar_attended", "occurred_at": "2024-04-25T16:00:00Z"},
-        ],
-    }
-    lead.update(changes)
-    return lead
+    return example_lead(lead_id, CREATED_AT, INTERACTIONS, **changes)
 
 
 def with_attributes(**attributes: Any) -> dict[str, Any]:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,38 +30,16 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from test_service_http import free_port, stop
+
+from benchmarks.local_server import start_server, stop
 
 pytestmark = pytest.mark.slow
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 90.0
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "30"))
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 CASES: Counter[str] = Counter()
 STATUSES: Counter[str] = Counter()
-
-
-def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`bentoml serve` on a free loopback port, once /readyz answers; fails the test with the log otherwise."""
-    port = free_port()
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LeadScoring", "--port", str(port), "--host", "127.0.0.1"]
-    with log.open("ab") as sink:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            stop(process)
-            pytest.fail(f"server not ready after {READY_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +56,7 @@ def contract_server(
         "BENTOML_HOME": str(workdir / "bentoml"),
         "PYTHONUNBUFFERED": "1",
     }
-    process, url = start_server(env, log)
+    process, url = start_server(env, log, ready_timeout_s=READY_TIMEOUT_S, append_log=True, fail=pytest.fail)
     try:
         yield url, log
     finally:

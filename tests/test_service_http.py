@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
+from benchmarks.bench_model import example_lead
+from benchmarks.local_server import start_server, stop
 from leadscore.bundle import read_meta
 from leadscore.scorelog import lead_pseudonym
 
 pytestmark = pytest.mark.slow
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 90.0
 AS_OF = "2024-05-01T00:00:00Z"
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -40,36 +36,9 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server: its process group, then any worker that left the group.
-
-    BentoML's workers run in their own process groups; SIGTERM to the server stops them, but
-    a server that has to be killed would leave them behind.
-    """
-    if process.poll() is not None:
-        return
-    workers = psutil.Process(process.pid).children(recursive=True)
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    _, alive = psutil.wait_procs(workers, timeout=10)
-    for worker in alive:
-        worker.kill()
-
-
 @pytest.fixture(scope="module")
 def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory, service_env: dict[str, str]) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("server")
-    port = free_port()
     log = workdir / "server.log"
     env = {
         **os.environ,
@@ -79,25 +48,8 @@ def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory, servi
         "BENTOML_DO_NOT_TRACK": "true",
         "PYTHONUNBUFFERED": "1",  # so the log test reads what the server has written
     }
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LeadScoring", "--port", str(port), "--host", "127.0.0.1"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    process, url = start_server(env, log, ready_timeout_s=READY_TIMEOUT_S, fail=pytest.fail)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after {READY_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
         yield Server(url=url, log=log, bundle=trained_bundle, lead_key=service_env["LEADSCORE_LEAD_KEY"].encode())
     finally:
         stop(process)
@@ -109,28 +61,16 @@ def http(server: Server, service_keys) -> Iterator[httpx.Client]:  # noqa: ANN00
         yield client
 
 
+CREATED_AT = "2024-03-01T10:00:00Z"
+INTERACTIONS = (
+    {"type": "pricing_page_view", "occurred_at": "2024-04-20T09:00:00Z", "channel": "web"},
+    {"type": "demo_request", "occurred_at": "2024-04-25T16:00:00Z"},
+)
+
+
 def a_lead(lead_id: str, **changes: Any) -> dict[str, Any]:
-    lead: dict[str, Any] = {
-        "lead_id": lead_id,
-        "created_at": "2024-03-01T10:00:00Z",
-        "attributes": {
-            "email": "jane.doe@acme-robotics.com",
-            "industry": "software",
-            "company_size": "50-199",
-            "employee_count": 120,
-            "country": "FR",
-            "job_role": "marketing",
-            "seniority": "director",
-            "source": "referral",
-            "marketing_consent": "yes",
-        },
-        "interactions": [
-            {"type": "pricing_page_view", "occurred_at": "2024-04-20T09:00:00Z", "channel": "web"},
-            {"type": "demo_request", "occurred_at": "2024-04-25T16:00:00Z"},
-        ],
-    }
-    lead.update(changes)
-    return lead
+    """A lead as a CRM sends it, with every attribute of the simulator's feature spec."""
+    return example_lead(lead_id, CREATED_AT, INTERACTIONS, **changes)
 
 
 def test_score(http: httpx.Client, server: Server) -> None:

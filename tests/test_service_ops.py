@@ -23,6 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 import serving.service as service_module
+from benchmarks.bench_model import example_lead
 from leadscore.bundle import read_meta
 from leadscore.cli import app as cli
 from leadscore.scorelog import lead_pseudonym
@@ -35,22 +36,16 @@ AS_OF = "2024-05-01T00:00:00Z"
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
 
+CREATED_AT = "2024-03-01T10:00:00Z"
+INTERACTIONS = (
+    {"type": "pricing_page_view", "occurred_at": "2024-04-20T09:00:00Z"},
+    {"type": "demo_request", "occurred_at": "2024-04-25T16:00:00Z"},
+)
+
+
 def a_lead(lead_id: str = "L-1", **changes: Any) -> dict[str, Any]:
-    lead: dict[str, Any] = {
-        "lead_id": lead_id,
-        "created_at": "2024-03-01T10:00:00Z",
-        "attributes": {
-            "email": "jane.doe@acme-robotics.com", "industry": "software", "company_size": "50-199",
-            "employee_count": 120, "country": "FR", "job_role": "marketing", "seniority": "director",
-            "source": "referral", "marketing_consent": "yes",
-        },
-        "interactions": [
-            {"type": "pricing_page_view", "occurred_at": "2024-04-20T09:00:00Z"},
-            {"type": "demo_request", "occurred_at": "2024-04-25T16:00:00Z"},
-        ],
-    }  # fmt: skip
-    lead.update(changes)
-    return lead
+    """A lead as a CRM sends it, with every attribute of the simulator's feature spec."""
+    return example_lead(lead_id, CREATED_AT, INTERACTIONS, **changes)
 
 
 def relabelled(bundle: Path, destination: Path, model_version: str, **meta_changes: Any) -> Path:

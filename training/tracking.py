@@ -10,7 +10,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -33,6 +33,9 @@ from training.lifecycle import promotion_decision
 from training.pipeline import TrainingResult
 from training.report import Explanations, explain, inputs_from_training, write_bundle_files
 from training.static import StaticTrainingResult
+
+if TYPE_CHECKING:  # mlflow is imported where it is used: it is slow to import
+    from mlflow import ActiveRun, MlflowClient
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,122 @@ def score_champion_on(data: Dataset, result: TrainingResult, registry: RegistryC
     return float(roc_auc_score(result.test.y, p))
 
 
+def _log_model_and_metrics(
+    config: ProjectConfig, model: ScoringModel, metrics: dict[str, Any], tags: dict[str, str] | None = None
+) -> None:
+    """Log a model's parameters, data fingerprint and metrics into the active MLflow run.
+
+    Both kinds of run (snapshots, static export) record them under the same names, so that
+    runs of either kind compare in the MLflow UI.
+
+    Args:
+        config: Project config; its training settings are logged flat (`lightgbm.num_leaves`, ...).
+        model: The trained model: feature count, best iteration, data fingerprint, version.
+        metrics: Scorer -> metric -> `value`, `ci_low`, `ci_high`.
+        tags: More run tags, beside `model_version` and `data.content_hash`.
+    """
+    import mlflow
+
+    mlflow.log_params(_flat("", config.training.model_dump(mode="json"), {}))
+    mlflow.log_params({"features.n": len(model.feature_names), "best_iteration": model.meta.training["best_iteration"]})
+    fingerprint = model.meta.training["data"]
+    mlflow.log_params({f"data.{k}": v for k, v in fingerprint.items()})
+    mlflow.set_tags(
+        {"model_version": model.meta.model_version, "data.content_hash": fingerprint["content_hash"], **(tags or {})}
+    )
+    for scorer, scorer_metrics in metrics.items():
+        for metric, stats in scorer_metrics.items():
+            mlflow.log_metric(f"{scorer}.{metric}", stats["value"])
+            mlflow.log_metric(f"{scorer}.{metric}.ci_low", stats["ci_low"])
+            mlflow.log_metric(f"{scorer}.{metric}.ci_high", stats["ci_high"])
+
+
+def _log_plots(
+    model: ScoringModel,
+    y: np.ndarray,
+    scores: dict[str, np.ndarray],
+    calibration_scores: dict[str, np.ndarray],
+    plot_dir: Path,
+) -> None:
+    """Draw the ROC, gains, calibration and importance plots into `plot_dir`; log them as `plots`.
+
+    Args:
+        model: The trained model (its gain importance is drawn).
+        y: Outcomes (0/1) of the evaluation rows.
+        scores: Scorer -> scores of those rows, for the ROC and gains plots.
+        calibration_scores: The scorers the calibration plot shows.
+        plot_dir: A folder for the image files (created).
+    """
+    import mlflow
+
+    plots.plot_roc(y, scores, plot_dir / "roc.png")
+    plots.plot_gains(y, scores, plot_dir / "gains_vs_grid.png")
+    plots.plot_calibration(y, calibration_scores, plot_dir / "calibration.png")
+    plots.plot_importance(model.feature_names, model.booster.feature_importance("gain"), plot_dir / "importance.png")
+    mlflow.log_artifacts(str(plot_dir), "plots")
+
+
+def _register_and_decide(
+    registry: RegistryConfig,
+    client: MlflowClient,
+    run: ActiveRun,
+    model: ScoringModel,
+    metrics: dict[str, Any],
+    champion_auc: float | None,
+    previous: str | None,
+    *,
+    tolerance: float,
+    require_beats_grid: bool,
+    tags: dict[str, str] | None = None,
+) -> tuple[str, bool, str]:
+    """Register the run's bundle as a new version and move `champion` to it if it wins.
+
+    The outcome is tagged on the active run (`registry.version`, `registry.promoted`,
+    `registry.decision`), so that a run says what became of its model.
+
+    Args:
+        registry: Registry settings (model name).
+        client: The MlflowClient of the registry.
+        run: The active MLflow run, whose `bundle` artifact the version points to.
+        model: The trained model (its `model_version` tags the registry version).
+        metrics: The run's metrics: the model's and the point grid's ROC AUC decide.
+        champion_auc: The current champion's ROC AUC to compare with, None when there is
+            none to compare with.
+        previous: The current champion's registry version, None when there is none.
+        tolerance: ROC AUC the new model may lose to the champion and still be promoted.
+        require_beats_grid: Refuse promotion unless the new model beats the grid.
+        tags: More run tags to set with the outcome.
+
+    Returns:
+        The new registry version, whether it was promoted, and the decision in words.
+    """
+    import mlflow
+
+    if registry.model_name not in {m.name for m in client.search_registered_models()}:
+        client.create_registered_model(registry.model_name, description="leadscore conversion model bundles")
+    version = client.create_model_version(
+        registry.model_name,
+        source=f"{run.info.artifact_uri}/{BUNDLE_ARTIFACT}",
+        run_id=run.info.run_id,
+        tags={"model_version": model.meta.model_version},
+    ).version
+    decision_ = promotion_decision(
+        metrics["model"]["roc_auc"]["value"], champion_auc, metrics["point_grid"]["roc_auc"]["value"],
+        tolerance, require_beats_grid,
+    )  # fmt: skip
+    promoted = decision_.promote
+    decision = f"version {version}: {decision_.reason}" + (f" (champion was v{previous})" if previous else "")
+    if promoted:
+        if previous:
+            client.set_model_version_tag(registry.model_name, str(version), PREVIOUS_CHAMPION_TAG, previous)
+        set_champion(registry, str(version))
+    mlflow.set_tags({
+        "registry.version": str(version), "registry.promoted": str(promoted), "registry.decision": decision,
+        **(tags or {}),
+    })  # fmt: skip
+    return version, promoted, decision
+
+
 def log_training_run(
     result: TrainingResult,
     data: Dataset,
@@ -109,16 +228,7 @@ def log_training_run(
     model = result.model
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        mlflow.log_params(_flat("", config.training.model_dump(mode="json"), {}))
-        mlflow.log_params({"features.n": len(model.feature_names), "best_iteration": model.meta.training["best_iteration"]})
-        fingerprint = model.meta.training["data"]
-        mlflow.log_params({f"data.{k}": v for k, v in fingerprint.items()})
-        mlflow.set_tags({"model_version": model.meta.model_version, "data.content_hash": fingerprint["content_hash"]})
-        for scorer, metrics in result.metrics.items():
-            for metric, stats in metrics.items():
-                mlflow.log_metric(f"{scorer}.{metric}", stats["value"])
-                mlflow.log_metric(f"{scorer}.{metric}.ci_low", stats["ci_low"])
-                mlflow.log_metric(f"{scorer}.{metric}.ci_high", stats["ci_high"])
+        _log_model_and_metrics(config, model, result.metrics)
         for step, seconds in result.timings.items():
             mlflow.log_metric(f"seconds.{step}", seconds)
         mlflow.log_dict(result.metrics, "metrics.json")
@@ -128,14 +238,7 @@ def log_training_run(
             log_leakage(leakage)
 
         y, scores = result.test.y, result.test.scores
-        plot_dir = tmp_path / "plots"
-        plots.plot_roc(y, scores, plot_dir / "roc.png")
-        plots.plot_gains(y, scores, plot_dir / "gains_vs_grid.png")
-        plots.plot_calibration(y, {k: v for k, v in scores.items() if k != "oracle"}, plot_dir / "calibration.png")
-        plots.plot_importance(
-            model.feature_names, model.booster.feature_importance("gain"), plot_dir / "importance.png"
-        )
-        mlflow.log_artifacts(str(plot_dir), "plots")
+        _log_plots(model, y, scores, {k: v for k, v in scores.items() if k != "oracle"}, tmp_path / "plots")
         for name, path in (extra_artifacts or {}).items():
             mlflow.log_artifact(str(path), name)
 
@@ -148,30 +251,13 @@ def log_training_run(
 
         previous = champion_version(registry)
         champion_auc = score_champion_on(data, result, registry, previous) if previous else None
-        new_auc = result.metrics["model"]["roc_auc"]["value"]
-        if registry.model_name not in {m.name for m in client.search_registered_models()}:
-            client.create_registered_model(registry.model_name, description="leadscore conversion model bundles")
-        version = client.create_model_version(
-            registry.model_name,
-            source=f"{run.info.artifact_uri}/{BUNDLE_ARTIFACT}",
-            run_id=run.info.run_id,
-            tags={"model_version": model.meta.model_version},
-        ).version
-        decision_ = promotion_decision(
-            new_auc, champion_auc, result.metrics["point_grid"]["roc_auc"]["value"], tolerance, require_beats_grid
-        )
-        promoted = decision_.promote
-        decision = f"version {version}: {decision_.reason}" + (f" (champion was v{previous})" if previous else "")
-        if promoted:
-            if previous:
-                client.set_model_version_tag(registry.model_name, str(version), PREVIOUS_CHAMPION_TAG, previous)
-            set_champion(registry, str(version))
-        mlflow.set_tags({
-            "registry.version": str(version), "registry.promoted": str(promoted), "registry.decision": decision,
+        version, promoted, decision = _register_and_decide(
+            registry, client, run, model, result.metrics, champion_auc, previous,
+            tolerance=tolerance, require_beats_grid=require_beats_grid,
             # The rule the decision applied, beside its figures (model.roc_auc, point_grid.roc_auc,
             # champion.roc_auc_same_test), so that a run says why on its own.
-            "registry.tolerance": str(tolerance), "registry.require_beats_grid": str(require_beats_grid),
-        })  # fmt: skip
+            tags={"registry.tolerance": str(tolerance), "registry.require_beats_grid": str(require_beats_grid)},
+        )  # fmt: skip
         if champion_auc is not None:
             mlflow.log_metric("champion.roc_auc_same_test", champion_auc)
     return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion_auc)
@@ -213,32 +299,15 @@ def log_static_run(
     model = result.model
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        mlflow.log_params(_flat("", config.training.model_dump(mode="json"), {}))
-        mlflow.log_params({"features.n": len(model.feature_names), "best_iteration": model.meta.training["best_iteration"]})
-        fingerprint = model.meta.training["data"]
-        mlflow.log_params({f"data.{k}": v for k, v in fingerprint.items()})
-        mlflow.set_tags({
-            "model_version": model.meta.model_version,
-            "data.content_hash": fingerprint["content_hash"],
-            "data.static": "true",
-            "evaluation": result.plan.description,
-        })
-        for scorer, metrics in result.metrics.items():
-            for metric, stats in metrics.items():
-                mlflow.log_metric(f"{scorer}.{metric}", stats["value"])
-                mlflow.log_metric(f"{scorer}.{metric}.ci_low", stats["ci_low"])
-                mlflow.log_metric(f"{scorer}.{metric}.ci_high", stats["ci_high"])
+        _log_model_and_metrics(
+            config, model, result.metrics, tags={"data.static": "true", "evaluation": result.plan.description}
+        )
         for scorer, auc in result.summary()["mean_fold_roc_auc"].items():  # type: ignore[union-attr]
             mlflow.log_metric(f"{scorer}.roc_auc.mean_fold", auc)
         mlflow.log_dict(result.metrics, "metrics.json")
         mlflow.log_dict(result.summary(), "evaluation.json")
         log_leakage(leakage)
-        plot_dir = tmp_path / "plots"
-        plots.plot_roc(result.y, result.scores, plot_dir / "roc.png")
-        plots.plot_gains(result.y, result.scores, plot_dir / "gains_vs_grid.png")
-        plots.plot_calibration(result.y, result.scores, plot_dir / "calibration.png")
-        plots.plot_importance(model.feature_names, model.booster.feature_importance("gain"), plot_dir / "importance.png")
-        mlflow.log_artifacts(str(plot_dir), "plots")
+        _log_plots(model, result.y, result.scores, result.scores, tmp_path / "plots")
         bundle_dir = model.save(tmp_path / BUNDLE_ARTIFACT)
         mlflow.log_artifacts(str(bundle_dir), BUNDLE_ARTIFACT)
 
@@ -249,21 +318,7 @@ def log_static_run(
                 champion_meta = ScoringModel.load(download_version(registry, previous, Path(champion_tmp))).meta
             if champion_meta.training.get("static"):
                 champion_auc = float(champion_meta.metrics["model"]["roc_auc"])
-        if registry.model_name not in {m.name for m in client.search_registered_models()}:
-            client.create_registered_model(registry.model_name, description="leadscore conversion model bundles")
-        version = client.create_model_version(
-            registry.model_name,
-            source=f"{run.info.artifact_uri}/{BUNDLE_ARTIFACT}",
-            run_id=run.info.run_id,
-            tags={"model_version": model.meta.model_version},
-        ).version
-        new_auc = result.metrics["model"]["roc_auc"]["value"]
-        decision_ = promotion_decision(new_auc, champion_auc, result.metrics["point_grid"]["roc_auc"]["value"], 0.0, False)
-        promoted = decision_.promote
-        decision = f"version {version}: {decision_.reason}" + (f" (champion was v{previous})" if previous else "")
-        if promoted:
-            if previous:
-                client.set_model_version_tag(registry.model_name, str(version), PREVIOUS_CHAMPION_TAG, previous)
-            set_champion(registry, str(version))
-        mlflow.set_tags({"registry.version": str(version), "registry.promoted": str(promoted), "registry.decision": decision})
+        version, promoted, decision = _register_and_decide(
+            registry, client, run, model, result.metrics, champion_auc, previous, tolerance=0.0, require_beats_grid=False
+        )
     return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion_auc)
