@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.contract import (
     ContractError,
@@ -960,7 +960,12 @@ def load_project_data(data: DataConfig, spec: FeatureSpec, leads_path: Path | No
     """
     lead_source = data.leads.source
     if leads_path is not None:
-        lead_source = Source(path=str(leads_path), format=lead_source.format, csv=lead_source.csv, chunk_rows=lead_source.chunk_rows)
+        if not Path(leads_path).is_file():
+            raise SourceError(f"{leads_path}: the leads export must be a file (CSV or Parquet), as data.leads.source reads")
+        try:
+            lead_source = Source(path=str(leads_path), format=lead_source.format, csv=lead_source.csv, chunk_rows=lead_source.chunk_rows)
+        except ValidationError as error:
+            raise SourceError(f"{leads_path}: {error.errors()[0]['msg']}") from error
     leads, unused_leads = read_mapped(lead_source, _lead_plan(data), data.columns.missing_values, "data.leads")
     excluded = set(data.columns.exclude)
     unused = {"data.leads": [c for c in unused_leads if c not in excluded]}

@@ -475,13 +475,17 @@ def backtest(
 
 @app.command()
 def evaluate(
-    data: Annotated[Path, typer.Option(help="Folder with leads and interactions.")],
+    data: Annotated[Path | None, typer.Option(help="Folder with leads and interactions. With a config that has a data: section, the leads export to read instead of the configured one (optional).")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Bundle folder. Default: the registry's champion.")] = None,
     config: ConfigOption = None,
     since: Annotated[str | None, typer.Option(help="Only leads created at or after this date (UTC).")] = None,
     metrics_out: Annotated[Path | None, typer.Option(help="Write metrics JSON here.")] = None,
 ) -> None:
-    """Score a trained model and its point grid on a data set's matured snapshots."""
+    """Score a trained model and its point grid on a data set's matured snapshots.
+
+    A model trained on a static export (one row per lead, `leadscore train --config`) is scored
+    on every row of the export the config reads (or `--data`): give it leads it was not trained on.
+    """
     import numpy as np
     import pandas as pd
 
@@ -492,6 +496,11 @@ def evaluate(
 
     cfg = _load_config(config)
     model = ScoringModel.load(bundle) if bundle else _champion(cfg)
+    if not model.spec.interactions:
+        _evaluate_static(model, cfg, data, metrics_out)
+        return
+    if data is None:
+        raise _fail("--data is required: the folder with the leads and interactions to evaluate on")
     dataset = _load_data(data, cfg.model_copy(update={"features": model.spec}), None)
     leads = dataset.leads
     if since:
@@ -516,6 +525,44 @@ def evaluate(
     typer.echo(f"{len(snaps)} snapshots, {int(y.sum())} conversions within {horizon:g} days")
     typer.echo(metrics_table(results))
     typer.echo("(point_grid log_loss and brier use squashed points, not probabilities: compare its ranking metrics only)")
+    if metrics_out:
+        metrics_out.write_text(json.dumps(results, indent=2))
+
+
+def _evaluate_static(model, cfg, data: Path | None, metrics_out: Path | None) -> None:  # noqa: ANN001
+    """`leadscore evaluate` for a model trained on a static export: every row, its exported outcome."""
+    import numpy as np
+
+    from features.engine import lead_attribute_rows
+    from training.metrics import metrics_table, scorer_metrics
+
+    if cfg.data is None:
+        raise _fail(
+            f"model {model.meta.model_version} was trained on a static export (one row per lead): "
+            "evaluate it with the config that reads such an export (--config, with a data: section)"
+        )
+    project = _load_project_data(cfg.model_copy(update={"features": model.spec}), data, None)
+    if not project.is_static:
+        raise _fail(
+            f"model {model.meta.model_version} was trained on a static export, and this config reads leads with "
+            "interactions: evaluate it on an export of the same shape"
+        )
+    leads = project.dataset.leads
+    y = leads["converted"].to_numpy().astype(np.int8)
+    if y.min(initial=1) == y.max(initial=0):
+        raise _fail(f"all {len(y)} rows have the same outcome: ROC AUC needs conversions and non-conversions")
+    rows = lead_attribute_rows(leads, model.spec)
+    points = model.meta.grid.score_frame(rows.to_frame(model.spec))
+    scores = {"model": model.probability(model.encode(rows)), "point_grid": points}
+    results = {}
+    for name, s in scores.items():
+        # Grid points are not probabilities: rank metrics only, after a monotone squash.
+        p = s if name != "point_grid" else 1 / (1 + np.exp(-(s - s.mean()) / (s.std() + 1e-9)))
+        results[name] = scorer_metrics(y, p, n_bootstrap=cfg.training.n_bootstrap)
+    typer.echo(f"{len(y)} leads, {int(y.sum())} conversions (static export: outcomes as exported)")
+    typer.echo(metrics_table(results))
+    typer.echo("(point_grid log_loss and brier use squashed points, not probabilities: compare its ranking metrics only)")
+    typer.echo("(rows the model was trained on score better than new leads will: evaluate on a later export)")
     if metrics_out:
         metrics_out.write_text(json.dumps(results, indent=2))
 
@@ -637,6 +684,12 @@ def report(
         model = ScoringModel.load(bundle)
     except (OSError, ValueError) as error:
         raise _fail(str(error)) from error
+    if not model.spec.interactions:
+        raise _fail(
+            f"{bundle}: trained on a static export (one row per lead); the report reads leads over time "
+            "(a test period of recent leads). Compare this model with your grid by `leadscore evaluate "
+            "--config CONFIG --bundle BUNDLE`; its cross-validated figures are in the MLflow run"
+        )
     dataset = _load_data(data, cfg.model_copy(update={"features": model.spec}), None)
     try:
         inputs = inputs_from_dataset(model, dataset, cfg.training.snapshot_offsets_days)

@@ -179,3 +179,38 @@ def test_too_few_matured_labels_is_refused(simulated_dir: Path, tmp_path: Path, 
     result = CliRunner().invoke(app, ["train", "--data", str(simulated_dir), "--config", str(tmp_path / "long.yaml"), "--no-mlflow"])
     assert result.exit_code == 2
     assert "too few matured labels:" in result.output and "(need at least 200)" in result.output
+
+
+def test_static_bundle_is_evaluated_on_a_later_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static_export) -> None:  # noqa: ANN001
+    config = _export(tmp_path, static_export, order=True)
+    later = tmp_path / "later"
+    later.mkdir()
+    _export(later, static_export, n=600, seed=1, order=True)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--config", str(config), "--no-mlflow", "--bundle-out", "bundle"])
+    assert result.exit_code == 0, result.output
+
+    result = runner.invoke(app, ["evaluate", "--config", str(config), "--bundle", "bundle", "--data", str(later / "export.csv"),
+                                 "--metrics-out", "eval.json"])
+    assert result.exit_code == 0, result.output
+    assert "600 leads" in result.output
+    metrics = json.loads(Path("eval.json").read_text())
+    assert set(metrics) == {"model", "point_grid"}
+    # The model reads the honest signals the grid reads, and visits besides.
+    assert metrics["model"]["roc_auc"]["value"] > metrics["point_grid"]["roc_auc"]["value"]
+
+    result = runner.invoke(app, ["report", "--bundle", "bundle", "--data", str(later)])
+    assert result.exit_code != 0
+    assert "static export" in result.output and "leadscore evaluate" in result.output
+
+    result = runner.invoke(app, ["evaluate", "--config", str(config), "--bundle", "bundle", "--data", str(later)])
+    assert result.exit_code != 0
+    assert "must be a file" in result.output
+
+    elsewhere = tmp_path / "no-config"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no leadscore.yaml here: the default config has no data: section
+    result = runner.invoke(app, ["evaluate", "--bundle", str(tmp_path / "bundle"), "--data", str(later)])
+    assert result.exit_code != 0
+    assert "data: section" in result.output
