@@ -95,6 +95,12 @@ def _load_data(data: Path, config, quarantine_out: Path | None):  # noqa: ANN001
     except ContractError as error:
         raise _fail(str(error)) from error
     typer.echo(f"data: {len(dataset.leads)} leads, {len(dataset.interactions)} interactions from {data}")
+    _report_validation(dataset, quarantine_out)
+    return dataset
+
+
+def _report_validation(dataset, quarantine_out: Path | None) -> None:  # noqa: ANN001
+    """Print the rule breaches of validated data and write its quarantined rows to a CSV."""
     for line in dataset.report.lines():
         typer.secho(f"  {line}", fg=typer.colors.YELLOW)
     if len(dataset.quarantine):
@@ -102,7 +108,6 @@ def _load_data(data: Path, config, quarantine_out: Path | None):  # noqa: ANN001
         target.parent.mkdir(parents=True, exist_ok=True)
         dataset.quarantine.to_csv(target, index=False)
         typer.secho(f"  {len(dataset.quarantine)} rows set aside in {target}", fg=typer.colors.YELLOW)
-    return dataset
 
 
 def _truth_for(data: Path):  # noqa: ANN202
@@ -138,13 +143,7 @@ def _load_project_data(cfg, leads_path: Path | None, quarantine_out: Path | None
     for key, columns in project.unused_columns.items():
         if columns:
             typer.echo(f"  {key}: columns not used (list them in data.columns or exclude): {columns}")
-    for line in data.report.lines():
-        typer.secho(f"  {line}", fg=typer.colors.YELLOW)
-    if len(data.quarantine):
-        target = quarantine_out or Path(".leadscore") / "quarantine.csv"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        data.quarantine.to_csv(target, index=False)
-        typer.secho(f"  {len(data.quarantine)} rows set aside in {target}", fg=typer.colors.YELLOW)
+    _report_validation(data, quarantine_out)
     return project
 
 
