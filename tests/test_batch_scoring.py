@@ -73,6 +73,24 @@ def test_cli_scores_a_data_folder(trained_bundle: Path, simulated_dir: Path, tmp
     assert "scored" in result.output
 
 
+def test_cli_compiled_forest_scores_the_same(trained_bundle: Path, simulated_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("lleaves")
+    monkeypatch.setenv("LEADSCORE_COMPILED_DIR", str(tmp_path / "compiled"))
+    tables = {}
+    for mode in ("never", "always"):
+        out = tmp_path / f"scores-{mode}.csv"
+        result = CliRunner().invoke(
+            app,
+            ["score", "-i", str(simulated_dir), "-o", str(out), "--bundle", str(trained_bundle),
+             "--as-of", "2025-01-01T00:00:00+00:00", "--no-reasons", "--compiled", mode],
+        )
+        assert result.exit_code == 0, result.output
+        tables[mode] = out.read_bytes()
+    assert list((tmp_path / "compiled").glob("*.o"))  # compiled and cached
+    assert tables["always"] == tables["never"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
