@@ -40,6 +40,7 @@ is recorded without personal data (`leadscore.scorelog`) for `leadscore monitor`
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -335,6 +336,20 @@ model_routes = Starlette(
 )
 
 
+def _freeze_long_lived() -> None:
+    """Take the objects alive now (libraries, the model) out of the garbage collector's scans.
+
+    They live as long as the process. Left in the oldest generation, every full collection
+    walks them all: on the benchmark machine a full collection of the start-up heap (~220k
+    objects) stopped one request in ~500 for 120-180 ms, which made the p99 of POST /score.
+    Frozen, a full collection scans only what requests allocate. Called at start-up and after
+    a reload (unfrozen first, so that a swapped-out model can be collected).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 @bentoml.asgi_app(model_routes, path="/")
 @bentoml.service(traffic={"timeout": 60})
 class LeadScoring:
@@ -378,6 +393,7 @@ class LeadScoring:
         if self.from_registry and self.poll_seconds > 0:
             threading.Thread(target=self._follow_champion, name="leadscore-champion-poll", daemon=True).start()
             logger.info("following the registry's champion every %d s", self.poll_seconds)
+        _freeze_long_lived()
 
     # The served model, read once per request: `served` is swapped whole by a reload.
     @property
@@ -487,12 +503,15 @@ class LeadScoring:
                 "swapped model %s for %s from %s (%s) in %.2f s",
                 previous.model.meta.model_version, candidate.meta.model_version, path, origin, seconds,
             )  # fmt: skip
-            return ReloadOut(
+            out = ReloadOut(
                 model_version=candidate.meta.model_version,
                 previous_model_version=previous.model.meta.model_version,
                 source=origin,
                 seconds=seconds,
             )
+            del previous, candidate
+            _freeze_long_lived()  # the new model joins the long-lived objects, the old one can go
+            return out
         finally:
             self._reload_lock.release()
 
