@@ -112,8 +112,12 @@ class CompiledForest:
             except Exception as error:  # noqa: BLE001 - any compiler failure falls back to LightGBM
                 logger.warning("compiling the forest failed (%s): batch scoring uses LightGBM's predict", error)
                 return None
-        model = lleaves.Model(model_file=str(model_path))
-        model.compile(cache=str(code_path), raw_score=True, fblocksize=model.num_trees())
+        try:
+            model = lleaves.Model(model_file=str(model_path))
+            model.compile(cache=str(code_path), raw_score=True, fblocksize=model.num_trees())
+        except Exception as error:  # noqa: BLE001 - a cache entry damaged by hand: fall back, say where
+            logger.warning("the compiled forest in %s cannot be loaded (%s): batch scoring uses LightGBM's predict", folder, error)
+            return None
         return cls(model, code_path)
 
 

@@ -68,3 +68,12 @@ def test_score_table_is_the_same_with_the_compiled_forest(training_result, simul
     fast = score_table(model, data.leads, data.interactions, as_of, compiled=CompileMode.always)
     assert model.compiled_forest(len(fast), CompileMode.auto) is not None
     pd.testing.assert_frame_equal(fast, plain)
+
+
+def test_a_damaged_cache_entry_falls_back_to_lightgbm(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    booster, _X = _small_booster()
+    forest = CompiledForest.for_booster(booster, compile_if_missing=True, cache=tmp_path)
+    assert forest is not None
+    forest.path.with_suffix(".txt").unlink()  # the model text beside the object code is gone
+    assert CompiledForest.for_booster(booster, compile_if_missing=False, cache=tmp_path) is None
+    assert "cannot be loaded" in caplog.text
