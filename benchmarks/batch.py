@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.measure import Section
+from benchmarks.measure import Section, alternated
 from benchmarks.synthetic import synthetic_dataset
 from features.contract import Dataset
 from features.engine import snapshot_features
@@ -31,19 +31,6 @@ def _prepared_matrix(model: ScoringModel, data: Dataset) -> np.ndarray:
 
     snapshots = pd.DataFrame({"lead_id": data.leads["lead_id"].to_numpy(), "as_of": data.data_end})
     return model.encode(snapshot_features(data.leads, data.interactions, snapshots, model.spec))
-
-
-def _median_pair(figure, baseline, runs: int) -> tuple[float, float]:  # noqa: ANN001
-    # Figure and baseline alternate, run by run, so both see the same machine load.
-    ours, bare = [], []
-    for _ in range(runs):
-        start = time.perf_counter()
-        figure()
-        ours.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        baseline()
-        bare.append(time.perf_counter() - start)
-    return float(np.median(ours)), float(np.median(bare))
 
 
 def _lead_lines(data: Dataset, n: int) -> list[LeadIn]:
@@ -95,7 +82,7 @@ def run(bundle: Path, quick: bool) -> Section:
         if not np.array_equal(forest.raw(matrix), model.booster.predict(matrix, raw_score=True)):
             raise RuntimeError("batch benchmark: compiled raw scores differ from LightGBM's")
 
-        seconds, bare = _median_pair(
+        seconds, bare = alternated(
             lambda: score_table(model, data.leads, data.interactions, as_of, compiled=CompileMode.auto),
             lambda: model.booster.predict(matrix, raw_score=True),
             runs,
@@ -103,7 +90,7 @@ def run(bundle: Path, quick: bool) -> Section:
         section.add(f"batch score_table, {n_leads:,} leads x ~20 interactions, no reasons (compiled forest, cached)",
                     "throughput", "leads/s", n_leads / seconds, base_name, n_leads / bare, runs,
                     target=">= 50,000 leads/s", limit=50_000)
-        seconds, bare_compiled = _median_pair(
+        seconds, bare_compiled = alternated(
             lambda: score_table(model, data.leads, data.interactions, as_of, compiled=CompileMode.never),
             lambda: forest.raw(matrix),
             runs,
@@ -122,7 +109,7 @@ def run(bundle: Path, quick: bool) -> Section:
         report=data.report,
     )
     small_matrix = matrix[:n_reasons]
-    seconds, bare = _median_pair(
+    seconds, bare = alternated(
         lambda: score_table(model, small.leads, small.interactions, as_of, with_reasons=True),
         lambda: model.booster.predict(small_matrix, raw_score=True),
         runs,
@@ -132,7 +119,7 @@ def run(bundle: Path, quick: bool) -> Section:
 
     lines = _lead_lines(data, n_lines)
     line_matrix = matrix[:n_lines]
-    seconds, bare = _median_pair(
+    seconds, bare = alternated(
         lambda: [score_lead(model, lead, as_of, with_reasons=False) for lead in lines],
         lambda: model.booster.predict(line_matrix, raw_score=True),
         runs,

@@ -8,30 +8,15 @@ Cluster start-up is not timed.
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
 import pandas as pd
 
-from benchmarks.measure import Section
+from benchmarks.measure import Section, alternated
 from benchmarks.synthetic import synthetic_dataset
 from features.engine import snapshot_features
 from leadscore.bundle import ScoringModel
 from leadscore.config import ProjectConfig
 from leadscore.scoring import score_table
 from training.distributed import DaskEngine, dask_client
-
-
-def _alternate(ours, bare, runs: int) -> tuple[float, float]:  # noqa: ANN001
-    a, b = [], []
-    for _ in range(runs):
-        start = time.perf_counter()
-        ours()
-        a.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        bare()
-        b.append(time.perf_counter() - start)
-    return float(np.median(a)), float(np.median(b))
 
 
 def run(bundle, quick: bool) -> Section:  # noqa: ANN001
@@ -44,14 +29,14 @@ def run(bundle, quick: bool) -> Section:  # noqa: ANN001
     as_of = data.data_end.to_pydatetime()
     with dask_client(None, n_workers=2) as client:
         engine = DaskEngine(client)
-        dask_s, local_s = _alternate(
+        dask_s, local_s = alternated(
             lambda: engine.snapshot_features(data.leads, data.interactions, snapshots, spec),
             lambda: snapshot_features(data.leads, data.interactions, snapshots, spec),
             runs,
         )
         section.add(f"feature build on Dask, {n_leads:,} leads", "wall time", "s", dask_s,
                     "snapshot_features in one process", local_s, runs)
-        dask_s, local_s = _alternate(
+        dask_s, local_s = alternated(
             lambda: engine.score_table(model, data.leads, data.interactions, as_of),
             lambda: score_table(model, data.leads, data.interactions, as_of),
             runs,

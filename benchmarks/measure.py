@@ -148,6 +148,23 @@ def interleaved(fns: dict[str, Callable[[], object]], calls: int, warmup: int = 
     return {name: times * 1e3 for name, times in out.items()}
 
 
+def alternated(figure: Callable[[], object], baseline: Callable[[], object], runs: int) -> tuple[float, float]:
+    """Median wall time (s) of `figure` and of `baseline`, run one after the other `runs` times.
+
+    Alternating run by run puts a long figure and its baseline under the same machine load.
+    """
+    ours, bare = np.empty(runs), np.empty(runs)
+    clock = time.perf_counter
+    for i in range(runs):
+        start = clock()
+        figure()
+        ours[i] = clock() - start
+        start = clock()
+        baseline()
+        bare[i] = clock() - start
+    return float(np.median(ours)), float(np.median(bare))
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

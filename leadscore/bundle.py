@@ -230,10 +230,11 @@ class ScoringModel:
         self._drivers = [driver_of(f, self.spec) for f in self.feature_names]
         self._quantiles = np.asarray(meta.score_quantiles)
         self._compiled: CompiledForest | None = None
+        self._compiled_looked_up = False  # the cache had no compiled forest for this model
 
     def __getstate__(self) -> dict[str, object]:
         # Machine code is not sent to other processes (Dask workers): each compiles or loads its own.
-        return {**self.__dict__, "_compiled": None}
+        return {**self.__dict__, "_compiled": None, "_compiled_looked_up": False}
 
     # -- loading and saving -------------------------------------------------------------
     @classmethod
@@ -280,9 +281,11 @@ class ScoringModel:
         """
         if mode is CompileMode.never:
             return None
-        if self._compiled is None:
-            compile_now = mode is CompileMode.always or n_rows >= COMPILE_MIN_ROWS
+        compile_now = mode is CompileMode.always or n_rows >= COMPILE_MIN_ROWS
+        # Looking the cache up hashes the whole model text: once per model object, not per batch.
+        if self._compiled is None and (compile_now or not self._compiled_looked_up):
             self._compiled = CompiledForest.for_booster(self.booster, compile_if_missing=compile_now)
+            self._compiled_looked_up = True
         return self._compiled
 
     def probability(self, matrix: np.ndarray) -> np.ndarray:

@@ -485,13 +485,11 @@ def evaluate(
     A model trained on a static export (one row per lead, `leadscore train --config`) is scored
     on every row of the export the config reads (or `--data`): give it leads it was not trained on.
     """
-    import numpy as np
     import pandas as pd
 
     from features.engine import snapshot_features
     from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
     from leadscore.bundle import ScoringModel
-    from training.metrics import metrics_table, scorer_metrics
 
     cfg = _load_config(config)
     model = ScoringModel.load(bundle) if bundle else _champion(cfg)
@@ -515,17 +513,8 @@ def evaluate(
     truth = _truth_for(data)
     if truth is not None:
         scores["oracle"] = truth(snaps, horizon)
-    groups = snaps["lead_id"].to_numpy()
-    results = {}
-    for name, s in scores.items():
-        # Grid points are not probabilities: rank metrics only, after a monotone squash.
-        p = s if name != "point_grid" else 1 / (1 + np.exp(-(s - s.mean()) / (s.std() + 1e-9)))
-        results[name] = scorer_metrics(y, p, n_bootstrap=cfg.training.n_bootstrap, groups=groups)
     typer.echo(f"{len(snaps)} snapshots, {int(y.sum())} conversions within {horizon:g} days")
-    typer.echo(metrics_table(results))
-    typer.echo("(point_grid log_loss and brier use squashed points, not probabilities: compare its ranking metrics only)")
-    if metrics_out:
-        metrics_out.write_text(json.dumps(results, indent=2))
+    _echo_scorer_metrics(y, scores, cfg.training.n_bootstrap, metrics_out, groups=snaps["lead_id"].to_numpy())
 
 
 def _evaluate_static(model, cfg, data: Path | None, metrics_out: Path | None) -> None:  # noqa: ANN001
@@ -533,7 +522,6 @@ def _evaluate_static(model, cfg, data: Path | None, metrics_out: Path | None) ->
     import numpy as np
 
     from features.engine import lead_attribute_rows
-    from training.metrics import metrics_table, scorer_metrics
 
     if cfg.data is None:
         raise _fail(
@@ -553,15 +541,24 @@ def _evaluate_static(model, cfg, data: Path | None, metrics_out: Path | None) ->
     rows = lead_attribute_rows(leads, model.spec)
     points = model.meta.grid.score_frame(rows.to_frame(model.spec))
     scores = {"model": model.probability(model.encode(rows)), "point_grid": points}
+    typer.echo(f"{len(y)} leads, {int(y.sum())} conversions (static export: outcomes as exported)")
+    _echo_scorer_metrics(y, scores, cfg.training.n_bootstrap, metrics_out)
+    typer.echo("(rows the model was trained on score better than new leads will: evaluate on a later export)")
+
+
+def _echo_scorer_metrics(y, scores: dict, n_bootstrap: int, metrics_out: Path | None, groups=None) -> None:  # noqa: ANN001
+    """`leadscore evaluate`'s table: each scorer's metrics on the same rows, printed and written as JSON."""
+    import numpy as np
+
+    from training.metrics import metrics_table, scorer_metrics
+
     results = {}
     for name, s in scores.items():
         # Grid points are not probabilities: rank metrics only, after a monotone squash.
         p = s if name != "point_grid" else 1 / (1 + np.exp(-(s - s.mean()) / (s.std() + 1e-9)))
-        results[name] = scorer_metrics(y, p, n_bootstrap=cfg.training.n_bootstrap)
-    typer.echo(f"{len(y)} leads, {int(y.sum())} conversions (static export: outcomes as exported)")
+        results[name] = scorer_metrics(y, p, n_bootstrap=n_bootstrap, groups=groups)
     typer.echo(metrics_table(results))
     typer.echo("(point_grid log_loss and brier use squashed points, not probabilities: compare its ranking metrics only)")
-    typer.echo("(rows the model was trained on score better than new leads will: evaluate on a later export)")
     if metrics_out:
         metrics_out.write_text(json.dumps(results, indent=2))
 
