@@ -1,9 +1,9 @@
 """(b) Batch scoring throughput, features included, with and without reasons.
 
-The batch path is `leadscore.scoring.score_table` (what `leadscore score --input DATA_DIR`
+The batch path is `model.scoring.score_table` (what `leadscore score --input DATA_DIR`
 runs): validated tables in, one scored row per lead out. Baseline: a bare LightGBM `predict`
 of the same model on the same leads' prepared matrix, timed right after the figure. Scoring
-uses the forest compiled to machine code (`leadscore.compiled`, identical raw scores, checked
+uses the forest compiled to machine code (`model.compiled`, identical raw scores, checked
 here too); the LightGBM path is measured beside it against the bare compiled predict, and the
 one-time compile is a figure of its own.
 """
@@ -21,9 +21,9 @@ from benchmarks.measure import Section, alternated
 from benchmarks.synthetic import synthetic_dataset
 from features.contract import Dataset
 from features.engine import snapshot_features
-from leadscore.bundle import ScoringModel
-from leadscore.compiled import CACHE_DIR_ENV, CompiledForest, CompileMode
-from leadscore.scoring import LeadIn, score_lead, score_table
+from model.bundle import ScoringModel
+from model.compiled import CACHE_DIR_ENV, CompiledForest, CompileMode
+from model.scoring import LeadIn, score_lead, score_table
 
 
 def _prepared_matrix(model: ScoringModel, data: Dataset) -> np.ndarray:
@@ -67,7 +67,7 @@ def run(bundle: Path, quick: bool) -> Section:
     matrix = _prepared_matrix(model, data)
     base_name = "bare LightGBM predict on the prepared matrix"
 
-    # The compiled forest (leadscore/compiled.py): compiled once per model and machine into a
+    # The compiled forest (model/compiled.py): compiled once per model and machine into a
     # fresh cache, so the compile time is measured, then loaded from it by every scoring run.
     with tempfile.TemporaryDirectory(prefix="leadscore-compiled-") as cache:
         os.environ[CACHE_DIR_ENV] = cache

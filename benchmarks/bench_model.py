@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from features.contract import load_dataset
-from features.grid import load_grid
+from sources.folder import load_dataset
+from sources.grids import load_grid
 from features.vocabulary import INTERACTION_TYPES
-from leadscore.config import ProjectConfig
+from training.config import ProjectConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GRID = PROJECT_ROOT / "data" / "grids" / "default.yaml"
@@ -20,12 +20,12 @@ AS_OF = datetime(2025, 6, 1, tzinfo=UTC)
 
 
 def simulated_data(n_leads: int, seed: int = 11) -> Path:
-    """Folder of `n_leads` simulated leads (`leadscore.simulator`), written once and cached."""
+    """Folder of `n_leads` simulated leads (`simulator.funnel`), written once and cached."""
     from benchmarks.synthetic import CACHE_DIR
-    from leadscore.simulator import simulate, write_simulation
+    from simulator.funnel import simulate, write_simulation
 
-    import leadscore.simulator as simulator
-    from leadscore.bundle import content_hash
+    import simulator.funnel as simulator
+    from model.bundle import content_hash
 
     # The simulator is still being tuned: its source hash keeps stale cached data out.
     version = content_hash(Path(simulator.__file__).read_bytes())[:8]
@@ -51,7 +51,7 @@ def train_bench_bundle(workdir: Path, n_leads: int, seed: int = 11) -> Path:
     return result.model.save(workdir / f"bundle-{n_leads}-{seed}")
 
 
-# Every attribute of the simulator's feature spec (`leadscore.simulator`), as a CRM sends them.
+# Every attribute of the simulator's feature spec (`simulator.funnel`), as a CRM sends them.
 EXAMPLE_ATTRIBUTES: dict[str, Any] = {
     "email": "jane.doe@acme-robotics.com",
     "industry": "software",

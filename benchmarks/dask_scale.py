@@ -13,10 +13,11 @@ import pandas as pd
 from benchmarks.measure import Section, alternated
 from benchmarks.synthetic import synthetic_dataset
 from features.engine import snapshot_features
-from leadscore.bundle import ScoringModel
-from leadscore.config import ProjectConfig
-from leadscore.scoring import score_table
-from training.distributed import DaskEngine, dask_client
+from model.bundle import ScoringModel
+from training.config import ProjectConfig
+from model.scoring import score_table
+from scaleout.dask import dask_client
+from training.distributed import DaskEngine
 
 
 def run(bundle, quick: bool) -> Section:  # noqa: ANN001

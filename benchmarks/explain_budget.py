@@ -24,9 +24,9 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.bench_model import DEFAULT_GRID
 from benchmarks.measure import RESULTS_DIR, Section, interleaved
-from features.contract import load_dataset
-from features.grid import load_grid
-from leadscore.config import LightGBMParams, ProjectConfig, TrainingConfig
+from sources.folder import load_dataset
+from sources.grids import load_grid
+from training.config import LightGBMParams, ProjectConfig, TrainingConfig
 from training.pipeline import TrainingResult, fit_lightgbm, lightgbm_params, run_training
 
 # The LightGBM defaults before the small-tree budget (settings added since kept LightGBM's own).
@@ -128,7 +128,7 @@ def sweep(data_dir: Path, calls: int) -> list[dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--leads", type=int, default=20_000, help="Simulated leads (leadscore.simulator).")
+    parser.add_argument("--leads", type=int, default=20_000, help="Simulated leads (simulator.funnel).")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--calls", type=int, default=1000, help="One-row timing calls per size.")
     args = parser.parse_args()

@@ -28,7 +28,7 @@ def measure(directory: Path) -> dict[str, float]:
     import pandas as pd
 
     from features.engine import snapshot_features, to_epoch_seconds
-    from leadscore.config import ProjectConfig
+    from training.config import ProjectConfig
 
     spec = ProjectConfig().features
     start = time.perf_counter()

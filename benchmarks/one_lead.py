@@ -21,8 +21,8 @@ from benchmarks.bench_model import AS_OF, lead_payload
 from benchmarks.local_server import HOST, bentoml_serve, start_server, stop
 from benchmarks.measure import Section, interleaved, time_calls
 from features.engine import lead_features
-from leadscore.bundle import ScoringModel
-from leadscore.scoring import LeadIn, score_lead
+from model.bundle import ScoringModel
+from model.scoring import LeadIn, score_lead
 
 TOP_K = 5
 RATE_PER_S = 50

@@ -42,7 +42,7 @@ import numpy as np
 import psutil
 
 from benchmarks.bench_model import AS_OF, PROJECT_ROOT, lead_payload, train_bench_bundle
-from leadscore.bundle import read_meta
+from model.bundle import read_meta
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "service.json"
 READY_TIMEOUT_S = 120

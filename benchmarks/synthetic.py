@@ -1,6 +1,6 @@
 """A fast, vectorised synthetic funnel for benchmarks at 1M leads.
 
-`leadscore.simulator` models a funnel carefully and costs about a millisecond per lead; the
+`simulator.funnel` models a funnel carefully and costs about a millisecond per lead; the
 benchmarks measure the pipeline, not the simulator's realism, so this generator trades
 realism for speed: a latent fit (from the attributes) and a latent intent drive the number and
 kind of interactions and the conversion probability, so a model has something to learn.
@@ -68,7 +68,7 @@ def synthetic_dataset(n_leads: int, events_per_lead: float = 20.0, seed: int = 0
 
     Returns:
         A `Dataset` (nothing quarantined): leads with `lead_id`, `created_at`, `converted_at`,
-        the attributes of `leadscore.config.SIMULATOR_FEATURES` and `email`; interactions with
+        the attributes of `training.config.SIMULATOR_FEATURES` and `email`; interactions with
         `lead_id`, `occurred_at`, `type`, `channel`, sorted by lead then time.
     """
     rng = np.random.default_rng(seed)

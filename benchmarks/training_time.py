@@ -27,9 +27,9 @@ SNAPSHOTS_PER_LEAD = 3.1  # train + validation + test snapshots per synthetic le
 
 def measure(directory: Path) -> dict[str, object]:
     """Validate and train; runs in the child."""
-    from features.contract import load_dataset
-    from features.grid import load_grid
-    from leadscore.config import ProjectConfig
+    from sources.folder import load_dataset
+    from sources.grids import load_grid
+    from training.config import ProjectConfig
     from training.pipeline import run_training
 
     config = ProjectConfig()

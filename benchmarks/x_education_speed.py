@@ -31,9 +31,9 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.measure import Section, interleaved
 from features.engine import lead_features
-from leadscore.bundle import ScoringModel
-from leadscore.config import LightGBMParams, TrainingConfig
-from leadscore.scoring import LeadIn, score_lead
+from model.bundle import ScoringModel
+from training.config import LightGBMParams, TrainingConfig
+from model.scoring import LeadIn, score_lead
 from training.pipeline import lightgbm_params
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def _cli_train(bundle_dir: Path) -> float:
 
 
 def _lead_from_row(raw: pd.Series, model: ScoringModel) -> LeadIn:
-    from leadscore.config import load_config
+    from training.config import load_config
 
     data = load_config(CONFIG).data
     wanted = set(model.spec.attribute_columns())

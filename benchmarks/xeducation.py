@@ -3,7 +3,7 @@
     python -m benchmarks.xeducation [--data PATH/Leads.csv] [--out results.json] [--no-tune]
 
 Everything goes through the project's own path (`examples/x-education.yaml` read by
-`features.sources`, the leakage guard, `training.static`), on the same folds for every scorer:
+`sources.loader`, the leakage guard, `training.static`), on the same folds for every scorer:
 
 * two evaluations: stratified 5-fold cross-validation, and the ordered split by `Lead Number`
   (the last 20 % of leads are the test set);
@@ -37,11 +37,11 @@ from sklearn.model_selection import StratifiedKFold
 
 from features.contract import StaticDataset
 from features.engine import FeatureRows, lead_attribute_rows
-from features.grid import load_grid
-from features.sources import load_project_data
+from sources.grids import load_grid
+from sources.loader import load_project_data
 from features.spec import FeatureSpec
-from leadscore.bundle import encode_matrix
-from leadscore.config import LightGBMParams, ProjectConfig, TrainingConfig, load_config
+from model.bundle import encode_matrix
+from training.config import LightGBMParams, ProjectConfig, TrainingConfig, load_config
 from training.leakage import guard_input_for_static, run_guard, spec_without
 from training.pipeline import _take
 from training.static import EvaluationPlan, evaluation_plan, fit_static_booster, run_static_training

@@ -13,7 +13,6 @@ example ids. Missing required columns are an error (nothing can be checked witho
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -306,32 +305,3 @@ def validate_static(leads_raw: pd.DataFrame, spec: FeatureSpec) -> StaticDataset
     )
     leads = _normalise_attributes(leads, spec, report)
     return StaticDataset(leads=leads, quarantine=quarantine.frame(), report=report)
-
-
-def _read_table(directory: Path, stem: str) -> pd.DataFrame:
-    for suffix, reader in ((".parquet", pd.read_parquet), (".csv", _read_csv), (".csv.gz", _read_csv)):
-        path = directory / f"{stem}{suffix}"
-        if path.exists():
-            return reader(path)
-    raise ContractError(f"{directory}: no {stem}.parquet, {stem}.csv or {stem}.csv.gz")
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    # Everything as text: the contract, not pandas' guessing, decides what a column is.
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-
-
-def load_dataset(directory: Path | str, spec: FeatureSpec) -> Dataset:
-    """Read `leads` and `interactions` (CSV or Parquet) from a folder and validate them.
-
-    Args:
-        directory: Folder with leads.{parquet,csv,csv.gz} and interactions.{parquet,csv,csv.gz}.
-        spec: Feature specification declaring the attribute columns.
-
-    Returns:
-        The validated `Dataset`.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ContractError(f"{directory}: no such data folder")
-    return validate(_read_table(directory, "leads"), _read_table(directory, "interactions"), spec)

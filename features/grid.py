@@ -467,30 +467,3 @@ def _represent_text(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
 
 _GridDumper.add_representer(_FlowList, _represent_flow_list)
 _GridDumper.add_representer(str, _represent_text)
-
-
-def load_grid(path: str | Path) -> PointGrid:
-    """Read and validate a point grid from a YAML file.
-
-    Args:
-        path: The YAML file (see data/grids/README.md for the format).
-
-    Returns:
-        The validated grid.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: The file is not a valid grid; the message starts with the file name.
-    """
-    path = Path(path)
-    return PointGrid.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
-
-
-def save_grid(grid: PointGrid, path: str | Path) -> None:
-    """Write a grid as YAML that `load_grid` reads back to an equal grid.
-
-    Args:
-        grid: The grid to write.
-        path: Destination file; overwritten if it exists.
-    """
-    Path(path).write_text(grid.to_yaml(), encoding="utf-8")

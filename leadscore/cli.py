@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from leadscore.compiled import CompileMode
+from model.compiled import CompileMode
 
 app = typer.Typer(
     help="Predictive lead scoring: simulate data, train LightGBM beside your point grid, "
@@ -64,7 +64,8 @@ def _dask_engine(engine: Engine, scheduler: str | None) -> Iterator[object | Non
         yield None
         return
     try:
-        from training.distributed import DaskEngine, dask_client
+        from scaleout.dask import dask_client
+        from training.distributed import DaskEngine
     except ModuleNotFoundError as error:
         raise _fail(f"--engine dask needs Dask ({error.name} is not installed): pip install 'leadscore[dask]'") from error
     with dask_client(scheduler) as client:
@@ -79,7 +80,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _load_config(path: Path | None):  # noqa: ANN202
-    from leadscore.config import ConfigError, load_config
+    from training.config import ConfigError, load_config
 
     try:
         return load_config(path)
@@ -88,7 +89,8 @@ def _load_config(path: Path | None):  # noqa: ANN202
 
 
 def _load_data(data: Path, config, quarantine_out: Path | None):  # noqa: ANN001, ANN202
-    from features.contract import ContractError, load_dataset
+    from features.contract import ContractError
+    from sources.folder import load_dataset
 
     try:
         dataset = load_dataset(data, config.features)
@@ -115,7 +117,7 @@ def _truth_for(data: Path):  # noqa: ANN202
     truth_path = data / "truth.csv"
     if not truth_path.exists():
         return None
-    from leadscore.simulator import read_truth, true_conversion_probability
+    from simulator.funnel import read_truth, true_conversion_probability
 
     truth = read_truth(truth_path)
 
@@ -131,7 +133,7 @@ DEFAULT_DATA_DIR = Path("data/sample")
 def _load_project_data(cfg, leads_path: Path | None, quarantine_out: Path | None):  # noqa: ANN001, ANN202
     """Read the config's data: section (the leads from `leads_path` when given)."""
     from features.contract import ContractError
-    from features.sources import load_project_data
+    from sources.loader import load_project_data
 
     try:
         project = load_project_data(cfg.data, cfg.features, leads_path)
@@ -169,7 +171,7 @@ def _leakage_guard(guard_input, cfg, allow_columns: list[str]):  # noqa: ANN001,
 
 def _grid_for(path: Path, spec):  # noqa: ANN001, ANN202
     """Load the point grid and check the model's features cover what it reads."""
-    from features.grid import load_grid
+    from sources.grids import load_grid
 
     try:
         point_grid = load_grid(path)
@@ -249,8 +251,8 @@ def simulate(
     drift: Annotated[float, typer.Option(min=0.0, max=1.0, help="How much the funnel changes over time (0 = none).")] = 0.0,
 ) -> None:
     """Write a seeded B2B funnel in the data contract's format (with the oracle's truth)."""
-    from leadscore.simulator import simulate as run_simulation
-    from leadscore.simulator import write_simulation
+    from simulator.funnel import simulate as run_simulation
+    from simulator.funnel import write_simulation
 
     sim = run_simulation(leads, seed, start=start, span_days=span_days, drift=drift, show_progress=True)
     write_simulation(sim, out)
@@ -421,7 +423,7 @@ def retrain(
 @app.command()
 def rollback(config: ConfigOption = None) -> None:
     """Move the `champion` alias back to the version the current champion replaced."""
-    from leadscore.registry import rollback_champion
+    from model.registry import rollback_champion
 
     cfg = _load_config(config)
     try:
@@ -489,7 +491,7 @@ def evaluate(
 
     from features.engine import snapshot_features
     from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
-    from leadscore.bundle import ScoringModel
+    from model.bundle import ScoringModel
 
     cfg = _load_config(config)
     model = ScoringModel.load(bundle) if bundle else _champion(cfg)
@@ -564,8 +566,8 @@ def _echo_scorer_metrics(y, scores: dict, n_bootstrap: int, metrics_out: Path | 
 
 
 def _champion(cfg):  # noqa: ANN001, ANN202
-    from leadscore.bundle import ScoringModel
-    from leadscore.registry import champion_bundle_path
+    from model.bundle import ScoringModel
+    from model.registry import champion_bundle_path
 
     try:
         path, _version = champion_bundle_path(cfg.registry)
@@ -581,7 +583,7 @@ def _score_folder(
     """`leadscore score` on a data folder: validated tables in, one row per lead out."""
     from datetime import UTC, datetime
 
-    from leadscore.scoring import score_table
+    from model.scoring import score_table
 
     if out.suffix not in (".csv", ".parquet"):
         raise _fail(f"--out {out}: a data folder is scored to .csv or .parquet")
@@ -624,8 +626,8 @@ def score(
     from pydantic import ValidationError
     from tqdm import tqdm
 
-    from leadscore.bundle import ScoringModel
-    from leadscore.scoring import LeadIn, score_lead
+    from model.bundle import ScoringModel
+    from model.scoring import LeadIn, score_lead
 
     cfg = _load_config(config)
     model = ScoringModel.load(bundle) if bundle else _champion(cfg)
@@ -672,7 +674,7 @@ def report(
     config: ConfigOption = None,
 ) -> None:
     """Write the leadership report (one offline HTML file) for a bundle, on a data set's recent leads."""
-    from leadscore.bundle import ScoringModel
+    from model.bundle import ScoringModel
     from training.report import explain, inputs_from_dataset
 
     cfg = _load_config(config)
@@ -731,7 +733,7 @@ ScoreLogOption = Annotated[
 
 
 def _score_log(target: str | None):  # noqa: ANN202
-    from leadscore.scorelog import SCORE_LOG_ENV, ScoreLogError, open_score_log
+    from model.scorelog import SCORE_LOG_ENV, ScoreLogError, open_score_log
 
     target = target or os.environ.get(SCORE_LOG_ENV)
     if not target:
@@ -779,9 +781,9 @@ def monitor(
     """
     import pandas as pd
 
-    from leadscore.bundle import ScoringModel
-    from leadscore.monitoring import MIN_ROWS, PROBABILITY, drift_table, reference_from_data
-    from leadscore.scorelog import ScoreLogError
+    from model.bundle import ScoringModel
+    from model.monitoring import MIN_ROWS, PROBABILITY, drift_table, reference_from_data
+    from model.scorelog import ScoreLogError
 
     cfg = _load_config(config)
     try:
@@ -849,7 +851,7 @@ def forget(
     The lead_id is hashed with the service's lead key (LEADSCORE_LEAD_KEY, else
     .leadscore/lead_key), as the service does when it logs; records with that hash are deleted.
     """
-    from leadscore.scorelog import ScoreLogError, lead_key, lead_pseudonym
+    from model.scorelog import ScoreLogError, lead_key, lead_pseudonym
 
     store = _score_log(log)
     try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from leadscore.state import read_or_create_secret, state_dir
+from model.state import read_or_create_secret, state_dir
 
 Role = Literal["score", "admin"]
 ROLES: tuple[Role, ...] = ("score", "admin")

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from leadscore.scoring import ScoreOut
+from model.scoring import ScoreOut
 from serving.schemas import ModelCard, ReloadOut, ReloadRequest, ScoreBatchOut, ScoreBatchRequest, ScoreRequest
 
 OPENAPI_VERSION = "3.1.0"

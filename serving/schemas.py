@@ -1,6 +1,6 @@
 """Bodies of the scoring service's requests and responses.
 
-A lead is `leadscore.scoring.LeadIn` and a score is `leadscore.scoring.ScoreOut`, the same
+A lead is `model.scoring.LeadIn` and a score is `model.scoring.ScoreOut`, the same
 models the batch scorer uses; this module only adds the envelopes around them (options,
 batches, the model card).
 
@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from leadscore.bundle import Tiers
-from leadscore.scoring import LeadIn, ScoreOut, Timestamp, not_in_the_future
+from model.bundle import Tiers
+from model.scoring import LeadIn, ScoreOut, Timestamp, not_in_the_future
 
 MAX_BATCH_LEADS = 1_000
 MAX_TOP_K = 10

@@ -3,10 +3,10 @@
 
 Run it with `bentoml serve serving.service:LeadScoring`. At start-up it loads one model bundle:
 the folder named by `LEADSCORE_BUNDLE`, or else the registry's champion
-(`leadscore.registry.champion_bundle_path`, configured by `MLFLOW_TRACKING_URI` and
+(`model.registry.champion_bundle_path`, configured by `MLFLOW_TRACKING_URI` and
 `LEADSCORE_MODEL_NAME`).
 
-Every score goes through `leadscore.scoring.score_lead`, the path the batch scorer uses too.
+Every score goes through `model.scoring.score_lead`, the path the batch scorer uses too.
 
 Client mistakes answer 4xx, never 5xx: a body not declared as JSON gets 415, anything else 400
 with the body BentoML gives pydantic validation errors,
@@ -34,7 +34,7 @@ at its start, so a request in flight finishes on the model it started with. `POS
 old model keeps serving.
 
 Score log: with `LEADSCORE_SCORE_LOG` set (a file path or a SQLAlchemy URL), every scored lead
-is recorded without personal data (`leadscore.scorelog`) for `leadscore monitor` and
+is recorded without personal data (`model.scorelog`) for `leadscore monitor` and
 `leadscore forget`. The server log and the score log name a lead by the same keyed hash.
 """
 
@@ -62,8 +62,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from features.spec import FeatureSpec
-from leadscore.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel
-from leadscore.scorelog import (
+from model.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel
+from model.scorelog import (
     SCORE_LOG_ENV,
     ScoreLog,
     ScoreLogError,
@@ -72,7 +72,7 @@ from leadscore.scorelog import (
     lead_pseudonym,
     open_score_log,
 )
-from leadscore.scoring import LeadIn, LeadRejected, ScoreOut, score_lead_with_features
+from model.scoring import LeadIn, LeadRejected, ScoreOut, score_lead_with_features
 from serving.auth import ApiKeys, load_api_keys
 from serving.middleware import ApiKeyAuth, BodySizeLimit, JsonBodiesOnly, OpenApiDocument, refusal
 from serving.openapi import service_document
@@ -153,9 +153,9 @@ def bundle_location() -> tuple[Path, str, str | None]:
     if configured:
         return Path(configured), f"${BUNDLE_ENV}", None
     try:
-        from leadscore.registry import champion_bundle_path, registry_from_env
+        from model.registry import champion_bundle_path, registry_from_env
     except ModuleNotFoundError as exc:
-        if exc.name != "leadscore.registry":
+        if exc.name != "model.registry":
             raise
         raise BundleLoadError(
             f"{BUNDLE_ENV} is not set and this leadscore has no model registry: set {BUNDLE_ENV} to a bundle folder"
@@ -530,7 +530,7 @@ class LeadScoring:
             )
         from mlflow.exceptions import MlflowException
 
-        from leadscore.registry import download_version, registry_from_env
+        from model.registry import download_version, registry_from_env
 
         registry = registry_from_env()
         try:
@@ -543,7 +543,7 @@ class LeadScoring:
 
     def _follow_champion(self) -> None:
         """Poll the registry's `champion` alias; reload when it moves to another version."""
-        from leadscore.registry import champion_version, registry_from_env
+        from model.registry import champion_version, registry_from_env
 
         registry = registry_from_env()
         seen = self.served.registry_version

@@ -72,7 +72,7 @@ def service_app():  # noqa: ANN201
 @pytest.fixture(scope="session")
 def simulated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3,000 simulated leads in the data contract's files (seed 11)."""
-    from leadscore.simulator import simulate, write_simulation
+    from simulator.funnel import simulate, write_simulation
 
     out = tmp_path_factory.mktemp("sim")
     write_simulation(simulate(3_000, seed=11), out)
@@ -81,17 +81,17 @@ def simulated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def simulated_dataset(simulated_dir: Path):  # noqa: ANN201
-    from features.contract import load_dataset
-    from leadscore.config import ProjectConfig
+    from sources.folder import load_dataset
+    from training.config import ProjectConfig
 
     return load_dataset(simulated_dir, ProjectConfig().features)
 
 
 @pytest.fixture(scope="session")
 def training_result(simulated_dir: Path, simulated_dataset):  # noqa: ANN001, ANN201
-    from features.grid import load_grid
-    from leadscore.config import ProjectConfig
-    from leadscore.simulator import read_truth, true_conversion_probability
+    from sources.grids import load_grid
+    from training.config import ProjectConfig
+    from simulator.funnel import read_truth, true_conversion_probability
     from training.pipeline import run_training
 
     config = ProjectConfig()

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from leadscore.cli import app
-from leadscore.config import ProjectConfig
-from leadscore.scoring import TABLE_COLUMNS, LeadIn, score_lead, score_table
+from training.config import ProjectConfig
+from model.scoring import TABLE_COLUMNS, LeadIn, score_lead, score_table
 
 
 def _lead_in(lead: pd.Series, events: pd.DataFrame, spec_columns: list[str]) -> LeadIn:

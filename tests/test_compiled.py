@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadscore.compiled import CompiledForest, CompileMode
-from leadscore.scoring import score_table
+from model.compiled import CompiledForest, CompileMode
+from model.scoring import score_table
 
 pytest.importorskip("lleaves")
 

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 
 from features.engine import snapshot_features
-from leadscore.config import ProjectConfig
+from training.config import ProjectConfig
 
 distributed = pytest.importorskip("distributed")
 
-from training.distributed import DaskEngine, partition_by_lead  # noqa: E402
+from scaleout.dask import partition_by_lead  # noqa: E402
+from training.distributed import DaskEngine  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,7 @@ def test_dask_features_equal_single_machine(engine: DaskEngine, simulated_datase
 
 
 def test_dask_batch_scores_equal_single_machine(engine: DaskEngine, training_result, simulated_dataset) -> None:  # noqa: ANN001
-    from leadscore.scoring import score_table
+    from model.scoring import score_table
 
     data, model = simulated_dataset, training_result.model
     as_of = data.data_end.to_pydatetime()
@@ -88,7 +89,7 @@ def test_dask_batch_scores_equal_single_machine(engine: DaskEngine, training_res
 
 
 def test_dask_training_matches_single_machine_auc(engine: DaskEngine, training_result, simulated_dataset) -> None:  # noqa: ANN001
-    from features.grid import load_grid
+    from sources.grids import load_grid
     from training.pipeline import run_training
 
     config = ProjectConfig()

@@ -12,11 +12,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from features.grid import load_grid
+from sources.grids import load_grid
 from features.labels import ATTRIBUTE_TITLES, LANGUAGES, describe_bucket, describe_driver, driver_of
-from leadscore.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel
+from model.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel
 from leadscore.cli import app
-from leadscore.config import ProjectConfig
+from training.config import ProjectConfig
 
 SPEC = ProjectConfig().features
 
@@ -184,7 +184,7 @@ def test_learned_grid_ranks_between_the_handwritten_grid_and_the_model(explanati
 
 
 def test_learned_grid_is_a_grid_file_the_grid_scorer_runs(explanations, training_result, tmp_path: Path) -> None:  # noqa: ANN001
-    from features.grid import save_grid
+    from sources.grids import save_grid
 
     grid = explanations.learned.grid
     save_grid(grid, tmp_path / "learned.yaml")
@@ -282,7 +282,7 @@ def test_cli_report_names_a_missing_bundle(tmp_path: Path, simulated_dir: Path) 
 def test_mlflow_run_carries_the_report_in_the_bundle(training_result, simulated_dataset, explanations, tmp_path: Path) -> None:  # noqa: ANN001
     from mlflow import MlflowClient
 
-    from leadscore.config import RegistryConfig
+    from model.registry import RegistryConfig
     from training.tracking import log_training_run
 
     registry = RegistryConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "artifacts"))

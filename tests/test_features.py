@@ -212,7 +212,7 @@ def test_serving_path_equals_training_path(events, as_of_day: float) -> None:
 
 def test_parity_on_simulated_leads(simulated_dataset) -> None:  # noqa: ANN001
     """Serving path == training path, exactly, for 200 simulated leads at several times."""
-    from leadscore.config import ProjectConfig
+    from training.config import ProjectConfig
 
     spec = ProjectConfig().features
     data = simulated_dataset

@@ -14,7 +14,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.grid import GridRule, MissingFeaturesError, PointGrid, load_grid, save_grid
+from features.grid import GridRule, MissingFeaturesError, PointGrid
+from sources.grids import load_grid, save_grid
 
 DEFAULT_GRID = Path(__file__).resolve().parents[1] / "data" / "grids" / "default.yaml"
 

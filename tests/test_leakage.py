@@ -121,7 +121,7 @@ def test_recorded_after_the_outcome_is_flagged(static_export) -> None:  # noqa: 
 
 
 def test_simulated_funnel_attributes_are_not_flagged(simulated_dataset) -> None:  # noqa: ANN001
-    from leadscore.config import ProjectConfig
+    from training.config import ProjectConfig
 
     config = ProjectConfig()
     t = config.training

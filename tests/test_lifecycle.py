@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.grid import load_grid
-from leadscore.config import ProjectConfig, RegistryConfig
-from leadscore.registry import champion_version, rollback_champion
+from sources.grids import load_grid
+from training.config import ProjectConfig
+from model.registry import RegistryConfig
+from model.registry import champion_version, rollback_champion
 from training.lifecycle import as_of_history, backtest, promotion_decision
 
 DEFAULT_GRID = Path(__file__).resolve().parents[1] / "data" / "grids" / "default.yaml"

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from leadscore.bundle import ScoringModel
+from model.bundle import ScoringModel
 from leadscore.cli import app as cli
-from leadscore.monitoring import bin_counts, categorical_bins, drift_status, drift_table, numeric_bins, psi
-from leadscore.scorelog import JsonLinesScoreLog, ScoreRecord, SqlScoreLog, lead_pseudonym, open_score_log
+from model.monitoring import bin_counts, categorical_bins, drift_status, drift_table, numeric_bins, psi
+from model.scorelog import JsonLinesScoreLog, ScoreRecord, SqlScoreLog, lead_pseudonym, open_score_log
 
 NOW = datetime.now(UTC)
 
@@ -194,7 +194,7 @@ def test_sql_score_log_round_trip(tmp_path: Path) -> None:
 
 
 def test_an_unwritable_score_log_is_named(tmp_path: Path) -> None:
-    from leadscore.scorelog import ScoreLogError
+    from model.scorelog import ScoreLogError
 
     blocked = tmp_path / "file"
     blocked.write_text("")

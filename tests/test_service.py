@@ -20,10 +20,10 @@ from pydantic import ValidationError
 
 from benchmarks.bench_model import example_lead
 from features.labels import ATTRIBUTE_TITLES, LANGUAGES
-from leadscore.bundle import read_meta
-from leadscore.scoring import LeadIn
+from model.bundle import read_meta
+from model.scoring import LeadIn
 from serving.schemas import MAX_BATCH_LEADS, Language, ScoreBatchRequest, ScoreRequest
-from leadscore.scorelog import lead_pseudonym
+from model.scorelog import lead_pseudonym
 from serving.service import BundleLoadError, LeadScoring
 
 AS_OF = "2024-05-01T00:00:00Z"

@@ -15,8 +15,8 @@ import pytest
 
 from benchmarks.bench_model import example_lead
 from benchmarks.local_server import start_server, stop
-from leadscore.bundle import read_meta
-from leadscore.scorelog import lead_pseudonym
+from model.bundle import read_meta
+from model.scorelog import lead_pseudonym
 
 pytestmark = pytest.mark.slow
 

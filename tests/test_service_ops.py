@@ -24,10 +24,10 @@ from typer.testing import CliRunner
 
 import serving.service as service_module
 from benchmarks.bench_model import example_lead
-from leadscore.bundle import read_meta
+from model.bundle import read_meta
 from leadscore.cli import app as cli
-from leadscore.scorelog import lead_pseudonym
-from leadscore.scoring import LeadIn
+from model.scorelog import lead_pseudonym
+from model.scoring import LeadIn
 from serving.auth import ApiKeyConfigError, load_api_keys, required_role
 from serving.schemas import ScoreBatchRequest
 from serving.service import BundleRejected, LeadScoring, ReloadConflict, check_bundle, spec_incompatibilities
@@ -542,7 +542,7 @@ def test_forget_without_the_lead_key_says_so(tmp_path: Path, monkeypatch: pytest
 
 
 def test_concurrent_writers_and_forget_lose_no_line(tmp_path: Path) -> None:
-    from leadscore.scorelog import JsonLinesScoreLog, ScoreRecord
+    from model.scorelog import JsonLinesScoreLog, ScoreRecord
 
     log = JsonLinesScoreLog(tmp_path / "scores.jsonl")
     now = datetime.now(UTC)

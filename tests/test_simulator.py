@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from features.contract import load_dataset
+from sources.folder import load_dataset
 from features.email import email_domain_kind
 from features.spec import FeatureSpec
 from features.vocabulary import INTERACTION_TYPES
-from leadscore.simulator import (
+from simulator.funnel import (
     COMPANY_SIZES,
     COUNTRIES,
     INDUSTRIES,

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from features.contract import Dataset, StaticDataset
-from features.sources import DataConfig, load_project_data
-from leadscore.config import ConfigError, ProjectConfig, load_config
+from sources.loader import DataConfig, load_project_data
+from training.config import ConfigError, ProjectConfig, load_config
 
 # -- a small CRM export with time: leads, two event tables, an accounts table ----------------
 
@@ -223,7 +223,7 @@ def test_missing_source_column_names_the_key_and_suggests(tmp_path: Path) -> Non
     config = ProjectConfig.model_validate(
         {"data": {"leads": {"source": str(tmp_path / "e.csv"), "id": "id", "outcome": {"column": "Convertd"}}}}
     )
-    from features.sources import SourceError
+    from sources.loader import SourceError
 
     with pytest.raises(SourceError, match=r"data.leads.outcome.column: no column 'Convertd' .*did you mean 'Converted'"):
         load_project_data(config.data, config.features)  # type: ignore[arg-type]
@@ -242,7 +242,7 @@ def test_features_section_cannot_redeclare_attributes() -> None:
 def test_attribute_table_with_a_repeated_key_is_refused(crm_folder: Path) -> None:
     pd.concat([ACCOUNTS, ACCOUNTS.head(1)]).to_csv(crm_folder / "accounts.csv", sep=";", index=False)
     config = ProjectConfig.model_validate({"data": _timed_config(crm_folder)})
-    from features.sources import SourceError
+    from sources.loader import SourceError
 
     with pytest.raises(SourceError, match=r"data.attributes.0: 1 rows repeat a value of 'id' \(e.g. \['acc-1'\]\)"):
         load_project_data(config.data, config.features)  # type: ignore[arg-type]
@@ -295,7 +295,7 @@ def test_sql_url_reads_passwords_from_the_environment(crm_folder: Path, monkeypa
     _write_tables(f"sqlite:///{crm_folder / 'crm.db'}")
     _assert_same_as_csv("sqlite:///${LEADSCORE_TEST_DB}", crm_folder)
     monkeypatch.delenv("LEADSCORE_TEST_DB")
-    from features.sources import SourceError
+    from sources.loader import SourceError
 
     with pytest.raises(SourceError, match=r"url: environment variable\(s\) \['LEADSCORE_TEST_DB'\] are not set"):
         _load(_sql_config("sqlite:///${LEADSCORE_TEST_DB}", crm_folder, 10))

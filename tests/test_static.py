@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from features.engine import lead_features, snapshot_features
 from features.spec import FeatureSpec
-from leadscore.bundle import ScoringModel
+from model.bundle import ScoringModel
 from leadscore.cli import app
 from training.pipeline import NotEnoughDataError, check_enough
 

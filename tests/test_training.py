@@ -11,9 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from features.engine import FeatureRows, snapshot_features
-from leadscore.bundle import ScoringModel
+from model.bundle import ScoringModel
 from leadscore.cli import app
-from leadscore.config import ProjectConfig, RegistryConfig
+from training.config import ProjectConfig
+from model.registry import RegistryConfig
 
 SCORER_METRICS = {"roc_auc", "pr_auc", "log_loss", "brier", "lift_top10", "capture_top20"}
 

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from features.sources import load_project_data
-from leadscore.bundle import ScoringModel
+from sources.loader import load_project_data
+from model.bundle import ScoringModel
 from leadscore.cli import app
-from leadscore.config import load_config
+from training.config import load_config
 from training.leakage import guard_input_for_static, run_guard
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

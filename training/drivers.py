@@ -29,7 +29,7 @@ from features.engine import FeatureRows
 from features.labels import LANGUAGES, describe_bucket, describe_category, driver_of, driver_title
 from features.spec import FeatureSpec
 from features.vocabulary import LEAD_AGE_DAYS
-from leadscore.bundle import ScoringModel
+from model.bundle import ScoringModel
 
 GroupKind = Literal["category", "count", "days", "number"]
 

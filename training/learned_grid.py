@@ -31,7 +31,7 @@ import numpy as np
 from features.engine import FeatureRows
 from features.grid import GridRule, PointGrid
 from features.labels import driver_title
-from leadscore.bundle import ScoringModel
+from model.bundle import ScoringModel
 from training.drivers import MIN_GROUP_ROWS, DriverContributions, Group, best_groups
 
 POINTS_PER_LOG_ODDS = 10.0

@@ -18,8 +18,8 @@ from features.engine import snapshot_features
 from features.grid import PointGrid
 from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
 from features.spec import FeatureSpec
-from leadscore.bundle import ScoringModel
-from leadscore.config import TrainingConfig
+from model.bundle import ScoringModel
+from training.config import TrainingConfig
 from training.pipeline import NotEnoughDataError, Progress, run_training
 
 # A challenger may be this much below the champion's ROC AUC and still be promoted: the

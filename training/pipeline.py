@@ -29,9 +29,9 @@ from features.engine import FeatureRows, snapshot_features
 from features.grid import PointGrid
 from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
 from features.spec import FeatureSpec
-from leadscore.bundle import BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix
-from leadscore.config import TrainingConfig
-from leadscore.monitoring import reference_distribution
+from model.bundle import BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix
+from training.config import TrainingConfig
+from model.monitoring import reference_distribution
 from training.metrics import scorer_metrics
 
 Progress = Callable[[str], None]

@@ -37,9 +37,9 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from features.contract import Dataset  # noqa: E402
 from features.engine import FeatureRows, snapshot_features  # noqa: E402
-from features.grid import save_grid  # noqa: E402
+from sources.grids import save_grid  # noqa: E402
 from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times  # noqa: E402
-from leadscore.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel  # noqa: E402
+from model.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel  # noqa: E402
 from training.drivers import driver_contributions, global_drivers  # noqa: E402
 from training.learned_grid import LearnedGrid, compare_with_grid, learn_grid, sample_rows  # noqa: E402
 from training.metrics import CAPTURE_TOP_SHARE, gains_curve, lift_curve  # noqa: E402

@@ -35,8 +35,8 @@ from features.contract import StaticDataset
 from features.engine import FeatureRows, lead_attribute_rows
 from features.grid import PointGrid
 from features.spec import FeatureSpec
-from leadscore.bundle import MISSING_LEVEL, BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix
-from leadscore.config import TrainingConfig
+from model.bundle import MISSING_LEVEL, BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix
+from training.config import TrainingConfig
 from training.metrics import scorer_metrics
 from training.pipeline import (
     NotEnoughDataError,

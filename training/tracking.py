@@ -17,9 +17,10 @@ from sklearn.metrics import roc_auc_score
 
 from features.contract import Dataset
 from features.engine import snapshot_features
-from leadscore.bundle import REPORT_FILE, ScoringModel
-from leadscore.config import ProjectConfig, RegistryConfig
-from leadscore.registry import (
+from model.bundle import REPORT_FILE, ScoringModel
+from training.config import ProjectConfig
+from model.registry import RegistryConfig
+from model.registry import (
     BUNDLE_ARTIFACT,
     PREVIOUS_CHAMPION_TAG,
     champion_version,

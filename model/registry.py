@@ -9,12 +9,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from leadscore.config import RegistryConfig
+from pydantic import BaseModel, ConfigDict
 
 CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle"
 # Set on a version when it becomes champion: the version it replaced, for `leadscore rollback`.
 PREVIOUS_CHAMPION_TAG = "previous_champion"
+
+
+class RegistryConfig(BaseModel):
+    """Where runs and models go. MLFLOW_TRACKING_URI, when set, wins over `tracking_uri`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_uri: str = "sqlite:///.leadscore/mlflow.db"
+    artifact_location: str = ".leadscore/mlartifacts"
+    experiment: str = "leadscore"
+    model_name: str = "leadscore"
+
+    def resolved_tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
 
 
 def mlflow_client(registry: RegistryConfig):  # noqa: ANN201 (mlflow is imported lazily: it is slow)

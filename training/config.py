@@ -12,11 +12,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.snapshots import DEFAULT_HORIZON_DAYS, DEFAULT_OFFSETS_DAYS
-from features.sources import DataConfig
+from model.registry import RegistryConfig
+from sources.loader import DataConfig
 from features.spec import FeatureSpec
 
 DEFAULT_CONFIG_FILE = Path("leadscore.yaml")
-DEFAULT_STATE_DIR = Path(".leadscore")
 
 
 class LightGBMParams(BaseModel):
@@ -77,18 +77,6 @@ class TrainingConfig(BaseModel):
         return self
 
 
-class RegistryConfig(BaseModel):
-    """Where runs and models go. MLFLOW_TRACKING_URI, when set, wins over `tracking_uri`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tracking_uri: str = "sqlite:///.leadscore/mlflow.db"
-    artifact_location: str = ".leadscore/mlartifacts"
-    experiment: str = "leadscore"
-    model_name: str = "leadscore"
-
-    def resolved_tracking_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
 
 
 SIMULATOR_FEATURES = FeatureSpec(

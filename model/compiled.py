@@ -56,7 +56,7 @@ class CompileMode(StrEnum):
 
 def compiled_dir() -> Path:
     """`$LEADSCORE_COMPILED_DIR`, else `compiled/` in the state folder."""
-    from leadscore.state import state_dir
+    from model.state import state_dir
 
     return Path(os.environ.get(CACHE_DIR_ENV) or state_dir() / "compiled")
 

@@ -10,7 +10,7 @@ Where records go is a target string (`LEADSCORE_SCORE_LOG` for the service):
 - a SQLAlchemy URL, e.g. `sqlite:///.leadscore/scores.db`: the table `score_log`.
 
 `leadscore forget LEAD_ID` hashes the id with the same key and deletes its records (right to
-erasure); `leadscore monitor` reads records back (`leadscore.monitoring`).
+erasure); `leadscore monitor` reads records back (`model.monitoring`).
 
 The hash key is `LEADSCORE_LEAD_KEY`, else the file `lead_key` of the state folder (created on
 first use). A keyed hash, unlike a bare sha256, cannot be reversed by hashing a list of known
@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from leadscore.state import read_or_create_secret, state_dir
+from model.state import read_or_create_secret, state_dir
 
 SCORE_LOG_ENV = "LEADSCORE_SCORE_LOG"
 LEAD_KEY_ENV = "LEADSCORE_LEAD_KEY"

@@ -30,7 +30,7 @@ from features.engine import FeatureRows
 from features.grid import PointGrid
 from features.labels import describe_driver, driver_of
 from features.spec import FeatureSpec
-from leadscore.compiled import COMPILE_MIN_ROWS, CompiledForest, CompileMode
+from model.compiled import COMPILE_MIN_ROWS, CompiledForest, CompileMode
 
 BUNDLE_FORMAT = 1
 # A category level standing for "missing" when training kept missing as a level (static exports).
@@ -80,7 +80,7 @@ class Bins(BaseModel):
 
     `numeric`: bins (-inf, edges[0]], (edges[0], edges[1]], ..., (edges[-1], inf), then missing.
     `categorical`: one bin per level, then "other" (any value not listed), then missing.
-    `leadscore.monitoring` makes them and compares recent scores with them (PSI).
+    `model.monitoring` makes them and compares recent scores with them (PSI).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -275,7 +275,7 @@ class ScoringModel:
         return self.booster.predict(matrix, raw_score=True, num_threads=_threads_for(matrix))
 
     def compiled_forest(self, n_rows: int, mode: CompileMode = CompileMode.auto) -> CompiledForest | None:
-        """The compiled forest (`leadscore.compiled`) for a batch of `n_rows`, or None for LightGBM's predict.
+        """The compiled forest (`model.compiled`) for a batch of `n_rows`, or None for LightGBM's predict.
 
         Its raw scores equal `raw`'s; loaded once per model object.
         """

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from leadscore.config import DEFAULT_STATE_DIR
 
+DEFAULT_STATE_DIR = Path(".leadscore")
 STATE_DIR_ENV = "LEADSCORE_STATE_DIR"
 # How long a process waits for another one that created a secret file to finish writing it.
 _WRITE_WAIT_S = 5.0

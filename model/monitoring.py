@@ -22,7 +22,7 @@ import pandas as pd
 from features.contract import Dataset
 from features.engine import FeatureRows, snapshot_features
 from features.snapshots import snapshot_times
-from leadscore.bundle import Bins, DriftReference, ScoringModel
+from model.bundle import Bins, DriftReference, ScoringModel
 
 PSI_WATCH = 0.1
 PSI_DRIFT = 0.2

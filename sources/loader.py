@@ -35,16 +35,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from features.contract import (
-    ContractError,
-    Dataset,
-    Quarantine,
-    RuleBreach,
-    StaticDataset,
-    ValidationReport,
-    validate,
-    validate_static,
-)
+from features.contract import ContractError, Dataset, Quarantine, RuleBreach, StaticDataset, ValidationReport, validate, validate_static
 from features.spec import FeatureSpec
 
 TRUE_WORDS: tuple[str, ...] = ("1", "yes", "y", "true", "t")

@@ -874,7 +874,7 @@ def simulate(
         "export_at": export_at.strftime(ISO_UTC_FORMAT),
         "drift": drift,
         "description": (
-            "Simulated B2B funnel (leadscore.simulator): leads with firmographics, interactions "
+            "Simulated B2B funnel (simulator.funnel): leads with firmographics, interactions "
             "driven by a latent intent curve, conversions sampled from a hazard of fit and intent. "
             "truth.csv holds the latents; it is never a feature."
         ),

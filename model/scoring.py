@@ -17,8 +17,8 @@ import pandas as pd
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from features.engine import lead_features, snapshot_features
-from leadscore.bundle import ScoringModel
-from leadscore.compiled import CompileMode
+from model.bundle import ScoringModel
+from model.compiled import CompileMode
 
 AttributeValue = str | int | float | bool | None
 
@@ -307,7 +307,7 @@ def score_table(
         with_reasons: Also give each lead's strongest reason up (`top_reason`), from exact
             TreeSHAP: several times the cost of scoring alone.
         language: Language of `top_reason`: "en" or "fr".
-        compiled: When to predict with the compiled forest (`leadscore.compiled`; same raw
+        compiled: When to predict with the compiled forest (`model.compiled`; same raw
             scores, several times faster on large batches). Not used with reasons: TreeSHAP
             gives the raw score as the sum of the contributions.
 

@@ -1,0 +1,1 @@
+"""Scale-out on Dask: lead partitions and batch scoring on a cluster."""

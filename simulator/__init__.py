@@ -1,0 +1,1 @@
+"""A seeded B2B funnel for tests, demos and benchmarks (not part of the served model)."""
