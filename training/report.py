@@ -26,7 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import matplotlib
+from markupsafe import Markup
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -372,6 +374,21 @@ def _signed(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+g}"
 
 
+def _report_environment() -> jinja2.Environment:
+    """The Jinja2 environment of `templates/`: HTML autoescaped, the report's number formats."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("training", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        pct=_pct, date=_date, signed=_signed, g=lambda x: f"{x:g}",
+        rule_text=lambda r: f"{r['label']} {r['points']:+g}",
+    )  # fmt: skip
+    return env
+
+
 def render_html(
     inputs: ReportInputs,
     drivers: dict[str, Any],
@@ -381,162 +398,67 @@ def render_html(
     roc_auc: dict[str, float],
     generated_at: datetime,
 ) -> str:
-    """The report as one HTML document (inline CSS and SVG, no script, no external resource)."""
+    """The report as one HTML document (inline CSS and SVG, no script, no external resource).
+
+    The page is `templates/report.html.j2`; this function computes what it shows.
+    """
     model, meta, y = inputs.model, inputs.model.meta, inputs.test_y
-    e = html.escape
-    caught = {name: captured_in_top(y, scores[name]) for name in ("model", "learned_grid", "point_grid")}
+    scorers = ("model", "learned_grid", "point_grid")
+    caught = {name: captured_in_top(y, scores[name]) for name in scorers}
     converted_leads = int(pd.unique(inputs.test_lead_ids[y == 1]).size)
-    extra_per_100 = 100 * (caught["model"] - caught["point_grid"])
-    extra_leads = round((caught["model"] - caught["point_grid"]) * converted_leads)
-    horizon = f"{meta.horizon_days:g}"
-    period = drivers["period"]
-    headline = (
-        f"Working the 20 % of leads the model ranks highest reaches <b>{_pct(caught['model'])}</b> of the "
-        f"leads that go on to buy within {horizon} days; working the grid's top 20 % reaches "
-        f"<b>{_pct(caught['point_grid'])}</b>. That is <b>{extra_per_100:.0f} more conversions out of every "
-        f"100</b> for the same sales effort: about {extra_leads:,} more of the {converted_leads:,} leads that "
-        f"converted among the {period['n_leads']:,} leads of the test period, which the model never saw."
-    )
     tiers = tier_table(model, scores["model"], y)
     overall = float(y.mean())
-
-    kpis = "".join(
-        f'<div class="kpi">{e(label)}<b>{value}</b></div>'
-        for label, value in (
+    driver_rows = []
+    for d in drivers["drivers"][:TOP_DRIVERS]:
+        groups = {g["label"]["en"]: g for g in d["groups"]}
+        driver_rows.append({
+            "title": d["title"]["en"],
+            "mean_abs_points": d["mean_abs_points"],
+            "up": [(label, groups[label]["conversion_rate"]) for label in d["pushes_up"][:2]],
+            "down": [(label, groups[label]["conversion_rate"]) for label in d["pushes_down"][:2]],
+        })  # fmt: skip
+    mapping_points = [0, 10, 20, 30, 40, 50, 60, 80, 100]
+    mapping = learned.probability(model, np.array(mapping_points, dtype=float))
+    # SVG drawn here is trusted markup (matplotlib's output): Markup keeps autoescape off it.
+    charts = {
+        "gains": _gains_chart(y, scores),
+        "lift": _lift_chart(y, scores),
+        "calibration": _calibration_chart(y, scores["model"]),
+        "tiers": _tier_chart(tiers, overall),
+        "drivers": _drivers_chart(drivers["drivers"]),
+    }
+    template = _report_environment().get_template("report.html.j2")
+    return template.render(
+        css=Markup(_CSS),
+        meta=meta,
+        training=meta.training,
+        data=inputs.data,
+        test_start=inputs.test_start,
+        generated_at=generated_at,
+        horizon=f"{meta.horizon_days:g}",
+        period=drivers["period"],
+        caught=caught,
+        converted_leads=converted_leads,
+        extra_per_100=100 * (caught["model"] - caught["point_grid"]),
+        extra_leads=round((caught["model"] - caught["point_grid"]) * converted_leads),
+        kpis=[
             ("Model's top 20 % reaches", _pct(caught["model"])),
             ("Your grid's top 20 % reaches", _pct(caught["point_grid"])),
             ("Learned grid's top 20 % reaches", _pct(caught["learned_grid"])),
             ("Average conversion rate", _pct(overall, 1)),
-        )
+        ],
+        scorers=scorers,
+        names=NAMES,
+        roc_auc=roc_auc,
+        overall=overall,
+        charts={name: Markup(svg) for name, svg in charts.items()},
+        driver_rows=driver_rows,
+        learned=learned,
+        grid=learned.grid,
+        odds_step=_odds_step(overall, 1.0),
+        comparison=comparison,
+        mapping=list(zip(mapping_points, (float(q) for q in mapping))),
     )
-    auc_rows = "".join(
-        f"<tr><td>{e(NAMES[name])}</td><td class='num'>{roc_auc[name]:.3f}</td><td class='num'>{_pct(caught[name])}</td></tr>"
-        for name in ("model", "learned_grid", "point_grid")
-    )
-
-    driver_rows = []
-    for d in drivers["drivers"][:TOP_DRIVERS]:
-        groups = {g["label"]["en"]: g for g in d["groups"]}
-
-        def listing(labels: list[str], css: str) -> str:
-            items = [
-                f"<span class='{css}'>{e(label)}</span> ({_pct(groups[label]['conversion_rate'], 1)} convert)"
-                for label in labels[:2]
-            ]
-            return "<br>".join(items) or "—"
-
-        driver_rows.append(
-            f"<tr><td>{e(d['title']['en'])}</td><td class='num'>{d['mean_abs_points']:.1f}</td>"
-            f"<td>{listing(d['pushes_up'], 'up')}</td><td>{listing(d['pushes_down'], 'down')}</td></tr>"
-        )
-
-    comparison_rows = "".join(
-        f"<tr><td>{e(c['label'])}</td><td class='num'>{_signed(c['grid_points'])}</td>"
-        f"<td class='num'><b>{_signed(c['data_points'])}</b></td><td>{e(c['explanation'])}"
-        + (
-            "<br><small>Learned rules: "
-            + e("; ".join(f"{r['label']} {r['points']:+g}" for r in c["learned_rules"][:4]))
-            + "</small>"
-            if c["learned_rules"]
-            else ""
-        )
-        + "</td></tr>"
-        for c in comparison
-    )
-    grid = learned.grid
-    mapping_points = [0, 10, 20, 30, 40, 50, 60, 80, 100]
-    mapping = learned.probability(model, np.array(mapping_points, dtype=float))
-    mapping_rows = "".join(
-        f"<tr><td class='num'>{p}</td><td class='num'>{_pct(float(q), 1)}</td></tr>" for p, q in zip(mapping_points, mapping)
-    )
-    learned_rows = "".join(
-        f"<tr><td>{e(r.label)}</td><td class='num'>{r.points:+g}</td></tr>" for r in grid.rules
-    )
-    training = meta.training
-    data = inputs.data
-
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Lead scoring report — model {e(meta.model_version)}</title>
-<link rel="icon" href="data:,">
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>Lead scoring: what the model adds to your grid</h1>
-<p class="meta">Model {e(meta.model_version)} · trained {e(_date(meta.trained_at))} ·
-tested on leads created {e(_date(inputs.test_start))} to {e(_date(data['last_created_at']))} ·
-report generated {e(generated_at.strftime('%Y-%m-%d %H:%M UTC'))}</p>
-
-<p class="headline">{headline}</p>
-<div class="kpis">{kpis}</div>
-
-<h2>Working leads best first</h2>
-<div class="figures">
-<div class="figure">{_gains_chart(y, scores)}
-<p>Sort the leads by score and work down the list: the curve shows the share of all conversions
-reached after working a given share of leads. The higher the curve, the fewer calls per sale.
-The vertical line marks 20 % of leads.</p></div>
-<div class="figure">{_lift_chart(y, scores)}
-<p>Among the top leads, how many times more often they convert than the average lead.</p></div>
-</div>
-<table><tr><th>Scorer</th><th class="num">ROC AUC (1 = perfect order, 0.5 = random)</th><th class="num">Conversions in its top 20 %</th></tr>
-{auc_rows}</table>
-
-<h2>Can the probabilities be trusted?</h2>
-<div class="figures">
-<div class="figure">{_calibration_chart(y, scores['model'])}
-<p>Leads are put in 10 groups by predicted chance; each dot compares the group's predicted
-chance with how often its leads really converted. Dots on the dotted line mean "a lead given
-20 % converts 20 % of the time".</p></div>
-<div class="figure">{_tier_chart(tiers, overall)}
-<p>Hot leads have a predicted chance of converting of at least {_pct(meta.tiers.hot, 1)}, warm
-leads at least {_pct(meta.tiers.warm, 1)}, cold leads less. Hot leads should convert far more
-often than cold ones.</p></div>
-</div>
-
-<h2>What drives the score</h2>
-<div class="figures">
-<div class="figure">{_drivers_chart(drivers['drivers'])}</div>
-<div class="figure"><p>For each driver, the values that push a lead's score up and down the most,
-with how often those leads converted (average: {_pct(overall, 1)}). Effects are the model's own
-(TreeSHAP), in probability points: +3 means "adds about 3 points to the chance of converting".</p>
-<table><tr><th>Driver</th><th class="num">Avg. effect</th><th>Pushes up</th><th>Pushes down</th></tr>
-{''.join(driver_rows)}</table></div>
-</div>
-
-<h2>Your grid against what the data says</h2>
-<p>The model translated into a point grid ("learned grid"): points per attribute value and per
-behaviour bucket, from the model's average contributions on leads before the test period.
-<b>{learned.points_per_log_odds:g} points = +1 log-odds</b>: every {learned.points_per_log_odds:g}
-points multiply a lead's odds of converting by 2.7 (around the average rate of {_pct(overall, 1)},
-that is about {_pct(_odds_step(overall, 1.0), 1)} more chance). Its MQL threshold,
-{grid.mql_threshold:g} points, flags as many leads as the model's MQL flag
-({_pct(learned.model_mql_share, 1)}). Your grid's points have no stated meaning, so compare signs
-and sizes relative to each other.</p>
-<table><tr><th>Your rule</th><th class="num">Your grid</th><th class="num">The data says</th><th>Why</th></tr>
-{comparison_rows}</table>
-<details><summary>The learned grid ({len(grid.rules)} rules) and what its points mean</summary>
-<div class="figures"><div class="figure"><table><tr><th>Rule</th><th class="num">Points</th></tr>{learned_rows}</table></div>
-<div class="figure"><table><tr><th class="num">Total points</th><th class="num">Chance of converting</th></tr>{mapping_rows}</table>
-<pre>{e(grid.description)}</pre></div></div>
-</details>
-
-<h2>About this report</h2>
-<table>
-<tr><th>Model version</th><td>{e(meta.model_version)}</td></tr>
-<tr><th>Trained</th><td>{e(meta.trained_at)}</td></tr>
-<tr><th>Data window</th><td>leads created {e(_date(data['first_created_at']))} to {e(_date(data['last_created_at']))}; data exported {e(_date(data['data_end']))}</td></tr>
-<tr><th>Test period</th><td>leads created from {e(_date(inputs.test_start))}: {period['n_leads']:,} leads, {period['n_snapshots']:,} scored moments, {converted_leads:,} converted within {horizon} days</td></tr>
-<tr><th>Conversion</th><td>bought within {horizon} days of being scored</td></tr>
-<tr><th>Handwritten grid</th><td>{e(meta.grid.name)} (MQL at {meta.grid.mql_threshold:g} points)</td></tr>
-<tr><th>Trees</th><td>{e(str(training.get('best_iteration', 'n/a')))}</td></tr>
-</table>
-</body>
-</html>
-"""
 
 
 def _odds_step(rate: float, log_odds: float) -> float:
