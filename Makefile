@@ -10,15 +10,15 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install system-deps test demo train serve bench bench-service bench-xeducation sample clean help
+.PHONY: install system-deps lint test test-fast demo train serve bench bench-service bench-xeducation sample clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q -r requirements-dev.lock  # the runtime lock and the development tools
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
@@ -36,8 +36,20 @@ system-deps:  ## install the system packages the tests need (apt-get, as root)
 		else echo "postgresql is missing and this is not root: the PostgreSQL source test will skip"; fi; \
 	fi
 
-test: install system-deps  ## run the whole test suite (unit, property, model, service over HTTP)
-	$(PY) -m pytest -q
+# Checks that keep the code honest: style and bugs (ruff), the layers (import-linter), types (mypy).
+lint: install  ## ruff, import-linter contracts and mypy
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+# Tests run on both cores (pytest-xdist); each test sets up what it needs, in any order.
+PYTEST_WORKERS ?= 2
+
+test: install system-deps lint  ## lint, then the whole test suite (unit, property, model, service over HTTP, browser)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
+
+test-fast: install  ## the tests that start no server and no browser (about a minute)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
 
 train: install  ## train on data/sample, print model vs grid vs logistic regression
 	$(BIN)/leadscore train --data data/sample --metrics-out .leadscore/metrics.json
