@@ -15,7 +15,7 @@ from features.vocabulary import INTERACTION_TYPES
 from training.config import ProjectConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_GRID = PROJECT_ROOT / "data" / "grids" / "default.yaml"
+DEFAULT_GRID = "default"  # the grid leadscore ships (sources/builtin_grids/default.yaml)
 AS_OF = datetime(2025, 6, 1, tzinfo=UTC)
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
 
 from features.spec import FeatureSpec
 from features.vocabulary import (
@@ -230,54 +233,76 @@ def _plural(n: int, singular: str, plural: str) -> str:
     return f"{n} {singular if n == 1 else plural}"
 
 
+class DriverPhrase(NamedTuple):
+    """A driver phrased with one lead's values.
+
+    Attributes:
+        label: Plain words, e.g. "Visited the pricing page 3 times in the last 7 days".
+        value: The value the label quotes (a count, days, a category), e.g. 3.
+        feature: The feature whose value that is, e.g. "n_pricing_page_view_7d".
+    """
+
+    label: str
+    value: object
+    feature: str
+
+
+def _as_float(value: object) -> float:
+    # Feature values are numbers here (counts, days, scores); anything else is a caller's bug.
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
 def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _describe_event(
-    driver: str, values: Mapping[str, object], spec: FeatureSpec, language: str
-) -> tuple[str, int]:
+def _describe_event(driver: str, values: Mapping[str, object], spec: FeatureSpec, language: str) -> DriverPhrase:
     """"Visited the pricing page 3 times in the last 7 days", "Unsubscribed 12 days ago"."""
     once, many, never, _ = EVENT_PHRASES[driver][language]
-    total = int(values[count_feature(driver, None)])  # type: ignore[arg-type]
+    total_feature = count_feature(driver, None)
+    total = int(_as_float(values[total_feature]))
     if total == 0:
-        return never, 0
-    ago = _days_ago(float(values[recency_feature(driver)]), language)  # type: ignore[arg-type]
+        return DriverPhrase(never, 0, total_feature)
+    ago = _days_ago(_as_float(values[recency_feature(driver)]), language)
     if total == 1:
-        return f"{once} {ago}", 1
+        return DriverPhrase(f"{once} {ago}", 1, total_feature)
     # The shortest window holding at least two of them: recent bursts read as such.
     for window in spec.windows_days:
-        n = int(values[count_feature(driver, window)])  # type: ignore[arg-type]
+        n = int(_as_float(values[count_feature(driver, window)]))
         if n >= 2:
-            return f"{many.format(n=n)} {_in_last(window, language)}", n
+            return DriverPhrase(f"{many.format(n=n)} {_in_last(window, language)}", n, count_feature(driver, window))
     most_recently = "la dernière" if language == "fr" else "most recently"
-    return f"{many.format(n=total)}, {most_recently} {ago}", total
+    return DriverPhrase(f"{many.format(n=total)}, {most_recently} {ago}", total, total_feature)
 
 
-def _describe_summary(driver: str, values: Mapping[str, object], language: str) -> tuple[str, object]:
+def _describe_summary(driver: str, values: Mapping[str, object], language: str) -> DriverPhrase:
     """Labels of the drivers that summarise all interactions (engagement, activity, age)."""
     fr = language == "fr"
     if driver == "engagement":
-        x = float(values[ENGAGEMENT_DECAYED])  # type: ignore[arg-type]
-        if x < 0.05:
-            return ("Aucune activité ces dernières semaines" if fr else "No activity in recent weeks"), 0.0
+        x = round(_as_float(values[ENGAGEMENT_DECAYED]), 1)
+        # "No activity" only when the lead really had none lately: interactions of types the
+        # score gives no weight (raw types counted as other events) leave the score at 0.
+        if x == 0 and _as_float(values.get(ACTIVE_DAYS_30D, 0.0)) == 0:
+            return DriverPhrase("Aucune activité ces dernières semaines" if fr else "No activity in recent weeks", 0.0, ENGAGEMENT_DECAYED)
         # The score weighs each interaction by type and halves its weight every half-life.
         word = "Score d'engagement récent" if fr else "Recent engagement score"
-        return (f"{word} : {x:.1f}".replace(".", ",") if fr else f"{word}: {x:.1f}"), round(x, 2)
+        return DriverPhrase(f"{word} : {x:.1f}".replace(".", ",") if fr else f"{word}: {x:.1f}", x, ENGAGEMENT_DECAYED)
     if driver == "activity_days":
-        n = int(values[ACTIVE_DAYS_30D])  # type: ignore[arg-type]
+        n = int(_as_float(values[ACTIVE_DAYS_30D]))
         if n == 0:
-            return ("Aucune activité ces 30 derniers jours" if fr else "No activity in the last 30 days"), 0
+            return DriverPhrase("Aucune activité ces 30 derniers jours" if fr else "No activity in the last 30 days", 0, ACTIVE_DAYS_30D)
         if fr:
-            return f"Actif {_plural(n, 'jour', 'jours')} sur les 30 derniers jours", n
-        return f"Active on {_plural(n, 'day', 'days')} in the last 30 days", n
+            return DriverPhrase(f"Actif {_plural(n, 'jour', 'jours')} sur les 30 derniers jours", n, ACTIVE_DAYS_30D)
+        return DriverPhrase(f"Active on {_plural(n, 'day', 'days')} in the last 30 days", n, ACTIVE_DAYS_30D)
     if driver == "volume":
-        n = int(values[EVENTS_TOTAL])  # type: ignore[arg-type]
+        n = int(_as_float(values[EVENTS_TOTAL]))
         if fr:
-            return f"{_plural(n, 'interaction', 'interactions')} depuis la création du lead", n
-        return f"{_plural(n, 'interaction', 'interactions')} since the lead was created", n
-    d = int(float(values[LEAD_AGE_DAYS]))  # type: ignore[arg-type]
-    return (f"Lead créé {_days_ago(d, language)}" if fr else f"Lead created {_days_ago(d, language)}"), d
+            return DriverPhrase(f"{_plural(n, 'interaction', 'interactions')} depuis la création du lead", n, EVENTS_TOTAL)
+        return DriverPhrase(f"{_plural(n, 'interaction', 'interactions')} since the lead was created", n, EVENTS_TOTAL)
+    d = int(_as_float(values[LEAD_AGE_DAYS]))
+    return DriverPhrase(f"Lead créé {_days_ago(d, language)}" if fr else f"Lead created {_days_ago(d, language)}", d, LEAD_AGE_DAYS)
 
 
 def _describe_attribute(driver: str, value: object, language: str) -> tuple[str, object]:
@@ -302,7 +327,7 @@ def _describe_attribute(driver: str, value: object, language: str) -> tuple[str,
 
 def describe_driver(
     driver: str, values: Mapping[str, object], spec: FeatureSpec, language: str = "en"
-) -> tuple[str, object]:
+) -> DriverPhrase:
     """Phrase a driver with one lead's values, as a salesperson would say it.
 
     English labels read like "Visited the pricing page 3 times in the last 7 days", "Company
@@ -317,7 +342,8 @@ def describe_driver(
         language: "en" or "fr".
 
     Returns:
-        (label, the value shown): e.g. ("Visited the pricing page 3 times in the last 7 days", 3).
+        The label, the value it quotes and the feature that value is, e.g. ("Visited the
+        pricing page 3 times in the last 7 days", 3, "n_pricing_page_view_7d").
     """
     _check_language(language)
     if driver in EVENT_PHRASES:
@@ -326,7 +352,8 @@ def describe_driver(
         return _describe_summary(driver, values, language)
     if driver not in values:
         raise KeyError(f"describe_driver: driver {driver!r} has no value among the lead's features")
-    return _describe_attribute(driver, values[driver], language)
+    label, shown = _describe_attribute(driver, values[driver], language)
+    return DriverPhrase(label, shown, driver)
 
 
 def _number(x: float, language: str) -> str:

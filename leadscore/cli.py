@@ -96,6 +96,13 @@ AllowColumnOption = Annotated[
         help="Keep a column the leakage guard flagged (feature or source column name); repeatable. The run records it.",
     ),
 ]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Promote the new model even when the promotion gate refuses it; the run records it (tag registry.forced).",
+    ),
+]
 ScoreLogOption = Annotated[
     str | None,
     typer.Option("--log", help="Score log: a JSON lines file or a SQLAlchemy URL. Default: $LEADSCORE_SCORE_LOG."),
@@ -167,12 +174,14 @@ def train(
     allow_column: AllowColumnOption = None,
     engine: EngineOption = Engine.local,
     scheduler: SchedulerOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Train on historical leads; compare with the point grid and a logistic regression.
 
     The leakage guard runs first; the columns it flags are left out unless --allow-column keeps
-    them. The new model becomes `champion` only if it beats the current champion on the same
-    test rows.
+    them. The new model becomes `champion` only if the promotion gate lets it through on its
+    test rows: above chance, not below the grid or the logistic regression, better than the
+    current champion re-scored on the same rows.
     """
     from training.workflow import TrainRequest
     from training.workflow import train as run_train
@@ -180,7 +189,7 @@ def train(
     request = TrainRequest(
         data=data, config=config, grid=grid, metrics_out=metrics_out, bundle_out=bundle_out,
         quarantine_out=quarantine_out, mlflow=mlflow, run_name=run_name, allow_columns=allow_column or [],
-        engine=_engine(engine, scheduler), on_dask=engine is Engine.dask,
+        engine=_engine(engine, scheduler), on_dask=engine is Engine.dask, force=force,
     )  # fmt: skip
     _run(run_train, request, CONSOLE)
 
@@ -193,6 +202,7 @@ def retrain(
     metrics_out: MetricsOption = None,
     tolerance: Annotated[float | None, typer.Option(min=0.0, max=0.1, help="ROC AUC the challenger may lose to the champion and still be promoted. Default: training.lifecycle.RETRAIN_TOLERANCE (0.005).")] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = "retrain",
+    force: ForceOption = False,
 ) -> None:
     """Train a challenger on the latest data; promote it only if it holds up against the champion and beats the grid.
 
@@ -205,7 +215,7 @@ def retrain(
 
     request = TrainRequest(
         data=data, config=config, grid=grid, metrics_out=metrics_out, run_name=run_name,
-        tolerance=RETRAIN_TOLERANCE if tolerance is None else tolerance, require_beats_grid=True,
+        tolerance=RETRAIN_TOLERANCE if tolerance is None else tolerance, force=force,
     )  # fmt: skip
     _run(run_train, request, CONSOLE)
 

@@ -2,7 +2,7 @@
 
 A bundle is a folder:
 - `model.txt`: LightGBM's text model;
-- `bundle.json`: feature spec and order, category levels, calibration map, score scale, tier
+- `bundle.json`: feature spec and order, the lead schema (how raw CRM values are read), category levels, calibration map, score scale, tier
   thresholds, MQL threshold, horizon, the point grid scored beside the model, test metrics and
   training metadata;
 - optionally, files for people that serving hands out as they are and `ScoringModel.load`
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.engine import FeatureRows
 from features.grid import PointGrid
 from features.labels import describe_driver, driver_of
+from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.compiled import COMPILE_MIN_ROWS, CompiledForest, CompileMode
 
@@ -132,6 +133,15 @@ class BundleMeta(BaseModel):
     reference: DriftReference | None = Field(
         default=None, description="Distributions for drift monitoring; None in bundles trained before it existed."
     )
+    lead_schema: LeadSchema | None = Field(
+        default=None,
+        description="How raw lead values are read (names as exported, missing tokens, number marks, zones, type map); "
+        "None in bundles trained before it existed, which read leads by the contract's defaults for their feature spec.",
+    )
+
+    def schema(self) -> LeadSchema:
+        """The lead schema every scoring path applies: the stored one, or the feature spec's defaults."""
+        return self.lead_schema if self.lead_schema is not None else LeadSchema.from_spec(self.feature_spec)
 
 
 def encode_matrix(rows: FeatureRows, feature_names: Sequence[str], levels: dict[str, list[str]]) -> np.ndarray:
@@ -222,6 +232,7 @@ class ScoringModel:
         self.booster = booster
         self.meta = meta
         self.spec = meta.feature_spec
+        self.schema = meta.schema()
         self.feature_names = meta.feature_names
         self._codes = {
             name: {level: float(i) for i, level in enumerate(levels)}
@@ -332,11 +343,8 @@ class ScoringModel:
         """
         raw_total = float(contrib_row.sum())
         per_driver: dict[str, float] = {}
-        strongest: dict[str, tuple[str, float]] = {}
-        for feature, driver, c in zip(self.feature_names, self._drivers, contrib_row[:-1]):
+        for driver, c in zip(self._drivers, contrib_row[:-1], strict=True):
             per_driver[driver] = per_driver.get(driver, 0.0) + float(c)
-            if driver not in strongest or abs(c) > abs(strongest[driver][1]):
-                strongest[driver] = (feature, float(c))
         # Rank by log-odds (probability points can be 0 on a flat stretch of the calibration),
         # then phrase only the drivers shown.
         ranked = sorted(per_driver.items(), key=lambda item: item[1])
@@ -349,8 +357,9 @@ class ScoringModel:
         points = 100.0 * (p_full - calibrate(raw_without))
         reasons = []
         for driver, pts in zip(chosen, points):
-            label, shown = describe_driver(driver, values, self.spec, language)
-            reasons.append(Reason(driver, strongest[driver][0], shown, label, float(pts), per_driver[driver]))
+            # The feature named is the one whose value the label quotes, not the largest contributor.
+            phrase = describe_driver(driver, values, self.spec, language)
+            reasons.append(Reason(driver, phrase.feature, phrase.value, phrase.label, float(pts), per_driver[driver]))
         up = [r for r in reasons if r.log_odds > 0]
         down = [r for r in reasons if r.log_odds < 0]
         return up, down

@@ -55,10 +55,10 @@ class CompileMode(StrEnum):
 
 
 def compiled_dir() -> Path:
-    """`$LEADSCORE_COMPILED_DIR`, else `compiled/` in the state folder."""
-    from model.state import state_dir
+    """`$LEADSCORE_COMPILED_DIR`, else `compiled/` in the state folder (`model.settings`)."""
+    from model.settings import load_settings
 
-    return Path(os.environ.get(CACHE_DIR_ENV) or state_dir() / "compiled")
+    return load_settings().resolved_compiled_dir()
 
 
 class CompiledForest:

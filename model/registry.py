@@ -43,15 +43,31 @@ def mlflow_client(registry: RegistryConfig):  # noqa: ANN201 (mlflow is imported
     return MlflowClient(tracking_uri=uri)
 
 
+class RegistryError(RuntimeError):
+    """The registry could not be read: not the same as "no champion", which would let any model in."""
+
+
 def champion_version(registry: RegistryConfig) -> str | None:
-    """The registry version the `champion` alias points to, or None when there is none."""
+    """The registry version the `champion` alias points to, or None when there is none.
+
+    Raises:
+        RegistryError: The registry answered with anything but "no such model" or "no such
+            alias" (a locked database, a server error): the caller must not read it as no champion.
+    """
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(registry)
     try:
         return str(client.get_model_version_by_alias(registry.model_name, CHAMPION).version)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            error.error_code == "INVALID_PARAMETER_VALUE" and f"alias {CHAMPION} not found" in str(error)
+        ):
+            return None
+        raise RegistryError(
+            f"registry {registry.resolved_tracking_uri()}: cannot read the '{CHAMPION}' alias of model "
+            f"'{registry.model_name}': {error.error_code}: {str(error).splitlines()[0]}"
+        ) from error
 
 
 def download_version(registry: RegistryConfig, version: str, destination: Path | None = None) -> Path:
@@ -88,10 +104,13 @@ def set_champion(registry: RegistryConfig, version: str) -> None:
 
 
 def registry_from_env() -> RegistryConfig:
-    """Registry settings for processes configured by environment (the service)."""
+    """Registry settings for processes configured by environment (the service): `MLFLOW_TRACKING_URI`
+    and `LEADSCORE_MODEL_NAME` (`model.settings`)."""
+    from model.settings import load_settings
+
     return RegistryConfig(
         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", RegistryConfig().tracking_uri),
-        model_name=os.environ.get("LEADSCORE_MODEL_NAME", RegistryConfig().model_name),
+        model_name=load_settings().model_name,
     )
 
 

@@ -33,12 +33,12 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from model.state import read_or_create_secret, state_dir
+from model.settings import load_settings
+from model.state import read_or_create_secret
 
 SCORE_LOG_ENV = "LEADSCORE_SCORE_LOG"
 LEAD_KEY_ENV = "LEADSCORE_LEAD_KEY"
 LEAD_KEY_FILE = "lead_key"
-MIN_KEY_LENGTH = 16
 PSEUDONYM_HEX = 32  # 128 bits: collisions between leads are out of reach
 RECORD_COLUMNS = ("logged_at", "lead", "model_version", "as_of", "probability", "score", "tier", "features")
 
@@ -58,12 +58,10 @@ def lead_key(create: bool = True) -> bytes:
         ValueError: The variable is set but shorter than 16 characters, or there is no key
             and `create` is False.
     """
-    configured = os.environ.get(LEAD_KEY_ENV)
-    if configured is not None:
-        if len(configured) < MIN_KEY_LENGTH:
-            raise ValueError(f"{LEAD_KEY_ENV} must be at least {MIN_KEY_LENGTH} characters, got {len(configured)}")
-        return configured.encode()
-    path = state_dir() / LEAD_KEY_FILE
+    settings = load_settings()  # a key shorter than 16 characters is refused there, naming the variable
+    if settings.lead_key is not None:
+        return settings.lead_key.get_secret_value().encode()
+    path = settings.state_dir / LEAD_KEY_FILE
     if not create and not path.is_file():
         raise ValueError(
             f"no lead key: {LEAD_KEY_ENV} is not set and {path} does not exist; use the key of the service that "

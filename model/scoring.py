@@ -9,6 +9,7 @@ interaction tables in batch with vectorised features (`leadscore score` on a dat
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -55,6 +56,11 @@ def _timestamp_not_number(value: object) -> object:
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp_not_number)]
 """A datetime given as ISO 8601 text (or a datetime in Python); numbers are refused."""
 
+# What `not_in_the_future` enforces, for the JSON Schema of the fields it checks (the service's
+# OpenAPI document): `formatMinimum` as JSON Schema's format-annotation proposal and ajv spell it;
+# "now" has no keyword, so an extension names it.
+IN_RANGE_SCHEMA = {"formatMinimum": "1970-01-01T00:00:00Z", "x-not-after": "now (server time, plus 5 minutes)"}
+
 
 def _to_utc(value: datetime) -> datetime:
     # A timestamp without a zone is read as UTC, as in the data contract.
@@ -81,19 +87,23 @@ def _listed(values: list[str]) -> str:
     return f"{shown}" + (f" and {len(values) - MAX_LISTED} more" if len(values) > MAX_LISTED else "")
 
 
+NAIVE_TIME = "ISO 8601; no zone means the zone the model's lead schema declares (UTC unless its training config set one)"
+
+
 class InteractionIn(BaseModel):
     """One interaction of a lead."""
 
     model_config = ConfigDict(extra="allow")
 
     type: Annotated[str, Field(min_length=1, max_length=100, description="Interaction type, e.g. pricing_page_view")]
-    occurred_at: Annotated[Timestamp, Field(description="ISO 8601; no zone means UTC")]
+    occurred_at: Annotated[Timestamp, Field(description=NAIVE_TIME)]
     channel: str | None = None
 
     @field_validator("occurred_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return _to_utc(value)
+        # A time without a zone stays naive: scoring reads it in the model's declared zone.
+        return value if value.tzinfo is None else value.astimezone(UTC)
 
 
 class LeadIn(BaseModel):
@@ -102,8 +112,12 @@ class LeadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lead_id: Annotated[str, Field(min_length=1, max_length=200)]
-    created_at: Annotated[Timestamp, Field(description="ISO 8601; no zone means UTC")]
-    attributes: dict[str, AttributeValue] = Field(default_factory=dict)
+    created_at: Annotated[Timestamp, Field(description=NAIVE_TIME, json_schema_extra=IN_RANGE_SCHEMA)]
+    attributes: dict[str, AttributeValue] = Field(
+        default_factory=dict,
+        description="Attribute -> raw value, named as the model's features or as the export's own columns "
+        "(e.g. \"Lead Source\"); read by the model's lead schema (stripping, missing tokens, number marks).",
+    )
     interactions: Annotated[list[InteractionIn], Field(max_length=MAX_INTERACTIONS_PER_LEAD)] = Field(
         default_factory=list
     )
@@ -111,7 +125,8 @@ class LeadIn(BaseModel):
     @field_validator("created_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return not_in_the_future(value)
+        # A naive time is read in the model's declared zone, and checked then (`score_lead`).
+        return value if value.tzinfo is None else not_in_the_future(value)
 
     @field_validator("attributes")
     @classmethod
@@ -149,6 +164,37 @@ class ScoreOut(BaseModel):
     model_version: str
 
 
+def creation_time(model: ScoringModel, lead: LeadIn) -> datetime:
+    """The lead's `created_at` in UTC, a naive one read in the zone the model's lead schema declares.
+
+    Raises:
+        LeadRejected: A naive time ambiguous in that zone, or one in the future or before 1970.
+    """
+    created_at, problem = model.schema.instant(lead.created_at, model.schema.created_at)
+    if created_at is None:
+        raise LeadRejected("created_at", problem or "cannot be read")
+    if lead.created_at.tzinfo is None:  # an aware one was checked when the request was read
+        try:
+            created_at = not_in_the_future(created_at)
+        except ValueError as error:
+            raise LeadRejected("created_at", str(error)) from None
+    return created_at
+
+
+def batch_as_of(model: ScoringModel, leads: Sequence[LeadIn]) -> datetime:
+    """Now, or the latest creation time when a client's clock runs a little ahead of ours.
+
+    A creation time that cannot be read is left out here: scoring that lead rejects it, naming it.
+    """
+    latest = datetime.now(UTC)
+    for lead in leads:
+        try:
+            latest = max(latest, creation_time(model, lead))
+        except LeadRejected:
+            continue
+    return latest
+
+
 def score_lead(
     model: ScoringModel,
     lead: LeadIn,
@@ -160,12 +206,18 @@ def score_lead(
 ) -> ScoreOut:
     """Score one validated lead at `as_of` (now when None).
 
-    Interactions after `as_of` are not seen (and reported in `warnings`); unknown types are
-    counted; interactions before `created_at` are ignored with a warning; unseen category values
-    score as missing with a warning.
+    The lead's raw values are read by the model's lead schema (`features.schema`), the rule
+    training read its export by: attributes named as features or as the export's columns,
+    stripped, missing tokens as missing, numbers written as text with their marks, naive times
+    in the declared zone, interaction types through the type map. Interactions after `as_of`
+    are not seen (and reported in `warnings`); unknown types are counted; interactions before
+    `created_at` are ignored with a warning; unseen category values score as missing with a
+    warning.
 
     Raises:
-        LeadRejected: `as_of` before `created_at`, or a numeric attribute that is no finite number.
+        LeadRejected: `as_of` before `created_at`, a value the lead schema cannot read (a
+            numeric attribute that is no finite number, an attribute given twice, a naive time
+            ambiguous in the declared zone), naming the field.
     """
     return score_lead_with_features(model, lead, as_of, with_reasons=with_reasons, top_k=top_k, language=language)[0]
 
@@ -188,39 +240,42 @@ def score_lead_with_features(
     Raises:
         LeadRejected: As `score_lead`.
     """
+    schema = model.schema
+    created_at = creation_time(model, lead)
     # A lead created "now" by a client whose clock runs a little ahead is scored at its creation.
-    as_of = _to_utc(as_of) if as_of is not None else max(datetime.now(UTC), lead.created_at)
-    if as_of < lead.created_at:
-        raise LeadRejected("created_at", f"{lead.created_at.isoformat()} is after as_of ({as_of.isoformat()}): a lead cannot be scored before it exists")
-    for name in model.spec.numeric:
-        value = lead.attributes.get(name)  # missing is allowed: it scores as unknown
-        if value is None:
-            continue
-        if isinstance(value, bool):  # float(True) is 1.0: a boolean is the client's mix-up, not a count
-            raise LeadRejected(f"attributes.{name}", "must be a finite number or null, got a boolean")
-        try:
-            finite = math.isfinite(float(value))
-        except (ValueError, OverflowError):  # text that is no number; an integer beyond float range
-            finite = False
-        if not finite:
-            got = "text that is not one" if isinstance(value, str) else "an integer beyond float range"
-            raise LeadRejected(f"attributes.{name}", f"must be a finite number or null, got {got}")
+    as_of = _to_utc(as_of) if as_of is not None else max(datetime.now(UTC), created_at)
+    if as_of < created_at:
+        raise LeadRejected("created_at", f"{created_at.isoformat()} is after as_of ({as_of.isoformat()}): a lead cannot be scored before it exists")
+    # The lead schema reads the raw values (names as exported or as features, stripping,
+    # missing tokens, number marks): the rule the training loaders applied to this lead's row.
+    attributes, extra, problems = schema.normalise_attributes(lead.attributes)
+    if problems:
+        raise LeadRejected(problems[0].field, problems[0].reason)
     warnings: list[str] = []
     spec = model.spec
-    created_s = int(lead.created_at.timestamp())
+    created_s = int(created_at.timestamp())
     as_of_s = int(as_of.timestamp())
     times: list[int] = []
     types: list[str] = []
-    future = early = 0
-    for event in lead.interactions:
-        t = int(event.occurred_at.timestamp())
+    future = early = untyped = 0
+    for i, event in enumerate(lead.interactions):
+        occurred_at, problem = schema.instant(event.occurred_at, zone=schema.interaction_timezone)
+        if occurred_at is None:
+            raise LeadRejected(f"interactions.{i}.occurred_at", problem or "cannot be read")
+        event_type = schema.interaction_type(event.type)
+        if event_type is None:  # only whitespace: training sets such a row aside ("have no type")
+            untyped += 1
+            continue
+        t = int(occurred_at.timestamp())
         if t < created_s:
             early += 1
             continue
         if t > as_of_s:
             future += 1
         times.append(t)
-        types.append(event.type)
+        types.append(event_type)
+    if untyped:
+        warnings.append(f"interactions: {untyped} without a type ignored")
     if early:
         warnings.append(f"interactions: {early} before created_at ignored")
     if future:
@@ -231,15 +286,13 @@ def score_lead_with_features(
     if unknown:
         warnings.append(f"interactions: types outside the vocabulary counted as other: {_listed(unknown)}")
 
-    known_attrs = set(spec.attribute_columns())
-    extra = sorted(set(lead.attributes) - known_attrs)
     if extra:
-        warnings.append(f"attributes not used by this model: {_listed(extra)}")
-    missing = sorted(known_attrs - set(lead.attributes))
+        warnings.append(f"attributes not used by this model: {_listed(sorted(extra))}")
+    missing = sorted(set(spec.attribute_columns()) - set(attributes))
     if missing:
         warnings.append(f"attributes missing, scored as unknown: {missing}")
 
-    rows = lead_features(created_s, lead.attributes, times, types, as_of_s, spec)
+    rows = lead_features(created_s, attributes, times, types, as_of_s, spec)
     for name, levels in model.meta.categorical_levels.items():
         value = rows.categorical[name][0]
         if value is not None and value not in model._codes[name]:
@@ -274,6 +327,29 @@ def score_lead_with_features(
 def rounded_probability(probability: np.ndarray) -> np.ndarray:
     """Probabilities as answered (6 decimals): one rounding for the one-lead and batch paths."""
     return np.round(probability, 6)
+
+
+def schema_applied(model: ScoringModel, leads: pd.DataFrame, interactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validated tables read by the model's lead schema, as `score_lead` reads one lead.
+
+    Tables validated under another schema (a data folder read with the contract's defaults, for
+    a model trained on an export that declares missing tokens) get the model's rules; tables
+    validated under this one are unchanged (the rules are idempotent).
+
+    Raises:
+        ValueError: A value the schema cannot read, naming the column and a few lead ids.
+    """
+    schema = model.schema
+    leads, bad_values = schema.normalise_frame(leads)
+    for column, bad in bad_values.items():
+        examples = leads.loc[bad, "lead_id"].astype(str).head(3).tolist()
+        raise ValueError(
+            f"leads: {int(bad.sum())} value(s) of {column} the model's lead schema cannot read (e.g. lead_id {examples}): "
+            "validate the tables first (features.contract.validate)"
+        )
+    if schema.type_map and len(interactions):
+        interactions = interactions.assign(type=schema.interaction_type_column(interactions["type"]))
+    return leads, interactions
 
 
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -317,6 +393,7 @@ def score_table(
     """
     as_of = _to_utc(as_of)
     stamp = pd.Timestamp(as_of)
+    leads, interactions = schema_applied(model, leads, interactions)
     scorable = leads[leads["created_at"] <= stamp]
     snapshots = pd.DataFrame({"lead_id": scorable["lead_id"].reset_index(drop=True), "as_of": stamp})
     # Columns holding one value or a few (as_of, tier, model version) are categoricals: a

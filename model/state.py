@@ -15,16 +15,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.settings import load_settings
 
-DEFAULT_STATE_DIR = Path(".leadscore")
-STATE_DIR_ENV = "LEADSCORE_STATE_DIR"
+
 # How long a process waits for another one that created a secret file to finish writing it.
 _WRITE_WAIT_S = 5.0
 
 
 def state_dir() -> Path:
-    """`$LEADSCORE_STATE_DIR`, else `.leadscore` in the working folder."""
-    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+    """`$LEADSCORE_STATE_DIR`, else `.leadscore` in the working folder (`model.settings`)."""
+    return load_settings().state_dir
 
 
 @dataclass(frozen=True)

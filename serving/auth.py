@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
+from model.settings import load_settings
 from model.state import read_or_create_secret, state_dir
 
 Role = Literal["score", "admin"]
@@ -107,15 +106,19 @@ def parse_entries(text: str, separator: str, origin: str) -> tuple[tuple[bytes, 
 def load_api_keys(environ: Mapping[str, str] | None = None) -> ApiKeys:
     """The keys from `LEADSCORE_API_KEYS`, else `LEADSCORE_API_KEYS_FILE`, else the state folder.
 
+    Args:
+        environ: Variables to read the two settings from instead of the process environment
+            (`model.settings.load_settings`); the state folder is the process's either way.
+
     Raises:
         ApiKeyConfigError: The configured keys cannot be used.
         OSError: The keys file or the state folder cannot be read or written.
     """
-    environ = os.environ if environ is None else environ
-    if environ.get(KEYS_ENV):
-        return ApiKeys(parse_entries(environ[KEYS_ENV], ",", f"${KEYS_ENV}"), f"${KEYS_ENV}")
-    if environ.get(KEYS_FILE_ENV):
-        path = Path(environ[KEYS_FILE_ENV])
+    settings = load_settings(environ)
+    if settings.api_keys is not None:
+        return ApiKeys(parse_entries(settings.api_keys.get_secret_value(), ",", f"${KEYS_ENV}"), f"${KEYS_ENV}")
+    if settings.api_keys_file is not None:
+        path = settings.api_keys_file
         if not path.is_file():
             raise ApiKeyConfigError(f"${KEYS_FILE_ENV}: {path} is not a file")
         warning = None

@@ -2,8 +2,8 @@
 
 Middleware sees every request (the BentoML endpoints and the mounted `/model` route), which
 makes it the place for checks that hold for all of them: API keys (`ApiKeyAuth`), the body
-size (`BodySizeLimit`), the media type (`JsonBodiesOnly`), and the OpenAPI document that
-describes them (`OpenApiDocument`). They run in that order, the first registered outermost.
+size (`BodySizeLimit`) and the media type (`JsonBodiesOnly`). They run in that order, the
+first registered outermost.
 
 Every refusal has the body of BentoML's validation errors,
 `{"error": "<title>", "detail": [{"type", "loc", "msg"}]}`, so clients handle one shape.
@@ -11,9 +11,7 @@ Every refusal has the body of BentoML's validation errors,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -139,33 +137,6 @@ class BodySizeLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
-
-
-class OpenApiDocument:
-    """`GET /docs.json` answers `document()`: BentoML's document with the service's corrections.
-
-    BentoML documents the endpoints it routes itself; the service adds what it knows better
-    (its error bodies, keys, limits, mounted routes): `serving.openapi.service_document`.
-    """
-
-    PATH = "/docs.json"
-
-    def __init__(self, app: ASGIApp, document: Callable[[], dict[str, Any]]) -> None:
-        self.app = app
-        self.document = document
-        self._body: bytes | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.PATH:
-            if self._body is None:
-                self._body = json.dumps(self.document()).encode()
-            await send({
-                "type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(self._body)).encode())],
-            })  # fmt: skip
-            await send({"type": "http.response.body", "body": self._body})
-            return
-        await self.app(scope, receive, send)
 
 
 class JsonBodiesOnly:

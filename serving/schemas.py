@@ -6,7 +6,10 @@ batches, the model card).
 
 Request models forbid unknown keys, so a misspelt option (`"explian": false`) is rejected
 instead of silently ignored, and hide inputs in their error messages, so that validation
-errors written to the server log never carry a lead's attributes (emails, names).
+errors written to the server log never carry a lead's attributes (emails, names). Options are
+strict (`true`, not `"true"` or `1`; `3` or `3.0`, not `"3"`), as the OpenAPI document says.
+
+`ErrorBody` is the body of every refusal (400, 401, 403, 404, 409, 413, 415, 422).
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from model.bundle import Tiers
-from model.scoring import LeadIn, ScoreOut, Timestamp, not_in_the_future
+from model.scoring import IN_RANGE_SCHEMA, LeadIn, ScoreOut, Timestamp, not_in_the_future
 
 MAX_BATCH_LEADS = 1_000
 MAX_TOP_K = 10
@@ -27,6 +30,14 @@ MAX_TOP_K = 10
 Language = Literal["en", "fr"]
 
 
+def _a_json_number(value: object) -> object:
+    # JSON Schema's integer is a number without a fraction (3 or 3.0); pydantic's lax int would
+    # also take the text "3" and the boolean true, which the document does not allow.
+    if isinstance(value, (str, bool)):
+        raise ValueError("must be a whole number, not text or a boolean")
+    return value
+
+
 class ScoringOptions(BaseModel):
     """Options shared by single and batch scoring."""
 
@@ -34,10 +45,12 @@ class ScoringOptions(BaseModel):
 
     as_of: Timestamp | None = Field(
         default=None,
-        description="Score the lead as it was at this time (ISO 8601; no zone means UTC). Now when omitted.",
+        description="Score the lead as it was at this time (ISO 8601; no zone means UTC), from 1970 to now and not "
+        "before the lead's created_at. Now when omitted.",
+        json_schema_extra=IN_RANGE_SCHEMA,
     )
     language: Language = Field(default="en", description="Language of the reason labels.")
-    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = Field(
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K), BeforeValidator(_a_json_number)] = Field(
         default=3, description="How many reasons to give each way (up and down)."
     )
 
@@ -54,7 +67,7 @@ class ScoreRequest(ScoringOptions):
     model_config = ConfigDict(title="ScoreRequest")
 
     lead: LeadIn
-    explain: bool = Field(default=True, description="Give the reasons behind the score.")
+    explain: StrictBool = Field(default=True, description="Give the reasons behind the score.")
 
 
 class ScoreBatchRequest(ScoringOptions):
@@ -63,7 +76,7 @@ class ScoreBatchRequest(ScoringOptions):
     model_config = ConfigDict(title="ScoreBatchRequest")
 
     leads: Annotated[list[LeadIn], Field(min_length=1, max_length=MAX_BATCH_LEADS)]
-    explain: bool = Field(default=False, description="Give the reasons behind each score (slower).")
+    explain: StrictBool = Field(default=False, description="Give the reasons behind each score (slower).")
 
 
 class ScoreBatchOut(BaseModel):
@@ -91,7 +104,14 @@ class ModelCard(BaseModel):
 class ReloadRequest(BaseModel):
     """Body of `POST /admin/reload`: what to load; empty to load again where the model came from."""
 
-    model_config = ConfigDict(extra="forbid", title="ReloadRequest")
+    model_config = ConfigDict(
+        extra="forbid",
+        title="ReloadRequest",
+        # `_one_source`, in the JSON Schema: not both given.
+        json_schema_extra={
+            "not": {"required": ["bundle", "version"], "properties": {"bundle": {"type": "string"}, "version": {"type": "string"}}}
+        },
+    )  # fmt: skip
 
     bundle: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
         default=None, description="A bundle folder on the server."
@@ -114,3 +134,23 @@ class ReloadOut(BaseModel):
     previous_model_version: str
     source: str = Field(description="Where the model came from, e.g. `registry leadscore version 3`.")
     seconds: float = Field(description="Time spent loading and checking the bundle.")
+
+
+class ErrorDetail(BaseModel):
+    """One thing wrong with a request, as pydantic reports a validation error."""
+
+    type: str = Field(description="Kind of error, e.g. `missing`, `datetime_from_date_parsing`, `missing_api_key`.")
+    loc: list[str | int] = Field(
+        description='Path of the offending field in the request, e.g. `["leads", 3, "created_at"]`; '
+        '`["header", "authorization"]` for the key; empty for the request as a whole.'
+    )
+    msg: str = Field(description="What is wrong, without the value sent (it may be personal data).")
+
+
+class ErrorBody(BaseModel):
+    """Body of every refusal: a title, and each offending field (`loc`) with why."""
+
+    model_config = ConfigDict(title="Error")
+
+    error: str = Field(description="Title, e.g. `1 validation error for ScoreRequest` or `Unauthorized`.")
+    detail: list[ErrorDetail]

@@ -21,10 +21,14 @@ The log names a lead only by a hash of its lead_id; request bodies are never log
 out the files training wrote into the bundle folder as they are: serving never imports training.
 A bundle without them answers 404 saying so.
 
+The endpoints are FastAPI routes declared on the methods of `LeadScoring` (`serving.api.api`,
+mounted with `bentoml.asgi_app`), so FastAPI writes the OpenAPI document at `/docs.json` from
+them; BentoML serves the health endpoints, `/metrics` and the Swagger page `/`.
+
 Checks that hold for every request live in ASGI middleware (`serving.middleware`), registered
-at the end of this module: it sees the BentoML endpoints and the mounted `/model` route alike,
-which makes it the place for access control too. API keys and roles: `serving.auth`; body
-size: `LEADSCORE_MAX_BODY_BYTES` (5 MiB); the OpenAPI document at `/docs.json`: `serving.openapi`.
+at the end of this module: it sees BentoML's routes and the mounted app alike, which makes it
+the place for access control too. API keys and roles: `serving.auth`; body size:
+`LEADSCORE_MAX_BODY_BYTES` (5 MiB). Settings: `model.settings`.
 
 Hot swap: the served model is one reference (`LeadScoring.served`) that a request reads once,
 at its start, so a request in flight finishes on the model it started with. `POST /admin/reload`
@@ -43,28 +47,25 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated, Any
 
 import anyio
 import bentoml
 from bentoml.exceptions import BentoMLException
+from fastapi import Body, Security
 from lightgbm.basic import LightGBMError
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
-from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
 
 from features.spec import FeatureSpec
 from model.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel
 from model.scorelog import (
-    SCORE_LOG_ENV,
     ScoreLog,
     ScoreLogError,
     ScoreRecord,
@@ -72,17 +73,14 @@ from model.scorelog import (
     lead_pseudonym,
     open_score_log,
 )
-from model.scoring import LeadIn, LeadRejected, ScoreOut, score_lead_with_features
+from model.scoring import LeadIn, LeadRejected, ScoreOut, batch_as_of, score_lead_with_features
+from model.settings import DEFAULT_MAX_BODY_BYTES, Settings, env_name, load_settings
+from serving.api import bearer, create_api, refusals, service_document
 from serving.auth import ApiKeys, load_api_keys
-from serving.middleware import ApiKeyAuth, BodySizeLimit, JsonBodiesOnly, OpenApiDocument, refusal
-from serving.openapi import service_document
+from serving.middleware import ApiKeyAuth, BodySizeLimit, JsonBodiesOnly, refusal
 from serving.schemas import ModelCard, ReloadOut, ReloadRequest, ScoreBatchOut, ScoreBatchRequest, ScoreRequest
 
-BUNDLE_ENV = "LEADSCORE_BUNDLE"
-POLL_ENV = "LEADSCORE_POLL_SECONDS"
-DEFAULT_POLL_SECONDS = 30
-MAX_BODY_ENV = "LEADSCORE_MAX_BODY_BYTES"
-DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+BUNDLE_ENV = env_name("bundle")
 
 logger = logging.getLogger(__name__)
 
@@ -93,34 +91,12 @@ class BundleLoadError(RuntimeError):
     """The service cannot start: no usable model bundle."""
 
 
-class ServiceConfigError(RuntimeError):
-    """The service cannot start: a setting is wrong; the message names it."""
-
-
 class BundleRejected(ValueError):
     """A bundle that failed its checks before a swap (`POST /admin/reload` answers 422)."""
 
 
 class ReloadConflict(RuntimeError):
     """A reload that cannot run now or here (`POST /admin/reload` answers 409)."""
-
-
-def env_int(name: str, default: int, minimum: int) -> int:
-    """An integer setting from the environment.
-
-    Raises:
-        ServiceConfigError: Not a whole number, or below `minimum`.
-    """
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ServiceConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ServiceConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -149,9 +125,9 @@ def bundle_location() -> tuple[Path, str, str | None]:
     Raises:
         BundleLoadError: Neither is available.
     """
-    configured = os.environ.get(BUNDLE_ENV)
-    if configured:
-        return Path(configured), f"${BUNDLE_ENV}", None
+    configured = load_settings().bundle
+    if configured is not None:
+        return configured, f"${BUNDLE_ENV}", None
     try:
         from model.registry import champion_bundle_path, registry_from_env
     except ModuleNotFoundError as exc:
@@ -271,39 +247,8 @@ def rejection(title: str, problems: Sequence[tuple[Location, str]]) -> Validatio
     )
 
 
-async def model_card_response(request: Request) -> JSONResponse:
-    """`GET /model`: a plain route, because BentoML endpoints answer POST only."""
-    service: LeadScoring = bentoml.get_current_service()
-    return JSONResponse(service.model_card().model_dump(mode="json"))
-
-
-async def reload_response(request: Request) -> JSONResponse:
-    """`POST /admin/reload`: load, check and swap in a bundle off the event loop (role admin).
-
-    Answers 200 with the new and previous versions, 400 for a body that is not a
-    `ReloadRequest`, 409 when another reload runs or a registry version is asked of a service
-    serving a bundle folder, 422 when the bundle fails its checks (the old model keeps serving).
-    """
-    service: LeadScoring = bentoml.get_current_service()
-    body = await request.body()
-    try:
-        wanted = ReloadRequest.model_validate_json(body) if body.strip() else ReloadRequest()
-    except ValidationError as exc:
-        detail = exc.errors(include_context=False, include_input=False, include_url=False)
-        title = f"{exc.error_count()} validation error for {exc.title}"
-        return JSONResponse({"error": title, "detail": detail}, status_code=400)
-    try:
-        outcome = await anyio.to_thread.run_sync(service.reload, wanted.bundle, wanted.version)
-    except ReloadConflict as exc:
-        return refusal(409, "Conflict", "reload_conflict", [], str(exc))
-    except BundleRejected as exc:
-        return refusal(422, "Unprocessable Content", "bundle_rejected", ["bundle"], str(exc))
-    return JSONResponse(outcome.model_dump(mode="json"))
-
-
-def bundle_file_response(name: str, media_type: str) -> Response:
+def bundle_file_response(service: LeadScoring, name: str, media_type: str) -> Response:
     """A file of the served bundle's folder as it is, or 404 naming the file and the model."""
-    service: LeadScoring = bentoml.get_current_service()
     path = service.bundle_dir / name
     if not path.is_file():
         reason = (
@@ -316,24 +261,17 @@ def bundle_file_response(name: str, media_type: str) -> Response:
     return FileResponse(path, media_type=media_type)
 
 
-async def report_response(request: Request) -> Response:
-    """`GET /report`: the leadership report of the served model, one offline HTML page."""
-    return bundle_file_response(REPORT_FILE, "text/html; charset=utf-8")
-
-
-async def importance_response(request: Request) -> Response:
-    """`GET /importance`: the served model's global drivers (`training.drivers`), JSON."""
-    return bundle_file_response(IMPORTANCE_FILE, "application/json")
-
-
-model_routes = Starlette(
-    routes=[
-        Route("/model", model_card_response, methods=["GET"]),
-        Route("/report", report_response, methods=["GET"]),
-        Route("/importance", importance_response, methods=["GET"]),
-        Route("/admin/reload", reload_response, methods=["POST"]),
-    ]
+api = create_api(
+    title="leadscore",
+    version="1",
+    description=(
+        "Scores CRM leads with a LightGBM model beside the team's point grid, and says why. "
+        "Every endpoint but health and documentation needs an API key: `Authorization: Bearer <key>`; "
+        "role `score` for scoring and reading the model, `admin` also for `/admin/reload`."
+    ),
 )
+KEY = [Security(bearer)]  # declares the key; `ApiKeyAuth` checks it
+TAGS: list[str | Any] = ["Service APIs"]
 
 
 def _freeze_long_lived() -> None:
@@ -350,7 +288,7 @@ def _freeze_long_lived() -> None:
     gc.freeze()
 
 
-@bentoml.asgi_app(model_routes, path="/")
+@bentoml.asgi_app(api, path="/")
 @bentoml.service(traffic={"timeout": 60})
 class LeadScoring:
     """Scores leads with one model bundle at a time, loaded at start-up and swapped by reloads."""
@@ -359,8 +297,9 @@ class LeadScoring:
         # BentoML's server logging passes only warnings from loggers outside `bentoml`; the
         # request log is INFO. Set at start-up, not import, so importing this module configures nothing.
         logger.setLevel(logging.INFO)
-        self.poll_seconds = env_int(POLL_ENV, DEFAULT_POLL_SECONDS, minimum=0)
-        self.max_body_bytes = env_int(MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES, minimum=1024)
+        settings: Settings = load_settings()
+        self.poll_seconds = settings.poll_seconds
+        self.max_body_bytes = settings.max_body_bytes
         self.api_keys: ApiKeys = load_api_keys()
         logger.info("API keys from %s", self.api_keys.source)
         if self.api_keys.created_key is not None:
@@ -373,8 +312,7 @@ class LeadScoring:
         if self.api_keys.warning:
             logger.warning("API keys: %s", self.api_keys.warning)
         self.lead_key = lead_key()
-        target = os.environ.get(SCORE_LOG_ENV)
-        self.score_log: ScoreLog | None = open_score_log(target) if target else None
+        self.score_log: ScoreLog | None = open_score_log(settings.score_log) if settings.score_log else None
         if self.score_log is not None:
             logger.info("score log: %s", self.score_log.describe())
         path, origin, version = bundle_location()
@@ -408,9 +346,9 @@ class LeadScoring:
         """How logs name a lead: the keyed hash of its lead_id (which may be an email)."""
         return lead_pseudonym(lead_id, self.lead_key)
 
-    @bentoml.api
-    def score(self, request: ScoreRequest, /) -> ScoreOut:
-        """Score one lead."""
+    @api.post("/score", tags=TAGS, dependencies=KEY, responses=refusals(400, 401, 403, 413, 415))
+    def score(self, request: ScoreRequest) -> ScoreOut:
+        """Score one lead: probability, 0-100 score, tier, MQL, the main reasons up and down, the point grid's verdict."""
         started = time.perf_counter()
         model = self.served.model  # once: a swap during this request does not change its model
         scored = self._score_all(
@@ -433,13 +371,13 @@ class LeadScoring:
         )
         return out
 
-    @bentoml.api
-    def score_batch(self, request: ScoreBatchRequest, /) -> ScoreBatchOut:
+    @api.post("/score_batch", tags=TAGS, dependencies=KEY, responses=refusals(400, 401, 403, 413, 415))
+    def score_batch(self, request: ScoreBatchRequest) -> ScoreBatchOut:
         """Score many leads at one `as_of` (now when omitted); a bad lead rejects the batch."""
         started = time.perf_counter()
         model = self.served.model  # once: every lead of the batch is scored by the same model
         # Now, or the latest creation time when a client's clock runs a little ahead of ours.
-        as_of = request.as_of or max(datetime.now(UTC), *(lead.created_at for lead in request.leads))
+        as_of = request.as_of or batch_as_of(model, request.leads)
         scored = self._score_all(
             model,
             [(("leads", i), lead) for i, lead in enumerate(request.leads)],
@@ -458,6 +396,46 @@ class LeadScoring:
             1000 * (time.perf_counter() - started),
         )
         return ScoreBatchOut(model_version=model.meta.model_version, results=results)
+
+    @api.get("/model", tags=TAGS, dependencies=KEY, responses=refusals(401, 403))
+    def get_model(self) -> ModelCard:
+        """The model being served: version, training date, horizon, test metrics, features, tiers."""
+        return self.model_card()
+
+    @api.get(
+        "/report", tags=TAGS, dependencies=KEY, response_class=Response,  # the media types are the responses'
+        responses={200: {"description": "The report", "content": {"text/html": {"schema": {"type": "string"}}}},
+                   **refusals(401, 403, 404)},
+    )  # fmt: skip
+    def get_report(self) -> Response:
+        """The leadership report of the served model (one offline HTML page)."""
+        return bundle_file_response(self, REPORT_FILE, "text/html; charset=utf-8")
+
+    @api.get(
+        "/importance", tags=TAGS, dependencies=KEY, response_model=dict[str, Any], responses=refusals(401, 403, 404)
+    )
+    def get_importance(self) -> Response:
+        """The served model's global drivers (written by training into the bundle)."""
+        return bundle_file_response(self, IMPORTANCE_FILE, "application/json")
+
+    @api.post(
+        "/admin/reload", tags=TAGS, dependencies=KEY, response_model=ReloadOut,
+        responses=refusals(400, 401, 403, 409, 413, 415, 422),
+    )  # fmt: skip
+    async def admin_reload(
+        self, wanted: Annotated[ReloadRequest, Body(default_factory=ReloadRequest)]
+    ) -> Response | ReloadOut:
+        """Load a model bundle off the event loop, check it (format, a smoke prediction, feature spec
+        compatible with the served model) and swap it in; requests in flight finish on the old model.
+        Empty body: load again from where the model came from (the registry's champion, or
+        LEADSCORE_BUNDLE). Role admin.
+        """
+        try:
+            return await anyio.to_thread.run_sync(self.reload, wanted.bundle, wanted.version)
+        except ReloadConflict as exc:
+            return refusal(409, "Conflict", "reload_conflict", [], str(exc))
+        except BundleRejected as exc:
+            return refusal(422, "Unprocessable Content", "bundle_rejected", ["bundle"], str(exc))
 
     def model_card(self) -> ModelCard:
         """What `GET /model` answers."""
@@ -649,13 +627,10 @@ def current_max_body_bytes() -> int:
     return service.max_body_bytes if service is not None else DEFAULT_MAX_BODY_BYTES
 
 
-def openapi_document() -> dict[str, object]:
-    return service_document(LeadScoring.openapi_spec.asdict())
-
+# FastAPI's document of the routes above, with BentoML's health endpoints (`serving.api`).
+api.openapi = lambda: service_document(api, LeadScoring.openapi_spec.asdict())  # type: ignore[method-assign]
 
 # Outermost first: a request without a key is refused before its body is read.
 LeadScoring.add_asgi_middleware(ApiKeyAuth, keys=current_api_keys)
 LeadScoring.add_asgi_middleware(BodySizeLimit, max_bytes=current_max_body_bytes)
 LeadScoring.add_asgi_middleware(JsonBodiesOnly)
-LeadScoring.add_asgi_middleware(OpenApiDocument, document=openapi_document)
-

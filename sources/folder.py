@@ -1,12 +1,19 @@
-"""A data folder in the contract's own format: `leads` and `interactions` as CSV or Parquet."""
+"""A data folder in the contract's own format: `leads` and `interactions` as CSV or Parquet.
+
+The folder may hold a `meta.json` whose `export_at` (ISO 8601) is the export time, as
+`leadscore simulate` writes it; it is then the data end. Without it the data ends at the latest
+lead creation.
+"""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from features.contract import ContractError, Dataset, validate
+from features.contract import ContractError, Dataset, as_utc, validate
 from features.spec import FeatureSpec
 
 
@@ -23,12 +30,39 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
 
 
-def load_dataset(directory: Path | str, spec: FeatureSpec) -> Dataset:
+META_FILE = "meta.json"
+EXPORT_TIME_KEY = "export_at"
+
+
+def folder_export_time(directory: Path) -> pd.Timestamp | None:
+    """The `export_at` of the folder's meta.json, or None when there is no such file or key.
+
+    Raises:
+        ContractError: meta.json is not JSON, or its `export_at` is not a timestamp.
+    """
+    path = directory / META_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ContractError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(meta, dict) or meta.get(EXPORT_TIME_KEY) is None:
+        return None
+    try:
+        return as_utc(meta[EXPORT_TIME_KEY])
+    except (TypeError, ValueError) as error:
+        raise ContractError(f"{path}: {EXPORT_TIME_KEY} {meta[EXPORT_TIME_KEY]!r} is not a timestamp") from error
+
+
+def load_dataset(directory: Path | str, spec: FeatureSpec, exported_at: datetime | pd.Timestamp | None = None) -> Dataset:
     """Read `leads` and `interactions` (CSV or Parquet) from a folder and validate them.
 
     Args:
         directory: Folder with leads.{parquet,csv,csv.gz} and interactions.{parquet,csv,csv.gz}.
         spec: Feature specification declaring the attribute columns.
+        exported_at: The export time; None reads `export_at` from the folder's meta.json, and
+            without one the data ends at the latest lead creation.
 
     Returns:
         The validated `Dataset`.
@@ -36,4 +70,5 @@ def load_dataset(directory: Path | str, spec: FeatureSpec) -> Dataset:
     directory = Path(directory)
     if not directory.is_dir():
         raise ContractError(f"{directory}: no such data folder")
-    return validate(_read_table(directory, "leads"), _read_table(directory, "interactions"), spec)
+    when = exported_at if exported_at is not None else folder_export_time(directory)
+    return validate(_read_table(directory, "leads"), _read_table(directory, "interactions"), spec, when)

@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,7 +36,18 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from features.contract import ContractError, Dataset, Quarantine, RuleBreach, StaticDataset, ValidationReport, validate, validate_static
+from features.contract import (
+    ContractError,
+    Dataset,
+    Quarantine,
+    RuleBreach,
+    StaticDataset,
+    ValidationReport,
+    as_utc,
+    validate,
+    validate_static,
+)
+from features.schema import AttributeColumn, LeadSchema, TimeRule, merged_type_map, parse_time_column
 from features.spec import FeatureSpec
 
 TRUE_WORDS: tuple[str, ...] = ("1", "yes", "y", "true", "t")
@@ -375,7 +387,18 @@ class AttributeTable(BaseModel):
 
 
 class DataConfig(BaseModel):
-    """The `data:` section: how your export maps onto leadscore's contract."""
+    """The `data:` section: how your export maps onto leadscore's contract.
+
+    Attributes:
+        leads: The table with one row per lead.
+        columns: What each lead column is.
+        interactions: Event tables, unioned.
+        attributes: Tables joined onto leads by a key.
+        exported_at: When the export was taken (ISO 8601; without a zone read as UTC; a date
+            alone is 00:00 UTC of that day). It is the data end: label windows mature against
+            it and every row dated after it is quarantined. Left out, the data ends at the
+            latest lead creation (never at the latest event, which one stray date could move).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -383,6 +406,7 @@ class DataConfig(BaseModel):
     columns: ColumnRoles = Field(default_factory=ColumnRoles)
     interactions: list[InteractionTable] = Field(default_factory=list)
     attributes: list[AttributeTable] = Field(default_factory=list)
+    exported_at: datetime | None = None
 
     @property
     def is_static(self) -> bool:
@@ -470,6 +494,47 @@ class DataConfig(BaseModel):
             }
         )
 
+    def lead_schema(self) -> LeadSchema:
+        """How this export's raw lead values are read, for training and serving alike.
+
+        Names as exported and as features, kinds, `columns.missing_values`, the decimal and
+        thousands marks of each column's CSV source, the zone of naive creation and
+        interaction times, and the interaction tables' type maps (merged).
+
+        Raises:
+            ValueError: Two event tables map one exported type to different types.
+        """
+        cols = self.columns
+
+        def column(name: str, kind: str) -> AttributeColumn:
+            source = self._source_of(name)
+            options = source.csv if source.kind == "csv" else None
+            return AttributeColumn(
+                source=name, name=self.feature_name(name), kind=kind,  # type: ignore[arg-type]
+                decimal=options.decimal if options else ".", thousands=options.thousands if options else None,
+            )
+
+        zones = {t.occurred_at.timezone for t in self.interactions} or {"UTC"}
+        created = self.leads.created_at
+        return LeadSchema(
+            attributes=[column(c, "category") for c in cols.categorical]
+            + [column(c, "number") for c in cols.numeric]
+            + ([column(cols.email, "email")] if cols.email else []),
+            missing_values=list(cols.missing_values),
+            created_at=TimeRule(source=created.column, timezone=created.timezone, format=created.format)
+            if created is not None
+            else TimeRule(source="created_at"),
+            interaction_timezone=zones.pop() if len(zones) == 1 else None,
+            type_map=merged_type_map((f"data.interactions.{i}", t.type_map) for i, t in enumerate(self.interactions)),
+        )
+
+    def _source_of(self, column: str) -> Source:
+        """The source a declared column is read from: an attribute table's, else the leads'."""
+        for table in self.attributes:
+            if column in {table.prefix + c for c in table.columns}:
+                return table.source
+        return self.leads.source
+
 
 def _no_repeats(values: Sequence[str], key: str) -> None:
     repeated = sorted({v for v in values if list(values).count(v) > 1})
@@ -479,7 +544,7 @@ def _no_repeats(values: Sequence[str], key: str) -> None:
 
 # -- mapping one chunk --------------------------------------------------------------------
 
-ColumnKind = Literal["text", "category", "number", "time", "flag", "type"]
+ColumnKind = Literal["text", "category", "email", "number", "time", "flag", "type"]
 
 
 @dataclass(frozen=True)
@@ -513,25 +578,10 @@ def _text(values: pd.Series, missing: Sequence[str] = ()) -> pd.Series:
 def parse_times(values: pd.Series, spec: TimeColumn) -> tuple[pd.Series, pd.Series]:
     """Timestamps in UTC, and the mask of non-empty values that did not parse.
 
-    Naive timestamps are read in `spec.timezone`; zoned ones are converted.
+    Naive timestamps are read in `spec.timezone`; zoned ones are converted
+    (`features.schema.parse_time_column`, the rule the served path follows too).
     """
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC"), pd.Series(False, index=values.index)
-    if pd.api.types.is_datetime64_dtype(values.dtype):
-        local = values.dt.tz_localize(spec.timezone, ambiguous="NaT", nonexistent="NaT")
-        return local.dt.tz_convert("UTC"), pd.Series(False, index=values.index)
-    text = _text(values)
-    fmt = spec.format or "mixed"
-    zoned = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).fillna(False).astype(bool)
-    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-    if zoned.any():
-        parsed[zoned] = pd.to_datetime(text[zoned], errors="coerce", format=fmt, utc=True)
-    if (~zoned).any():
-        naive = pd.to_datetime(text[~zoned], errors="coerce", format=fmt)
-        if not isinstance(naive.dtype, pd.DatetimeTZDtype):  # a %z in `format` gives zoned values
-            naive = naive.dt.tz_localize(spec.timezone, ambiguous="NaT", nonexistent="NaT")
-        parsed[~zoned] = naive.dt.tz_convert("UTC")
-    return parsed, parsed.isna() & text.notna()
+    return parse_time_column(values, spec.timezone, spec.format)
 
 
 def parse_numbers(
@@ -539,24 +589,26 @@ def parse_numbers(
 ) -> tuple[pd.Series, pd.Series]:
     """float64 numbers (decimal and thousands marks of a CSV applied), and the mask of bad values.
 
-    A bad value (not a number, or infinite) becomes NaN.
+    A bad value (not a number, or infinite) becomes NaN. The rule is the lead schema's
+    (`features.schema.LeadSchema.normalise_column`), which the served path follows too.
     """
-    if pd.api.types.is_bool_dtype(values.dtype) or (
-        pd.api.types.is_numeric_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype)
-    ):
-        numbers = values.astype("float64")
-        bad = pd.Series(np.isinf(numbers.to_numpy()), index=values.index)
-        return numbers.mask(bad), bad
-    text = _text(values, missing)
-    cleaned = text
-    if options is not None:
-        if options.thousands:
-            cleaned = cleaned.str.replace(options.thousands, "", regex=False)
-        if options.decimal != ".":
-            cleaned = cleaned.str.replace(options.decimal, ".", regex=False)
-    numbers = pd.to_numeric(cleaned, errors="coerce").astype("float64")
-    bad = (numbers.isna() & text.notna()) | np.isinf(numbers)
-    return numbers.mask(bad), bad.astype(bool)
+    return _value_rules(missing).normalise_column(values, _number_column(options))
+
+
+def _value_rules(missing: Sequence[str], type_map: dict[str, str] | None = None) -> LeadSchema:
+    # The lead schema's rules with this table's missing tokens (and type map): the values
+    # `DataConfig.lead_schema` declares for the bundle.
+    return LeadSchema(missing_values=list(missing), type_map=dict(type_map or {}))
+
+
+def _number_column(options: CsvOptions | None) -> AttributeColumn:
+    return AttributeColumn(
+        source="number", name="number", kind="number",
+        decimal=options.decimal if options is not None else ".", thousands=options.thousands if options is not None else None,
+    )
+
+
+_TEXT_COLUMN = AttributeColumn(source="text", name="text", kind="category")
 
 
 def parse_flags(values: pd.Series, outcome: Outcome) -> pd.Series:
@@ -592,10 +644,10 @@ def map_chunk(
         values = chunk[column.source]
         if column.kind == "text":
             out[column.target] = _text(values)
-        elif column.kind == "category":
-            out[column.target] = _text(values, missing).astype("category")
+        elif column.kind in ("category", "email"):
+            out[column.target] = _value_rules(missing).normalise_column(values, _TEXT_COLUMN)[0]
         elif column.kind == "type":
-            out[column.target] = _text(values).replace(column.type_map).astype("category")
+            out[column.target] = _value_rules((), column.type_map).interaction_type_column(values)
         elif column.kind == "number":
             out[column.target], bad = parse_numbers(values, options, missing)
             if bad.any():
@@ -819,7 +871,7 @@ def _lead_plan(data: DataConfig) -> list[ColumnPlan]:
         if column not in from_tables:
             plan.append(ColumnPlan(column, data.feature_name(column), "number", "data.columns.numeric"))
     if cols.email:
-        plan.append(ColumnPlan(cols.email, data.feature_name(cols.email), "text", "data.columns.email"))
+        plan.append(ColumnPlan(cols.email, data.feature_name(cols.email), "email", "data.columns.email"))
     for column, stamp in cols.recorded_at.items():
         if column not in from_tables:
             plan.append(
@@ -873,6 +925,8 @@ class _Rejections:
         merged = ValidationReport(
             breaches=[*self.report.breaches, *report.breaches, *mapping.breaches],
             unknown_types=dict(report.unknown_types),
+            data_end=report.data_end,
+            data_end_source=report.data_end_source,
         )
         frames = [f for f in (self.quarantine.frame(), quarantine) if len(f)]
         if not frames:
@@ -898,16 +952,34 @@ def _count_bad_values(frame: pd.DataFrame, report: ValidationReport, table: str)
     return frame.drop(columns=masks)
 
 
+SOURCE_ROW = "source_row"
+
+
 def _join_attributes(
-    leads: pd.DataFrame, data: DataConfig, unused: dict[str, list[str]], sources: dict[str, str], report: ValidationReport
+    leads: pd.DataFrame,
+    data: DataConfig,
+    unused: dict[str, list[str]],
+    sources: dict[str, str],
+    report: ValidationReport,
+    quarantine: Quarantine,
 ) -> pd.DataFrame:
-    """Bring each attribute table's columns onto the leads by key (left join, lead order kept)."""
+    """Bring each attribute table's columns onto the leads by key (left join, lead order kept).
+
+    Rows with an empty key match no lead: they go to `quarantine` under the table's config key,
+    named by their row number in the source (`source_row`, 1 = the first data row).
+    """
     missing = data.columns.missing_values
     for i, table in enumerate(data.attributes):
         key = f"data.attributes.{i}"
         values, unused[key] = read_mapped(table.source, _attribute_plan(data, i, table), missing, key)
         sources[key] = table.source.describe()
-        values = _count_bad_values(values, report, key).dropna(subset=[_KEY_PREFIX])
+        values = _count_bad_values(values, report, key)
+        empty_key = values[_KEY_PREFIX].isna()
+        if empty_key.any():
+            values[SOURCE_ROW] = pd.Series(np.arange(1, len(values) + 1), index=values.index).astype(str).radd("row ")
+            values = quarantine.take(
+                values, empty_key, key, f"have an empty {table.table_key!r} (no lead can match them)", example_column=SOURCE_ROW
+            ).drop(columns=[SOURCE_ROW])
         repeated = values.loc[values[_KEY_PREFIX].duplicated(), _KEY_PREFIX]
         if len(repeated):
             raise SourceError(
@@ -962,28 +1034,58 @@ def load_project_data(data: DataConfig, spec: FeatureSpec, leads_path: Path | No
     unused = {"data.leads": [c for c in unused_leads if c not in excluded]}
     sources = {"data.leads": lead_source.describe()}
     mapping_report = ValidationReport()
+    rejections = _Rejections()
     leads = _count_bad_values(leads, mapping_report, "leads")
-    leads = _join_attributes(leads, data, unused, sources, mapping_report)
+    leads = _join_attributes(leads, data, unused, sources, mapping_report, rejections.quarantine)
 
     recorded_columns = [c for c in leads.columns if c.startswith(_RECORDED_PREFIX)]
     recorded = leads[["lead_id", *recorded_columns]].rename(columns=lambda c: c.removeprefix(_RECORDED_PREFIX))
     leads = leads.drop(columns=recorded_columns)
 
-    rejections = _Rejections()
     leads = _reject_bad_outcomes(leads, data, rejections)
+    # What the bundle stores: the rules the mapping above applied, for the columns `spec` reads.
+    try:
+        schema = data.lead_schema().for_spec(spec)
+    except ValueError as error:
+        raise SourceError(str(error)) from error
+    exported_at = as_utc(data.exported_at) if data.exported_at is not None else None
     if data.is_static:
         if "converted" not in leads:
             leads["converted"] = leads["converted_at"].notna().astype("float64")
-        static = validate_static(leads, spec)
+        static = validate_static(leads, spec, exported_at, schema=schema)
         report, quarantine = rejections.merge_into(static.report, static.quarantine, mapping_report)
-        dataset: Dataset | StaticDataset = StaticDataset(leads=static.leads, quarantine=quarantine, report=report)
+        dataset: Dataset | StaticDataset = StaticDataset(leads=static.leads, quarantine=quarantine, report=report, schema=static.schema)
     else:
         interactions = _read_interactions(data, unused, sources)
-        timed = validate(leads.drop(columns=["converted"], errors="ignore"), interactions, spec)
+        timed = validate(leads.drop(columns=["converted"], errors="ignore"), interactions, spec, exported_at, schema=schema)
         report, quarantine = rejections.merge_into(timed.report, timed.quarantine, mapping_report)
-        dataset = Dataset(leads=timed.leads, interactions=timed.interactions, quarantine=quarantine, report=report)
+        dataset = Dataset(leads=timed.leads, interactions=timed.interactions, quarantine=quarantine, report=report, end=timed.end, schema=timed.schema)
     recorded = recorded[recorded["lead_id"].isin(dataset.leads["lead_id"])].reset_index(drop=True)
+    if isinstance(dataset, Dataset):
+        recorded = _unset_recorded_after(recorded, dataset.data_end, f"{dataset.data_end.isoformat()} ({dataset.data_end_source})", report)
+    elif exported_at is not None:
+        recorded = _unset_recorded_after(recorded, exported_at, f"{exported_at.isoformat()} (exported_at)", report)
     return ProjectData(dataset, recorded, data.post_outcome_features(), unused, sources)
+
+
+def _unset_recorded_after(
+    recorded: pd.DataFrame, data_end: pd.Timestamp, described: str, report: ValidationReport
+) -> pd.DataFrame:
+    """Recorded-at times after the data end cannot be right: set to missing, counted per feature.
+
+    The value itself stays (it is the lead's attribute); only the leakage guard's evidence of
+    when it was set is dropped, so a stray date cannot make a column look post-outcome.
+    """
+    for column in [c for c in recorded.columns if c != "lead_id"]:
+        late = recorded[column] > data_end
+        if late.any():
+            examples = recorded.loc[late, "lead_id"].astype(str).head(_EXAMPLES).tolist()
+            report.breaches.append(
+                RuleBreach("leads", f"have a recorded-at time of {column} after the data end {described}", int(late.sum()),
+                           examples, action="kept, recorded-at time set to missing")
+            )
+            recorded[column] = recorded[column].mask(late)
+    return recorded
 
 
 def _reject_bad_outcomes(leads: pd.DataFrame, data: DataConfig, rejections: _Rejections) -> pd.DataFrame:

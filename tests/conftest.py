@@ -12,7 +12,7 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_GRID = PROJECT_ROOT / "data" / "grids" / "default.yaml"
+DEFAULT_GRID = "default"  # the grid leadscore ships (sources/builtin_grids/default.yaml)
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 
 

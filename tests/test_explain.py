@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from sources.grids import load_grid
 from features.labels import ATTRIBUTE_TITLES, LANGUAGES, describe_bucket, describe_driver, driver_of
+from features.vocabulary import count_feature, recency_feature
 from model.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel
 from leadscore.cli import app
 from training.config import ProjectConfig
@@ -88,7 +91,7 @@ LABELS = [
 @pytest.mark.parametrize(("driver", "changes", "english", "french"), LABELS, ids=[f"{c[0]}-{i}" for i, c in enumerate(LABELS)])
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_reason_labels_read_like_a_salesperson(driver: str, changes: dict, english: str, french: str, language: str) -> None:
-    label, _shown = describe_driver(driver, lead_values(**changes), SPEC, language)
+    label = describe_driver(driver, lead_values(**changes), SPEC, language).label
     assert label == {"en": english, "fr": french}[language]
 
 
@@ -96,8 +99,8 @@ def test_reason_labels_read_like_a_salesperson(driver: str, changes: dict, engli
 @pytest.mark.parametrize("value", ["first_level", None])
 def test_french_attribute_labels_start_with_the_title_and_differ_from_english(driver: str, value: object) -> None:
     values = lead_values(**{driver: value if driver != "employee_count" else (None if value is None else 42.0)})
-    french, _ = describe_driver(driver, values, SPEC, "fr")
-    english, _ = describe_driver(driver, values, SPEC, "en")
+    french = describe_driver(driver, values, SPEC, "fr").label
+    english = describe_driver(driver, values, SPEC, "en").label
     assert french.startswith(ATTRIBUTE_TITLES[driver]["fr"] + " : ")
     assert french != english
 
@@ -106,7 +109,7 @@ def test_french_attribute_labels_start_with_the_title_and_differ_from_english(dr
 def test_every_driver_of_the_spec_has_a_label_without_raw_feature_names(language: str) -> None:
     values = lead_values(**pricing(1, 2, 2, 2, 3.0))
     for driver in dict.fromkeys(driver_of(f, SPEC) for f in SPEC.feature_names()):
-        label, _ = describe_driver(driver, values, SPEC, language)
+        label = describe_driver(driver, values, SPEC, language).label
         assert label and "_" not in label, (driver, label)
 
 
@@ -296,3 +299,89 @@ def test_mlflow_run_carries_the_report_in_the_bundle(training_result, simulated_
     assert roc_auc_score(training_result.test.y, explanations.scores["learned_grid"]) == pytest.approx(
         explanations.roc_auc["learned_grid"]
     )
+
+
+# -- reasons say what the model saw ----------------------------------------------------------
+
+_NUMBER = re.compile(r"\d[\d,  ]*(?:[.,]\d+)?")
+
+
+def _numbers_in(label: str) -> list[float]:
+    # "1,200" / "1 200" (thousands) and "12.3" / "12,3" (decimals) as numbers.
+    out = []
+    for text in _NUMBER.findall(label):
+        text = text.strip().replace(" ", "").replace(" ", "")
+        if re.fullmatch(r"\d{1,3}(,\d{3})+", text):
+            text = text.replace(",", "")
+        out.append(float(text.replace(",", ".")))
+    return out
+
+
+@st.composite
+def _lead_feature_values(draw: st.DrawFn) -> dict[str, object]:
+    """Feature values of one lead as the engine builds them: window counts nested, recency when seen."""
+    values = lead_values()
+    for event_type in SPEC.interaction_types:
+        counts = sorted(draw(st.lists(st.integers(0, 40), min_size=len(SPEC.windows_days) + 1, max_size=len(SPEC.windows_days) + 1)))
+        for window, n in zip(SPEC.windows_days, counts, strict=False):
+            values[count_feature(event_type, window)] = float(n)
+        values[count_feature(event_type, None)] = float(counts[-1])
+        values[recency_feature(event_type)] = draw(st.floats(0, 400)) if counts[-1] else math.nan
+    values["engagement_decayed"] = draw(st.floats(0, 80, allow_nan=False))
+    values["active_days_30d"] = float(draw(st.integers(0, 30)))
+    values["n_events_total"] = float(draw(st.integers(0, 500)))
+    values["lead_age_days"] = draw(st.floats(0, 900))
+    values["employee_count"] = float(draw(st.integers(1, 100_000)))
+    return values
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=_lead_feature_values(), language=st.sampled_from(LANGUAGES))
+def test_a_reason_quotes_the_value_of_the_feature_it_names(values: dict[str, object], language: str) -> None:
+    for driver in dict.fromkeys(driver_of(f, SPEC) for f in SPEC.feature_names()):
+        phrase = describe_driver(driver, values, SPEC, language)
+        named = values[phrase.feature]
+        if isinstance(phrase.value, str) or phrase.value is None:
+            assert phrase.value == named or (phrase.value is None and named is None), (driver, phrase)
+            continue
+        expected = round(float(named), 1) if phrase.feature == "engagement_decayed" else math.floor(float(named))
+        assert phrase.value == expected, (driver, phrase, named)
+        # Counts are written out from 2 on ("never", "once ... ago" say 0 and 1 in words).
+        if (driver in {"volume", "activity_days"} and phrase.value != 0) or (
+            driver in SPEC.interaction_types and phrase.value >= 2
+        ):
+            assert phrase.value in _numbers_in(phrase.label), (driver, phrase)
+
+
+def test_engagement_of_unweighted_types_is_not_called_no_activity() -> None:
+    # Interactions of types the engagement score gives no weight leave it at 0: the label must
+    # not claim the lead did nothing when it was active in the last 30 days.
+    phrase = describe_driver("engagement", lead_values(engagement_decayed=0.0, active_days_30d=5), SPEC, "en")
+    assert phrase.label == "Recent engagement score: 0.0"
+    quiet = describe_driver("engagement", lead_values(engagement_decayed=0.0, active_days_30d=0), SPEC, "en")
+    assert quiet.label == "No activity in recent weeks"
+
+
+def test_scored_reasons_name_the_feature_whose_value_they_quote(trained_bundle: Path, simulated_dataset) -> None:  # noqa: ANN001
+    import pandas as pd
+
+    from features.engine import snapshot_features
+
+    model = ScoringModel.load(trained_bundle)
+    leads = simulated_dataset.leads.head(80)
+    snapshots = pd.DataFrame({"lead_id": leads["lead_id"], "as_of": leads["created_at"] + pd.Timedelta(days=30)})
+    rows = snapshot_features(leads, simulated_dataset.interactions, snapshots, model.spec)
+    contributions = model.contributions(model.encode(rows))
+    checked = 0
+    for i in range(len(snapshots)):
+        values = rows.row(i)
+        up, down = model.reasons(contributions[i], values, top_k=5, language="en")
+        for reason in up + down:
+            named = values[reason.feature]
+            if isinstance(reason.value, str) or reason.value is None:
+                assert reason.value == named, reason
+                continue
+            expected = round(float(named), 1) if reason.feature == "engagement_decayed" else math.floor(float(named))
+            assert reason.value == expected, reason
+            checked += 1
+    assert checked > 50

@@ -10,12 +10,15 @@ import logging
 import re
 import tomllib
 from collections.abc import AsyncIterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any, get_args
 
 import httpx
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from pydantic import ValidationError
 
 from benchmarks.bench_model import example_lead
@@ -175,13 +178,52 @@ def test_request_languages_are_the_labels_languages() -> None:
     assert get_args(Language) == LANGUAGES
 
 
-def test_bentofile_installs_the_project_dependencies() -> None:
+def _pins(lock: Path) -> dict[str, str]:
+    """name -> pinned version of a requirements lock (comments and `-r` lines skipped)."""
+    pins = {}
+    for line in lock.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _needed(requirements: list[str]) -> set[str]:
+    """The distributions `requirements` need, transitively, by their installed metadata."""
+    seen: dict[str, set[str]] = {}
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        requirement = todo.pop()
+        name, extras = canonicalize_name(requirement.name), set(requirement.extras)
+        if name in seen and extras <= seen[name]:
+            continue
+        seen[name] = seen.get(name, set()) | extras
+        for needed in map(Requirement, metadata.distribution(name).requires or []):
+            if needed.marker is None or any(needed.marker.evaluate({"extra": e}) for e in seen[name] | {""}):
+                todo.append(needed)
+    return set(seen)
+
+
+def test_the_bento_installs_the_runtime_lock_which_pins_the_project_dependencies() -> None:
     root = Path(__file__).resolve().parents[1]
     bentofile = yaml.safe_load((root / "bentofile.yaml").read_text())
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    runtime, dev = _pins(root / "requirements.lock"), _pins(root / "requirements-dev.lock")
 
     assert bentofile["service"] == "serving.service:LeadScoring"
-    assert bentofile["python"]["packages"] == project["dependencies"]
+    assert bentofile["python"] == {"requirements_txt": "requirements.lock", "lock_packages": False}
+    assert (root / "requirements-dev.lock").read_text().count("-r requirements.lock\n") == 1
+    for dependency in map(Requirement, project["dependencies"]):
+        name = canonicalize_name(dependency.name)
+        assert name in runtime, f"{dependency} is not pinned in requirements.lock"
+        assert dependency.specifier.contains(runtime[name]), f"requirements.lock pins {name}=={runtime[name]}, pyproject wants {dependency}"
+    # Exactly what the project needs to run: the dependencies and theirs (installed metadata, markers
+    # and extras evaluated), so the lock is complete and the development tools stay out of the Bento.
+    assert set(runtime) == _needed(project["dependencies"]), set(runtime) ^ _needed(project["dependencies"])
+    for dependency in map(Requirement, project["optional-dependencies"]["dev"]):
+        assert canonicalize_name(dependency.name) in runtime | dev, f"{dependency} is pinned in neither lock"
+    assert not set(runtime) & set(dev), set(runtime) & set(dev)
 
 
 # -- the ASGI app --------------------------------------------------------------------------------

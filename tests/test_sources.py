@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import socket
@@ -46,6 +47,8 @@ ACCOUNTS = pd.DataFrame({"id": ["acc-1", "acc-2"], "Tier": ["gold", "silver"], "
 def _timed_config(folder: Path, chunk_rows: int = 100_000) -> dict:
     csv = {"separator": ";", "decimal": ",", "thousands": ".", "encoding": "utf-8"}
     return {
+        # Taken after the last conversion (A1 on 2024-02-01): nothing in the export is later.
+        "exported_at": "2024-03-01T00:00:00Z",
         "leads": {
             "source": {"path": str(folder / "leads.csv"), "csv": csv, "chunk_rows": chunk_rows},
             "id": "Lead ID",
@@ -366,6 +369,8 @@ def test_contract_files_through_data_config_equal_the_folder_flow(simulated_dir:
     config = ProjectConfig.model_validate(
         {
             "data": {
+                # The export time the folder flow reads from meta.json.
+                "exported_at": json.loads((simulated_dir / "meta.json").read_text())["export_at"],
                 "leads": {
                     "source": {"path": str(simulated_dir / "leads.csv"), "chunk_rows": 700},
                     "id": "lead_id",

@@ -15,6 +15,7 @@ from features.snapshots import DEFAULT_HORIZON_DAYS, DEFAULT_OFFSETS_DAYS
 from model.registry import RegistryConfig
 from sources.loader import DataConfig
 from features.spec import FeatureSpec
+from training.gate import GateConfig
 
 DEFAULT_CONFIG_FILE = Path("leadscore.yaml")
 
@@ -61,9 +62,11 @@ class TrainingConfig(BaseModel):
     snapshot_offsets_days: list[float] = Field(default_factory=lambda: list(DEFAULT_OFFSETS_DAYS))
     valid_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
-    grid: Path = Path("data/grids/default.yaml")
+    # A grid file, or the name of a grid leadscore ships ("default": sources/builtin_grids/default.yaml).
+    grid: Path = Path("default")
     lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
     n_bootstrap: int = Field(default=200, ge=0)
+    gate: GateConfig = Field(default_factory=GateConfig, description="The promotion gate (training.gate)")
     hot_share: float = Field(default=0.1, gt=0, lt=1, description="Share of validation leads rated hot")
     warm_share: float = Field(default=0.3, gt=0, lt=1, description="Share rated warm, below hot")
     seed: int = 0

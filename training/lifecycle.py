@@ -1,19 +1,19 @@
-"""Retraining lifecycle: promotion rules, rollback, and a backtest of retraining over history.
+"""Retraining lifecycle: the retrain tolerance, and a backtest of retraining over history.
 
-A challenger replaces the champion only when, on the same most recent matured period, it is
-not worse than the champion by more than `RETRAIN_TOLERANCE` ROC AUC and it beats the grid.
+A challenger replaces the champion only when the promotion gate (`training.gate`) lets it
+through; `leadscore retrain` allows it to be `RETRAIN_TOLERANCE` ROC AUC below the current and
+the best champion on the same most recent matured period.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from features.contract import Dataset
+from features.contract import DataEnd, Dataset
 from features.engine import snapshot_features
 from features.grid import PointGrid
 from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
@@ -24,59 +24,21 @@ from training.pipeline import NotEnoughDataError, Progress, run_training
 
 # A challenger may be this much below the champion's ROC AUC and still be promoted: the
 # bootstrap intervals of a test period are several times wider, and fresher data is worth it.
+# Measured from the best champion too (training.gate), so that retrains cannot ratchet down.
 RETRAIN_TOLERANCE = 0.005
-# "Better" means better by more than noise: re-scoring the same model can flip a few tied
-# ranks and move the AUC by about one pair in a million.
-_AUC_EPSILON = 1e-6
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    promote: bool
-    reason: str
-
-
-def promotion_decision(
-    challenger_auc: float,
-    champion_auc: float | None,
-    grid_auc: float,
-    tolerance: float,
-    require_beats_grid: bool,
-) -> PromotionDecision:
-    """Whether a challenger replaces the champion, and why, in one sentence.
-
-    Args:
-        challenger_auc: Challenger ROC AUC on the evaluation period.
-        champion_auc: Champion ROC AUC on the same rows (None when there is no champion).
-        grid_auc: Point grid ROC AUC on the same rows.
-        tolerance: How much worse than the champion is still acceptable (0 = must be better).
-        require_beats_grid: Refuse a challenger that does not beat the grid.
-    """
-    if require_beats_grid and challenger_auc <= grid_auc:
-        return PromotionDecision(False, f"challenger AUC {challenger_auc:.4f} does not beat the grid ({grid_auc:.4f})")
-    if champion_auc is None:
-        return PromotionDecision(True, f"no champion yet; challenger AUC {challenger_auc:.4f}")
-    if tolerance == 0:
-        ok = challenger_auc > champion_auc + _AUC_EPSILON
-        rule = "must beat the champion"
-    else:
-        ok = challenger_auc >= champion_auc - tolerance
-        rule = f"may be at most {tolerance} below the champion"
-    verdict = "promoted" if ok else "kept the champion"
-    return PromotionDecision(
-        ok,
-        f"{verdict}: challenger AUC {challenger_auc:.4f} vs champion {champion_auc:.4f} on the same rows ({rule}); grid {grid_auc:.4f}",
-    )
 
 
 def as_of_history(data: Dataset, cutoff: pd.Timestamp) -> Dataset:
-    """The data as it looked at `cutoff`: leads created by then, events and conversions up to then."""
+    """The data as it looked at `cutoff`: leads created by then, events and conversions up to then.
+
+    An export taken at `cutoff` ends there, so `cutoff` is its data end.
+    """
     leads = data.leads[data.leads["created_at"] <= cutoff].copy()
     leads["converted_at"] = leads["converted_at"].where(leads["converted_at"] <= cutoff)
     events = data.interactions[
         (data.interactions["occurred_at"] <= cutoff) & data.interactions["lead_id"].isin(leads["lead_id"])
     ].reset_index(drop=True)
-    return Dataset(leads.reset_index(drop=True), events, data.quarantine.iloc[:0], data.report)
+    return Dataset(leads.reset_index(drop=True), events, data.quarantine.iloc[:0], data.report, DataEnd(cutoff, "backtest cutoff"), data.schema)
 
 
 def _period_auc(y: np.ndarray, p: np.ndarray) -> float:

@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from features.contract import Dataset
 from features.engine import FeatureRows, snapshot_features
 from features.grid import PointGrid
+from features.schema import lead_schema_for
 from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
 from features.spec import FeatureSpec
 from model.bundle import BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix
@@ -90,6 +91,7 @@ def data_fingerprint(data: Dataset) -> dict[str, object]:
         "first_created_at": data.leads["created_at"].min().isoformat(),
         "last_created_at": data.leads["created_at"].max().isoformat(),
         "data_end": data.data_end.isoformat(),
+        "data_end_source": data.data_end_source,
         "content_hash": content_hash(leads_bytes, events_bytes),
     }
 
@@ -97,7 +99,15 @@ def data_fingerprint(data: Dataset) -> dict[str, object]:
 def time_split(
     snapshots: pd.DataFrame, leads: pd.DataFrame, config: TrainingConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, object]]:
-    """Split snapshots by their lead's creation time; train labels matured before validation.
+    """Split snapshots by their lead's creation time; each period's labels mature before the next.
+
+    The test period holds the last `test_fraction` of the leads (by creation). Early stopping,
+    calibration, tiers and the MQL threshold are fit on validation, so a validation label
+    window must close before the test period starts, as a training one must before validation
+    starts: otherwise what is fit has seen conversions of the period it is measured on. A lead
+    created within `horizon_days` of a boundary has only windows crossing it; such snapshots
+    are excluded (and counted), so the validation period starts early enough for
+    `valid_fraction` of the leads to have a snapshot whose window closes in time.
 
     Args:
         snapshots: `lead_id`, `as_of`, `label` (all with matured labels).
@@ -105,7 +115,13 @@ def time_split(
         config: Fractions and horizon.
 
     Returns:
-        train, valid, test snapshots and a description of the boundaries.
+        train, valid, test snapshots and a description of the boundaries, with
+        `excluded_snapshots`: per period, the snapshots left out because their label window
+        crosses into the next period.
+
+    Raises:
+        NotEnoughDataError: Too few leads, or too few leads whose label can close before the
+            test period to fill the validation period.
     """
     lead_index = pd.Index(leads["lead_id"])
     snap_created = pd.DatetimeIndex(leads["created_at"].iloc[lead_index.get_indexer(snapshots["lead_id"])])
@@ -114,15 +130,33 @@ def time_split(
     if n < 10:
         raise NotEnoughDataError(f"only {n} leads have a matured label; need at least a few hundred")
     test_start = lead_times.iloc[int(n * (1 - config.test_fraction))]
-    valid_start = lead_times.iloc[int(n * (1 - config.test_fraction - config.valid_fraction))]
     horizon = pd.Timedelta(days=config.horizon_days)
-    in_train = (snap_created < valid_start) & (pd.DatetimeIndex(snapshots["as_of"]) + horizon <= valid_start)
-    in_valid = (snap_created >= valid_start) & (snap_created < test_start)
+    label_end = pd.DatetimeIndex(snapshots["as_of"]) + horizon
+    # Leads before the test period with at least one window closing before it, by creation.
+    closes_before_test = np.asarray((label_end <= test_start) & (snap_created < test_start))
+    usable_leads = snapshots.loc[closes_before_test, "lead_id"].unique()
+    usable = leads["created_at"].iloc[lead_index.get_indexer(usable_leads)].sort_values()
+    n_valid = int(n * config.valid_fraction)
+    if len(usable) <= n_valid:
+        raise NotEnoughDataError(
+            f"the validation period needs {n_valid} leads whose {config.horizon_days:g}-day label window closes "
+            f"before the test period starts ({test_start.date().isoformat()}); {len(usable)} have one. {TIME_SPLIT_ADVICE}"
+        )
+    valid_start = usable.iloc[len(usable) - n_valid]
+    before_valid = snap_created < valid_start
+    in_valid_period = ~before_valid & (snap_created < test_start)
+    in_train = before_valid & (label_end <= valid_start)
+    in_valid = in_valid_period & (label_end <= test_start)
     in_test = snap_created >= test_start
     boundaries = {
         "valid_start": valid_start.isoformat(),
         "test_start": test_start.isoformat(),
         "train_label_cutoff": valid_start.isoformat(),
+        "valid_label_cutoff": test_start.isoformat(),
+        "excluded_snapshots": {
+            "train": int((before_valid & ~in_train).sum()),
+            "validation": int((in_valid_period & ~in_valid).sum()),
+        },
     }
     return (
         snapshots[np.asarray(in_train)].reset_index(drop=True),
@@ -395,7 +429,12 @@ def run_training(
     check_enough("train period", train_s, 200, 20)
     check_enough("validation period", valid_s, 100, 10)
     check_enough("test period", test_s, 100, 10)
-    say(f"snapshots: train {len(train_s)}, validation {len(valid_s)}, test {len(test_s)}")
+    excluded = boundaries["excluded_snapshots"]
+    say(
+        f"data end {data_end.isoformat()} ({data.data_end_source}); snapshots: train {len(train_s)}, "
+        f"validation {len(valid_s)}, test {len(test_s)}; left out because their label window crosses into "
+        f"the next period: {excluded['train']} train, {excluded['validation']} validation"  # type: ignore[index]
+    )
     lap("snapshots")
 
     all_s = pd.concat([train_s, valid_s, test_s], ignore_index=True)
@@ -477,6 +516,7 @@ def run_training(
         trained_at=trained_at,
         horizon_days=config.horizon_days,
         feature_spec=spec,
+        lead_schema=lead_schema_for(spec, data.schema),
         feature_names=names,
         categorical_levels=levels,
         calibration=calibration,
@@ -500,5 +540,10 @@ def run_training(
         reference=reference_distribution(train.rows, p_valid),
     )
     model = ScoringModel(booster, meta)
-    split = {**boundaries, "n_snapshots": meta.training["n_snapshots"], "data_end": data_end.isoformat()}
+    split = {
+        **boundaries,
+        "n_snapshots": meta.training["n_snapshots"],
+        "data_end": data_end.isoformat(),
+        "data_end_source": data.data_end_source,
+    }
     return TrainingResult(model, metrics, split, train, valid, test, timings, logistic)

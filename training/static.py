@@ -10,11 +10,11 @@ Without time there are no snapshots and no matured-label windows, so evaluation 
 
 In both, the model, the point grid and the logistic regression are scored on the same rows.
 Each LightGBM fit stops early on an inner validation part of its training rows (the last
-`valid_fraction` by order, or a stratified random part) and is then refit on all its training
-rows with that number of trees. The bundle's model is the ordered split's (calibrated on its
-inner validation), or, with cross-validation, a refit on every lead calibrated on the
-out-of-fold scores. Either way it is a standard bundle: `leadscore score` and the service use
-it, with an empty behaviour block.
+`valid_fraction` by order, or a stratified random part) and is calibrated on that part: the
+booster that is scored and served is that early-stopped one, so its calibration was fit on its
+own scores of rows it never saw. The bundle's model is the ordered split's, or, with
+cross-validation, one fit the same way on every lead. Either way it is a standard bundle:
+`leadscore score` and the service use it, with an empty behaviour block.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits
 from features.contract import StaticDataset
 from features.engine import FeatureRows, lead_attribute_rows
 from features.grid import PointGrid
+from features.schema import lead_schema_for
 from features.spec import FeatureSpec
 from model.bundle import MISSING_LEVEL, BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix
 from training.config import TrainingConfig
@@ -171,7 +172,7 @@ def fit_static_booster(
     order: np.ndarray | None = None,
     params: dict[str, Any] | None = None,
 ) -> FittedBooster:
-    """Early stopping on an inner validation part, then a refit on every row with that many trees.
+    """Early stopping on an inner validation part, and the calibration of that booster on that part.
 
     Args:
         rows: Features of the training leads.
@@ -183,7 +184,8 @@ def fit_static_booster(
         params: LightGBM parameters instead of the config's (used by tuning).
 
     Returns:
-        The refit booster, calibrated on the inner validation scores of the early-stopped one.
+        The early-stopped booster (its best iteration only), with the levels it was fit on and
+        the calibration fit on its inner validation scores.
     """
     positions = np.arange(len(y))
     if order is not None:
@@ -213,18 +215,17 @@ def fit_static_booster(
         callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)],
     )
     best = stopped.best_iteration or stopped.current_iteration()
-    valid_raw = stopped.predict(valid_matrix, raw_score=True, num_iteration=best)
+    # The calibrated booster is the one served. A refit on every row with `best` trees would
+    # learn other trees on more rows per leaf, so its raw scores sit on another scale and a map
+    # fit on the early-stopped booster's scores would misstate its probabilities; cross-fitting
+    # the refit calibrates sibling boosters, not the one served. Held-out rows of exactly this
+    # booster are the sound basis, at the price of not learning from the inner validation part
+    # (as in the timed pipeline, where validation is fit on the same way).
+    served = lgb.Booster(model_str=stopped.model_to_string(num_iteration=best))
+    valid_raw = served.predict(valid_matrix, raw_score=True)
     with threadpool_limits(limits=1, user_api="blas"):
         calibration, losses = fit_calibration(valid_raw, y[valid_part], config.seed)
-
-    levels = static_category_levels(rows, spec)
-    matrix = encode_matrix(rows, names, levels)
-    full = lgb.train(
-        lgb_params,
-        lgb.Dataset(matrix, y, feature_name=names, categorical_feature=categorical),
-        num_boost_round=best,
-    )
-    return FittedBooster(full, levels, calibration, best, calibration.apply(valid_raw), losses)
+    return FittedBooster(served, levels, calibration, best, calibration.apply(valid_raw), losses)
 
 
 @dataclass
@@ -340,17 +341,11 @@ def run_static_training(
     }
 
     clock = time.perf_counter()
-    if plan.kind == "ordered_split":
-        final = fits[0]
-        reference_p = final.valid_probability
-        calibration_losses = final.calibration_losses
-    else:
-        final = fit_static_booster(rows, y, spec, config)
-        # Out-of-fold scores are the honest ones to calibrate on; the refit is about as sharp.
-        with threadpool_limits(limits=1, user_api="blas"):
-            calibration, calibration_losses = fit_calibration(raw_model, y, config.seed)
-        final.calibration = calibration
-        reference_p = calibration.apply(raw_model)
+    # The served model keeps its own calibration (see fit_static_booster); tiers, score
+    # quantiles and the MQL threshold come from its probabilities on its held-out rows.
+    final = fits[0] if plan.kind == "ordered_split" else fit_static_booster(rows, y, spec, config)
+    reference_p = final.valid_probability
+    calibration_losses = final.calibration_losses
     timings["final_model"] = round(time.perf_counter() - clock, 3)
     say(f"LightGBM: {final.best_iteration} trees; {plan.description}")
 
@@ -364,6 +359,7 @@ def run_static_training(
         trained_at=trained_at,
         horizon_days=0.0,  # a static export has no label window: the outcome is as exported
         feature_spec=spec,
+        lead_schema=lead_schema_for(spec, data.schema),
         feature_names=spec.feature_names(),
         categorical_levels=final.levels,
         calibration=final.calibration,

@@ -1,13 +1,15 @@
 """MLflow for training runs: parameters, data fingerprint, metrics, plots, bundle, registry.
 
-The `champion` alias moves only when the new model beats the current champion on the same
-test snapshots (the champion is re-scored on them with its own feature spec).
+The `champion` alias moves only when the promotion gate (`training.gate`) lets the new model
+through on its test rows: above chance, not below the baselines, not below the current and the
+best champion, both re-scored on those rows with their own feature spec.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,22 +17,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from features.contract import Dataset
-from features.engine import snapshot_features
+from features.contract import Dataset, StaticDataset
+from features.engine import lead_attribute_rows, snapshot_features
 from model.bundle import REPORT_FILE, ScoringModel
-from training.config import ProjectConfig
-from model.registry import RegistryConfig
 from model.registry import (
     BUNDLE_ARTIFACT,
     PREVIOUS_CHAMPION_TAG,
+    RegistryConfig,
     champion_version,
     download_version,
     mlflow_client,
     set_champion,
 )
 from training import plots
+from training.config import ProjectConfig
+from training.gate import BEST_CHAMPION_TAG, FORCED_TAG, ChampionOnRows, GateDecision, gate_decision, gate_evidence
 from training.leakage import LeakageReport
-from training.lifecycle import promotion_decision
 from training.pipeline import TrainingResult
 from training.report import Explanations, explain, inputs_from_training, write_bundle_files
 from training.static import StaticTrainingResult
@@ -70,13 +72,37 @@ def experiment_id(registry: RegistryConfig) -> str:
     return client.create_experiment(registry.experiment, artifact_location=location)
 
 
-def score_champion_on(data: Dataset, result: TrainingResult, registry: RegistryConfig, version: str) -> float:
-    """ROC AUC of registered `version` on the new run's test snapshots."""
-    with tempfile.TemporaryDirectory() as tmp:
-        champion = ScoringModel.load(download_version(registry, version, Path(tmp)))
-        rows = snapshot_features(data.leads, data.interactions, result.test.snapshots, champion.spec)
-        p = champion.probability(champion.encode(rows))
-    return float(roc_auc_score(result.test.y, p))
+def champion_auc_on_test(data: Dataset, result: TrainingResult, champion: ScoringModel) -> float:
+    """ROC AUC of a registered model on the new run's test snapshots (features by its own spec)."""
+    if not champion.spec.interactions:
+        raise ChampionNotComparable(
+            f"champion {champion.meta.model_version} was trained on a static export; it cannot be scored on "
+            "snapshots of leads with interactions (use another registry.model_name, or --force)"
+        )
+    rows = snapshot_features(data.leads, data.interactions, result.test.snapshots, champion.spec)
+    return float(roc_auc_score(result.test.y, champion.probability(champion.encode(rows))))
+
+
+def champion_auc_on_static_rows(data: StaticDataset, result: StaticTrainingResult, champion: ScoringModel) -> float:
+    """ROC AUC of a registered model on the static run's evaluation rows (test part or every row)."""
+    if champion.spec.interactions:
+        raise ChampionNotComparable(
+            f"champion {champion.meta.model_version} was trained on leads with interactions; it cannot be scored "
+            "on the rows of a static export (use another registry.model_name, or --force)"
+        )
+    evaluated = np.concatenate([test for _, test in result.plan.splits])
+    missing = [c for c in champion.spec.feature_names() if c not in data.leads.columns]
+    if missing:
+        raise ChampionNotComparable(
+            f"champion {champion.meta.model_version} reads {missing}, which this export lacks: it cannot be "
+            "scored on the same rows (use another registry.model_name, or --force)"
+        )
+    rows = lead_attribute_rows(data.leads.iloc[evaluated].reset_index(drop=True), champion.spec)
+    return float(roc_auc_score(result.y, champion.probability(champion.encode(rows))))
+
+
+class ChampionNotComparable(ValueError):
+    """The champion cannot be scored on the new model's test rows; the message says why."""
 
 
 def _log_model_and_metrics(
@@ -134,35 +160,58 @@ def _log_plots(
     mlflow.log_artifacts(str(plot_dir), "plots")
 
 
+def best_champion_version(client: MlflowClient, registry: RegistryConfig, champion: str | None) -> str | None:
+    """The version whose promotion set the bar (registered-model tag), else the current champion."""
+    if champion is None:
+        return None
+    return client.get_registered_model(registry.model_name).tags.get(BEST_CHAMPION_TAG) or champion
+
+
+def rivals_on_rows(
+    registry: RegistryConfig, client: MlflowClient, score: Callable[[ScoringModel], float]
+) -> tuple[ChampionOnRows | None, ChampionOnRows | None]:
+    """The current champion and the best champion so far, each re-scored by `score` on the new rows.
+
+    Raises:
+        model.registry.RegistryError: The registry could not be read (never taken as "no champion").
+    """
+    champion = champion_version(registry)
+    if champion is None:
+        return None, None
+    best = best_champion_version(client, registry, champion)
+    scored = {}
+    for version in {champion, best}:
+        with tempfile.TemporaryDirectory() as tmp:
+            rival = ScoringModel.load(download_version(registry, version, Path(tmp)))
+        try:
+            scored[version] = ChampionOnRows(version, score(rival))
+        except ChampionNotComparable as why:
+            scored[version] = ChampionOnRows(version, float("nan"), str(why))
+    return scored[champion], (scored[best] if best != champion else None)
+
+
 def _register_and_decide(
     registry: RegistryConfig,
     client: MlflowClient,
     run: ActiveRun,
     model: ScoringModel,
-    metrics: dict[str, Any],
-    champion_auc: float | None,
+    decision_: GateDecision,
     previous: str | None,
-    *,
-    tolerance: float,
-    require_beats_grid: bool,
     tags: dict[str, str] | None = None,
 ) -> tuple[str, bool, str]:
-    """Register the run's bundle as a new version and move `champion` to it if it wins.
+    """Register the run's bundle as a new version and move `champion` to it if the gate let it through.
 
     The outcome is tagged on the active run (`registry.version`, `registry.promoted`,
-    `registry.decision`), so that a run says what became of its model.
+    `registry.decision`, `registry.forced`), so that a run says what became of its model; a
+    promotion that raised the bar moves the registered model's `best_champion_version` tag.
 
     Args:
         registry: Registry settings (model name).
         client: The MlflowClient of the registry.
         run: The active MLflow run, whose `bundle` artifact the version points to.
         model: The trained model (its `model_version` tags the registry version).
-        metrics: The run's metrics: the model's and the point grid's ROC AUC decide.
-        champion_auc: The current champion's ROC AUC to compare with, None when there is
-            none to compare with.
+        decision_: The promotion gate's decision.
         previous: The current champion's registry version, None when there is none.
-        tolerance: ROC AUC the new model may lose to the champion and still be promoted.
-        require_beats_grid: Refuse promotion unless the new model beats the grid.
         tags: More run tags to set with the outcome.
 
     Returns:
@@ -178,21 +227,28 @@ def _register_and_decide(
         run_id=run.info.run_id,
         tags={"model_version": model.meta.model_version},
     ).version
-    decision_ = promotion_decision(
-        metrics["model"]["roc_auc"]["value"], champion_auc, metrics["point_grid"]["roc_auc"]["value"],
-        tolerance, require_beats_grid,
-    )  # fmt: skip
     promoted = decision_.promote
-    decision = f"version {version}: {decision_.reason}" + (f" (champion was v{previous})" if previous else "")
+    decision = f"version {version}: {decision_.reason}" + (f" (champion was v{previous})" if previous and promoted else "")
     if promoted:
         if previous:
             client.set_model_version_tag(registry.model_name, str(version), PREVIOUS_CHAMPION_TAG, previous)
         set_champion(registry, str(version))
+        if decision_.raises_bar:
+            client.set_registered_model_tag(registry.model_name, BEST_CHAMPION_TAG, str(version))
     mlflow.set_tags({
         "registry.version": str(version), "registry.promoted": str(promoted), "registry.decision": decision,
-        **(tags or {}),
+        FORCED_TAG: str(decision_.forced), **(tags or {}),
     })  # fmt: skip
     return version, promoted, decision
+
+
+def _log_rivals(champion: ChampionOnRows | None, best: ChampionOnRows | None) -> None:
+    import mlflow
+
+    if champion is not None:
+        mlflow.log_metric("champion.roc_auc_same_test", champion.roc_auc)
+    if best is not None:
+        mlflow.log_metric("best_champion.roc_auc_same_test", best.roc_auc)
 
 
 def log_training_run(
@@ -202,11 +258,11 @@ def log_training_run(
     run_name: str | None = None,
     extra_artifacts: dict[str, Path] | None = None,
     tolerance: float = 0.0,
-    require_beats_grid: bool = False,
+    force: bool = False,
     explanations: Explanations | None = None,
     leakage: LeakageReport | None = None,
 ) -> RunRecord:
-    """Record a training run in MLflow, register its bundle, and move `champion` if it wins.
+    """Record a training run in MLflow, register its bundle, and move `champion` if the gate lets it.
 
     Args:
         result: The training result.
@@ -214,9 +270,9 @@ def log_training_run(
         config: Project config (registry settings).
         run_name: MLflow run name.
         extra_artifacts: More files to log, artifact folder -> path.
-        tolerance: ROC AUC the new model may lose to the champion and still be promoted
-            (0: it must be strictly better, as for `leadscore train`).
-        require_beats_grid: Refuse promotion unless the new model beats the grid.
+        tolerance: ROC AUC the new model may lose to the current and the best champion and
+            still be promoted (0: it must be strictly better, as for `leadscore train`).
+        force: Promote even when the gate refuses (tagged `registry.forced`).
         explanations: The leadership report, drivers and learned grid logged with the bundle
             (`training.report.write_bundle_files`); computed here when not given.
         leakage: The leakage guard's report, logged as `leakage.json` and `leakage.*` tags.
@@ -250,18 +306,19 @@ def log_training_run(
         mlflow.log_metric("learned_grid.roc_auc", explanations.roc_auc["learned_grid"])
         mlflow.log_artifacts(str(bundle_dir), BUNDLE_ARTIFACT)
 
-        previous = champion_version(registry)
-        champion_auc = score_champion_on(data, result, registry, previous) if previous else None
+        champion, best = rivals_on_rows(registry, client, lambda rival: champion_auc_on_test(data, result, rival))
+        decision_ = gate_decision(
+            gate_evidence(result.metrics, champion, best), config.training.gate, champion_tolerance=tolerance, force=force
+        )
         version, promoted, decision = _register_and_decide(
-            registry, client, run, model, result.metrics, champion_auc, previous,
-            tolerance=tolerance, require_beats_grid=require_beats_grid,
+            registry, client, run, model, decision_, champion.version if champion else None,
             # The rule the decision applied, beside its figures (model.roc_auc, point_grid.roc_auc,
             # champion.roc_auc_same_test), so that a run says why on its own.
-            tags={"registry.tolerance": str(tolerance), "registry.require_beats_grid": str(require_beats_grid)},
+            tags={"registry.tolerance": str(tolerance),
+                  "registry.baseline_tolerance": str(config.training.gate.baseline_tolerance)},
         )  # fmt: skip
-        if champion_auc is not None:
-            mlflow.log_metric("champion.roc_auc_same_test", champion_auc)
-    return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion_auc)
+        _log_rivals(champion, best)
+    return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion.roc_auc if champion else None)
 
 
 def write_metrics_json(result: TrainingResult, path: Path) -> Path:
@@ -282,15 +339,27 @@ def log_leakage(report: LeakageReport) -> None:
 
 def log_static_run(
     result: StaticTrainingResult,
+    data: StaticDataset,
     config: ProjectConfig,
     leakage: LeakageReport,
     run_name: str | None = None,
+    tolerance: float = 0.0,
+    force: bool = False,
 ) -> RunRecord:
-    """Record a static-export training run in MLflow and register its bundle.
+    """Record a static-export training run in MLflow, register its bundle, and gate its promotion.
 
-    A static model is compared with the champion on the ROC AUC each recorded for its own
-    evaluation (there are no shared test snapshots to re-score); the champion moves when the
-    new model is better, or when the champion was not trained on a static export.
+    The current and the best champion are re-scored on this run's evaluation rows (the test
+    part of an ordered split; every row with cross-validation, where the champion may have
+    seen them, which only makes the gate stricter), so that all figures are of the same rows.
+
+    Args:
+        result: The static training result.
+        data: The export it was evaluated on.
+        config: Project config (registry and gate settings).
+        leakage: The leakage guard's report.
+        run_name: MLflow run name.
+        tolerance: ROC AUC the new model may lose to the current and the best champion.
+        force: Promote even when the gate refuses (tagged `registry.forced`).
     """
     import mlflow
 
@@ -312,14 +381,14 @@ def log_static_run(
         bundle_dir = model.save(tmp_path / BUNDLE_ARTIFACT)
         mlflow.log_artifacts(str(bundle_dir), BUNDLE_ARTIFACT)
 
-        previous = champion_version(registry)
-        champion_auc = None
-        if previous:
-            with tempfile.TemporaryDirectory() as champion_tmp:
-                champion_meta = ScoringModel.load(download_version(registry, previous, Path(champion_tmp))).meta
-            if champion_meta.training.get("static"):
-                champion_auc = float(champion_meta.metrics["model"]["roc_auc"])
-        version, promoted, decision = _register_and_decide(
-            registry, client, run, model, result.metrics, champion_auc, previous, tolerance=0.0, require_beats_grid=False
+        champion, best = rivals_on_rows(registry, client, lambda rival: champion_auc_on_static_rows(data, result, rival))
+        decision_ = gate_decision(
+            gate_evidence(result.metrics, champion, best), config.training.gate, champion_tolerance=tolerance, force=force
         )
-    return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion_auc)
+        version, promoted, decision = _register_and_decide(
+            registry, client, run, model, decision_, champion.version if champion else None,
+            tags={"registry.tolerance": str(tolerance),
+                  "registry.baseline_tolerance": str(config.training.gate.baseline_tolerance)},
+        )  # fmt: skip
+        _log_rivals(champion, best)
+    return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion.roc_auc if champion else None)

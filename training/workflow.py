@@ -140,12 +140,26 @@ def guard(guard_input: GuardInput, cfg: ProjectConfig, allow_columns: list[str],
     return report, spec_without(cfg.features, report.excluded())
 
 
-def grid_for(path: Path, spec: FeatureSpec) -> PointGrid:
-    """Load the point grid and check the model's features cover what it reads."""
+def grid_source(option: Path | None, cfg: ProjectConfig) -> tuple[Path, str]:
+    """The grid to score beside the model and the setting that named it (`--grid` or `training.grid`)."""
+    return (option, "--grid") if option is not None else (cfg.training.grid, "training.grid")
+
+
+def read_grid(path: Path, key: str) -> PointGrid:
+    """Load a point grid (a file or a built-in name); a failure names the setting that gave it.
+
+    Read before any long step, so a wrong path fails in a second, not after the data is loaded.
+    """
     try:
-        point_grid = load_grid(path)
+        return load_grid(path)
     except (OSError, ValueError) as error:
-        raise WorkflowError(str(error)) from error
+        raise WorkflowError(f"{key}: {error}") from error
+
+
+def grid_for(path: Path, spec: FeatureSpec, point_grid: PointGrid | None = None, key: str = "--grid") -> PointGrid:
+    """The point grid (`point_grid`, or read from `path`), checked to read only features of `spec`."""
+    if point_grid is None:
+        point_grid = read_grid(path, key)
     lacking = [f for f in point_grid.required_features() if f not in spec.feature_names()]
     if lacking:
         raise WorkflowError(
@@ -169,8 +183,8 @@ class TrainRequest:
         quarantine_out: Where rows that break the contract are written.
         mlflow: Record the run and register the model.
         run_name: The MLflow run name.
-        tolerance: ROC AUC the challenger may lose to the champion and still be promoted.
-        require_beats_grid: Promote only a model that beats the grid (retraining).
+        tolerance: ROC AUC the challenger may lose to the current and the best champion and still be promoted.
+        force: Promote even when the promotion gate refuses (recorded as the run tag `registry.forced`).
         allow_columns: Columns the leakage guard flagged that are kept on purpose.
         engine: Where features, LightGBM and scoring run (`local_engine` or a Dask factory).
         on_dask: True when `engine` gives a Dask engine.
@@ -185,7 +199,7 @@ class TrainRequest:
     mlflow: bool = True
     run_name: str | None = None
     tolerance: float = 0.0
-    require_beats_grid: bool = False
+    force: bool = False
     allow_columns: list[str] = field(default_factory=list)
     engine: EngineFactory = local_engine
     on_dask: bool = False
@@ -205,13 +219,15 @@ def train(request: TrainRequest, console: Console) -> None:
     from training.tracking import write_metrics_json
 
     cfg = read_config(request.config)
+    grid_path, grid_key = grid_source(request.grid, cfg)
+    point_grid = read_grid(grid_path, grid_key)
     data = request.data
     if cfg.data is not None:
         project = read_project(cfg, data, console, request.quarantine_out)
         if project.is_static:
             if request.on_dask:
                 raise WorkflowError("--engine dask trains on leads and interactions; a static export (one row per lead) trains here")
-            train_static(project, cfg, request, console)
+            train_static(project, cfg, request, console, point_grid)
             return
         dataset, recorded, post_outcome = project.dataset, project.recorded_at, project.post_outcome
     else:
@@ -224,7 +240,7 @@ def train(request: TrainRequest, console: Console) -> None:
         request.allow_columns,
         console,
     )
-    point_grid = grid_for(request.grid or cfg.training.grid, spec)
+    point_grid = grid_for(grid_path, spec, point_grid)
     # disable=None: a bar on a terminal only; a log (CI, cron) gets the step lines alone.
     with tqdm(total=5, desc="training", unit="step", leave=False, disable=None) as bar:
 
@@ -268,7 +284,7 @@ def train(request: TrainRequest, console: Console) -> None:
             cfg,
             run_name=request.run_name,
             tolerance=request.tolerance,
-            require_beats_grid=request.require_beats_grid,
+            force=request.force,
             explanations=explanations,
             leakage=leakage,
         )
@@ -276,7 +292,9 @@ def train(request: TrainRequest, console: Console) -> None:
         console.say(f"registry: {cfg.registry.model_name} {record.decision}")
 
 
-def train_static(project: ProjectData, cfg: ProjectConfig, request: TrainRequest, console: Console) -> None:
+def train_static(
+    project: ProjectData, cfg: ProjectConfig, request: TrainRequest, console: Console, point_grid: PointGrid | None = None
+) -> None:
     """Train on a static export: leakage guard, ordered split or 5-fold CV, bundle, MLflow."""
     from tqdm import tqdm
 
@@ -293,7 +311,8 @@ def train_static(project: ProjectData, cfg: ProjectConfig, request: TrainRequest
         request.allow_columns,
         console,
     )
-    point_grid = grid_for(request.grid or cfg.training.grid, spec)
+    grid_path, grid_key = grid_source(request.grid, cfg)
+    point_grid = grid_for(grid_path, spec, point_grid, grid_key)
     twins = leakage.twin_groups if any(f.check == "near_duplicates" for f in leakage.findings) else None
     try:
         require_features(spec)
@@ -327,7 +346,9 @@ def train_static(project: ProjectData, cfg: ProjectConfig, request: TrainRequest
     if request.mlflow:
         from training.tracking import log_static_run
 
-        record = log_static_run(result, cfg, leakage, run_name=request.run_name)
+        record = log_static_run(
+            result, data, cfg, leakage, run_name=request.run_name, tolerance=request.tolerance, force=request.force
+        )
         console.say(f"MLflow run {record.run_id} ({cfg.registry.resolved_tracking_uri()})")
         console.say(f"registry: {cfg.registry.model_name} {record.decision}")
 
@@ -348,8 +369,10 @@ def backtest(
 
     every_days = parse_every(every)
     cfg = read_config(config)
+    grid_path, grid_key = grid_source(grid, cfg)
+    point_grid = read_grid(grid_path, grid_key)
     dataset = read_folder(data, cfg.features, console)
-    point_grid = grid_for(grid or cfg.training.grid, cfg.features)
+    point_grid = grid_for(grid_path, cfg.features, point_grid)
     try:
         table = run_backtest(
             dataset,
@@ -507,11 +530,10 @@ def write_report(bundle: Path, data: Path, out: Path, config: Path | None, conso
 
 def open_log(target: str | None) -> Any:
     """The score log at `target` (a JSON lines file or a SQLAlchemy URL), else `$LEADSCORE_SCORE_LOG`."""
-    import os
-
     from model.scorelog import SCORE_LOG_ENV, ScoreLogError, open_score_log
+    from model.settings import load_settings
 
-    target = target or os.environ.get(SCORE_LOG_ENV)
+    target = target or load_settings().score_log
     if not target:
         raise WorkflowError(f"no score log: pass --log, or set {SCORE_LOG_ENV} as for the service")
     if "://" not in target and not Path(target).is_file():
