@@ -84,10 +84,16 @@ class ValidationReport:
         """Rows moved to the quarantine frame (quarantined, or collapsed repeats)."""
         return sum(b.count for b in self.breaches if b.action in _REMOVING_ACTIONS)
 
+    def data_end_line(self) -> str | None:
+        """When the data ends and what says so, in words (None before validation set it)."""
+        if self.data_end is None:
+            return None
+        return f"data end: {self.data_end} ({self.data_end_source}); rows dated after it are quarantined"
+
     def lines(self) -> list[str]:
-        out = []
-        if self.data_end is not None:
-            out.append(f"data end: {self.data_end} ({self.data_end_source}); rows dated after it are quarantined")
+        """The data end, then every breach and the unknown types, one line each."""
+        end = self.data_end_line()
+        out = [] if end is None else [end]
         out.extend(str(b) for b in self.breaches)
         if self.unknown_types:
             listed = ", ".join(f"{t} ({n})" for t, n in sorted(self.unknown_types.items()))

@@ -156,6 +156,8 @@ def behaviour_matrix(
     n_snap = snap_lead.size
     if not spec.interactions:  # a static spec has no behaviour block
         return np.empty((n_snap, 0), dtype=np.float64)
+    if not spec.events:  # no interaction in the data: the lead's age is the whole block
+        return ((as_of - np.asarray(snap_created_s, dtype=np.int64)) / SECONDS_PER_DAY).astype(np.float64)[:, None]
     n_types = len(spec.interaction_types)
     n_slots = index.n_slots
     n_win = len(spec.windows_days)

@@ -24,6 +24,7 @@ from features.vocabulary import (
     OTHER_EVENTS_TOTAL,
     count_feature,
     recency_feature,
+    type_words,
 )
 
 LANGUAGES: tuple[str, ...] = ("en", "fr")
@@ -177,6 +178,28 @@ ATTRIBUTE_VALUE_PHRASES: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
+def event_phrases(event_type: str, language: str, spec: FeatureSpec | None = None) -> tuple[str, str, str, str]:
+    """(did it once, did it {n} times, never did it, title) of an interaction type.
+
+    The project's own words for the built-in types; `spec.type_labels` for a type the config
+    labels; otherwise phrases generated from the type's name ("Web Session": "Had a web session
+    event", "A eu un événement « web session »").
+    """
+    label = spec.type_labels.get(event_type, {}).get(language) if spec is not None else None  # type: ignore[call-overload]
+    if label is not None:
+        sep = " : " if language == "fr" else ": "
+        none = "aucun" if language == "fr" else "none"
+        return (label.once or f"{label.title}{sep}1", label.many or f"{label.title}{sep}{{n}}",
+                label.never or f"{label.title}{sep}{none}", label.title)  # fmt: skip
+    if event_type in EVENT_PHRASES:
+        return EVENT_PHRASES[event_type][language]
+    words = type_words(event_type)
+    if language == "fr":
+        return (f"A eu un événement « {words} »", f"A eu {{n}} événements « {words} »",
+                f"Aucun événement « {words} »", f"Événements « {words} »")  # fmt: skip
+    return (f"Had a {words} event", f"Had {{n}} {words} events", f"No {words} event", f"{words.capitalize()} events")
+
+
 def driver_of(feature: str, spec: FeatureSpec) -> str:
     """The business driver a feature belongs to (an event type, an attribute, or a summary)."""
     for event_type in spec.interaction_types:
@@ -195,11 +218,11 @@ def driver_of(feature: str, spec: FeatureSpec) -> str:
     return summary.get(feature, feature)
 
 
-def driver_title(driver: str, language: str = "en") -> str:
-    """A short title for a driver ("Pricing page visits")."""
+def driver_title(driver: str, language: str = "en", spec: FeatureSpec | None = None) -> str:
+    """A short title for a driver ("Pricing page visits"); `spec` knows the learned interaction types."""
     _check_language(language)
-    if driver in EVENT_PHRASES:
-        return EVENT_PHRASES[driver][language][3]
+    if driver in EVENT_PHRASES or (spec is not None and driver in spec.interaction_types):
+        return event_phrases(driver, language, spec)[3]
     if driver in _OTHER_DRIVERS:
         return _OTHER_DRIVERS[driver][language]
     if driver in ATTRIBUTE_TITLES:
@@ -260,7 +283,7 @@ def _missing(value: object) -> bool:
 
 def _describe_event(driver: str, values: Mapping[str, object], spec: FeatureSpec, language: str) -> DriverPhrase:
     """"Visited the pricing page 3 times in the last 7 days", "Unsubscribed 12 days ago"."""
-    once, many, never, _ = EVENT_PHRASES[driver][language]
+    once, many, never, _ = event_phrases(driver, language, spec)
     total_feature = count_feature(driver, None)
     total = int(_as_float(values[total_feature]))
     if total == 0:
@@ -346,7 +369,7 @@ def describe_driver(
         pricing page 3 times in the last 7 days", 3, "n_pricing_page_view_7d").
     """
     _check_language(language)
-    if driver in EVENT_PHRASES:
+    if driver in spec.interaction_types or driver in EVENT_PHRASES:
         return _describe_event(driver, values, spec, language)
     if driver in _OTHER_DRIVERS:
         return _describe_summary(driver, values, language)
@@ -391,7 +414,7 @@ def describe_bucket(
     _check_language(language)
     fr = language == "fr"
     driver = driver_of(feature, spec)
-    title = driver_title(driver, language)
+    title = driver_title(driver, language, spec)
     sep = " : " if fr else ": "
     missing = low is None and high is None
     for event_type in spec.interaction_types:

@@ -14,6 +14,7 @@ import pandas as pd
 
 DEFAULT_OFFSETS_DAYS: tuple[int, ...] = (0, 7, 14, 30, 60, 90)
 DEFAULT_HORIZON_DAYS = 90
+OBSERVED_UNTIL = "observed_until"
 
 
 def matured_label_cutoff(data_end: pd.Timestamp, horizon_days: float) -> pd.Timestamp:
@@ -29,7 +30,9 @@ def snapshot_times(
     """Snapshots at each offset after creation, while the lead is unconverted.
 
     Args:
-        leads: `lead_id`, `created_at`, `converted_at` (UTC; NaT when not converted).
+        leads: `lead_id`, `created_at`, `converted_at` (UTC; NaT when not converted), and
+            optionally `observed_until` (UTC): the end of the lead's recorded interactions, after
+            which no snapshot is taken (NaT: no such end).
         offsets_days: Days after creation at which to take a snapshot.
         latest_as_of: No snapshot later than this (use `matured_label_cutoff` for training).
 
@@ -37,9 +40,14 @@ def snapshot_times(
         `lead_id`, `as_of` (UTC), `offset_days`, sorted by lead then time.
     """
     parts = []
+    # An export that keeps each lead's events for a window only: a snapshot after the window
+    # would see a lead that went quiet, which is the export's cut, not the lead's behaviour.
+    observed_until = leads.get(OBSERVED_UNTIL)
     for offset in sorted(set(offsets_days)):
         as_of = leads["created_at"] + pd.Timedelta(days=offset)
         keep = (as_of <= latest_as_of) & ~(leads["converted_at"] <= as_of)
+        if observed_until is not None:
+            keep &= ~(as_of > observed_until)
         parts.append(
             pd.DataFrame(
                 {

@@ -7,6 +7,7 @@ model bundle, so serving rebuilds exactly the features the model was trained on.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,7 +25,51 @@ from features.vocabulary import (
     OTHER_EVENTS_TOTAL,
     count_feature,
     recency_feature,
+    type_slug,
 )
+
+
+class VocabularyRule(BaseModel):
+    """How the interaction vocabulary is learned from the data (`features.learn_types`).
+
+    Attributes:
+        min_events: Events a type needs in the training part to get features of its own;
+            rarer types are counted as other events.
+        include: Types that get features whatever their count.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_events: int = Field(default=30, ge=1)
+    include: list[str] = Field(default_factory=list)
+
+
+class TypeLabel(BaseModel):
+    """Plain-language label of one interaction type in one language (`features.type_labels`).
+
+    Only `title` is needed ("Sales calls"); the phrases default to "<title>: 1", "<title>: {n}"
+    and "<title>: none".
+
+    Attributes:
+        title: The driver's title, e.g. "Sales calls".
+        once: Did it once, e.g. "Had a sales call".
+        many: Did it n times, with `{n}`, e.g. "Had {n} sales calls".
+        never: Never did it, e.g. "Never had a sales call".
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1)
+    once: str | None = None
+    many: str | None = None
+    never: str | None = None
+
+    @field_validator("many")
+    @classmethod
+    def _has_n(cls, value: str | None) -> str | None:
+        if value is not None and "{n}" not in value:
+            raise ValueError(f"many: {value!r} needs {{n}} where the count goes")
+        return value
 
 
 class FeatureSpec(BaseModel):
@@ -44,6 +89,13 @@ class FeatureSpec(BaseModel):
         engagement_weights: Weight of each interaction type in the engagement score.
         interactions: False for a static export (one row per lead, no timestamps): the model
             then has no behaviour features, only the attribute columns.
+        events: False when the data has leads with time but no interaction at all: the
+            behaviour block is then the lead's age at the snapshot alone.
+        learn_types: Learn `interaction_types` from the training data (types seen often
+            enough); None keeps `interaction_types` as given. The learned list is what the
+            bundle stores.
+        type_labels: Interaction type -> language ("en", "fr") -> its label, for types the
+            project has no words for; without one, labels are generated from the type name.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -56,6 +108,9 @@ class FeatureSpec(BaseModel):
     halflife_days: float = Field(default=DEFAULT_HALFLIFE_DAYS, gt=0)
     engagement_weights: dict[str, float] = Field(default_factory=lambda: dict(ENGAGEMENT_WEIGHTS))
     interactions: bool = True
+    events: bool = True
+    learn_types: VocabularyRule | None = None
+    type_labels: dict[str, dict[Literal["en", "fr"], TypeLabel]] = Field(default_factory=dict)
 
     @field_validator("windows_days")
     @classmethod
@@ -71,6 +126,12 @@ class FeatureSpec(BaseModel):
             raise ValueError(f"columns declared both categorical and numeric: {sorted(overlap)}")
         if len(set(self.interaction_types)) != len(self.interaction_types):
             raise ValueError("interaction_types lists a type twice")
+        slugs: dict[str, str] = {}
+        for event_type in self.interaction_types:
+            slug = type_slug(event_type)
+            if slug in slugs:
+                raise ValueError(f"interaction_types {slugs[slug]!r} and {event_type!r} both give features named {slug!r}; map one with type_map")
+            slugs[slug] = event_type
         derived = set(self.behaviour_features()) | {EMAIL_DOMAIN_KIND}
         clash = derived & (set(self.categorical) | set(self.numeric))
         if clash:
@@ -81,6 +142,8 @@ class FeatureSpec(BaseModel):
         """Names of the features computed from interactions, in model order (none when static)."""
         if not self.interactions:
             return []
+        if not self.events:
+            return [LEAD_AGE_DAYS]
         return list(_behaviour_names(tuple(self.interaction_types), tuple(self.windows_days)))
 
     def categorical_features(self) -> list[str]:

@@ -6,6 +6,10 @@ that a rename cannot leave a second spelling behind.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
 INTERACTION_TYPES: tuple[str, ...] = (
     "page_view",
     "pricing_page_view",
@@ -45,14 +49,47 @@ EMAIL_DOMAIN_KIND = "email_domain_kind"
 EMAIL_DOMAIN_KINDS: tuple[str, ...] = ("corporate", "free", "disposable", "invalid")
 
 
+@lru_cache(maxsize=4096)
+def type_slug(event_type: str) -> str:
+    """The part of a feature name an interaction type gives: snake_case ASCII.
+
+    Built-in types are their own slug; a type learned from an export as it comes ("EMAIL",
+    "Web Session") becomes `email`, `web_session`.
+    """
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", event_type)
+    slug = re.sub(r"[^0-9a-zA-Z]+", "_", spaced).strip("_").lower()
+    return slug or "type"
+
+
+def type_words(event_type: str) -> str:
+    """An interaction type in words, for generated labels: "Web Session" -> "web session"."""
+    return type_slug(event_type).replace("_", " ")
+
+
 def count_feature(event_type: str, window_days: int | None) -> str:
     """Name of the count of `event_type` events in the last `window_days` (None: since creation)."""
-    return f"n_{event_type}_total" if window_days is None else f"n_{event_type}_{window_days}d"
+    slug = type_slug(event_type)
+    return f"n_{slug}_total" if window_days is None else f"n_{slug}_{window_days}d"
 
 
 def recency_feature(event_type: str) -> str:
     """Name of the days since the last `event_type` event (NaN when there was none)."""
-    return f"days_since_{event_type}"
+    return f"days_since_{type_slug(event_type)}"
+
+
+def frequent_types(counts: Mapping[str, int], min_events: int, include: Sequence[str] = ()) -> list[str]:
+    """The interaction vocabulary learned from the data: types seen at least `min_events` times.
+
+    Args:
+        counts: Interaction type -> number of events (of the training part).
+        min_events: A type with fewer events is counted as "other".
+        include: Types kept whatever their count (listed first, in their order).
+
+    Returns:
+        `include`, then the frequent types by decreasing count (ties by name).
+    """
+    frequent = sorted((t for t, n in counts.items() if n >= min_events and t not in include), key=lambda t: (-counts[t], t))
+    return [*dict.fromkeys(include), *frequent]
 
 
 ENGAGEMENT_DECAYED = "engagement_decayed"

@@ -236,7 +236,7 @@ def rollback(config: ConfigOption = None) -> None:
 
 @app.command()
 def backtest(
-    data: DataOption,
+    data: Annotated[Path | None, typer.Option(help="Folder with leads and interactions. With a config that has a data: section, a leads file read instead of data.leads.source. Default: the config's data: section, else data/sample.")] = None,
     every: Annotated[str, typer.Option(help="Retrain every N days, e.g. 30d.")] = "30d",
     config: ConfigOption = None,
     grid: GridOption = None,
@@ -269,8 +269,8 @@ def evaluate(
 
 @app.command()
 def score(
-    input: Annotated[Path, typer.Option("--input", "-i", help="JSON lines, one lead per line as in POST /score's `lead`; or a data folder (leads + interactions tables), scored in batch.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output: .jsonl (full responses) or .csv (one row per lead); .csv or .parquet for a data folder.")],
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="JSON lines, one lead per line as in POST /score's `lead`; or a data folder (leads + interactions tables), scored in batch. Default: the config's data: section, scored in batch.")] = None,
     bundle: BundleOption = None,
     config: ConfigOption = None,
     as_of: Annotated[str | None, typer.Option(help="Score as of this time (UTC). Default: now.")] = None,
@@ -287,11 +287,13 @@ def score(
     """
     from training.workflow import load_model, read_config, score_folder, score_lines
 
-    model = _run(load_model, bundle, _run(read_config, config))
+    cfg = _run(read_config, config)
+    model = _run(load_model, bundle, cfg)
     when = datetime.fromisoformat(as_of) if as_of else None
-    if input.is_dir():
+    if input is None or input.is_dir():
         _run(score_folder, input, out, model, when, reasons=reasons, language=language,
-             engine=_engine(engine, scheduler), compiled=compiled, console=CONSOLE)  # fmt: skip
+             engine=_engine(engine, scheduler), compiled=compiled, console=CONSOLE,
+             cfg=cfg if input is None else None)  # fmt: skip
         return
     if engine is not Engine.local:
         _fail("--engine dask scores a data folder; a JSON-lines file is scored here, lead by lead")
@@ -302,7 +304,7 @@ def score(
 @app.command()
 def report(
     bundle: Annotated[Path, typer.Option(help="Bundle folder of the model to report on.")],
-    data: DataOption = Path("data/sample"),
+    data: Annotated[Path | None, typer.Option(help="Folder with leads and interactions. With a config that has a data: section, a leads file read instead of data.leads.source. Default: the config's data: section, else data/sample.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
     config: ConfigOption = None,
 ) -> None:

@@ -131,11 +131,10 @@ class ExactContributions:
         if matrix.ndim != 2 or matrix.shape[1] != self.n_features:
             raise ValueError(f"expected a matrix of {self.n_features} feature columns, got shape {matrix.shape}")
         n = matrix.shape[0]
-        out = np.zeros((n, self.n_features + 1))
         if self._entry_feature.size:
-            for start in range(0, n, _CHUNK_ROWS):
-                chunk = matrix[start : start + _CHUNK_ROWS]
-                out[start : start + len(chunk), self._used_features] = self._tabulated_sums(chunk)
+            out = np.concatenate([self._tabulated(matrix[start : start + _CHUNK_ROWS]) for start in range(0, n, _CHUNK_ROWS)])
+        else:
+            out = np.zeros((n, self.n_features + 1))
         out[:, -1] = self._bias
         if self._booster is not None:
             threads = 1 if n < _SINGLE_THREAD_ROWS else 0
@@ -149,26 +148,24 @@ class ExactContributions:
     def _layout(self, trees: list[_Tree]) -> None:
         """Flat arrays for the vectorised evaluation: node slots, split groups, table entries."""
         width = self._width
-        slot, feature, threshold, missing, default_left, categories = [], [], [], [], [], []
+        slot, feature, threshold, group, categories = [], [], [], [], []
         for t, tree in enumerate(trees):
             for m, node in enumerate(tree.nodes):
                 slot.append(t * width + m)
                 feature.append(node.feature)
                 threshold.append(node.threshold)
-                missing.append("cat" if node.categorical else node.missing_type)
-                default_left.append(node.default_left)
+                group.append(_decision_group(node))
                 categories.append(node.categories)
         self._n_slots = len(trees) * width
-        slots, kinds = np.asarray(slot, dtype=np.intp), np.asarray(missing)
+        slots, groups = np.asarray(slot, dtype=np.intp), np.asarray(group)
         features, thresholds = np.asarray(feature, dtype=np.intp), np.asarray(threshold, dtype=np.float64)
-        lefts = np.asarray(default_left, dtype=bool)
-        # One group per way LightGBM decides: each is a few whole-array operations.
-        self._groups: dict[str, tuple[np.ndarray, ...]] = {}
-        for kind in ("None", "Zero", "NaN"):
-            chosen = kinds == kind
+        # One group per way LightGBM decides: each costs one or two whole-array operations.
+        self._groups: dict[str, tuple[Any, ...]] = {}
+        for kind in ("le", "not_gt", "zero_left", "zero_right"):
+            chosen = groups == kind
             if chosen.any():
-                self._groups[kind] = (slots[chosen], features[chosen], thresholds[chosen], lefts[chosen])
-        chosen = kinds == "cat"
+                self._groups[kind] = (slots[chosen], features[chosen], thresholds[chosen][:, None])
+        chosen = groups == "cat"
         if chosen.any():
             cats = [categories[i] for i in np.flatnonzero(chosen)]
             # One row of booleans per categorical node; the last column is "no listed category".
@@ -176,8 +173,8 @@ class ExactContributions:
             lookup = np.zeros((len(cats), width_cat), dtype=bool)
             for r, c in enumerate(cats):
                 lookup[r, list(c)] = True
-            offsets = (np.arange(len(cats)) * width_cat).astype(np.intp)
-            self._groups["cat"] = (slots[chosen], features[chosen], lookup.ravel(), offsets, np.intp(width_cat - 1))
+            offsets = (np.arange(len(cats)) * width_cat).astype(np.intp)[:, None]
+            self._groups["cat"] = (slots[chosen], features[chosen], lookup.ravel(), offsets, float(width_cat - 1))
         # Table entries (tree, local feature) ordered by feature, trees in order within one.
         tables, base, entry_tree, entry_offset, entry_feature = [], 0, [], [], []
         for t, tree in enumerate(trees):
@@ -191,46 +188,65 @@ class ExactContributions:
         order = np.argsort(np.asarray(entry_feature, dtype=np.intp), kind="stable")
         self._entry_feature = np.asarray(entry_feature, dtype=np.intp)[order]
         self._entry_tree = np.asarray(entry_tree, dtype=np.intp)[order]
-        self._entry_offset = np.asarray(entry_offset, dtype=np.int64)[order]
-        self._tree_stride = np.asarray([len(t.features) for t in trees], dtype=np.int64)
-        self._used_features, self._starts = np.unique(self._entry_feature, return_index=True)
-        self._bit_values = (1 << np.arange(width, dtype=np.int64)) if width else np.zeros(0, dtype=np.int64)
+        self._entry_offset = np.asarray(entry_offset, dtype=np.intp)[order][:, None]
+        self._tree_stride = np.asarray([len(t.features) for t in trees], dtype=np.intp)[:, None]
 
-    def _patterns(self, chunk: np.ndarray) -> np.ndarray:
-        """(rows, trees) decision pattern of every tabulated tree: bit m set when node m goes left."""
-        n = chunk.shape[0]
-        left = np.zeros((n, self._n_slots), dtype=bool)
-        if "None" in self._groups:
-            # LightGBM reads a missing value as 0 at a node without a missing direction.
-            slots, features, thresholds, _ = self._groups["None"]
-            values = chunk[:, features]
-            left[:, slots] = np.where(np.isnan(values), 0.0 <= thresholds, values <= thresholds)
-        if "Zero" in self._groups:
-            slots, features, thresholds, default_left = self._groups["Zero"]
-            values = chunk[:, features]
-            is_missing = np.isnan(values) | (np.abs(values) <= _ZERO_THRESHOLD)
-            left[:, slots] = np.where(is_missing, default_left, values <= thresholds)
-        if "NaN" in self._groups:
-            slots, features, thresholds, default_left = self._groups["NaN"]
-            values = chunk[:, features]
-            left[:, slots] = np.where(np.isnan(values), default_left, values <= thresholds)
+    def _patterns(self, columns: np.ndarray) -> np.ndarray:
+        """(trees, rows) decision pattern of every tabulated tree: bit m set when node m goes left.
+
+        Args:
+            columns: The rows' features as (n_features, rows), C-contiguous: gathering the
+                features of many nodes then copies whole rows of memory.
+        """
+        n = columns.shape[1]
+        left = np.zeros((self._n_slots, n), dtype=np.uint8)
+        for kind, (slots, features, thresholds) in ((k, self._groups[k][:3]) for k in ("le", "not_gt") if k in self._groups):
+            values = columns[features]
+            # NaN compares False both ways: `<=` sends it right, `not >` sends it left.
+            left[slots] = values <= thresholds if kind == "le" else ~(values > thresholds)
+        for kind in ("zero_left", "zero_right"):
+            if kind in self._groups:
+                slots, features, thresholds = self._groups[kind]
+                values = columns[features]
+                is_missing = np.isnan(values) | (np.abs(values) <= _ZERO_THRESHOLD)
+                left[slots] = np.where(is_missing, kind == "zero_left", values <= thresholds)
         if "cat" in self._groups:
             slots, features, lookup, offsets, outside = self._groups["cat"]
             # As LightGBM: the code is the value truncated to an int; NaN, negative or unlisted go right.
-            codes = np.trunc(chunk[:, features])
+            codes = np.trunc(columns[features])
             listed = (codes >= 0) & (codes < outside)  # False for NaN
-            index = np.where(listed, codes, outside).astype(np.intp) + offsets
-            left[:, slots] = lookup[index]
-        bits = left.reshape(n, -1, self._width)
-        if self._width <= 8:
-            return np.packbits(bits, axis=-1, bitorder="little")[..., 0].astype(np.int64)
-        return bits.astype(np.int64) @ self._bit_values
+            left[slots] = lookup[np.where(listed, codes, outside).astype(np.intp) + offsets]
+        bits = left.reshape(-1, self._width, n)
+        pattern = bits[:, 0].astype(np.intp)
+        for m in range(1, self._width):
+            pattern |= bits[:, m].astype(np.intp) << m
+        return pattern
 
-    def _tabulated_sums(self, chunk: np.ndarray) -> np.ndarray:
-        """(rows, used features) sum over the tabulated trees of their table rows."""
-        row_start = self._patterns(chunk) * self._tree_stride  # offset of each tree's row in its table
-        values = self._table[row_start[:, self._entry_tree] + self._entry_offset]
-        return np.add.reduceat(values, self._starts, axis=1)
+    def _tabulated(self, chunk: np.ndarray) -> np.ndarray:
+        """(rows, n_features + 1) sums over the tabulated trees of their table rows (bias column 0)."""
+        n, width = chunk.shape[0], self.n_features + 1
+        row_start = self._patterns(np.ascontiguousarray(chunk.T)) * self._tree_stride  # each tree's row in its table
+        values = self._table.take(row_start[self._entry_tree] + self._entry_offset)  # (entries, rows)
+        # bincount adds in entry order: per feature, the trees in LightGBM's order.
+        cells = self._entry_feature[:, None] + np.arange(0, n * width, width)
+        return np.bincount(cells.ravel(), weights=values.ravel(), minlength=n * width).reshape(n, width)
+
+
+def _decision_group(node: _Node) -> str:
+    """How LightGBM decides at `node`, as one of the vectorised groups of `_patterns`.
+
+    "le": left when value <= threshold, a missing value right; "not_gt": the same, a missing
+    value left; "zero_left"/"zero_right": missing type "Zero" (NaN and zero are missing) with
+    that default; "cat": a categorical split.
+    """
+    if node.categorical:
+        return "cat"
+    if node.missing_type == "Zero":
+        return "zero_left" if node.default_left else "zero_right"
+    if node.missing_type == "NaN":
+        return "not_gt" if node.default_left else "le"
+    # No missing direction: LightGBM reads NaN as 0.0 and compares it with the threshold.
+    return "not_gt" if 0.0 <= node.threshold else "le"
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:

@@ -17,12 +17,18 @@ from features.contract import ContractError, Dataset, as_utc, validate
 from features.spec import FeatureSpec
 
 
-def _read_table(directory: Path, stem: str) -> pd.DataFrame:
+def _read_table(directory: Path, stem: str, required: bool = True) -> pd.DataFrame | None:
     for suffix, reader in ((".parquet", pd.read_parquet), (".csv", _read_csv), (".csv.gz", _read_csv)):
         path = directory / f"{stem}{suffix}"
         if path.exists():
             return reader(path)
+    if not required:
+        return None
     raise ContractError(f"{directory}: no {stem}.parquet, {stem}.csv or {stem}.csv.gz")
+
+
+def _no_interactions() -> pd.DataFrame:
+    return pd.DataFrame({"lead_id": pd.Series(dtype="string"), "occurred_at": pd.Series(dtype="string"), "type": pd.Series(dtype="string")})
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -59,7 +65,8 @@ def load_dataset(directory: Path | str, spec: FeatureSpec, exported_at: datetime
     """Read `leads` and `interactions` (CSV or Parquet) from a folder and validate them.
 
     Args:
-        directory: Folder with leads.{parquet,csv,csv.gz} and interactions.{parquet,csv,csv.gz}.
+        directory: Folder with leads.{parquet,csv,csv.gz} and, when the leads have any,
+            interactions.{parquet,csv,csv.gz} (no file: no interactions).
         spec: Feature specification declaring the attribute columns.
         exported_at: The export time; None reads `export_at` from the folder's meta.json, and
             without one the data ends at the latest lead creation.
@@ -71,4 +78,7 @@ def load_dataset(directory: Path | str, spec: FeatureSpec, exported_at: datetime
     if not directory.is_dir():
         raise ContractError(f"{directory}: no such data folder")
     when = exported_at if exported_at is not None else folder_export_time(directory)
-    return validate(_read_table(directory, "leads"), _read_table(directory, "interactions"), spec, when)
+    leads = _read_table(directory, "leads")
+    assert leads is not None
+    interactions = _read_table(directory, "interactions", required=False)
+    return validate(leads, _no_interactions() if interactions is None else interactions, spec, when)

@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import glob
 import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from features.contract import (
     ContractError,
@@ -48,6 +49,7 @@ from features.contract import (
     validate_static,
 )
 from features.schema import AttributeColumn, LeadSchema, TimeRule, merged_type_map, parse_time_column
+from features.snapshots import OBSERVED_UNTIL
 from features.spec import FeatureSpec
 
 TRUE_WORDS: tuple[str, ...] = ("1", "yes", "y", "true", "t")
@@ -128,12 +130,16 @@ class CsvOptions(BaseModel):
 class Source(BaseModel):
     """Where one table comes from: a file (CSV or Parquet) or a SQL table or query.
 
-    A plain string is read as a file path. Relative paths are read from the directory
-    leadscore runs in. In `url`, `${NAME}` is replaced by the environment variable NAME, so
-    passwords stay out of the config file.
+    A plain string (or a list of strings) is read as file paths. A relative path is read from
+    the folder of the config file that names it (from the working directory when the config is
+    built in code). A path may be a glob (`exports/events-*.csv.gz`); the files of a list or a
+    glob are read one after the other, in the order given (a glob's matches sorted by name), as
+    one table with one header. In `url`, `${NAME}` is replaced by the environment variable NAME,
+    so passwords stay out of the config file.
 
     Attributes:
-        path: A .csv, .csv.gz, .tsv, .txt or .parquet file.
+        path: A .csv, .csv.gz (.bz2, .zip, .xz, .zst), .tsv, .txt or .parquet file, a glob, or
+            a list of them.
         format: "csv" or "parquet" when the suffix does not tell.
         url: SQLAlchemy URL, e.g. postgresql+psycopg2://user:${PGPASSWORD}@host/db or
             sqlite:///crm.db.
@@ -145,7 +151,7 @@ class Source(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str | None = None
+    path: str | list[str] | None = None
     format: Literal["csv", "parquet"] | None = None
     url: str | None = None
     table: str | None = None
@@ -155,8 +161,12 @@ class Source(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _path_shorthand(cls, value: object) -> object:
-        return {"path": value} if isinstance(value, str) else value
+    def _path_shorthand(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str | list):
+            value = {"path": value}
+        if isinstance(value, dict) and value.get("path") is not None:
+            value = {**value, "path": _from_config_folder(value["path"], info)}
+        return value
 
     @model_validator(mode="after")
     def _one_place(self) -> Source:
@@ -165,31 +175,79 @@ class Source(BaseModel):
         if self.path is not None:
             if self.table or self.query:
                 raise ValueError("table and query go with url, not with path")
-            if self.format is None and _format_from_suffix(self.path) is None:
-                raise ValueError(f"path {self.path!r}: cannot tell the format from the suffix; set format: csv or parquet")
+            if not self.patterns:
+                raise ValueError("path: an empty list; give at least one file")
+            kinds = {_format_from_suffix(p) for p in self.patterns}
+            if self.format is None and (None in kinds or len(kinds) > 1):
+                raise ValueError(f"path {self.path!r}: cannot tell one format from the suffixes; set format: csv or parquet")
         elif (self.table is None) == (self.query is None):
             raise ValueError("with url, give exactly one of table or query")
         return self
 
     @property
+    def patterns(self) -> list[str]:
+        """The paths (or globs) as given: a list, even for one path."""
+        return [self.path] if isinstance(self.path, str) else list(self.path or [])
+
+    @property
     def kind(self) -> Literal["csv", "parquet", "sql"]:
         if self.url is not None:
             return "sql"
-        return self.format or _format_from_suffix(self.path or "") or "csv"
+        return self.format or _format_from_suffix(self.patterns[0]) or "csv"
+
+    def files(self, key: str) -> list[Path]:
+        """The files to read, in order: each path, a glob's matches sorted by name.
+
+        Args:
+            key: The config key of the source, for the message (e.g. "data.leads.source").
+
+        Raises:
+            SourceError: A path is not a file or a glob matches none, naming `key`.
+        """
+        found: list[Path] = []
+        for pattern in self.patterns:
+            if glob.has_magic(pattern):
+                matches = sorted(Path(m) for m in glob.glob(pattern) if Path(m).is_file())
+                if not matches:
+                    raise SourceError(f"{key}.path: no file matches {pattern!r}")
+                found.extend(matches)
+            elif Path(pattern).is_file():
+                found.append(Path(pattern))
+            else:
+                raise SourceError(f"{key}.path: {pattern}: no such file")
+        return found
 
     def describe(self) -> str:
         """The source in words, without any password."""
         if self.path is not None:
-            return self.path
+            return self.path if isinstance(self.path, str) else ", ".join(self.path)
         import sqlalchemy as sa
 
         where = sa.engine.make_url(_expand_env(self.url or "", "url")).render_as_string(hide_password=True)
         return f"table {self.table} at {where}" if self.table else f"query at {where}"
 
 
+CONFIG_FOLDER = "config_folder"  # the validation context's key: the folder of the config file
+
+
+def _from_config_folder(path: object, info: ValidationInfo) -> object:
+    """Relative paths read from the config file's folder (`load_config` passes it as context)."""
+    folder = (info.context or {}).get(CONFIG_FOLDER)
+    if folder is None:
+        return path
+    if isinstance(path, str):
+        return str(Path(folder) / path) if not Path(path).is_absolute() else path
+    if isinstance(path, list):
+        return [_from_config_folder(p, info) for p in path]
+    return path
+
+
+_COMPRESSED = ("", ".gz", ".bz2", ".zip", ".xz", ".zst")
+
+
 def _format_from_suffix(path: str) -> Literal["csv", "parquet"] | None:
     lower = path.lower()
-    if lower.endswith((".csv", ".csv.gz", ".tsv", ".txt", ".csv.zip", ".csv.bz2")):
+    if lower.endswith(tuple(f"{s}{c}" for s in (".csv", ".tsv", ".txt") for c in _COMPRESSED)):
         return "csv"
     if lower.endswith((".parquet", ".pq")):
         return "parquet"
@@ -238,7 +296,16 @@ class TimeColumn(BaseModel):
 class Outcome(BaseModel):
     """The outcome column: a flag (yes/no, 1/0, true/false) or the date the lead converted.
 
+    The column is in the leads table, or in a table of its own (`source`: opportunities,
+    deals) with any number of rows per lead: a lead converted when one of its rows is positive
+    (a `date` outcome: has a date), at the earliest such row's date; a lead without a positive
+    row did not convert. Rows with an empty or unknown key, and positive rows without a
+    readable date, go to the quarantine file under `data.leads.outcome`.
+
     Attributes:
+        source: The table holding the outcome, when it is not the leads table.
+        key: With `source`: the leads table's column its rows refer to (default: leads.id).
+        on: With `source`: its column holding that key (default: the same name as `key`).
         column: Column name.
         kind: "flag" or "date" (a date means converted; empty means not converted).
         positive: Flag values meaning converted (compared without case).
@@ -251,6 +318,9 @@ class Outcome(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    source: Source | None = None
+    key: str | None = None
+    on: str | None = None
     column: str = Field(min_length=1)
     kind: Literal["flag", "date"] = "flag"
     positive: list[str] = Field(default_factory=lambda: list(TRUE_WORDS), min_length=1)
@@ -269,9 +339,96 @@ class Outcome(BaseModel):
         if self.kind == "flag" and self.format is not None:
             raise ValueError("format is for a date outcome; for a flag, set positive/negative values")
         TimeColumn(column=self.column, timezone=self.timezone)  # checks the zone name
+        if self.source is None and (self.key is not None or self.on is not None):
+            raise ValueError("key and on join an outcome table: give its source, or leave them out for a column of the leads table")
+        return self
+
+    @property
+    def in_own_table(self) -> bool:
+        return self.source is not None
+
+    def as_time_column(self) -> TimeColumn:
+        return TimeColumn(column=self.column, format=self.format, timezone=self.timezone)
+
+
+class RowNumber(BaseModel):
+    """`{row_number: true}`: the row's position in the export (1 for the first data row).
+
+    For an export without an id column, or one written in time order with no date column
+    (the row order is then the only clock): `id: {row_number: true}` names leads `row-1`,
+    `row-2`, ...; `order: {row_number: true}` makes the ordered split follow the file.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    row_number: Literal[True]
+
+
+ROW_ID_PREFIX = "row-"
+
+
+class OrderColumn(BaseModel):
+    """`leads.order` as a column: numbers (a lead number), or dates when `format` or `kind: date` says so.
+
+    Attributes:
+        column: Column name.
+        kind: "number", or "date" (ordered by time; read as `TimeColumn` reads).
+        format: strftime format of a date order (implies kind: date).
+        timezone: Zone of dates written without one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field(min_length=1)
+    kind: Literal["number", "date"] = "number"
+    format: str | None = None
+    timezone: str = "UTC"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _date_when_formatted(cls, value: object) -> object:
+        if isinstance(value, dict) and value.get("format") and "kind" not in value:
+            return {**value, "kind": "date"}
+        return value
+
+    def as_time_column(self) -> TimeColumn:
+        return TimeColumn(column=self.column, format=self.format, timezone=self.timezone)
+
+
+class ObservedUntil(BaseModel):
+    """Until when the export records a lead's interactions (`leads.observed_until`).
+
+    Either a column (the lead's own end, e.g. the last sync), or `days_after_created` for an
+    export cut to a window ("each lead's events of its first 30 days"). No snapshot of a lead
+    is taken after it, so a lead whose record stops does not look as if it went quiet.
+
+    Attributes:
+        column: Column of the leads table holding the time (with `format`, `timezone`).
+        format: strftime format of the column.
+        timezone: Zone of times written without one.
+        days_after_created: The window's length from the lead's creation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str | None = None
+    format: str | None = None
+    timezone: str = "UTC"
+    days_after_created: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _column_shorthand(cls, value: object) -> object:
+        return {"column": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ObservedUntil:
+        if (self.column is None) == (self.days_after_created is None):
+            raise ValueError("give either column (the lead's own end) or days_after_created (a window from creation)")
         return self
 
     def as_time_column(self) -> TimeColumn:
+        assert self.column is not None
         return TimeColumn(column=self.column, format=self.format, timezone=self.timezone)
 
 
@@ -280,20 +437,46 @@ class LeadsTable(BaseModel):
 
     Attributes:
         source: Where it is.
-        id: Column with the lead's unique id.
+        id: Column with the lead's unique id, or `{row_number: true}` (`RowNumber`).
         created_at: When the lead was created; leave out for a static export.
         outcome: The outcome column.
-        order: Static exports only: a column that grows with acquisition order (a lead number,
-            a creation date); evaluation then tests on the last 20 % by that column.
+        order: Static exports only: a column that grows with acquisition order (a lead number;
+            a date with `{column: ..., format: ...}` or `kind: date`), or `{row_number: true}`
+            for an export written in time order; evaluation then tests on the last 20 % by that
+            order.
+        observed_until: Exports with time: until when each lead's interactions are recorded
+            (`ObservedUntil`); no snapshot is taken after it.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     source: Source
-    id: str = Field(min_length=1)
+    id: Annotated[str, Field(min_length=1)] | RowNumber
     created_at: TimeColumn | None = None
     outcome: Outcome
-    order: str | None = None
+    order: str | OrderColumn | RowNumber | None = None
+    observed_until: ObservedUntil | None = None
+
+    @field_validator("order", mode="before")
+    @classmethod
+    def _order_shorthand(cls, value: object) -> object:
+        return {"column": value} if isinstance(value, str) else value
+
+    @property
+    def id_column(self) -> str | None:
+        """The id column's name; None when the id is the row number."""
+        return self.id if isinstance(self.id, str) else None
+
+    @property
+    def order_column(self) -> str | None:
+        """The order column's name; None without an order or when it is the row number."""
+        return self.order.column if isinstance(self.order, OrderColumn) else None
+
+    def order_name(self) -> str:
+        """The order in words, for reports ("Lead Number", "row number")."""
+        if isinstance(self.order, RowNumber):
+            return "row number"
+        return self.order.column if isinstance(self.order, OrderColumn) else "order"
 
 
 class ColumnRoles(BaseModel):
@@ -423,6 +606,11 @@ class DataConfig(BaseModel):
             )
         if not self.is_static and self.leads.order is not None:
             raise ValueError("leads.order: only for a static export; with leads.created_at the split is by creation time")
+        if self.is_static and self.leads.observed_until is not None:
+            raise ValueError("leads.observed_until: for an export with time (leads.created_at); a static export has no snapshots")
+        outcome = self.leads.outcome
+        if outcome.in_own_table and outcome.key is None and self.leads.id_column is None:
+            raise ValueError("leads.outcome.key: the leads have no id column (row numbers); name the leads column the outcome table refers to")
         if not self.is_static and self.leads.outcome.kind == "flag" and self.leads.outcome.date is None:
             raise ValueError(
                 "leads.outcome.date: a flag outcome needs the column telling when the lead converted "
@@ -439,7 +627,9 @@ class DataConfig(BaseModel):
             undeclared = [n for n in names if n not in declared]
             if undeclared:
                 raise ValueError(f"{key}: {undeclared} not declared in columns.categorical or columns.numeric (declare the type there)")
-        roles = {self.leads.id: "leads.id", self.leads.outcome.column: "leads.outcome.column"}
+        roles = {self.leads.outcome.column: "leads.outcome.column"}
+        if self.leads.id_column is not None:
+            roles[self.leads.id_column] = "leads.id"
         if cols.email:
             roles[cols.email] = "columns.email"
         clash = [f"{c!r} ({roles[c]})" for c in declared if c in roles]
@@ -475,7 +665,15 @@ class DataConfig(BaseModel):
         return self.columns.rename.get(column) or feature_name_of(column)
 
     def post_outcome_features(self) -> list[str]:
-        return [self.feature_name(c) for c in self.columns.post_outcome]
+        """Features filled in after the outcome: `columns.post_outcome`, and every column brought
+        from the outcome's own table (an opportunity's amount or stage is known once it exists)."""
+        columns = list(self.columns.post_outcome)
+        outcome_source = self.leads.outcome.source
+        if outcome_source is not None:
+            for table in self.attributes:
+                if table.source.patterns == outcome_source.patterns and table.source.url == outcome_source.url:
+                    columns += [table.prefix + c for c in table.columns if table.prefix + c not in columns]
+        return [self.feature_name(c) for c in columns]
 
     def feature_spec(self, base: FeatureSpec) -> FeatureSpec:
         """`base` (interaction settings) with this export's attribute columns.
@@ -692,49 +890,41 @@ def _empty_dtype(kind: ColumnKind) -> str:
 # -- reading sources ----------------------------------------------------------------------
 
 
-def source_columns(source: Source) -> list[str]:
-    """Column names of a source, read without reading its rows."""
+def source_columns(source: Source, key: str = "data") -> list[str]:
+    """Column names of a source (of its first file), read without reading its rows.
+
+    Raises:
+        SourceError: A file is missing, naming `key`.
+    """
+    if source.kind == "sql":
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(_expand_env(source.url or "", "url"))
+        try:
+            with engine.connect() as connection:
+                return list(connection.execute(_sql_select(source, None).limit(0)).keys())
+        finally:
+            engine.dispose()
+    return _file_columns(source, source.files(key)[0])
+
+
+def _file_columns(source: Source, path: Path) -> list[str]:
     if source.kind == "csv":
-        header = pd.read_csv(_existing(source), nrows=0, **_csv_kwargs(source.csv))
+        header = pd.read_csv(path, nrows=0, **_csv_kwargs(source.csv))
         return [str(c) for c in header.columns]
-    if source.kind == "parquet":
-        import pyarrow.parquet as pq
+    import pyarrow.parquet as pq
 
-        return list(pq.ParquetFile(_existing(source)).schema_arrow.names)
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(_expand_env(source.url or "", "url"))
-    try:
-        with engine.connect() as connection:
-            return list(connection.execute(_sql_select(source, None).limit(0)).keys())
-    finally:
-        engine.dispose()
+    return list(pq.ParquetFile(path).schema_arrow.names)
 
 
-def iter_source_chunks(source: Source, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
-    """The source's rows, `source.chunk_rows` at a time, with only `columns`.
+def iter_source_chunks(source: Source, columns: Sequence[str], key: str = "data") -> Iterator[pd.DataFrame]:
+    """The source's rows, `source.chunk_rows` at a time, with only `columns`, file after file.
 
-    CSV is read as text (the mapping parses it); Parquet and SQL keep their types.
+    CSV is read as text (the mapping parses it, compression read from the suffix); Parquet and
+    SQL keep their types.
     """
     columns = list(dict.fromkeys(columns))
-    if source.kind == "csv":
-        with pd.read_csv(
-            _existing(source),
-            usecols=columns,
-            dtype=str,
-            keep_default_na=False,
-            na_values=[""],
-            chunksize=source.chunk_rows,
-            **_csv_kwargs(source.csv),
-        ) as reader:
-            yield from reader
-    elif source.kind == "parquet":
-        import pyarrow.parquet as pq
-
-        parquet = pq.ParquetFile(_existing(source))
-        for batch in parquet.iter_batches(batch_size=source.chunk_rows, columns=columns):
-            yield batch.to_pandas()
-    else:
+    if source.kind == "sql":
         import sqlalchemy as sa
 
         engine = sa.create_engine(_expand_env(source.url or "", "url"))
@@ -744,13 +934,24 @@ def iter_source_chunks(source: Source, columns: Sequence[str]) -> Iterator[pd.Da
                 yield from pd.read_sql(_sql_select(source, columns), connection, chunksize=source.chunk_rows)
         finally:
             engine.dispose()
+        return
+    for path in source.files(key):
+        if source.kind == "csv":
+            with pd.read_csv(
+                path,
+                usecols=columns,
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                chunksize=source.chunk_rows,
+                **_csv_kwargs(source.csv),
+            ) as reader:
+                yield from reader
+        else:
+            import pyarrow.parquet as pq
 
-
-def _existing(source: Source) -> Path:
-    path = Path(source.path or "")
-    if not path.is_file():
-        raise SourceError(f"{source.path}: no such file")
-    return path
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=source.chunk_rows, columns=columns):
+                yield batch.to_pandas()
 
 
 def _csv_kwargs(options: CsvOptions) -> dict[str, object]:
@@ -798,22 +999,28 @@ def read_mapped(source: Source, plan: Sequence[ColumnPlan], missing: Sequence[st
         SourceError: The source is unreadable or lacks a column the plan names.
     """
     errors = _read_errors(source)
+    key = f"{what}.source"
     try:
-        available = source_columns(source)
+        if source.kind == "sql":
+            headers = [(source.describe(), source_columns(source, key))]
+        else:
+            headers = [(str(path), _file_columns(source, path)) for path in source.files(key)]
     except errors as error:
-        raise SourceError(f"{what}.source ({source.describe()}): cannot read it: {error}") from error
-    missing_columns = [c for c in plan if c.source not in available]
-    if missing_columns:
-        lines = []
-        for c in missing_columns:
-            close = difflib.get_close_matches(c.source, available, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            lines.append(f"{c.key}: no column {c.source!r} in {source.describe()}{hint}")
-        raise SourceError("\n".join(lines) + f"\n  columns found: {available}")
+        raise SourceError(f"{key} ({source.describe()}): cannot read it: {error}") from error
+    available = headers[0][1]
+    for where, columns in headers:
+        missing_columns = [c for c in plan if c.source not in columns]
+        if missing_columns:
+            lines = []
+            for c in missing_columns:
+                close = difflib.get_close_matches(c.source, columns, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                lines.append(f"{c.key}: no column {c.source!r} in {where}{hint}")
+            raise SourceError("\n".join(lines) + f"\n  columns found: {columns}")
     options = source.csv if source.kind == "csv" else None
     parts = []
     try:
-        for chunk in iter_source_chunks(source, [c.source for c in plan]):
+        for chunk in iter_source_chunks(source, [c.source for c in plan], key):
             parts.append(map_chunk(chunk, plan, options, missing))
     except errors as error:
         hint = f"; check {what}.source.csv options" if source.kind == "csv" else ""
@@ -851,18 +1058,23 @@ class ProjectData:
 
 def _lead_plan(data: DataConfig) -> list[ColumnPlan]:
     leads, cols = data.leads, data.columns
-    plan = [ColumnPlan(leads.id, "lead_id", "text", "data.leads.id")]
+    plan = [ColumnPlan(leads.id_column, "lead_id", "text", "data.leads.id")] if leads.id_column is not None else []
     if leads.created_at is not None:
         plan.append(ColumnPlan(leads.created_at.column, "created_at", "time", "data.leads.created_at", time=leads.created_at))
     outcome = leads.outcome
-    if outcome.kind == "date":
-        plan.append(ColumnPlan(outcome.column, "converted_at", "time", "data.leads.outcome.column", time=outcome.as_time_column()))
+    if outcome.in_own_table:
+        if outcome.key is not None and outcome.key != leads.id_column:
+            plan.append(ColumnPlan(outcome.key, _OUTCOME_KEY, "text", "data.leads.outcome.key"))
     else:
-        plan.append(ColumnPlan(outcome.column, "converted", "flag", "data.leads.outcome.column", outcome=outcome))
-        if outcome.date is not None:
-            plan.append(ColumnPlan(outcome.date.column, "converted_at", "time", "data.leads.outcome.date", time=outcome.date))
-    if leads.order is not None:
-        plan.append(ColumnPlan(leads.order, "order", "number", "data.leads.order"))
+        plan.extend(_outcome_plan(outcome, "data.leads.outcome"))
+    if isinstance(leads.order, OrderColumn):
+        if leads.order.kind == "date":
+            plan.append(ColumnPlan(leads.order.column, "order", "time", "data.leads.order", time=leads.order.as_time_column()))
+        else:
+            plan.append(ColumnPlan(leads.order.column, "order", "number", "data.leads.order"))
+    observed = leads.observed_until
+    if observed is not None and observed.column is not None:
+        plan.append(ColumnPlan(observed.column, OBSERVED_UNTIL, "time", "data.leads.observed_until", time=observed.as_time_column()))
     from_tables = {t.prefix + c for t in data.attributes for c in t.columns}
     for column in cols.categorical:
         if column not in from_tables:
@@ -881,6 +1093,81 @@ def _lead_plan(data: DataConfig) -> list[ColumnPlan]:
         plan.append(ColumnPlan(table.key, _KEY_PREFIX + table.key, "text", f"data.attributes.{i}.key"))
     # One source column may play two parts (a key that is also a feature): dedupe by target.
     return list({c.target: c for c in plan}.values())
+
+
+_OUTCOME_KEY = "__outcome_key__"
+
+
+def _outcome_plan(outcome: Outcome, key: str) -> list[ColumnPlan]:
+    if outcome.kind == "date":
+        return [ColumnPlan(outcome.column, "converted_at", "time", f"{key}.column", time=outcome.as_time_column())]
+    plan = [ColumnPlan(outcome.column, "converted", "flag", f"{key}.column", outcome=outcome)]
+    if outcome.date is not None:
+        plan.append(ColumnPlan(outcome.date.column, "converted_at", "time", f"{key}.date", time=outcome.date))
+    return plan
+
+
+def _outcome_from_table(leads: pd.DataFrame, data: DataConfig, sources: dict[str, str], quarantine: Quarantine) -> pd.DataFrame:
+    """`converted_at` (and `converted`) of each lead from the outcome's own table.
+
+    A lead converted when one of its rows is positive (a flag among `positive`, or a date
+    outcome's date), at the earliest positive row's date. Rows whose key is empty or matches no
+    lead, and positive rows without a readable date, go to `quarantine` under
+    `data.leads.outcome`, named by their row number in the source.
+    """
+    outcome, table = data.leads.outcome, "data.leads.outcome"
+    assert outcome.source is not None
+    lead_key = outcome.key or data.leads.id_column
+    on = outcome.on or lead_key
+    assert lead_key is not None and on is not None
+    plan = [ColumnPlan(on, _KEY_PREFIX, "text", f"{table}.on"), *_outcome_plan(outcome, table)]
+    rows, _unused = read_mapped(outcome.source, plan, data.columns.missing_values, table)
+    sources[table] = outcome.source.describe()
+    rows[SOURCE_ROW] = pd.Series(np.arange(1, len(rows) + 1), index=rows.index).astype(str).radd("row ")
+    lead_keys = leads[_OUTCOME_KEY] if _OUTCOME_KEY in leads else leads["lead_id"]
+    rows = quarantine.take(rows, rows[_KEY_PREFIX].isna(), table, f"have an empty {on!r} (no lead can match them)", example_column=SOURCE_ROW)
+    rows = quarantine.take(
+        rows, ~rows[_KEY_PREFIX].isin(lead_keys.dropna()), table, f"have a {on!r} that is no lead's {lead_key!r}", example_column=SOURCE_ROW
+    )
+    if outcome.kind == "date":
+        bad = rows.get(_BAD_PREFIX + "converted_at", pd.Series(False, index=rows.index))
+        rows = quarantine.take(rows, bad, table, f"have an unparsable date in {outcome.column!r}", example_column=SOURCE_ROW)
+        positive = rows["converted_at"].notna()
+    else:
+        positive = rows["converted"] == 1
+        if outcome.date is not None:
+            bad = positive & rows["converted_at"].isna()
+            rows = quarantine.take(
+                rows, bad, table, f"are positive ({outcome.column}) but have no readable date ({outcome.date.column})", example_column=SOURCE_ROW
+            )
+            positive = rows["converted"] == 1
+    won = rows[positive]
+    first = won.groupby(_KEY_PREFIX, observed=True)["converted_at"].min() if "converted_at" in won else None
+    converted_keys = set(won[_KEY_PREFIX])
+    leads = leads.copy()
+    if first is not None:
+        leads["converted_at"] = pd.to_datetime(lead_keys.map(first), utc=True)
+    if outcome.kind == "flag":
+        leads["converted"] = lead_keys.isin(converted_keys).astype("float64")
+    return leads.drop(columns=[_OUTCOME_KEY], errors="ignore")
+
+
+def _observed_until(leads: pd.DataFrame, table: LeadsTable) -> pd.DataFrame:
+    """The `observed_until` column for `days_after_created` (a column is mapped by the lead plan)."""
+    observed = table.observed_until
+    if observed is not None and observed.days_after_created is not None:
+        leads[OBSERVED_UNTIL] = leads["created_at"] + pd.Timedelta(days=observed.days_after_created)
+    return leads
+
+
+def _with_row_numbers(leads: pd.DataFrame, table: LeadsTable) -> pd.DataFrame:
+    """`lead_id` and `order` from the row position where the config asks (`RowNumber`), before any row is set aside."""
+    position = np.arange(1, len(leads) + 1)
+    if isinstance(table.id, RowNumber):
+        leads.insert(0, "lead_id", pd.Series([f"{ROW_ID_PREFIX}{i}" for i in position], index=leads.index, dtype=object))
+    if isinstance(table.order, RowNumber):
+        leads["order"] = position.astype(np.float64)
+    return leads
 
 
 def _attribute_plan(data: DataConfig, i: int, table: AttributeTable) -> list[ColumnPlan]:
@@ -946,6 +1233,8 @@ def _count_bad_values(frame: pd.DataFrame, report: ValidationReport, table: str)
         examples = frame.loc[bad, "lead_id"].astype(str).head(_EXAMPLES).tolist() if "lead_id" in frame else []
         if target.startswith(_RECORDED_PREFIX):
             rule = f"have an unparsable recorded-at time of {target.removeprefix(_RECORDED_PREFIX)}"
+        elif target == OBSERVED_UNTIL:
+            rule = "have an unparsable observed_until (data.leads.observed_until): snapshots of these leads are not limited"
         else:
             rule = f"have a non-numeric or infinite {target}"
         report.breaches.append(RuleBreach(table, rule, int(bad.sum()), examples, action="kept, value set to missing"))
@@ -977,9 +1266,12 @@ def _join_attributes(
         empty_key = values[_KEY_PREFIX].isna()
         if empty_key.any():
             values[SOURCE_ROW] = pd.Series(np.arange(1, len(values) + 1), index=values.index).astype(str).radd("row ")
+            # The quarantine file names the key column as the source does (unless a feature has that name).
+            shown = _KEY_PREFIX if table.table_key in values.columns else table.table_key
             values = quarantine.take(
-                values, empty_key, key, f"have an empty {table.table_key!r} (no lead can match them)", example_column=SOURCE_ROW
-            ).drop(columns=[SOURCE_ROW])
+                values.rename(columns={_KEY_PREFIX: shown}), empty_key, key,
+                f"have an empty {table.table_key!r} (no lead can match them)", example_column=SOURCE_ROW,
+            ).drop(columns=[SOURCE_ROW]).rename(columns={shown: _KEY_PREFIX})
         repeated = values.loc[values[_KEY_PREFIX].duplicated(), _KEY_PREFIX]
         if len(repeated):
             raise SourceError(
@@ -1029,14 +1321,21 @@ def load_project_data(data: DataConfig, spec: FeatureSpec, leads_path: Path | No
             lead_source = Source(path=str(leads_path), format=lead_source.format, csv=lead_source.csv, chunk_rows=lead_source.chunk_rows)
         except ValidationError as error:
             raise SourceError(f"{leads_path}: {error.errors()[0]['msg']}") from error
+    check_sources(data, leads_path)
     leads, unused_leads = read_mapped(lead_source, _lead_plan(data), data.columns.missing_values, "data.leads")
+    leads = _with_row_numbers(leads, data.leads)
+    leads = _ordered_by_date(leads)
     excluded = set(data.columns.exclude)
     unused = {"data.leads": [c for c in unused_leads if c not in excluded]}
     sources = {"data.leads": lead_source.describe()}
     mapping_report = ValidationReport()
     rejections = _Rejections()
     leads = _count_bad_values(leads, mapping_report, "leads")
+    if data.leads.outcome.in_own_table:
+        leads = _outcome_from_table(leads, data, sources, rejections.quarantine)
     leads = _join_attributes(leads, data, unused, sources, mapping_report, rejections.quarantine)
+    if not data.is_static:
+        leads = _observed_until(leads, data.leads)
 
     recorded_columns = [c for c in leads.columns if c.startswith(_RECORDED_PREFIX)]
     recorded = leads[["lead_id", *recorded_columns]].rename(columns=lambda c: c.removeprefix(_RECORDED_PREFIX))
@@ -1066,6 +1365,30 @@ def load_project_data(data: DataConfig, spec: FeatureSpec, leads_path: Path | No
     elif exported_at is not None:
         recorded = _unset_recorded_after(recorded, exported_at, f"{exported_at.isoformat()} (exported_at)", report)
     return ProjectData(dataset, recorded, data.post_outcome_features(), unused, sources)
+
+
+def check_sources(data: DataConfig, leads_path: Path | None = None) -> None:
+    """Every file the `data:` section names exists (globs match), before anything is read.
+
+    Raises:
+        SourceError: Naming the config key of the first missing file.
+    """
+    tables: list[tuple[str, Source]] = [] if leads_path is not None else [("data.leads.source", data.leads.source)]
+    if data.leads.outcome.source is not None:
+        tables.append(("data.leads.outcome.source", data.leads.outcome.source))
+    tables += [(f"data.interactions.{i}.source", t.source) for i, t in enumerate(data.interactions)]
+    tables += [(f"data.attributes.{i}.source", t.source) for i, t in enumerate(data.attributes)]
+    for key, source in tables:
+        if source.kind != "sql":
+            source.files(key)
+
+
+def _ordered_by_date(leads: pd.DataFrame) -> pd.DataFrame:
+    """A date order (`leads.order` with kind: date) as epoch seconds: the split compares numbers."""
+    if "order" in leads and isinstance(leads["order"].dtype, pd.DatetimeTZDtype):
+        stamps = leads["order"]
+        leads["order"] = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype("float64")
+    return leads
 
 
 def _unset_recorded_after(

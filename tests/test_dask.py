@@ -19,7 +19,7 @@ from training.distributed import DaskEngine  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-GRID = Path(__file__).resolve().parents[1] / "data" / "grids" / "default.yaml"
+GRID = "default"  # the built-in grid
 
 
 @pytest.fixture(scope="module")

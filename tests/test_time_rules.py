@@ -44,7 +44,7 @@ def _events() -> pd.DataFrame:
     )
 
 
-def _breaches(data) -> dict[tuple[str, str], object]:  # noqa: ANN001
+def _breaches(data) -> dict[tuple[str, str], object]:
     return {(b.table, b.rule.split(" 20")[0]): b for b in data.report.breaches}
 
 
@@ -97,7 +97,7 @@ def _with_stray_event(folder: Path) -> None:
     pd.concat([events, stray], ignore_index=True).to_csv(folder / "interactions.csv", index=False)
 
 
-def _matured_snapshots(data) -> pd.DataFrame:  # noqa: ANN001
+def _matured_snapshots(data) -> pd.DataFrame:
     t = ProjectConfig().training
     snaps = snapshot_times(data.leads, t.snapshot_offsets_days, matured_label_cutoff(data.data_end, t.horizon_days))
     snaps["label"] = conversion_labels(snaps, data.leads, t.horizon_days)
@@ -154,7 +154,7 @@ def test_repeated_interactions_are_collapsed_to_one_and_counted() -> None:
 # -- attribute tables: an empty key is counted, not dropped ---------------------------------
 
 
-def _crm_export(folder: Path, **data: object):  # noqa: ANN202
+def _crm_export(folder: Path, **data: object):
     """Leads with an account key, and an accounts table with two rows whose key is empty."""
     from sources.loader import load_project_data
 
@@ -191,6 +191,7 @@ def test_attribute_rows_with_an_empty_key_are_quarantined_with_their_row(tmp_pat
     assert (breach.count, breach.examples, breach.action) == (2, ["row 2", "row 4"], "quarantined")
     set_aside = data.quarantine[data.quarantine["table"] == "data.attributes.0"]
     assert sorted(set_aside["tier"]) == ["bronze", "tin"]
+    assert set_aside["id"].isna().all()
     assert data.leads.set_index("lead_id")["tier"].to_dict() == {"A1": "gold", "A2": "silver", "A3": None}
 
 
@@ -203,7 +204,7 @@ def test_data_section_exported_at_is_the_data_end(tmp_path: Path) -> None:
 # -- validation labels mature before the test period ----------------------------------------
 
 
-def test_validation_labels_close_before_the_test_period(simulated_dataset) -> None:  # noqa: ANN001
+def test_validation_labels_close_before_the_test_period(simulated_dataset) -> None:
     from training.pipeline import time_split
 
     config = ProjectConfig().training
@@ -229,7 +230,7 @@ def test_validation_labels_close_before_the_test_period(simulated_dataset) -> No
     assert valid["lead_id"].nunique() == int(n_leads * config.valid_fraction)
 
 
-def test_training_states_the_data_end_and_what_the_split_left_out(training_result) -> None:  # noqa: ANN001
+def test_training_states_the_data_end_and_what_the_split_left_out(training_result) -> None:
     r = training_result
     assert r.split["data_end_source"] == "exported_at"
     assert r.model.meta.training["data"]["data_end_source"] == "exported_at"
@@ -241,7 +242,7 @@ def test_training_states_the_data_end_and_what_the_split_left_out(training_resul
 # -- a static model is served with its own calibration --------------------------------------
 
 
-def _static_rows(make_export, n: int, seed: int):  # noqa: ANN001, ANN202
+def _static_rows(make_export, n: int, seed: int):
     from features.contract import validate_static
     from features.engine import lead_attribute_rows
 
@@ -251,7 +252,7 @@ def _static_rows(make_export, n: int, seed: int):  # noqa: ANN001, ANN202
     return data, spec, lead_attribute_rows(data.leads, spec)
 
 
-def test_static_served_booster_is_the_calibrated_one(static_export) -> None:  # noqa: ANN001
+def test_static_served_booster_is_the_calibrated_one(static_export) -> None:
     from model.bundle import encode_matrix
     from training.pipeline import _take, fit_calibration
     from training.static import fit_static_booster
@@ -271,7 +272,7 @@ def test_static_served_booster_is_the_calibrated_one(static_export) -> None:  # 
     assert refit == fitted.calibration
 
 
-def test_static_bundle_probabilities_are_those_of_its_booster(static_export) -> None:  # noqa: ANN001
+def test_static_bundle_probabilities_are_those_of_its_booster(static_export) -> None:
     from features.grid import PointGrid
     from model.bundle import encode_matrix
     from training.pipeline import _take

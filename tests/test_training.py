@@ -123,7 +123,7 @@ def test_cli_simulate_train_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     runner = CliRunner()
     result = runner.invoke(app, ["simulate", "--leads", "1500", "--seed", "3", "--out", "sim"])
     assert result.exit_code == 0, result.output
-    grid = Path(__file__).resolve().parents[1] / "data" / "grids" / "default.yaml"
+    grid = "default"  # the built-in grid
     result = runner.invoke(
         app,
         ["train", "--data", "sim", "--grid", str(grid), "--metrics-out", "m.json", "--bundle-out", "bundle", "--no-mlflow"],
@@ -152,7 +152,7 @@ def test_cli_refuses_too_little_data(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     assert runner.invoke(app, ["simulate", "--leads", "40", "--seed", "1", "--out", "tiny"]).exit_code == 0
-    grid = Path(__file__).resolve().parents[1] / "data" / "grids" / "default.yaml"
+    grid = "default"  # the built-in grid
     result = runner.invoke(app, ["train", "--data", "tiny", "--grid", str(grid), "--no-mlflow"])
     assert result.exit_code == 2
     assert "refusing to train" in result.output

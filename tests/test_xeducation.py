@@ -31,7 +31,7 @@ pytestmark = [
 
 
 def test_one_command_trains_a_standard_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(PROJECT_ROOT)  # the example's paths are relative to the project root
+    monkeypatch.chdir(tmp_path)  # the example's paths are read from its own folder, not the working one
     result = CliRunner().invoke(
         app,
         ["train", "--config", str(EXAMPLE), "--no-mlflow", "--bundle-out", str(tmp_path / "bundle"),

@@ -9,12 +9,13 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from features.snapshots import DEFAULT_HORIZON_DAYS, DEFAULT_OFFSETS_DAYS
 from model.registry import RegistryConfig
-from sources.loader import DataConfig
-from features.spec import FeatureSpec
+from sources.grids import is_builtin_grid
+from sources.loader import CONFIG_FOLDER, DataConfig
+from features.spec import FeatureSpec, VocabularyRule
 from training.gate import GateConfig
 
 DEFAULT_CONFIG_FILE = Path("leadscore.yaml")
@@ -71,6 +72,15 @@ class TrainingConfig(BaseModel):
     warm_share: float = Field(default=0.3, gt=0, lt=1, description="Share rated warm, below hot")
     seed: int = 0
 
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid_from_config_folder(cls, value: object, info: ValidationInfo) -> object:
+        # A grid file named in a config file is read from that file's folder, as data sources are.
+        folder = (info.context or {}).get(CONFIG_FOLDER)
+        if folder is None or value is None or is_builtin_grid(str(value)) or Path(str(value)).is_absolute():
+            return value
+        return Path(folder) / str(value)
+
     @model_validator(mode="after")
     def _shares(self) -> TrainingConfig:
         if self.hot_share + self.warm_share >= 1:
@@ -114,6 +124,9 @@ class ProjectConfig(BaseModel):
                 raise ValueError(
                     f"features.{key}: leave it out when data: is given; data.columns declares the lead attributes"
                 )
+        if self.data.interactions and not {"interaction_types", "learn_types"} & given:
+            # An export as it comes: its own event types become feature families (features.learn_types).
+            derived = derived.model_copy(update={"learn_types": VocabularyRule()})
         self.features = derived
         return self
 
@@ -124,6 +137,9 @@ class ConfigError(ValueError):
 
 def load_config(path: Path | str | None) -> ProjectConfig:
     """Read and validate a config file; None or a missing default file gives the defaults.
+
+    Relative paths in the file (`data:` sources, `training.grid`) are read from the file's
+    folder, so a config works from any working directory.
 
     Raises:
         ConfigError: naming the file, each offending key and what is expected.
@@ -140,7 +156,8 @@ def load_config(path: Path | str | None) -> ProjectConfig:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
     try:
-        return ProjectConfig.model_validate(raw)
+        # Relative paths in the file (data sources, training.grid) are read from its folder.
+        return ProjectConfig.model_validate(raw, context={CONFIG_FOLDER: path.resolve().parent})
     except ValidationError as error:
         lines = [
             f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"

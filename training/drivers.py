@@ -314,7 +314,7 @@ def global_drivers(
         out.append(
             {
                 "driver": driver,
-                "title": {lang: driver_title(driver, lang) for lang in LANGUAGES},
+                "title": {lang: driver_title(driver, lang, spec) for lang in LANGUAGES},
                 "kind": "attribute" if driver in spec.categorical_features() or driver in spec.numeric else "behaviour",
                 "mean_abs_log_odds": round(float(weights[k]), 4),
                 "mean_abs_points": round(float(np.abs(driver_points).mean()), 3),

@@ -236,7 +236,7 @@ def compare_with_grid(
         driver = next(d for d, features in contributions.features.items() if rule.feature in features)
         column = contributions.column(driver)
         matching = int(fires.sum())
-        title = driver_title(driver, "en").lower()
+        title = driver_title(driver, "en", model.spec).lower()
         learned_rules = [
             {"label": r.label, "points": r.points}
             for r in learned.grid.rules

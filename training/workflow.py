@@ -25,7 +25,7 @@ from model.bundle import ScoringModel
 from model.compiled import CompileMode
 from sources.folder import load_dataset
 from sources.grids import load_grid
-from training.config import ConfigError, ProjectConfig, load_config
+from training.config import ConfigError, ProjectConfig, TrainingConfig, load_config
 
 if TYPE_CHECKING:
     from sources.loader import ProjectData
@@ -66,8 +66,10 @@ def read_config(path: Path | None) -> ProjectConfig:
 
 def report_validation(dataset: Any, console: Console, quarantine_out: Path | None) -> None:
     """Print the rule breaches of validated data and write its quarantined rows to a CSV."""
+    # The data end is a statement, the rest are findings a person should read.
+    end = dataset.report.data_end_line()
     for line in dataset.report.lines():
-        console.warn(f"  {line}")
+        (console.say if line == end else console.warn)(f"  {line}")
     if len(dataset.quarantine):
         target = quarantine_out or DEFAULT_QUARANTINE
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +105,64 @@ def read_project(cfg: ProjectConfig, leads_path: Path | None, console: Console, 
             console.say(f"  {key}: columns not used (list them in data.columns or exclude): {columns}")
     report_validation(data, console, quarantine_out)
     return project
+
+
+def read_timed(
+    cfg: ProjectConfig, data: Path | None, spec: FeatureSpec, console: Console, quarantine_out: Path | None = None
+) -> Dataset:
+    """Leads with time and their interactions, as every command reads them.
+
+    With a `data:` section, the section is read (`data`, when given, is the leads file read
+    instead of `data.leads.source`), as `leadscore train` reads it; without one, `data` is a
+    contract-format folder (default data/sample).
+    """
+    if cfg.data is not None:
+        project = read_project(cfg.model_copy(update={"features": spec}), data, console, quarantine_out)
+        if not isinstance(project.dataset, Dataset):
+            raise WorkflowError(
+                "this config reads a static export (no data.leads.created_at): snapshots need leads with a creation time"
+            )
+        return project.dataset
+    return read_folder(data or DEFAULT_DATA_DIR, spec, console, quarantine_out)
+
+
+def spec_for_data(spec: FeatureSpec, dataset: Dataset, training: TrainingConfig, console: Console) -> FeatureSpec:
+    """The feature spec fitted to the data it trains on: its interaction vocabulary.
+
+    No interaction at all: no interaction features (the lead's age at the snapshot stays).
+    With `learn_types`: every type seen at least `min_events` times among the events of the
+    training part (the leads before the validation and test periods, by creation, among those
+    with a matured label), plus `include`, gets features of its own; rarer types are counted as
+    other events. The learned list is what the bundle stores.
+    """
+    from features.snapshots import matured_label_cutoff
+    from features.vocabulary import frequent_types
+
+    if len(dataset.interactions) == 0:
+        console.say("interactions: none in the data; no interaction features (lead age at the snapshot only)")
+        return spec.model_copy(update={"events": False})
+    rule = spec.learn_types
+    if rule is None:
+        return spec
+    leads = dataset.leads[dataset.leads["created_at"] <= matured_label_cutoff(dataset.data_end, training.horizon_days)]
+    leads = leads.sort_values("created_at", kind="stable")
+    training_leads = leads["lead_id"].iloc[: int(len(leads) * (1 - training.test_fraction - training.valid_fraction))]
+    events = dataset.interactions[dataset.interactions["lead_id"].isin(training_leads)]
+    counts = {str(t): int(n) for t, n in events["type"].astype(str).value_counts().items()}
+    vocabulary = frequent_types(counts, rule.min_events, rule.include)
+    rare = {t: n for t, n in counts.items() if t not in vocabulary}
+    dataset.report.unknown_types = {
+        str(t): int(n) for t, n in dataset.interactions.loc[~dataset.interactions["type"].isin(vocabulary), "type"].value_counts().items()
+    }
+    console.say(
+        f"interactions: vocabulary learned from the training part ({len(events)} events of {len(training_leads)} leads, "
+        f"at least {rule.min_events} events a type): {vocabulary}"
+        + (f"; counted as other events: {dict(sorted(rare.items()))}" if rare else "")
+    )
+    try:
+        return FeatureSpec.model_validate({**spec.model_dump(), "interaction_types": vocabulary})
+    except ValueError as error:
+        raise WorkflowError(f"features.learn_types: {error}") from error
 
 
 def simulated_truth(data: Path) -> Callable[[pd.DataFrame, float], np.ndarray] | None:
@@ -233,6 +293,7 @@ def train(request: TrainRequest, console: Console) -> None:
     else:
         data = data or DEFAULT_DATA_DIR
         dataset, recorded, post_outcome = read_folder(data, cfg.features, console, request.quarantine_out), None, []
+    cfg = cfg.model_copy(update={"features": spec_for_data(cfg.features, dataset, cfg.training, console)})
     t = cfg.training
     leakage, spec = guard(
         guard_input_for_dataset(dataset, cfg.features, t.horizon_days, t.test_fraction, t.snapshot_offsets_days, recorded, post_outcome),
@@ -316,7 +377,7 @@ def train_static(
     twins = leakage.twin_groups if any(f.check == "near_duplicates" for f in leakage.findings) else None
     try:
         require_features(spec)
-        plan = evaluation_plan(data, cfg.training, order_name=cfg.data.leads.order or "order", twin_groups=twins)
+        plan = evaluation_plan(data, cfg.training, order_name=cfg.data.leads.order_name(), twin_groups=twins)
         with tqdm(total=len(plan.splits) + 1, desc="training", unit="fit", leave=False, disable=None) as bar:
 
             def progress(message: str) -> None:
@@ -361,9 +422,12 @@ def parse_every(every: str) -> int:
 
 
 def backtest(
-    data: Path, every: str, config: Path | None, grid: Path | None, start: str | None, out: Path | None, console: Console
+    data: Path | None, every: str, config: Path | None, grid: Path | None, start: str | None, out: Path | None, console: Console
 ) -> pd.DataFrame:
-    """Replay history: retrain every period, compare with a never-retrained model and the grid."""
+    """Replay history: retrain every period, compare with a never-retrained model and the grid.
+
+    The data is read as `leadscore train` reads it: the config's `data:` section, else the folder.
+    """
     from training.lifecycle import backtest as run_backtest
     from training.pipeline import NotEnoughDataError
 
@@ -371,12 +435,13 @@ def backtest(
     cfg = read_config(config)
     grid_path, grid_key = grid_source(grid, cfg)
     point_grid = read_grid(grid_path, grid_key)
-    dataset = read_folder(data, cfg.features, console)
-    point_grid = grid_for(grid_path, cfg.features, point_grid)
+    dataset = read_timed(cfg, data, cfg.features, console)
+    spec = spec_for_data(cfg.features, dataset, cfg.training, console)
+    point_grid = grid_for(grid_path, spec, point_grid, grid_key)
     try:
         table = run_backtest(
             dataset,
-            cfg.features,
+            spec,
             cfg.training,
             point_grid,
             every_days=every_days,
@@ -427,9 +492,9 @@ def evaluate(
     model = load_model(bundle, cfg)
     if not model.spec.interactions:
         return evaluate_static(model, cfg, data, metrics_out, console)
-    if data is None:
-        raise WorkflowError("--data is required: the folder with the leads and interactions to evaluate on")
-    dataset = read_folder(data, model.spec, console)
+    if data is None and cfg.data is None:
+        raise WorkflowError("--data is required without a data: section: the folder with the leads and interactions to evaluate on")
+    dataset = read_timed(cfg, data, model.spec, console)
     leads = dataset.leads
     if since:
         leads = leads[leads["created_at"] >= pd.Timestamp(since, tz="UTC")]
@@ -441,7 +506,7 @@ def evaluate(
     rows = snapshot_features(dataset.leads, dataset.interactions, snaps, model.spec)
     grid_points = model.meta.grid.score_frame(rows.to_frame(model.spec))
     scores = {"model": model.probability(model.encode(rows)), "point_grid": grid_points}
-    truth = simulated_truth(data)
+    truth = simulated_truth(data) if cfg.data is None and data is not None else None
     if truth is not None:
         scores["oracle"] = truth(snaps, horizon)
     console.say(f"{len(snaps)} snapshots, {int(y.sum())} conversions within {horizon:g} days")
@@ -501,8 +566,11 @@ def scorer_metrics_table(
     return results
 
 
-def write_report(bundle: Path, data: Path, out: Path, config: Path | None, console: Console) -> None:
-    """Write the leadership report (one offline HTML file) for a bundle, on a data set's recent leads."""
+def write_report(bundle: Path, data: Path | None, out: Path, config: Path | None, console: Console) -> None:
+    """Write the leadership report (one offline HTML file) for a bundle, on a data set's recent leads.
+
+    The data is the config's `data:` section (`data`: its leads file instead), else the folder `data`.
+    """
     from training.report import explain, inputs_from_dataset
 
     cfg = read_config(config)
@@ -513,7 +581,7 @@ def write_report(bundle: Path, data: Path, out: Path, config: Path | None, conso
             "(a test period of recent leads). Compare this model with your grid by `leadscore evaluate "
             "--config CONFIG --bundle BUNDLE`; its cross-validated figures are in the MLflow run"
         )
-    dataset = read_folder(data, model.spec, console)
+    dataset = read_timed(cfg, data, model.spec, console)
     try:
         inputs = inputs_from_dataset(model, dataset, cfg.training.snapshot_offsets_days)
     except ValueError as error:
@@ -641,7 +709,7 @@ def forget(lead_id: str, log: str | None, console: Console) -> int:
 
 
 def score_folder(
-    data: Path,
+    data: Path | None,
     out: Path,
     model: ScoringModel,
     as_of: datetime | None,
@@ -651,13 +719,19 @@ def score_folder(
     engine: EngineFactory,
     compiled: CompileMode,
     console: Console,
+    cfg: ProjectConfig | None = None,
 ) -> pd.DataFrame:
-    """`leadscore score` on a data folder: validated tables in, one row per lead out."""
+    """`leadscore score` on a data folder, or on the config's `data:` section: validated tables in, one row per lead out."""
     from model.scoring import score_table
 
     if out.suffix not in (".csv", ".parquet"):
         raise WorkflowError(f"--out {out}: a data folder is scored to .csv or .parquet")
-    dataset = read_folder(data, model.spec, console)
+    if cfg is not None and cfg.data is not None:
+        dataset = read_timed(cfg, data, model.spec, console)
+    elif data is None:
+        raise WorkflowError("--input is required without a data: section: a data folder or a JSON-lines file")
+    else:
+        dataset = read_folder(data, model.spec, console)
     when = as_of or datetime.now(UTC)
     with engine() as dask:
         scorer = score_table if dask is None else dask.score_table
