@@ -7,7 +7,8 @@ Sections (see each module):
 - training: end to end on 100k and 1M snapshots, share outside LightGBM;
 - explain: exact TreeSHAP cost, previous vs current model size, and the AUC cost;
 - x_education: the real X Education export, when `../shared/datasets/x-education` is there;
-- dask: feature build and batch scoring on a Dask LocalCluster.
+- dask: feature build and batch scoring on a Dask LocalCluster;
+- treeshap: exact reasons from the TreeSHAP tables, per row, beside a prediction of the same forest.
 
 `--quick` runs every section at small sizes (the test suite's smoke test); the figures are
 then only a check that everything runs.
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("one_lead", "batch", "feature_build", "training", "explain", "x_education", "dask")
+SECTIONS = ("one_lead", "batch", "feature_build", "training", "explain", "x_education", "dask", "treeshap")
 
 
 def markdown_table(results: list[dict[str, object]]) -> str:
@@ -66,7 +67,16 @@ def _child(args: list[str]) -> str:
 
 def _run_section(name: str, quick: bool, bundle: Path | None, out_dir: Path) -> int:
     """Run one section in this process and write its JSON (0), or skip it (0, nothing written)."""
-    from benchmarks import batch, dask_scale, explain_budget, feature_build, one_lead, training_time, x_education_speed
+    from benchmarks import (
+        batch,
+        dask_scale,
+        explain_budget,
+        feature_build,
+        one_lead,
+        training_time,
+        treeshap,
+        x_education_speed,
+    )
     from benchmarks.bench_model import simulated_data
     from benchmarks.measure import Section
 
@@ -79,6 +89,8 @@ def _run_section(name: str, quick: bool, bundle: Path | None, out_dir: Path) -> 
         section = feature_build.run(quick)
     elif name == "training":
         section = training_time.run(quick)
+    elif name == "treeshap":
+        section = treeshap.run(bundle, quick)
     elif name == "explain":
         section = explain_budget.run(simulated_data(2_000 if quick else 20_000), quick)
     elif name == "x_education":
@@ -122,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp:
         bundle = args.bundle
-        if bundle is None and {"one_lead", "batch", "dask"} & set(chosen):
+        if bundle is None and {"one_lead", "batch", "dask", "treeshap"} & set(chosen):
             print("[bench] training the scoring model on simulated leads ...", file=sys.stderr, flush=True)
             bundle = Path(_child(["-c", TRAIN_BUNDLE, tmp, str(2_000 if args.quick else 20_000)]).strip().splitlines()[-1])
         for name in chosen:

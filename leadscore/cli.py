@@ -68,6 +68,12 @@ def _before_any_command() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+class SimulationFormat(str, Enum):
+    contract = "contract"
+    hubspot = "hubspot"
+    salesforce = "salesforce"
+
+
 class Engine(str, Enum):
     local = "local"
     dask = "dask"
@@ -141,13 +147,19 @@ def simulate(
     start: Annotated[str, typer.Option(help="First lead creation date (UTC).")] = "2024-01-01",
     span_days: Annotated[int, typer.Option(help="Days over which leads are created; the export is at the end.")] = 540,
     drift: Annotated[float, typer.Option(min=0.0, max=1.0, help="How much the funnel changes over time (0 = none).")] = 0.0,
+    format: Annotated[SimulationFormat, typer.Option("--format", help="contract: leads.csv and interactions.csv (with truth.csv); hubspot or salesforce: the same funnel as that CRM exports it (examples/hubspot.yaml, examples/salesforce.yaml read it).")] = SimulationFormat.contract,
 ) -> None:
-    """Write a seeded B2B funnel in the data contract's format (with the oracle's truth)."""
+    """Write a seeded B2B funnel in the data contract's format (with the oracle's truth), or as a HubSpot or Salesforce export."""
     from simulator.funnel import simulate as run_simulation
     from simulator.funnel import write_simulation
 
     sim = run_simulation(leads, seed, start=start, span_days=span_days, drift=drift, show_progress=True)
-    write_simulation(sim, out)
+    if format is SimulationFormat.contract:
+        write_simulation(sim, out)
+    else:
+        from simulator.crm import write_crm_export
+
+        write_crm_export(sim, out, format.value)
     rate = sim.leads["converted_at"].notna().mean()
     typer.echo(
         f"wrote {len(sim.leads)} leads ({rate:.1%} converted by the export), "

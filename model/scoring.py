@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from features.engine import lead_features, snapshot_features
+from features.engine import FeatureRows, lead_features, snapshot_features
+from features.labels import describe_driver, driver_of
 from model.bundle import ScoringModel
 from model.compiled import CompileMode
 
@@ -422,10 +423,40 @@ def score_table(
     # Only the columns the grid reads: a frame of every feature costs more than the grid.
     values = {**rows.categorical, **rows.numeric}
     out["grid_points"] = grid.score_frame(pd.DataFrame({f: values[f] for f in grid.required_features() if f in values}))
-    top: list[str | None] = [None] * len(out)
-    if with_reasons:
-        for i in range(len(out)):
-            up, _down = model.reasons(contrib[i], rows.row(i), top_k=1, language=language)
-            top[i] = up[0].label if up else None
-    out["top_reason"] = top
+    out["top_reason"] = strongest_reasons_up(model, contrib, rows, language) if with_reasons else [None] * len(out)
     return out
+
+
+def strongest_reasons_up(model: ScoringModel, contributions: np.ndarray, rows: FeatureRows, language: str = "en") -> list[str | None]:
+    """Each row's strongest reason up, the label `model.reasons(..., top_k=1)` gives, ranked for all rows at once.
+
+    The drivers' log-odds are summed column by column in feature order, the order `reasons` adds
+    them in, and ties go to the driver `reasons` picks (the last one seen), so the choice is the
+    same to the last bit (`tests/test_treeshap.py`); only rows with a driver lifting the score
+    are phrased.
+
+    Args:
+        model: The loaded bundle.
+        contributions: `model.contributions` of the rows (features then base value).
+        rows: The rows' features, in the same order.
+        language: "en" or "fr".
+
+    Returns:
+        One label per row; None where no driver lifts the score.
+    """
+    drivers: list[str] = []  # first appearance order, as the dict of `reasons`
+    column_driver = []
+    for feature in model.feature_names:
+        driver = driver_of(feature, model.spec)
+        if driver not in drivers:
+            drivers.append(driver)
+        column_driver.append(drivers.index(driver))
+    per_driver = np.zeros((len(contributions), len(drivers)))
+    for j, d in enumerate(column_driver):
+        per_driver[:, d] += contributions[:, j]
+    strongest = len(drivers) - 1 - np.argmax(per_driver[:, ::-1], axis=1)
+    lifts = per_driver[np.arange(len(per_driver)), strongest] > 0
+    return [
+        describe_driver(drivers[strongest[i]], rows.row(i), model.spec, language).label if lifts[i] else None
+        for i in range(len(per_driver))
+    ]

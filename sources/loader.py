@@ -627,7 +627,7 @@ class DataConfig(BaseModel):
             undeclared = [n for n in names if n not in declared]
             if undeclared:
                 raise ValueError(f"{key}: {undeclared} not declared in columns.categorical or columns.numeric (declare the type there)")
-        roles = {self.leads.outcome.column: "leads.outcome.column"}
+        roles = {} if self.leads.outcome.in_own_table else {self.leads.outcome.column: "leads.outcome.column"}
         if self.leads.id_column is not None:
             roles[self.leads.id_column] = "leads.id"
         if cols.email:

@@ -32,10 +32,9 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
-from schemathesis.core import NotSet
 from schemathesis.core.failures import Failure, FailureGroup
 
 from benchmarks.local_server import start_server, stop
@@ -162,10 +161,12 @@ def test_every_answer_matches_the_document(api_schema, service_keys, trained_bun
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
     )
     def every_case(case) -> None:  # noqa: ANN001
-        # An optional body left out is a valid request, however it was drawn: only invalid data is negative.
-        assume(mode == GenerationMode.POSITIVE or not (isinstance(case.body, NotSet) or case.meta.generation.mode.is_positive))
         headers = service_keys.header("admin")
         response = case.call(headers=headers, timeout=60)
+        if mode == GenerationMode.NEGATIVE and not response.request.body:
+            # Sent without a body: for POST /admin/reload, whose body is optional, a valid request
+            # (schemathesis draws such cases as negative now and then); nothing invalid to check.
+            return
         CASES[f"{method} {path}"] += 1
         STATUSES[str(response.status_code)] += 1
         try:
@@ -175,7 +176,7 @@ def test_every_answer_matches_the_document(api_schema, service_keys, trained_bun
                 key = f"{failure.code} {method} {path}"
                 FAILURES[key] += 1
                 EXAMPLES_OF_FAILURES.setdefault(
-                    key, f"{failure.title}: {failure.message[:300]} | body {case.body!r:.300} | answer {response.text[:300]} | sent {response.request.body!r:.100} {case.meta.generation.mode}"
+                    key, f"{failure.title}: {failure.message[:300]} | body {case.body!r:.300} | answer {response.text[:300]}"
                 )
 
     every_case()

@@ -6,6 +6,7 @@ Every default lives here once; the CLI reads a file and overrides only what its 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,7 @@ from sources.grids import is_builtin_grid
 from sources.loader import CONFIG_FOLDER, DataConfig
 from features.spec import FeatureSpec, VocabularyRule
 from training.gate import GateConfig
+from training.selection_config import SelectionConfig
 
 DEFAULT_CONFIG_FILE = Path("leadscore.yaml")
 
@@ -68,6 +70,9 @@ class TrainingConfig(BaseModel):
     lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
     n_bootstrap: int = Field(default=200, ge=0)
     gate: GateConfig = Field(default_factory=GateConfig, description="The promotion gate (training.gate)")
+    selection: SelectionConfig = Field(
+        default_factory=SelectionConfig, description="Candidates chosen on time for an ordered export (training.selection)"
+    )
     hot_share: float = Field(default=0.1, gt=0, lt=1, description="Share of validation leads rated hot")
     warm_share: float = Field(default=0.3, gt=0, lt=1, description="Share rated warm, below hot")
     seed: int = 0
@@ -131,6 +136,19 @@ class ProjectConfig(BaseModel):
         return self
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans (true/false only): `on: id` is a key named "on", `[yes, no]` are words."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 class ConfigError(ValueError):
     """The config file is unreadable or breaks a rule; the message names the key."""
 
@@ -152,7 +170,7 @@ def load_config(path: Path | str | None) -> ProjectConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_Yaml12Loader) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
     try:

@@ -52,15 +52,23 @@ class GateConfig(BaseModel):
 class ChampionOnRows:
     """A registered version re-scored on the new model's test rows.
 
+    A served champion learned from every matured label of its export, so it is scored only on
+    the test rows it never saw (`rows`); the new model is compared on those rows too
+    (`challenger_auc`, None when they are all the test rows).
+
     Attributes:
         version: Its registry version.
         roc_auc: Its ROC AUC on those rows; NaN when it cannot be scored on them.
         not_comparable: Why it cannot be scored on them (then the gate refuses).
+        challenger_auc: The new model's ROC AUC on the same rows, when they are a part of its test rows.
+        rows: Those rows in words, e.g. "1,204 test snapshots of leads created after 2025-03-01".
     """
 
     version: str
     roc_auc: float
     not_comparable: str = ""
+    challenger_auc: float | None = None
+    rows: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,14 +165,16 @@ def gate_decision(
         if rival.not_comparable:
             refusals.append(f"{role} version {rival.version} cannot be compared on the same rows: {rival.not_comparable}")
             continue
+        mine = auc if rival.challenger_auc is None else rival.challenger_auc
+        where = f"on {rival.rows}" if rival.rows else "on the same rows"
         if champion_tolerance == 0:
-            beaten = auc > rival.roc_auc + AUC_EPSILON
-            rule = f"model {auc:.3f} does not beat {role} version {rival.version} ({rival.roc_auc:.3f}) on the same rows"
+            beaten = mine > rival.roc_auc + AUC_EPSILON
+            rule = f"model {mine:.3f} does not beat {role} version {rival.version} ({rival.roc_auc:.3f}) {where}"
         else:
-            beaten = auc >= rival.roc_auc - champion_tolerance
+            beaten = mine >= rival.roc_auc - champion_tolerance
             rule = (
-                f"model {auc:.3f} < {role} version {rival.version} {rival.roc_auc:.3f} - {champion_tolerance:g} "
-                "on the same rows (--tolerance)"
+                f"model {mine:.3f} < {role} version {rival.version} {rival.roc_auc:.3f} - {champion_tolerance:g} "
+                f"{where} (--tolerance)"
             )
         if not beaten:
             refusals.append(rule)
@@ -172,8 +182,12 @@ def gate_decision(
     figures = f"model {auc:.3f}, " + ", ".join(f"{BASELINES[n]} {v:.3f}" for n, v in evidence.baselines.items())
     if evidence.champion is not None and not evidence.champion.not_comparable:
         figures += f", champion version {evidence.champion.version} {evidence.champion.roc_auc:.3f}"
-    rivals = [r.roc_auc for r in (evidence.champion, evidence.best_champion) if r is not None and not r.not_comparable]
-    raises_bar = not rivals or auc > max(rivals) + AUC_EPSILON
+    margins = [
+        (auc if r.challenger_auc is None else r.challenger_auc) - r.roc_auc
+        for r in (evidence.champion, evidence.best_champion)
+        if r is not None and not r.not_comparable
+    ]
+    raises_bar = not margins or min(margins) > AUC_EPSILON
     if not refusals:
         return GateDecision(True, f"promoted: {figures} on the same rows", [], False, raises_bar)
     if force:

@@ -20,6 +20,7 @@ cross-validation, one fit the same way on every lead. Either way it is a standar
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +37,7 @@ from features.engine import FeatureRows, lead_attribute_rows
 from features.grid import PointGrid
 from features.schema import lead_schema_for
 from features.spec import FeatureSpec
-from model.bundle import MISSING_LEVEL, BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix
+from model.bundle import MISSING_LEVEL, BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix, model_family_of
 from training.config import TrainingConfig
 from training.metrics import scorer_metrics
 from training.pipeline import (
@@ -287,6 +288,7 @@ def run_static_training(
     plan: EvaluationPlan,
     progress: Progress | None = None,
     training_notes: dict[str, Any] | None = None,
+    fit_model: Callable[..., Any] | None = None,
 ) -> StaticTrainingResult:
     """Score the model, the grid and a logistic regression on the plan's rows; build the bundle.
 
@@ -299,6 +301,8 @@ def run_static_training(
         progress: Called with a short message at each step.
         training_notes: More facts to keep in the bundle's `training` metadata (the leakage
             guard's decisions).
+        fit_model: Fits the model of each fold, `fit_static_booster`'s signature and result
+            attributes (`training.selection` passes the candidate chosen on time).
 
     Returns:
         The result, with a bundle-ready model.
@@ -306,6 +310,7 @@ def run_static_training(
     if spec.behaviour_features():
         raise ValueError("run_static_training: the feature spec must be static (interactions: false)")
     say = progress or (lambda _msg: None)
+    fit = fit_model or fit_static_booster
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     leads = data.leads
@@ -320,7 +325,7 @@ def run_static_training(
     fold_auc: dict[str, list[float]] = {name: [] for name in STATIC_SCORERS}
     fits = []
     for k, (train, test) in enumerate(plan.splits, start=1):
-        fitted = fit_static_booster(_take(rows, train), y[train], spec, config, order=None if order is None else order[train])
+        fitted = fit(_take(rows, train), y[train], spec, config, order=None if order is None else order[train])
         fits.append(fitted)
         test_matrix = encode_matrix(_take(rows, test), spec.feature_names(), fitted.levels)
         raw_model[test] = fitted.booster.predict(test_matrix, raw_score=True)
@@ -343,11 +348,12 @@ def run_static_training(
     clock = time.perf_counter()
     # The served model keeps its own calibration (see fit_static_booster); tiers, score
     # quantiles and the MQL threshold come from its probabilities on its held-out rows.
-    final = fits[0] if plan.kind == "ordered_split" else fit_static_booster(rows, y, spec, config)
+    final = fits[0] if plan.kind == "ordered_split" else fit(rows, y, spec, config)
     reference_p = final.valid_probability
     calibration_losses = final.calibration_losses
     timings["final_model"] = round(time.perf_counter() - clock, 3)
-    say(f"LightGBM: {final.best_iteration} trees; {plan.description}")
+    what = f"LightGBM: {final.best_iteration} trees" if isinstance(final.booster, lgb.Booster) else f"{model_family_of(final.booster)} model"
+    say(f"{what}; {plan.description}")
 
     grid_mql_share = float(np.mean(grid.is_mql(grid_points)))
     mql_probability = float(np.quantile(reference_p, 1 - grid_mql_share)) if grid_mql_share > 0 else 1.0
@@ -356,6 +362,7 @@ def run_static_training(
     eval_scores = {name: s[evaluated] for name, s in scores.items()}
     meta = BundleMeta(
         model_version=f"{trained_at[:10].replace('-', '')}-{content_hash(model_text.encode())[:8]}",
+        model_family=model_family_of(final.booster),
         trained_at=trained_at,
         horizon_days=0.0,  # a static export has no label window: the outcome is as exported
         feature_spec=spec,
@@ -381,7 +388,7 @@ def run_static_training(
             **(training_notes or {}),
         },
     )
-    model = ScoringModel(lgb.Booster(model_str=model_text), meta)
+    model = ScoringModel(lgb.Booster(model_str=model_text) if isinstance(final.booster, lgb.Booster) else final.booster, meta)
     return StaticTrainingResult(model, metrics, plan, y_eval, eval_scores, fold_auc, timings)
 
 

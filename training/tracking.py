@@ -7,6 +7,7 @@ best champion, both re-scored on those rows with their own feature spec.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from features.contract import Dataset, StaticDataset
@@ -72,19 +74,53 @@ def experiment_id(registry: RegistryConfig) -> str:
     return client.create_experiment(registry.experiment, artifact_location=location)
 
 
-def champion_auc_on_test(data: Dataset, result: TrainingResult, champion: ScoringModel) -> float:
-    """ROC AUC of a registered model on the new run's test snapshots (features by its own spec)."""
+MIN_UNSEEN_ROWS = 100
+MIN_UNSEEN_CONVERSIONS = 10
+
+
+def _on_unseen_rows(
+    champion: ScoringModel, p_champion: np.ndarray, p_model: np.ndarray, y: np.ndarray, unseen: np.ndarray, what: str
+) -> tuple[float, float | None, str]:
+    """Both models' ROC AUC on the rows the champion never saw; refused when too few."""
+    version = champion.meta.model_version
+    if unseen.all():
+        return float(roc_auc_score(y, p_champion)), None, ""
+    n, conversions = int(unseen.sum()), int(y[unseen].sum())
+    if n < MIN_UNSEEN_ROWS or conversions < MIN_UNSEEN_CONVERSIONS or conversions == n:
+        raise ChampionNotComparable(
+            f"champion {version} learned from all but {n} of these test rows ({conversions} conversions; "
+            f"need {MIN_UNSEEN_ROWS} and {MIN_UNSEEN_CONVERSIONS}): train again when newer leads have matured, or --force"
+        )
+    return float(roc_auc_score(y[unseen], p_champion[unseen])), float(roc_auc_score(y[unseen], p_model[unseen])), f"{n} test rows of {what}"
+
+
+def champion_auc_on_test(data: Dataset, result: TrainingResult, champion: ScoringModel) -> ChampionOnRows:
+    """A registered model on the new run's test snapshots (features by its own spec) it never saw.
+
+    A served champion (`training.served` in its bundle) learned from labels up to its data
+    end: it is scored on the test snapshots of leads created after that, and so is the new model.
+    """
     if not champion.spec.interactions:
         raise ChampionNotComparable(
             f"champion {champion.meta.model_version} was trained on a static export; it cannot be scored on "
             "snapshots of leads with interactions (use another registry.model_name, or --force)"
         )
-    rows = snapshot_features(data.leads, data.interactions, result.test.snapshots, champion.spec)
-    return float(roc_auc_score(result.test.y, champion.probability(champion.encode(rows))))
+    snaps = result.test.snapshots
+    rows = snapshot_features(data.leads, data.interactions, snaps, champion.spec)
+    p = champion.probability(champion.encode(rows))
+    served = champion.meta.training.get("served") or {}
+    unseen = np.ones(len(snaps), dtype=bool)
+    what = ""
+    if "labels_through" in served:
+        created = pd.DatetimeIndex(data.leads.set_index("lead_id")["created_at"].reindex(snaps["lead_id"]))
+        unseen = np.asarray(created > pd.Timestamp(served["labels_through"]))
+        what = f"leads created after {served['labels_through'][:10]}"
+    auc, mine, rows_text = _on_unseen_rows(champion, p, result.test.scores["model"], result.test.y, unseen, what)
+    return ChampionOnRows("", auc, challenger_auc=mine, rows=rows_text)
 
 
-def champion_auc_on_static_rows(data: StaticDataset, result: StaticTrainingResult, champion: ScoringModel) -> float:
-    """ROC AUC of a registered model on the static run's evaluation rows (test part or every row)."""
+def champion_auc_on_static_rows(data: StaticDataset, result: StaticTrainingResult, champion: ScoringModel) -> ChampionOnRows:
+    """A registered model on the static run's evaluation rows (test part or every row) it never saw."""
     if champion.spec.interactions:
         raise ChampionNotComparable(
             f"champion {champion.meta.model_version} was trained on leads with interactions; it cannot be scored "
@@ -97,8 +133,16 @@ def champion_auc_on_static_rows(data: StaticDataset, result: StaticTrainingResul
             f"champion {champion.meta.model_version} reads {missing}, which this export lacks: it cannot be "
             "scored on the same rows (use another registry.model_name, or --force)"
         )
-    rows = lead_attribute_rows(data.leads.iloc[evaluated].reset_index(drop=True), champion.spec)
-    return float(roc_auc_score(result.y, champion.probability(champion.encode(rows))))
+    leads = data.leads.iloc[evaluated].reset_index(drop=True)
+    p = champion.probability(champion.encode(lead_attribute_rows(leads, champion.spec)))
+    served = champion.meta.training.get("served") or {}
+    unseen = np.ones(len(leads), dtype=bool)
+    what = ""
+    if "trained_through_order" in served and "order" in leads:
+        unseen = leads["order"].to_numpy(dtype=np.float64) > float(served["trained_through_order"])
+        what = f"leads after order {served['trained_through_order']:g}"
+    auc, mine, rows_text = _on_unseen_rows(champion, p, result.scores["model"], result.y, unseen, what)
+    return ChampionOnRows("", auc, challenger_auc=mine, rows=rows_text)
 
 
 class ChampionNotComparable(ValueError):
@@ -168,7 +212,7 @@ def best_champion_version(client: MlflowClient, registry: RegistryConfig, champi
 
 
 def rivals_on_rows(
-    registry: RegistryConfig, client: MlflowClient, score: Callable[[ScoringModel], float]
+    registry: RegistryConfig, client: MlflowClient, score: Callable[[ScoringModel], ChampionOnRows]
 ) -> tuple[ChampionOnRows | None, ChampionOnRows | None]:
     """The current champion and the best champion so far, each re-scored by `score` on the new rows.
 
@@ -184,7 +228,7 @@ def rivals_on_rows(
         with tempfile.TemporaryDirectory() as tmp:
             rival = ScoringModel.load(download_version(registry, version, Path(tmp)))
         try:
-            scored[version] = ChampionOnRows(version, score(rival))
+            scored[version] = dataclasses.replace(score(rival), version=version)
         except ChampionNotComparable as why:
             scored[version] = ChampionOnRows(version, float("nan"), str(why))
     return scored[champion], (scored[best] if best != champion else None)
@@ -240,6 +284,24 @@ def _register_and_decide(
         FORCED_TAG: str(decision_.forced), **(tags or {}),
     })  # fmt: skip
     return version, promoted, decision
+
+
+def _log_windows(model: ScoringModel) -> None:
+    """Tag the run with the rows that measured the method and those the served model learned from."""
+    import mlflow
+
+    from training.selection import dates_sentence
+
+    training = model.meta.training
+    tags = {f"measured_on.{k}": str(v) for k, v in (training.get("measured_on") or {}).items()}
+    tags.update({f"served.{k}": str(v) for k, v in (training.get("served") or {}).items()})
+    sentence = dates_sentence(training)
+    if sentence:
+        tags["windows"] = sentence
+    if "selection" in training:
+        tags["selection.chosen"] = str(training["selection"]["chosen"])
+        mlflow.log_dict(training["selection"], "selection.json")
+    mlflow.set_tags(tags)
 
 
 def _log_rivals(champion: ChampionOnRows | None, best: ChampionOnRows | None) -> None:
@@ -318,6 +380,7 @@ def log_training_run(
                   "registry.baseline_tolerance": str(config.training.gate.baseline_tolerance)},
         )  # fmt: skip
         _log_rivals(champion, best)
+        _log_windows(model)
     return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion.roc_auc if champion else None)
 
 
@@ -391,4 +454,5 @@ def log_static_run(
                   "registry.baseline_tolerance": str(config.training.gate.baseline_tolerance)},
         )  # fmt: skip
         _log_rivals(champion, best)
+        _log_windows(model)
     return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion.roc_auc if champion else None)

@@ -7,6 +7,7 @@ calls one of these and turns a `WorkflowError` into `error: ...` and exit code 2
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -276,6 +277,8 @@ def train(request: TrainRequest, console: Console) -> None:
     from training.leakage import guard_input_for_dataset
     from training.metrics import metrics_table
     from training.pipeline import NotEnoughDataError, run_training
+    from training.refit import refit_on_matured
+    from training.selection import dates_sentence
     from training.tracking import write_metrics_json
 
     cfg = read_config(request.config)
@@ -314,10 +317,13 @@ def train(request: TrainRequest, console: Console) -> None:
             with request.engine() as dask:
                 hooks = {} if dask is None else {"build_features": dask.snapshot_features, "fit_booster": dask.fit_booster}
                 result = run_training(dataset, spec, cfg.training, point_grid, truth, progress, **hooks)
+                # The test period measured the method; the served model learns from every matured label.
+                served = refit_on_matured(result, dataset, spec, cfg.training, **{k: v for k, v in hooks.items() if k == "build_features"})
         except NotEnoughDataError as error:
             raise WorkflowError(f"refusing to train: {error}") from error
     console.say(f"\nTest period from {result.split['test_start'][:10]}: {result.split['n_snapshots']['test']} snapshots")
     console.say(metrics_table(result.metrics))
+    console.say(dates_sentence(served.meta.training) or "")
     if request.metrics_out:
         write_metrics_json(result, request.metrics_out)
         console.say(f"metrics written to {request.metrics_out}")
@@ -333,14 +339,14 @@ def train(request: TrainRequest, console: Console) -> None:
             f"your grid {explanations.roc_auc['point_grid']:.3f})"
         )
     if request.bundle_out and explanations is not None:
-        result.model.save(request.bundle_out)
+        served.save(request.bundle_out)
         write_bundle_files(explanations, request.bundle_out)
         console.say(f"bundle saved to {request.bundle_out} (with report.html, importance.json, learned_grid.yaml)")
     if request.mlflow:
         from training.tracking import log_training_run
 
         record = log_training_run(
-            result,
+            dataclasses.replace(result, model=served),
             dataset,
             cfg,
             run_name=request.run_name,
@@ -362,7 +368,8 @@ def train_static(
     from training.leakage import guard_input_for_static
     from training.metrics import metrics_table
     from training.pipeline import NotEnoughDataError
-    from training.static import evaluation_plan, require_features, run_static_training
+    from training.selection import dates_sentence, run_chosen_static_training
+    from training.static import evaluation_plan, require_features
 
     assert cfg.data is not None
     data = project.dataset
@@ -384,8 +391,8 @@ def train_static(
                 bar.update(1)
                 bar.write(f"  {message}")
 
-            result = run_static_training(
-                data, spec, cfg.training, point_grid, plan, progress,
+            result, selection = run_chosen_static_training(
+                data, spec, cfg.training, point_grid, plan, cfg.training.selection, progress,
                 training_notes={"leakage": {"flagged": leakage.flagged_columns(), "allowed": leakage.allowed, "excluded": leakage.excluded()}},
             )
     except NotEnoughDataError as error:
@@ -393,8 +400,15 @@ def train_static(
     except ValueError as error:  # a setting that does not fit the data, e.g. monotone_increasing
         raise WorkflowError(str(error)) from error
     summary = result.summary()
+    if selection is not None:
+        console.say(f"\nchosen on {len(selection.folds)} rolling-origin folds before the test part (ROC AUC per fold):")
+        for line in selection.lines():
+            console.say(f"  {line}")
     console.say(f"\n{plan.description}")
     console.say(metrics_table(result.metrics))
+    sentence = dates_sentence(result.model.meta.training, cfg.data.leads.order_name())
+    if sentence:
+        console.say(sentence)
     means = summary["mean_fold_roc_auc"]
     console.say("mean ROC AUC over folds: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
     if request.metrics_out:

@@ -1,0 +1,266 @@
+"""Exact TreeSHAP tables (`model.treeshap`) against LightGBM's own `pred_contrib`.
+
+Every test compares on every row: the largest absolute difference must stay within 1e-9
+(rounding of a different summation order is ~1e-14), with missing values, zeros, unseen and
+missing categories, each missing type, deep trees that fall back, and generated rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model.bundle import ScoringModel
+from model.treeshap import ExactContributions
+
+TOLERANCE = 1e-9
+
+
+def assert_same_as_lightgbm(booster: lgb.Booster, matrix: np.ndarray, exact: ExactContributions | None = None) -> float:
+    """Assert `ExactContributions` equals `pred_contrib` on every row; returns the largest difference."""
+    exact = exact or ExactContributions.from_booster(booster)
+    ours = exact.contributions(matrix)
+    theirs = booster.predict(matrix, pred_contrib=True)
+    assert ours.shape == theirs.shape
+    worst = float(np.max(np.abs(ours - theirs))) if len(matrix) else 0.0
+    assert worst <= TOLERANCE, f"largest difference {worst:.3g} at row {int(np.argmax(np.abs(ours - theirs).max(axis=1)))}"
+    return worst
+
+
+def split_kinds(booster: lgb.Booster) -> set[tuple[str, str]]:
+    """(decision type, missing type) of every split of the model."""
+    kinds: set[tuple[str, str]] = set()
+
+    def walk(node: dict) -> None:
+        if "split_index" in node:
+            kinds.add((node["decision_type"], node["missing_type"]))
+            walk(node["left_child"])
+            walk(node["right_child"])
+
+    for tree in booster.dump_model()["tree_info"]:
+        walk(tree["tree_structure"])
+    return kinds
+
+
+# -- the project's default model ----------------------------------------------------------------
+
+
+def test_default_model_every_row_of_every_period(training_result) -> None:
+    model = training_result.model
+    exact = ExactContributions.from_booster(model.booster)
+    assert exact.tabulated == exact.n_trees > 100  # depth 3: every tree has a table, none falls back
+    assert any(decision == "==" for decision, _ in split_kinds(model.booster)), "the default model splits on categories"
+    matrix = np.vstack([training_result.train.matrix, training_result.valid.matrix, training_result.test.matrix])
+    assert_same_as_lightgbm(model.booster, matrix, exact)
+
+
+def test_default_model_missing_values_zeros_and_categories(training_result) -> None:
+    """Every column missing, zero or an impossible category code, row by row and all at once."""
+    model = training_result.model
+    base = training_result.test.matrix[:200]
+    categorical = [model.feature_names.index(c) for c in model.meta.categorical_levels]
+    assert categorical, "the default model has categorical features"
+    variants = [base]
+    for j in range(base.shape[1]):
+        for value in (np.nan, 0.0, -1.0):
+            changed = base.copy()
+            changed[:, j] = value
+            variants.append(changed)
+    for j in categorical:
+        # A code past the training levels (a category LightGBM never saw), and a fractional one.
+        for value in (len(model.meta.categorical_levels[model.feature_names[j]]) + 3.0, 2.5, 1e12):
+            changed = base.copy()
+            changed[:, j] = value
+            variants.append(changed)
+    all_missing = np.full_like(base[:5], np.nan)
+    variants.append(all_missing)
+    assert_same_as_lightgbm(model.booster, np.vstack(variants))
+
+
+def test_bundle_contributions_are_the_exact_tables(trained_bundle: Path, simulated_dataset) -> None:
+    """`ScoringModel.contributions` (the served reasons) on encoded rows, unseen and missing categories included."""
+    import pandas as pd
+
+    from features.engine import snapshot_features
+
+    model = ScoringModel.load(trained_bundle)
+    leads = simulated_dataset.leads.head(300).copy()
+    categorical = list(model.meta.categorical_levels)
+    leads.loc[leads.index[:40], categorical[0]] = "a level never seen in training"
+    leads.loc[leads.index[40:80], categorical[-1]] = None
+    snapshots = pd.DataFrame({"lead_id": leads["lead_id"], "as_of": leads["created_at"] + pd.Timedelta(days=20)})
+    rows = snapshot_features(leads, simulated_dataset.interactions, snapshots, model.spec)
+    matrix = model.encode(rows)
+    assert np.isnan(matrix[:40, model.feature_names.index(categorical[0])]).all()
+    theirs = model.booster.predict(matrix, pred_contrib=True)
+    for block in (matrix, matrix[:1]):  # a batch and the one lead of a request
+        ours = model.contributions(block)
+        assert np.max(np.abs(ours - theirs[: len(block)])) <= TOLERANCE
+    np.testing.assert_allclose(model.contributions(matrix).sum(axis=1), model.raw(matrix), rtol=0, atol=1e-9)
+
+
+def test_contribution_depends_on_the_decision_pattern_not_the_leaf(training_result) -> None:
+    """Rows reaching one leaf can get different TreeSHAP values; rows with one decision pattern cannot."""
+    booster = training_result.model.booster
+    matrix = np.vstack([training_result.train.matrix, training_result.test.matrix])[:3000]
+    exact = ExactContributions.from_booster(booster)
+    patterns = exact._patterns(np.ascontiguousarray(matrix.T))  # (trees, rows), every tree tabulated
+    leaves = booster.predict(matrix, pred_leaf=True)
+    same_leaf_differs = 0
+    for t in range(0, booster.num_trees(), 10):
+        per_tree = booster.predict(matrix, pred_contrib=True, start_iteration=t, num_iteration=1)
+        for group_key, differs_ok in ((leaves[:, t], True), (patterns[t], False)):
+            for key in np.unique(group_key):
+                rows = per_tree[group_key == key]
+                spread = float(np.max(rows.max(axis=0) - rows.min(axis=0)))
+                if differs_ok:
+                    same_leaf_differs += spread > 1e-6
+                else:
+                    assert spread <= 1e-12, f"tree {t}: one decision pattern, contributions differ by {spread:.3g}"
+    assert same_leaf_differs > 0, "no leaf whose rows got different contributions: the leaf alone would do"
+
+
+# -- synthetic models: each missing type, categories, deep trees ---------------------------------
+
+
+def synthetic_data(n: int = 4_000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Columns: 0-2 numeric (with NaN and exact zeros), 3 categorical (8 levels), 4 categorical (30 levels)."""
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([rng.normal(size=(n, 3)), rng.integers(0, 8, n), rng.integers(0, 30, n)]).astype(np.float64)
+    x[rng.random(n) < 0.15, 0] = np.nan
+    x[rng.random(n) < 0.2, 1] = 0.0
+    x[rng.random(n) < 0.1, 3] = np.nan
+    logit = np.nan_to_num(x[:, 0], nan=1.0) - x[:, 1] * x[:, 2] + (x[:, 3] == 2) - 0.8 * (x[:, 4] % 3 == 0)
+    return x, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+
+
+@cache
+def synthetic_booster(variant: str, rounds: int = 60) -> lgb.Booster:
+    params = {
+        "objective": "binary", "verbose": -1, "seed": 1, "num_leaves": 7, "max_depth": 3, "learning_rate": 0.1,
+        "min_data_per_group": 10, "cat_smooth": 1.0, "max_cat_to_onehot": 4, "num_threads": 1,
+    }
+    params.update(
+        {
+            "nan": {},
+            "zero_as_missing": {"zero_as_missing": True},
+            "no_missing": {"use_missing": False},
+            "deep": {"num_leaves": 31, "max_depth": -1, "min_data_in_leaf": 5},
+        }[variant]
+    )
+    x, y = synthetic_data()
+    return lgb.train(params, lgb.Dataset(x, y, categorical_feature=[3, 4]), rounds)
+
+
+def awkward_rows(n: int = 400, seed: int = 5) -> np.ndarray:
+    """Rows LightGBM decides on by its special rules: NaN, +-0, tiny, infinite, negative and unseen codes."""
+    x, _ = synthetic_data(n, seed)
+    rng = np.random.default_rng(seed)
+    specials = np.array([np.nan, 0.0, -0.0, 1e-40, -1e-40, np.inf, -np.inf, -1.0, -0.5, 2.7, 31.0, 1e12, 2.0**31])
+    mask = rng.random(x.shape) < 0.3
+    x[mask] = rng.choice(specials, mask.sum())
+    return x
+
+
+@pytest.mark.parametrize(
+    ("variant", "missing_type"), [("nan", "NaN"), ("zero_as_missing", "Zero"), ("no_missing", "None")]
+)
+def test_synthetic_missing_types_and_category_splits(variant: str, missing_type: str) -> None:
+    booster = synthetic_booster(variant)
+    kinds = split_kinds(booster)
+    assert ("<=", missing_type) in kinds, kinds
+    assert any(decision == "==" for decision, _ in kinds), "no categorical split to test"
+    x, _ = synthetic_data(800, seed=9)
+    assert_same_as_lightgbm(booster, np.vstack([x, awkward_rows()]))
+
+
+def test_deep_trees_fall_back_to_pred_contrib_and_say_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    booster = synthetic_booster("deep", rounds=15)
+    with caplog.at_level(logging.WARNING, logger="model.treeshap"):
+        exact = ExactContributions.from_booster(booster)
+        assert_same_as_lightgbm(booster, awkward_rows(), exact)
+        assert_same_as_lightgbm(booster, awkward_rows(seed=6), exact)
+    assert exact.tabulated == 0
+    assert len([r for r in caplog.records if "pred_contrib" in r.getMessage()]) == 1
+
+
+def test_forest_of_small_and_deep_trees() -> None:
+    """Shallow trees from tables, deep ones (a continued training run) from LightGBM, in one sum."""
+    x, y = synthetic_data()
+    shallow = synthetic_booster("nan", rounds=10)
+    deep_params = {"objective": "binary", "verbose": -1, "num_leaves": 31, "max_depth": -1, "num_threads": 1}
+    mixed = lgb.train(deep_params, lgb.Dataset(x, y, categorical_feature=[3, 4]), 8, init_model=shallow)
+    more = lgb.train({**deep_params, "num_leaves": 5, "max_depth": 2}, lgb.Dataset(x, y, categorical_feature=[3, 4]), 6,
+                     init_model=mixed)
+    exact = ExactContributions.from_booster(more)
+    assert (exact.tabulated, exact.n_trees) == (16, 24)
+    assert_same_as_lightgbm(more, np.vstack([x[:500], awkward_rows()]), exact)
+
+
+def test_rejects_a_matrix_of_the_wrong_width() -> None:
+    exact = ExactContributions.from_booster(synthetic_booster("nan"))
+    with pytest.raises(ValueError, match="5 feature columns, got shape"):
+        exact.contributions(np.zeros((3, 4)))
+
+
+def test_no_rows_give_no_rows() -> None:
+    assert ExactContributions.from_booster(synthetic_booster("nan")).contributions(np.zeros((0, 5))).shape == (0, 6)
+
+
+# -- generated rows ------------------------------------------------------------------------------
+
+
+@cache
+def thresholds(booster: lgb.Booster) -> list[float]:
+    """Every numeric threshold of the model: values exactly on a split are the ones `<=` decides."""
+    found: list[float] = []
+
+    def walk(node: dict) -> None:
+        if "split_index" in node:
+            if node["decision_type"] == "<=":
+                found.append(float(node["threshold"]))
+            walk(node["left_child"])
+            walk(node["right_child"])
+
+    for tree in booster.dump_model()["tree_info"]:
+        walk(tree["tree_structure"])
+    return sorted(set(found))
+
+
+def cell_values(on_splits: list[float]) -> st.SearchStrategy[float]:
+    return st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.floats(min_value=-3, max_value=3),
+        st.sampled_from(on_splits).flatmap(lambda t: st.sampled_from([t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf)])),
+        st.integers(min_value=-2, max_value=40).map(float),
+        st.sampled_from([0.0, -0.0, 1e-36, -1e-36, np.nan]),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), variant=st.sampled_from(["nan", "zero_as_missing", "no_missing"]))
+def test_generated_rows_synthetic(data: st.DataObject, variant: str) -> None:
+    booster = synthetic_booster(variant)
+    rows = data.draw(st.lists(st.lists(cell_values(thresholds(booster)), min_size=5, max_size=5), min_size=1, max_size=20))
+    assert_same_as_lightgbm(booster, np.asarray(rows, dtype=np.float64))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_generated_rows_default_model(training_result, data: st.DataObject) -> None:
+    booster = training_result.model.booster
+    base = training_result.test.matrix
+    start = data.draw(st.integers(min_value=0, max_value=len(base) - 10))
+    rows = base[start : start + 10].copy()
+    cells = data.draw(st.lists(st.tuples(st.integers(0, 9), st.integers(0, rows.shape[1] - 1), cell_values(thresholds(booster))),
+                               max_size=40))
+    for i, j, value in cells:
+        rows[i, j] = value
+    assert_same_as_lightgbm(booster, rows)

@@ -1,0 +1,103 @@
+"""Evaluate on the past, serve the present: refit the measured model on every matured label.
+
+`run_training` measures a model trained on the oldest part of the snapshots (train), stopped
+early and calibrated on the next (validation), and scored once on the newest (test). The
+served model should not ignore the newest leads: after that measurement, the same settings
+(LightGBM parameters, the number of trees early stopping chose) are refit on every snapshot
+whose label has matured by the data end, train + validation + test, including those the split
+left out because their window crossed a boundary. Nothing is held out any more, so its
+calibration, tiers, 0-100 scale and MQL threshold come from the measured model's scores of the
+test period: the newest rows a fit of this method had not seen.
+
+The bundle says both windows (`training.measured_on`, `training.served`): "measured on leads
+created X to Y by a model that never saw them; served model trained on leads up to Z".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from features.contract import Dataset
+from features.engine import snapshot_features
+from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
+from features.spec import FeatureSpec
+from model.bundle import ScoringModel, Tiers, content_hash, encode_matrix
+from model.monitoring import reference_distribution
+from training.config import TrainingConfig
+from training.pipeline import FeatureBuilder, TrainingResult, category_levels, fit_calibration, lightgbm_params
+
+
+def measured_window(result: TrainingResult, data: Dataset) -> dict[str, Any]:
+    """The test period's leads: first and last creation time, snapshots."""
+    created = data.leads.set_index("lead_id")["created_at"].reindex(result.test.snapshots["lead_id"].unique())
+    return {
+        "created_from": created.min().isoformat(),
+        "created_to": created.max().isoformat(),
+        "n_snapshots": int(len(result.test.snapshots)),
+    }
+
+
+def refit_on_matured(
+    result: TrainingResult,
+    data: Dataset,
+    spec: FeatureSpec,
+    config: TrainingConfig,
+    build_features: FeatureBuilder = snapshot_features,
+) -> ScoringModel:
+    """The served model: the measured LightGBM settings refit on every matured snapshot.
+
+    Args:
+        result: The measured run (`run_training`).
+        data: The data it was trained on.
+        spec: Feature specification.
+        config: Training settings (the same as the measured run's).
+        build_features: Computes the snapshots' features (`snapshot_features`, or Dask's).
+
+    Returns:
+        A bundle-ready model whose `training.served.trained_through` is the matured-label
+        cutoff (data end minus the horizon) and whose `training.measured_on` names the test
+        period that measured the method.
+    """
+    cutoff = matured_label_cutoff(data.data_end, config.horizon_days)
+    snaps = snapshot_times(data.leads, config.snapshot_offsets_days, cutoff)
+    y = conversion_labels(snaps, data.leads, config.horizon_days)
+    rows = build_features(data.leads, data.interactions, snaps, spec)
+    names = spec.feature_names()
+    levels = category_levels(rows, spec)
+    matrix = encode_matrix(rows, names, levels)
+    measured = result.model
+    trees = measured.booster.current_iteration()
+    train_set = lgb.Dataset(matrix, y, feature_name=names, categorical_feature=[names.index(c) for c in spec.categorical_features()])
+    booster = lgb.train(lightgbm_params(config, names), train_set, num_boost_round=trees)
+    booster = lgb.Booster(model_str=booster.model_to_string())
+
+    test_raw = measured.raw(result.test.matrix)
+    calibration, losses = fit_calibration(test_raw, result.test.y, config.seed)
+    p = calibration.apply(test_raw)
+    meta = measured.meta
+    grid_share = float(meta.training.get("grid_mql_share_validation", 0.0))
+    text = booster.model_to_string()
+    served = {
+        "trained_through": cutoff.isoformat(),
+        "labels_through": data.data_end.isoformat(),
+        "n_snapshots": int(len(snaps)),
+        "n_leads": int(snaps["lead_id"].nunique()),
+        "trees": int(trees),
+        "refit": "every snapshot with a matured label (train, validation and test), the measured settings carried over",
+    }
+    update = {
+        "model_version": f"{meta.trained_at[:10].replace('-', '')}-{content_hash(text.encode())[:8]}",
+        "categorical_levels": levels,
+        "calibration": calibration,
+        "score_quantiles": np.quantile(p, np.linspace(0, 1, 101)).tolist(),
+        "tiers": Tiers(hot=float(np.quantile(p, 1 - config.hot_share)),
+                       warm=float(np.quantile(p, 1 - config.hot_share - config.warm_share))),
+        "mql_probability": float(np.quantile(p, 1 - grid_share)) if grid_share > 0 else 1.0,
+        "reference": reference_distribution(rows, p),
+        "training": {**meta.training, "measured_model_version": meta.model_version, "calibration_log_loss": losses,
+                     "measured_on": measured_window(result, data), "served": served},
+    }  # fmt: skip
+    return ScoringModel(booster, meta.model_copy(update=update))
