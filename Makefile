@@ -10,7 +10,7 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install system-deps lint test test-fast demo train serve bench bench-service bench-xeducation sample clean help
+.PHONY: install system-deps lint test test-fast demo train serve bench bench-service bench-xeducation bench-bank sample clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ bench-service: install  ## the real service on 127.0.0.1: schemathesis, 50 req/s
 
 bench-xeducation: install  ## X Education export: model vs grid vs logistic regression (5-fold CV, ordered split)
 	nice $(PY) -m benchmarks.xeducation --out benchmarks/results/xeducation.json
+
+bench-bank: install  ## Bank Marketing in time order: chosen model vs grid vs logistic regression (test period, rolling backtest)
+	nice $(PY) -m benchmarks.bank --out benchmarks/results/bank.json
 
 sample: install  ## regenerate data/sample (2,000 simulated leads, seed 42)
 	rm -rf data/sample

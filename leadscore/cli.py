@@ -341,10 +341,12 @@ def serve(
     LEADSCORE_SCORE_LOG (record scores for `leadscore monitor`), LEADSCORE_MAX_BODY_BYTES.
     SIGTERM or SIGINT stops the whole BentoML process tree.
     """
+    from model.settings import env_name
+
     env = dict(os.environ)
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     if bundle:
-        env["LEADSCORE_BUNDLE"] = str(bundle.resolve())
+        env[env_name("bundle")] = str(bundle.resolve())
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LeadScoring", "--host", host, "--port", str(port)]
     typer.echo(f"serving on http://{host}:{port} (API page at /, OpenAPI document at /docs.json)")
     raise typer.Exit(_run_process_group(command, env))

@@ -423,12 +423,13 @@ class LeadScoring:
         responses=refusals(400, 401, 403, 409, 413, 415, 422),
     )  # fmt: skip
     async def admin_reload(
-        self, wanted: Annotated[ReloadRequest, Body(default_factory=ReloadRequest)]
+        self, wanted: Annotated[ReloadRequest, Body()]
     ) -> Response | ReloadOut:
         """Load a model bundle off the event loop, check it (format, a smoke prediction, feature spec
         compatible with the served model) and swap it in; requests in flight finish on the old model.
-        Empty body: load again from where the model came from (the registry's champion, or
-        LEADSCORE_BUNDLE). Role admin.
+        `{}`: load again from where the model came from (the registry's champion, or
+        LEADSCORE_BUNDLE). The body is required, so that a reload is always asked for in words.
+        Role admin.
         """
         try:
             return await anyio.to_thread.run_sync(self.reload, wanted.bundle, wanted.version)

@@ -35,7 +35,7 @@ BASELINES = {"point_grid": 0.70, "logistic_regression": 0.74}
         (0.80, math.nan, None, 0.0, False, "training.n_bootstrap is 0"),
     ],
 )
-def test_gate_rules(auc, ci_low, champion, tolerance, promote, says) -> None:  # noqa: ANN001
+def test_gate_rules(auc, ci_low, champion, tolerance, promote, says) -> None:
     rival = None if champion is None else ChampionOnRows("3", champion)
     decision = gate_decision(GateEvidence(auc, ci_low, BASELINES, rival), GateConfig(), champion_tolerance=tolerance)
     assert decision.promote is promote
@@ -77,7 +77,7 @@ def _registry(tmp_path: Path) -> RegistryConfig:
     return RegistryConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "artifacts"))
 
 
-def _variant(result, booster: lgb.Booster, calibration: Calibration | None = None):  # noqa: ANN001, ANN202
+def _variant(result, booster: lgb.Booster, calibration: Calibration | None = None):
     """The training result with another booster (or calibration), its test metrics re-measured."""
     meta = result.model.meta.model_copy(update={"calibration": calibration or result.model.meta.calibration})
     model = ScoringModel(booster, meta)
@@ -86,11 +86,11 @@ def _variant(result, booster: lgb.Booster, calibration: Calibration | None = Non
     return dataclasses.replace(result, model=model, metrics=metrics)
 
 
-def _truncated(result, trees: int) -> lgb.Booster:  # noqa: ANN001
+def _truncated(result, trees: int) -> lgb.Booster:
     return lgb.Booster(model_str=result.model.booster.model_to_string(num_iteration=trees))
 
 
-def test_timed_path_refuses_a_below_chance_first_model(training_result, simulated_dataset, explanations, tmp_path: Path) -> None:  # noqa: ANN001
+def test_timed_path_refuses_a_below_chance_first_model(training_result, simulated_dataset, explanations, tmp_path: Path) -> None:
     from training.tracking import log_training_run
 
     registry = _registry(tmp_path)
@@ -108,7 +108,7 @@ def test_timed_path_refuses_a_below_chance_first_model(training_result, simulate
     assert MlflowClient(registry.resolved_tracking_uri()).get_run(forced.run_id).data.tags["registry.forced"] == "True"
 
 
-def test_timed_path_refuses_a_model_below_a_baseline(training_result, simulated_dataset, explanations, tmp_path: Path) -> None:  # noqa: ANN001
+def test_timed_path_refuses_a_model_below_a_baseline(training_result, simulated_dataset, explanations, tmp_path: Path) -> None:
     from training.tracking import log_training_run
 
     weak = _variant(training_result, _truncated(training_result, 1))
@@ -118,7 +118,7 @@ def test_timed_path_refuses_a_model_below_a_baseline(training_result, simulated_
     assert not record.promoted and " < " in record.decision, record.decision
 
 
-def test_repeated_retrains_lose_at_most_the_tolerance_in_total(training_result, simulated_dataset, explanations, tmp_path: Path) -> None:  # noqa: ANN001
+def test_repeated_retrains_lose_at_most_the_tolerance_in_total(training_result, simulated_dataset, explanations, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
     from training.tracking import log_training_run
@@ -152,7 +152,7 @@ def test_repeated_retrains_lose_at_most_the_tolerance_in_total(training_result, 
 
 
 def test_a_registry_error_is_raised_not_read_as_no_champion(
-    training_result, simulated_dataset, explanations, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    training_result, simulated_dataset, explanations, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow import MlflowClient
 
@@ -171,7 +171,7 @@ def test_a_registry_error_is_raised_not_read_as_no_champion(
         log_training_run(training_result, simulated_dataset, ProjectConfig(registry=registry), explanations=explanations)
 
 
-def test_static_path_gates_on_the_same_rows(static_export, tmp_path: Path) -> None:  # noqa: ANN001
+def test_static_path_gates_on_the_same_rows(static_export, tmp_path: Path) -> None:
     """A static model below chance is refused; a later good one is compared with the champion on its rows."""
     from features.contract import validate_static
     from features.grid import PointGrid
@@ -202,7 +202,7 @@ def test_static_path_gates_on_the_same_rows(static_export, tmp_path: Path) -> No
     assert not again.promoted and "does not beat champion version 2" in again.decision
 
 
-def _rows(data, result, spec):  # noqa: ANN001, ANN202
+def _rows(data, result, spec):
     from features.engine import lead_attribute_rows
 
     evaluated = np.concatenate([test for _, test in result.plan.splits])

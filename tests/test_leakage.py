@@ -75,6 +75,19 @@ def test_id_and_row_order_that_encode_the_label_are_flagged(static_export) -> No
     assert ("id_or_order", "lead_id") in checks
     assert ("id_or_order", "(row order)") in checks
     assert "lead_id" not in report.flagged_columns()  # not a feature: a warning, nothing to exclude
+    row_order = next(f for f in report.findings if f.column == "(row order)")
+    assert "sorted or numbered by outcome" in row_order.detail
+
+
+def test_an_order_along_which_the_rate_drifts_is_told_apart_from_a_sort(static_export) -> None:  # noqa: ANN001
+    frame = static_export(n=2000, seed=6)
+    rng = np.random.default_rng(6)
+    # The conversion rate climbs from about 2 % to about 60 % over the export, every stretch mixed.
+    frame["converted"] = (rng.random(len(frame)) < np.linspace(0.02, 0.6, len(frame))).astype(int)
+    report = run_guard(guard_input_for_static(_static(frame), SPEC, test_fraction=0.2))
+    row_order = next(f for f in report.findings if f.column == "(row order)")
+    assert row_order.value >= 0.7
+    assert "drifts" in row_order.detail and "rather than a sort by outcome" in row_order.detail
 
 
 def test_honest_ids_and_order_are_not_flagged(static_export) -> None:  # noqa: ANN001

@@ -385,8 +385,10 @@ async def test_reload_swaps_the_model_and_refuses_a_bad_bundle(
         assert_refused(both, 400, [], "either bundle or version")
         assert (await client.post("/score", json=request, headers=score)).json()["model_version"] == "v-newer"
     finally:
-        # An empty body loads again from where the service started: LEADSCORE_BUNDLE.
-        restored = await client.post("/admin/reload", headers=admin)
+        # No body is refused; `{}` loads again from where the service started: LEADSCORE_BUNDLE.
+        no_body = await client.post("/admin/reload", headers=admin)
+        assert no_body.status_code == 400, no_body.text
+        restored = await client.post("/admin/reload", json={}, headers=admin)
     assert restored.status_code == 200, restored.text
     assert restored.json()["model_version"] == "v-original"
 

@@ -264,3 +264,46 @@ def test_generated_rows_default_model(training_result, data: st.DataObject) -> N
     for i, j, value in cells:
         rows[i, j] = value
     assert_same_as_lightgbm(booster, rows)
+
+
+# -- batch reasons (model.scoring.score_table) ---------------------------------------------------
+
+
+def test_score_table_top_reason_is_the_first_reason_up_of_each_lead(training_result, simulated_dataset) -> None:
+    import pandas as pd
+
+    from features.engine import snapshot_features
+    from model.scoring import score_table
+
+    model, data = training_result.model, simulated_dataset
+    as_of = data.data_end - pd.Timedelta(days=60)
+    leads = data.leads[data.leads["created_at"] <= as_of].head(300)
+    table = score_table(model, leads, data.interactions, as_of.to_pydatetime(), with_reasons=True, language="fr")
+    snapshots = pd.DataFrame({"lead_id": leads["lead_id"].reset_index(drop=True), "as_of": as_of})
+    rows = snapshot_features(leads, data.interactions, snapshots, model.spec)
+    contributions = model.booster.predict(model.encode(rows), pred_contrib=True)
+    expected = []
+    for i in range(len(leads)):
+        up, _ = model.reasons(contributions[i], rows.row(i), top_k=1, language="fr")
+        expected.append(up[0].label if up else None)
+    assert table["top_reason"].tolist() == expected
+    assert sum(label is not None for label in expected) > 100
+
+
+def test_strongest_reasons_up_break_ties_as_reasons_does(training_result) -> None:
+    """Contributions on a coarse grid (many exact ties, zeros, all-negative rows) pick what `reasons` picks."""
+    from model.scoring import strongest_reasons_up
+
+    model, rows = training_result.model, training_result.test.rows
+    n = 200
+    rng = np.random.default_rng(4)
+    contributions = rng.integers(-2, 3, size=(n, len(model.feature_names) + 1)).astype(np.float64) * 0.25
+    contributions[:20, :-1] = -np.abs(contributions[:20, :-1])  # nothing lifts the score
+    contributions[20:30, :-1] = 0.0
+    expected = []
+    for i in range(n):
+        up, _ = model.reasons(contributions[i], rows.row(i), top_k=1)
+        expected.append(up[0].label if up else None)
+    assert strongest_reasons_up(model, contributions, rows) == expected  # reads row(i) of the first n rows only
+    assert expected[:30] == [None] * 30
+

@@ -62,7 +62,7 @@ def test_static_cross_validation_without_the_order(tmp_path: Path, monkeypatch: 
     raw = yaml.safe_load(EXAMPLE.read_text())
     del raw["data"]["leads"]["order"]
     raw["data"]["leads"]["source"]["path"] = str(LEADS_CSV)
-    raw["training"]["grid"] = str(PROJECT_ROOT / raw["training"]["grid"])
+    raw["training"]["grid"] = str(EXAMPLE.parent / raw["training"]["grid"])  # relative to the example's folder
     (tmp_path / "cv.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["train", "--config", "cv.yaml", "--no-mlflow", "--metrics-out", "m.json"])

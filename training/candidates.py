@@ -10,9 +10,11 @@
 
 Each may weight recent rows more (`half_life`: the weight halves every `half_life` of the
 training rows' span, counted back from the newest): when what converts drifts, the newest
-leads say most about the next ones. Every fit stops early (trees) and is calibrated on the
-newest `valid_fraction` of its rows, which it does not learn from, as `training.static` does.
-Models are stored without pickle: LightGBM's text model, or the linear model's JSON.
+leads say most about the next ones. A LightGBM fit stops early and is calibrated on the newest
+`valid_fraction` of its rows, which it does not learn from, as `training.static` does; a linear
+fit has no rounds to stop, learns from every row and keeps its own logistic probabilities.
+Models are stored without pickle: LightGBM's text model, or the linear model's JSON. Settings
+are chosen on time by `training.selection`.
 """
 
 from __future__ import annotations

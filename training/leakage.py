@@ -23,8 +23,10 @@ training and reports, as a table, in MLflow (a dict artifact and tags) and in th
 * **ids and row order** — the AUC of the lead id (its digits, as a number) and of the row
   position. Conversion rates drift over time, so 0.5-0.6 is normal for an export in
   acquisition order; >= 0.70 (`AUC_ID_ORDER`) means the export was numbered or sorted by
-  outcome. Nothing is excluded (neither is a feature), but an ordered split on such an order
-  is meaningless.
+  outcome, or that the rate drifted strongly over time. The two are told apart: sorted, nearly
+  every twentieth of the order holds one outcome only (an ordered split on it is meaningless);
+  drifting, every stretch mixes both (the ordered split is then what tests on the newest
+  leads). Nothing is excluded (neither is a feature).
 * **near-duplicate rows** — two leads with the same values in every feature, one of them a
   rare value of a many-valued column (a value at most 0.5 % of rows share, in a column with at
   least 50 distinct values), are the same lead entered twice; flagged when >= 1 % of the
@@ -64,6 +66,11 @@ N_BINS = 20
 N_FOLDS = 5
 SMOOTHING = 10.0
 MIN_CLASS_ROWS = 10
+
+# An order that ranks the outcome is told apart as a sort (stretches of one outcome) or drift.
+ORDER_PARTS = 20
+PURE_RATE = 0.01
+SORTED_PURE_SHARE = 0.9
 
 CHECKS = ("single_column_auc", "post_outcome", "recorded_after", "id_or_order", "near_duplicates")
 
@@ -244,6 +251,26 @@ def order_auc(values: np.ndarray, y: np.ndarray) -> float:
     return float(max(auc, 1 - auc))
 
 
+def order_detail(values: np.ndarray, y: np.ndarray, what: str) -> str:
+    """Why an order ranks the outcome: a sort by outcome, or the conversion rate drifting over time.
+
+    Sorted by outcome, nearly every stretch of the order holds one outcome only; drift changes
+    the rate from one stretch to the next while every stretch still mixes both.
+    """
+    ranked = y[np.argsort(values, kind="stable")]
+    parts = np.array_split(ranked, ORDER_PARTS)
+    rates = np.array([part.mean() for part in parts if len(part)])
+    pure = float(np.mean((rates <= PURE_RATE) | (rates >= 1 - PURE_RATE)))
+    if pure >= SORTED_PURE_SHARE:
+        return f"the {what} ranks the outcome and {pure:.0%} of its stretches hold one outcome only: sorted or numbered by outcome"
+    fifths = [part.mean() for part in np.array_split(ranked, 5)]
+    return (
+        f"the {what} ranks the outcome, but every stretch mixes both: the conversion rate drifts with it "
+        f"({fifths[0]:.0%} in the first fifth, {fifths[-1]:.0%} in the last), time drift rather than a sort by outcome; "
+        "an ordered split tests on the newest leads"
+    )
+
+
 def id_numbers(ids: pd.Series) -> np.ndarray | None:
     """The digits of each id as a number ("L-0042" -> 42), or None when ids have no digits."""
     digits = ids.astype("string").str.replace(r"\D", "", regex=True).str[-15:]
@@ -375,10 +402,11 @@ def run_guard(data: GuardInput, allowed: Sequence[str] = (), seed: int = 0) -> L
         if numbers is not None:
             auc = order_auc(numbers, data.y_all)
             if auc >= AUC_ID_ORDER:
-                report.findings.append(Finding("id_or_order", "lead_id", auc, AUC_ID_ORDER, "the id number ranks the outcome: ids were assigned by outcome"))
+                report.findings.append(Finding("id_or_order", "lead_id", auc, AUC_ID_ORDER, order_detail(numbers, data.y_all, "id number")))
         auc = order_auc(np.arange(len(data.y_all), dtype=np.float64), data.y_all)
         if auc >= AUC_ID_ORDER:
-            report.findings.append(Finding("id_or_order", "(row order)", auc, AUC_ID_ORDER, "the row position ranks the outcome: the export is sorted by outcome"))
+            position = np.arange(len(data.y_all), dtype=np.float64)
+            report.findings.append(Finding("id_or_order", "(row order)", auc, AUC_ID_ORDER, order_detail(position, data.y_all, "row position")))
 
     groups, checked = near_duplicate_groups(data.twins_frame, features)
     if not checked:

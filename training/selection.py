@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from features.contract import StaticDataset
@@ -27,7 +29,7 @@ from features.spec import FeatureSpec
 from model.bundle import ScoringModel, Tiers, content_hash, encode_matrix, model_family_of
 from training.candidates import Candidate, FittedCandidate, fit_candidate, refit_candidate
 from training.config import TrainingConfig
-from training.pipeline import NotEnoughDataError, Progress, _take, fit_calibration
+from training.pipeline import Progress, _take, fit_calibration
 from training.selection_config import SelectionConfig
 from training.static import EvaluationPlan, StaticTrainingResult, run_static_training
 
@@ -50,6 +52,7 @@ class Selection:
     folds: list[dict[str, int]]
     table: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,10 +61,13 @@ class Selection:
             "how": "rolling-origin validation over the rows before the test period (expanding window)",
             "folds": self.folds,
             "candidates": self.table,
+            **({"note": self.note} if self.note else {}),
         }
 
     def lines(self) -> list[str]:
         """The table in words, best first."""
+        if self.note:
+            return [f"{self.chosen.name}, {self.note}"]
         ranked = sorted(self.table, key=lambda r: -r["mean_roc_auc"])
         return [
             f"{'*' if r['candidate'] == self.chosen.name else ' '} {r['candidate']}: mean ROC AUC {r['mean_roc_auc']:.3f} "
@@ -70,18 +76,19 @@ class Selection:
         ]
 
 
-def rolling_origin_folds(n: int, n_folds: int, block_fraction: float) -> list[tuple[np.ndarray, np.ndarray]]:
+def rolling_origin_folds(n: int, n_folds: int, block_fraction: float, min_rows: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """(fit positions, validation positions) of the last `n_folds` blocks of `n` rows in order.
 
-    Fold k validates on block k (each `block_fraction` of the rows) with every earlier row to
-    fit on; the last block ends at the last row.
+    Fold k validates on block k (each `block_fraction` of the rows, at least `min_rows`) with
+    every earlier row to fit on; the last block ends at the last row. A fold with fewer than
+    twice `min_rows` rows to fit on is left out.
     """
-    block = int(n * block_fraction)
+    block = max(int(n * block_fraction), min_rows)
     folds = []
     for k in range(n_folds, 0, -1):
         end = n - block * (k - 1)
         start = end - block
-        if start <= 0 or block <= 0:
+        if start <= max(0, 2 * min_rows - 1) or block <= 0:
             continue
         folds.append((np.arange(start), np.arange(start, end)))
     return folds
@@ -115,16 +122,19 @@ def select_candidate(
     ranked = np.argsort(order, kind="stable")
     folds = [
         (ranked[fit], ranked[valid])
-        for fit, valid in rolling_origin_folds(len(y), selection.n_folds, selection.block_fraction)
-        if len(valid) >= MIN_FOLD_ROWS and MIN_FOLD_CONVERSIONS <= y[ranked[valid]].sum() < len(valid)
+        for fit, valid in rolling_origin_folds(len(y), selection.n_folds, selection.block_fraction, MIN_FOLD_ROWS)
+        if MIN_FOLD_CONVERSIONS <= y[ranked[valid]].sum() < len(valid)
     ]
-    if not folds:
-        raise NotEnoughDataError(
-            f"no rolling-origin fold of {selection.block_fraction:.0%} of {len(y)} rows has {MIN_FOLD_ROWS} leads and "
-            f"{MIN_FOLD_CONVERSIONS} conversions (training.selection.block_fraction); export more leads"
+    candidates = selection.candidates()
+    if not folds or len(candidates) == 1:
+        why = "one candidate" if folds else (
+            f"no rolling-origin fold of {len(y)} training rows has {MIN_FOLD_ROWS} leads with {MIN_FOLD_CONVERSIONS} "
+            "conversions to validate on (export more leads, or lower training.selection.block_fraction)"
         )
+        say(f"{candidates[0].name}, not chosen on time: {why}")
+        return Selection(candidates[0], [], [], note=f"not chosen on time: {why}")
     table = []
-    for candidate in selection.candidates():
+    for candidate in candidates:
         aucs = []
         for fit, valid in folds:
             fitted = fit_candidate(candidate, _take(rows, fit), y[fit], spec, config, order=order[fit])
@@ -137,7 +147,7 @@ def select_candidate(
         say(f"{candidate.name}: mean ROC AUC {np.mean(aucs):.3f} over {len(folds)} rolling-origin folds")
     best = max(range(len(table)), key=lambda i: (table[i]["mean_roc_auc"], -i))
     fold_facts = [{"fit_rows": int(len(f)), "first_row": int(v.min()), "last_row": int(v.max())} for f, v in folds]
-    return Selection(selection.candidates()[best], fold_facts, table, round(time.perf_counter() - clock, 3))
+    return Selection(candidates[best], fold_facts, table, round(time.perf_counter() - clock, 3))
 
 
 def served_refit(
@@ -255,3 +265,55 @@ def dates_sentence(training: dict[str, Any], order_name: str = "order") -> str |
         f"measured on leads {order_name} {measured['order_from']:g} to {measured['order_to']:g} by a model that never saw "
         f"them; served model trained on every lead up to {order_name} {served['trained_through_order']:g}"
     )
+
+
+def static_backtest(
+    data: StaticDataset,
+    spec: FeatureSpec,
+    config: TrainingConfig,
+    grid: PointGrid,
+    selection: SelectionConfig,
+    starts: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9),
+    period: float = 0.1,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Replay an ordered export: at each start, choose and fit on every row before it, score the next period.
+
+    At start s (a share of the rows in order), the rows before s are all the method may learn
+    from: candidates are chosen on their rolling-origin folds, the chosen one is measured on the
+    rows in [s, s + period) beside the grid and a logistic regression fit on the same rows, all
+    on the same period's rows.
+
+    Returns:
+        One row per period: `first_row`, `last_row`, `n_leads`, `conversion_rate`, `chosen`,
+        `model_auc`, `point_grid_auc`, `logistic_regression_auc`.
+    """
+    say = progress or (lambda _msg: None)
+    order = data.leads["order"].to_numpy(dtype=np.float64)
+    ranked = np.argsort(order, kind="stable")
+    n = len(ranked)
+    quiet = config.model_copy(update={"n_bootstrap": 0})
+    table = []
+    for start in starts:
+        first, end = int(n * start), min(n, int(n * (start + period)))
+        if end <= first:
+            continue
+        keep = np.sort(ranked[:end])
+        subset = dataclasses.replace(data, leads=data.leads.iloc[keep].reset_index(drop=True))
+        sub_order = subset.leads["order"].to_numpy(dtype=np.float64)
+        sub_ranked = np.argsort(sub_order, kind="stable")
+        train, test = np.sort(sub_ranked[:first]), np.sort(sub_ranked[first:])
+        plan = EvaluationPlan("ordered_split", [(train, test)], f"rows {first + 1}..{end}")
+        result, chosen = run_chosen_static_training(subset, spec, quiet, grid, plan, selection)
+        y = result.y
+        row = {
+            "first_row": first + 1, "last_row": end, "n_leads": int(len(y)), "conversion_rate": round(float(y.mean()), 4),
+            "chosen": chosen.chosen.name if chosen else "lightgbm",
+            **{f"{name}_auc": round(aucs[0], 4) for name, aucs in result.fold_auc.items()},
+        }  # fmt: skip
+        table.append(row)
+        say(
+            f"rows {row['first_row']}..{row['last_row']}: {row['chosen']} {row['model_auc']:.3f}, grid "
+            f"{row['point_grid_auc']:.3f}, logistic regression {row['logistic_regression_auc']:.3f}"
+        )
+    return pd.DataFrame(table)

@@ -1,0 +1,130 @@
+"""Candidates chosen on time: the linear model's bundle, exact reasons, extrapolation, the served refit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+
+from features.contract import validate_static
+from features.engine import lead_attribute_rows
+from features.grid import PointGrid
+from features.spec import FeatureSpec
+from model.bundle import LINEAR_FILE, MODEL_FILE, ScoringModel
+from training.config import TrainingConfig
+from training.selection import rolling_origin_folds, run_chosen_static_training
+from training.selection_config import SelectionConfig
+from training.static import evaluation_plan
+
+SPEC = FeatureSpec(categorical=["source"], numeric=["minutes", "visits"], email_column=None, interactions=False)
+GRID = PointGrid.model_validate(
+    {"name": "g", "mql_threshold": 10, "rules": [{"label": "Referral", "points": 20, "feature": "source", "in": ["Referral"]}]}
+)
+
+
+def _ordered(frame: pd.DataFrame):
+    frame = frame.copy()
+    frame["order"] = np.arange(len(frame), dtype=float)
+    return validate_static(frame, SPEC, None)
+
+
+def _train(data, families: list[str], config: TrainingConfig | None = None):
+    config = config or TrainingConfig(n_bootstrap=20)
+    selection = SelectionConfig(families=families, half_lives=[None])  # type: ignore[arg-type]
+    return run_chosen_static_training(data, SPEC, config, GRID, evaluation_plan(data, config), selection)
+
+
+@pytest.mark.parametrize(("n", "k", "fraction", "min_rows", "n_folds", "block"), [
+    (1000, 3, 0.125, 0, 3, 125), (80, 3, 0.125, 0, 3, 10), (1000, 1, 0.2, 0, 1, 200),
+    (720, 3, 0.125, 100, 3, 100),  # a block of at least min_rows
+    (450, 3, 0.125, 100, 2, 100),  # the oldest fold would fit on fewer than 2 x min_rows
+])  # fmt: skip
+def test_rolling_origin_folds_look_only_forward(n: int, k: int, fraction: float, min_rows: int, n_folds: int, block: int) -> None:
+    folds = rolling_origin_folds(n, k, fraction, min_rows)
+    assert len(folds) == n_folds
+    for fit, valid in folds:
+        assert fit.max() < valid.min() and fit.min() == 0  # expanding window, validation after it
+        assert len(valid) == block and len(fit) >= 2 * min_rows
+    assert folds[-1][1].max() == n - 1
+
+
+def test_a_linear_bundle_round_trips_without_pickle_and_explains_exactly(static_export, tmp_path: Path) -> None:
+    export = static_export(900, 5).drop(columns=["status"])
+    data = _ordered(export)
+    result, selection = _train(data, ["linear_bins", "linear_slopes"])
+    model = result.model
+    assert selection is not None and model.meta.model_family == "linear"
+    saved = model.save(tmp_path / "bundle")
+    assert sorted(p.name for p in saved.iterdir()) == sorted(["bundle.json", LINEAR_FILE])
+    assert not (saved / MODEL_FILE).exists()
+    loaded = ScoringModel.load(saved)
+    # An unseen category and a missing number at scoring time.
+    new = export.head(50).copy()
+    new.loc[new.index[:5], "source"] = "Trade fair"
+    new.loc[new.index[5:10], "minutes"] = np.nan
+    rows = lead_attribute_rows(new.reset_index(drop=True), SPEC)
+    matrix = loaded.encode(rows)
+    assert_allclose(loaded.probability(matrix), model.probability(model.encode(rows)))
+    assert loaded.meta.categorical_levels == model.meta.categorical_levels
+    assert np.isfinite(loaded.probability(matrix)).all()
+    contributions = loaded.contributions(matrix)
+    # Exact reasons: features plus base value add up to the raw log-odds.
+    assert_allclose(contributions.sum(axis=1), loaded.raw(matrix), atol=1e-9)
+    up, down = loaded.reasons(contributions[0], rows.row(0))
+    assert up or down
+    assert loaded.compiled_forest(10_000) is None
+
+
+def test_the_selector_picks_a_model_that_extrapolates() -> None:
+    """A linear signal in a number that keeps growing: the test period lies beyond the training range."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    t = np.arange(n) / n
+    minutes = rng.uniform(0, 10 + 30 * t)  # each period reaches past every earlier one
+    visits = rng.poisson(2, n).astype(float)
+    logit = -4.0 + 0.12 * minutes
+    frame = pd.DataFrame({
+        "lead_id": [f"L{i}" for i in range(n)], "converted": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int),
+        "source": rng.choice(["Google", "Referral"], n), "minutes": minutes.round(2), "visits": visits,
+    })  # fmt: skip
+    data = _ordered(frame)
+    config = TrainingConfig(n_bootstrap=20)
+    chosen, selection = _train(data, ["lightgbm", "linear_bins", "linear_slopes", "lightgbm_linear_tree"], config)
+    assert selection is not None
+    assert selection.chosen.family in {"linear_slopes", "lightgbm_linear_tree"}, selection.lines()
+    trees, _ = _train(data, ["lightgbm"], config)
+    assert chosen.metrics["model"]["roc_auc"]["value"] > trees.metrics["model"]["roc_auc"]["value"] + 0.01
+
+
+def test_the_served_static_model_learned_from_every_row(static_export) -> None:
+    data = _ordered(static_export(900, 6).drop(columns=["status"]))
+    result, _ = _train(data, ["lightgbm"])
+    training = result.model.meta.training
+    test = result.plan.splits[0][1]
+    assert training["served"]["trained_through_order"] == data.leads["order"].max()
+    assert training["served"]["n_leads"] == len(data.leads)
+    assert training["measured_on"] == {"order_from": float(test.min()), "order_to": float(test.max()), "n_leads": len(test)}
+    assert training["measured_model_version"] != result.model.meta.model_version
+    # The metrics are the measured model's, on rows it never saw.
+    assert result.metrics["model"]["roc_auc"]["value"] == pytest.approx(result.fold_auc["model"][0])
+    assert training["selection"]["chosen"] == "lightgbm (all rows alike)"
+
+
+def test_the_served_timed_model_is_trained_through_the_matured_label_cutoff(training_result, simulated_dataset) -> None:
+    from features.snapshots import matured_label_cutoff
+    from training.config import ProjectConfig
+    from training.refit import refit_on_matured
+
+    config = ProjectConfig()
+    served = refit_on_matured(training_result, simulated_dataset, config.features, config.training)
+    expected = simulated_dataset.data_end - pd.Timedelta(days=config.training.horizon_days)
+    assert pd.Timestamp(served.meta.training["served"]["trained_through"]) == expected == matured_label_cutoff(
+        simulated_dataset.data_end, config.training.horizon_days
+    )
+    n_matured = served.meta.training["served"]["n_snapshots"]
+    assert n_matured > sum(training_result.split["n_snapshots"].values())  # the boundary snapshots too
+    assert served.booster.current_iteration() == training_result.model.booster.current_iteration()
+    assert served.meta.training["measured_on"]["created_from"] >= training_result.split["test_start"]
