@@ -3,7 +3,8 @@
 Per-row cost of exact TreeSHAP contributions from the per-tree tables, beside the bare
 predictions of the same forest in the same run, interleaved call by call: LightGBM's `predict`
 (raw scores) and the compiled forest (`model.compiled`, lleaves). Everything runs on one thread
-(the bundle's rule below 2,000 rows), in batches of `BATCH_ROWS` rows and on one row. LightGBM's
+(the bundle's rule below 2,000 rows), in batches of `BATCH_ROWS` rows (the target: at most 1.5x a
+prediction per row) and on one row. LightGBM's
 `pred_contrib`, which the tables replace, is measured beside them. The contributions are
 checked equal to `pred_contrib` (largest absolute difference in `details`).
 """
@@ -48,7 +49,10 @@ def run(bundle: Path, quick: bool) -> Section:
         if forest is None:
             raise RuntimeError("treeshap benchmark: the forest did not compile (is lleaves installed?)")
         batch, row = matrix[:BATCH_ROWS].copy(), matrix[:1].copy()
-        for rows, n_calls, label in ((batch, calls, f"batch of {len(batch):,} rows, per row"), (row, one_row_calls, "one row")):
+        # The target is the batch's per-row cost; one row is shown beside it (fixed costs of a call dominate).
+        for rows, n_calls, label, targeted in (
+            (batch, calls, f"batch of {len(batch):,} rows, per row", True), (row, one_row_calls, "one row", False)
+        ):
             times = interleaved(
                 {
                     "exact": lambda rows=rows: exact.contributions(rows),
@@ -65,8 +69,8 @@ def run(bundle: Path, quick: bool) -> Section:
             ):
                 section.add(
                     f"exact TreeSHAP from tables, {label}", "p50 per row", "µs", per_row["exact"], baseline_name,
-                    per_row[baseline], n_calls, target=f"<= {TARGET_RATIO:g}x a prediction",
-                    limit=TARGET_RATIO * per_row[baseline],
+                    per_row[baseline], n_calls, target=f"<= {TARGET_RATIO:g}x a prediction" if targeted else "",
+                    limit=TARGET_RATIO * per_row[baseline] if targeted else None,
                 )
             section.add(
                 f"LightGBM pred_contrib (what the tables replace), {label}", "p50 per row", "µs", per_row["pred_contrib"],

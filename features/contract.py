@@ -304,6 +304,11 @@ def validate(
     leads = leads_raw.copy()
     leads["lead_id"] = leads["lead_id"].astype("string").str.strip()
     leads = quarantine.take(leads, leads["lead_id"].isna() | (leads["lead_id"] == ""), "leads", "have no lead_id")
+    # Before any rule on the other columns: a copy set aside for its bad date would leave the
+    # other copy looking unique, and which of the two rows is the lead would be chance.
+    leads = quarantine.take(
+        leads, leads["lead_id"].duplicated(keep=False), "leads", "share a lead_id with another row"
+    )
     if "converted_at" not in leads.columns:
         leads["converted_at"] = pd.NaT
     created = parse_utc(leads["created_at"])
@@ -328,9 +333,6 @@ def validate(
     # A conversion after the export cannot have been exported: the date is wrong, and so is the
     # label it would give, so the lead goes (its interactions follow as "quarantined lead_id").
     leads = quarantine.take(leads, leads["converted_at"] > end.at, "leads", f"converted after the data end {_described(end)}")
-    leads = quarantine.take(
-        leads, leads["lead_id"].duplicated(keep=False), "leads", "share a lead_id with another row"
-    )
     leads = _normalise_attributes(leads, schema, report)
 
     events = interactions_raw.copy()
@@ -434,6 +436,11 @@ def validate_static(
     leads = leads_raw.copy()
     leads["lead_id"] = leads["lead_id"].astype("string").str.strip()
     leads = quarantine.take(leads, leads["lead_id"].isna() | (leads["lead_id"] == ""), "leads", "have no lead_id")
+    # Before any rule on the other columns: a copy set aside for its bad date would leave the
+    # other copy looking unique, and which of the two rows is the lead would be chance.
+    leads = quarantine.take(
+        leads, leads["lead_id"].duplicated(keep=False), "leads", "share a lead_id with another row"
+    )
     converted = pd.to_numeric(leads["converted"], errors="coerce")
     leads = quarantine.take(
         leads, ~converted.isin([0, 1]), "leads", "have an outcome that is neither a conversion nor a non-conversion"
@@ -446,8 +453,5 @@ def validate_static(
     if exported_at is not None and "converted_at" in leads.columns:
         end = DataEnd(as_utc(exported_at), EXPORTED_AT)
         leads = quarantine.take(leads, leads["converted_at"] > end.at, "leads", f"converted after the data end {_described(end)}")
-    leads = quarantine.take(
-        leads, leads["lead_id"].duplicated(keep=False), "leads", "share a lead_id with another row"
-    )
     leads = _normalise_attributes(leads, schema, report)
     return StaticDataset(leads=leads, quarantine=quarantine.frame(), report=report, schema=schema)

@@ -10,7 +10,9 @@ overhead, a million leads cost seconds, and a lead's values never depend on anot
 rows: the functions can run per partition of leads on a cluster.
 
 Time is whole seconds since the Unix epoch, UTC. An event at exactly `as_of` is seen by the
-snapshot; anything later is not.
+snapshot; anything later is not. Event properties (`FeatureSpec.properties`: numbers an event
+carries, e.g. the pages of a web session) are summed and maxed over the same windows, from the
+same (snapshot, seen event) pairs as the counts.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pyarrow.compute as pc
 
 from features.email import email_domain_kind
 from features.spec import FeatureSpec
-from features.vocabulary import EMAIL_DOMAIN_KIND
+from features.vocabulary import EMAIL_DOMAIN_KIND, split_base
 
 SECONDS_PER_DAY = 86_400
 _TIME_BITS = 34  # 2**34 s is about 544 years of relative time
@@ -53,6 +55,8 @@ class EventIndex:
             order, with a leading 0 (length n_events + 1).
         slot_start: Position in `type_key` of the first event of each (lead, type slot) group,
             group lead * n_slots + slot, with the end as last entry (length n_leads * n_slots + 1).
+        lead_properties: float64 (n_events, n_properties): each event's property values (NaN
+            when it has none), in `lead_key` order; properties in `FeatureSpec.properties` order.
     """
 
     n_leads: int
@@ -64,6 +68,7 @@ class EventIndex:
     lead_type: np.ndarray
     new_day_prefix: np.ndarray
     slot_start: np.ndarray
+    lead_properties: np.ndarray
 
 
 def _relative(times_s: np.ndarray, base_s: int) -> np.ndarray:
@@ -80,6 +85,7 @@ def build_event_index(
     n_leads: int,
     n_slots: int,
     base_s: int,
+    properties: np.ndarray | None = None,
 ) -> EventIndex:
     """Encode events for point-in-time queries.
 
@@ -91,11 +97,14 @@ def build_event_index(
         n_slots: Vocabulary size plus one.
         base_s: Epoch second at or before every event of interest (query times below it are
             clipped; events below it are not allowed).
+        properties: float64 (n_events, n_properties) property values of each event (NaN when
+            missing); None when the spec has no properties.
 
     Returns:
         The index.
     """
     lead_codes = np.asarray(lead_codes, dtype=np.int64)
+    values = np.empty((lead_codes.size, 0)) if properties is None else np.asarray(properties, dtype=np.float64)
     times_s = np.asarray(times_s, dtype=np.int64)
     type_slots = np.asarray(type_slots, dtype=np.int64)
     if times_s.size and times_s.min() < base_s:
@@ -109,6 +118,7 @@ def build_event_index(
         lead_time_s = times_s[order]
         lead_type = type_slots[order]
         lead_sorted = lead_codes[order]
+        values = values[order]
     else:
         # Validated interactions come sorted by lead and time: the stable sort is the identity.
         lead_key, lead_time_s, lead_type, lead_sorted = lead_key_unsorted, times_s, type_slots, lead_codes
@@ -129,6 +139,7 @@ def build_event_index(
         lead_type=lead_type,
         new_day_prefix=new_day_prefix,
         slot_start=slot_start,
+        lead_properties=values,
     )
 
 
@@ -175,7 +186,7 @@ def behaviour_matrix(
     )
     active_total = _distinct_days(index.new_day_prefix, lead_start, lead_now)
     active_30 = _distinct_days(index.new_day_prefix, lead_30, lead_now)
-    engagement, counts = _seen_event_sums(index, lead_start, lead_now, as_of, spec)
+    engagement, counts, property_block = _seen_event_sums(index, lead_start, lead_now, as_of, spec)
     total = counts[:, :, n_win]  # (n_snap, n_slots)
     in_window = counts[:, :, :n_win]  # (n_snap, n_slots, n_win)
 
@@ -202,7 +213,7 @@ def behaviour_matrix(
             (as_of - np.asarray(snap_created_s, dtype=np.int64)) / SECONDS_PER_DAY,
         ]
     ).astype(np.float64)
-    return np.concatenate([per_type.reshape(n_snap, -1), tail], axis=1)
+    return np.concatenate([per_type.reshape(n_snap, -1), tail, property_block], axis=1)
 
 
 def _distinct_days(new_day_prefix: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -219,8 +230,8 @@ def _seen_event_sums(
     hi: np.ndarray,
     as_of: np.ndarray,
     spec: FeatureSpec,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decayed engagement and event counts per type and window, over the events each snapshot sees.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decayed engagement, event counts and property aggregates over the events each snapshot sees.
 
     A snapshot sees events lo..hi-1 of the (lead, time) ordering. Every (snapshot, seen event)
     pair is visited once, in blocks of about `_PAIR_BLOCK` pairs to bound memory:
@@ -228,21 +239,28 @@ def _seen_event_sums(
       lead's events in time order, so a lead's float result does not depend on which other
       leads are computed with it;
     - counts: per type slot, the events younger than each window (an event at exactly
-      as_of - window is out), and all of them.
+      as_of - window is out), and all of them;
+    - properties: per property and aggregate, the same windows over the events carrying a
+      value, summed in the lead's time order (0 without a value) or maxed (NaN without one).
 
     Returns:
         (engagement of shape (n_snap,), int64 counts of shape (n_snap, n_slots, n_windows + 1):
-        one column per window in `spec.windows_days` order, then the total).
+        one column per window in `spec.windows_days` order, then the total; float64 property
+        features of shape (n_snap, len(spec.property_features())), in that order).
     """
-    weights = np.array(
-        [spec.engagement_weights.get(t, 0.0) for t in spec.interaction_types] + [0.0]
-    )
+    weights = np.array([engagement_weight(t, spec) for t in spec.interaction_types] + [0.0])
     halflife_s = spec.halflife_days * SECONDS_PER_DAY
     windows_s = np.asarray(spec.windows_days, dtype=np.int64) * SECONDS_PER_DAY  # ascending
     n_win, n_slots = windows_s.size, index.n_slots
     lengths = hi - lo
     engagement = np.zeros(as_of.size, dtype=np.float64)
     counts = np.zeros((as_of.size, n_slots, n_win + 1), dtype=np.int64)
+    aggregates = [(p, a) for p, (_, wanted) in enumerate(spec.properties.items()) for a in wanted]
+    # Sums start at 0 (nothing seen adds nothing), maxima at -inf (turned into NaN at the end).
+    properties = np.zeros((as_of.size, len(aggregates), n_win + 1), dtype=np.float64)
+    for k, (_, aggregate) in enumerate(aggregates):
+        if aggregate == "max":
+            properties[:, k, :] = -np.inf
     ends = np.cumsum(lengths)
     first = 0
     while first < as_of.size:
@@ -268,8 +286,33 @@ def _seen_event_sums(
             ).reshape(n_block, n_slots, n_win + 1)
             counts[first:stop, :, :n_win] = np.cumsum(histogram[:, :, :n_win], axis=2)
             counts[first:stop, :, n_win] = histogram.sum(axis=2)
+            cell = snap * (n_win + 1) + bucket
+            for k, (p, aggregate) in enumerate(aggregates):
+                values = index.lead_properties[event, p]
+                has = ~np.isnan(values)
+                if aggregate == "sum":
+                    per_bucket = np.bincount(cell[has], weights=values[has], minlength=n_block * (n_win + 1))
+                    # Running sums over the buckets, in window order: the last is the total.
+                    properties[first:stop, k, :] = np.cumsum(per_bucket.reshape(n_block, n_win + 1), axis=1)
+                else:
+                    per_bucket = np.full(n_block * (n_win + 1), -np.inf)
+                    np.maximum.at(per_bucket, cell[has], values[has])
+                    properties[first:stop, k, :] = np.maximum.accumulate(per_bucket.reshape(n_block, n_win + 1), axis=1)
         first = stop
-    return engagement, counts
+    properties[np.isneginf(properties)] = np.nan
+    return engagement, counts, properties.reshape(as_of.size, len(aggregates) * (n_win + 1))
+
+
+def engagement_weight(event_type: str, spec: FeatureSpec) -> float:
+    """Weight of a vocabulary type in the engagement score: its own, else its split base's, else 0.
+
+    A split type ("email_click__newsletter") weighs what its type weighs unless the spec gives
+    it a weight of its own: splitting a type must not change the engagement score.
+    """
+    if event_type in spec.engagement_weights:
+        return spec.engagement_weights[event_type]
+    base = split_base(event_type)
+    return spec.engagement_weights.get(base, 0.0) if base is not None else 0.0
 
 
 @dataclass(frozen=True)
@@ -380,10 +423,31 @@ def to_epoch_seconds(values: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.nd
 
 
 def type_slots(types: Sequence[str] | np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """Vocabulary position of each interaction type; unknown types go to the last ("other") slot."""
+    """Vocabulary position of each interaction type (`counted_as`); others go to the last ("other") slot."""
     position = _type_positions(tuple(spec.interaction_types))
     other = len(spec.interaction_types)
-    return np.array([position.get(t, other) for t in types], dtype=np.int64)
+    return np.array([_slot(t, position, other) for t in types], dtype=np.int64)
+
+
+def counted_as(event_type: str, spec: FeatureSpec) -> str | None:
+    """The vocabulary type an event of `event_type` counts as; None: an other event.
+
+    A type the vocabulary lists is itself; a split type it does not list
+    ("email_click__rare_channel") counts as its type when the vocabulary lists that.
+    """
+    position = _type_positions(tuple(spec.interaction_types))
+    slot = _slot(event_type, position, len(spec.interaction_types))
+    return spec.interaction_types[slot] if slot < len(spec.interaction_types) else None
+
+
+def _slot(event_type: object, position: dict[str, int], other: int) -> int:
+    if not isinstance(event_type, str):
+        return other
+    found = position.get(event_type)
+    if found is not None:
+        return found
+    base = split_base(event_type)
+    return position.get(base, other) if base is not None else other
 
 
 @lru_cache(maxsize=32)
@@ -431,7 +495,33 @@ def _type_slot_codes(column: pd.Series, spec: FeatureSpec) -> np.ndarray:
     if arr is None:
         return _column_codes(column, lambda t: type_slots(t, spec), other)
     found = pc.index_in(arr, value_set=pa.array(list(spec.interaction_types), type=arr.type))
-    return pc.fill_null(found, other).to_numpy(zero_copy_only=False).astype(np.int64)
+    slots = pc.fill_null(found, other).to_numpy(zero_copy_only=False).astype(np.int64)
+    if found.null_count:
+        # Types outside the vocabulary: a split one may count as its type (`counted_as`), decided
+        # once per distinct value.
+        unmatched = pc.drop_null(pc.unique(pc.filter(arr, pc.is_null(found))))
+        folded = np.append(type_slots(unmatched.to_pylist(), spec), other)
+        if (folded[:-1] != other).any():
+            where = pc.fill_null(pc.index_in(arr, value_set=unmatched), len(unmatched))
+            slots = np.where(slots == other, folded[where.to_numpy(zero_copy_only=False).astype(np.int64)], slots)
+    return slots
+
+
+def _event_properties(interactions: pd.DataFrame, spec: FeatureSpec) -> np.ndarray | None:
+    """float64 (n_events, n_properties) of the spec's property columns; None without properties.
+
+    Raises:
+        ValueError: A property column is missing, naming it.
+    """
+    if not spec.properties:
+        return None
+    missing = [p for p in spec.properties if p not in interactions.columns]
+    if missing:
+        raise ValueError(
+            f"snapshot_features: interactions have no column for the event properties {missing} "
+            f"(features.properties; found {list(interactions.columns)})"
+        )
+    return np.column_stack([_numeric_column(interactions[p]) for p in spec.properties]).reshape(len(interactions), len(spec.properties))
 
 
 def snapshot_features(
@@ -444,8 +534,9 @@ def snapshot_features(
 
     Args:
         leads: Validated leads: `lead_id`, `created_at` (UTC) and `spec.attribute_columns()`.
-        interactions: Validated interactions: `lead_id`, `occurred_at` (UTC), `type`. Events
-            of leads that have no snapshot are ignored.
+        interactions: Validated interactions: `lead_id`, `occurred_at` (UTC), `type`, and a
+            float column per event property of `spec.properties` (NaN: the event has no value).
+            Events of leads that have no snapshot are ignored.
         snapshots: `lead_id`, `as_of` (UTC); every lead_id must be in `leads`.
         spec: Feature specification.
 
@@ -464,6 +555,7 @@ def snapshot_features(
     created_s = to_epoch_seconds(leads["created_at"])
     event_s = to_epoch_seconds(interactions["occurred_at"])[known]
     base = int(min(created_s.min(initial=0), event_s.min(initial=0))) if created_s.size else 0
+    properties = _event_properties(interactions, spec)
     index = build_event_index(
         event_codes[known],
         event_s,
@@ -471,6 +563,7 @@ def snapshot_features(
         n_leads=len(lead_pos),
         n_slots=len(spec.interaction_types) + 1,
         base_s=base,
+        properties=None if properties is None else properties[known],
     )
     as_of_s = to_epoch_seconds(snapshots["as_of"])
     behaviour = np.empty((len(snap_codes), len(spec.behaviour_features())), dtype=np.float64)
@@ -493,6 +586,7 @@ def lead_features(
     event_types: Sequence[str],
     as_of_s: int,
     spec: FeatureSpec,
+    event_properties: Mapping[str, Sequence[float]] | None = None,
 ) -> FeatureRows:
     """Point-in-time features of one lead at one time: the serving path.
 
@@ -503,11 +597,21 @@ def lead_features(
         event_types: Interaction types, aligned with `event_times_s`.
         as_of_s: Snapshot time, epoch seconds.
         spec: Feature specification (from the model bundle).
+        event_properties: Property name -> value per event, aligned with `event_times_s`
+            (NaN: that event has no value); a property of `spec.properties` left out is
+            missing on every event.
 
     Returns:
         A single-row `FeatureRows`.
     """
     times = np.asarray(event_times_s, dtype=np.int64)
+    given = event_properties or {}
+    properties = None
+    if spec.properties:
+        properties = np.full((times.size, len(spec.properties)), np.nan)
+        for j, name in enumerate(spec.properties):
+            if name in given:
+                properties[:, j] = np.asarray(given[name], dtype=np.float64)
     base = int(min(created_s, times.min(initial=created_s)))
     index = build_event_index(
         np.zeros(times.size, dtype=np.int64),
@@ -516,6 +620,7 @@ def lead_features(
         n_leads=1,
         n_slots=len(spec.interaction_types) + 1,
         base_s=base,
+        properties=properties,
     )
     behaviour = behaviour_matrix(
         index,

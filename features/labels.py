@@ -23,7 +23,10 @@ from features.vocabulary import (
     LEAD_AGE_DAYS,
     OTHER_EVENTS_TOTAL,
     count_feature,
+    property_feature,
     recency_feature,
+    split_base,
+    split_value_words,
     type_words,
 )
 
@@ -193,6 +196,10 @@ def event_phrases(event_type: str, language: str, spec: FeatureSpec | None = Non
                 label.never or f"{label.title}{sep}{none}", label.title)  # fmt: skip
     if event_type in EVENT_PHRASES:
         return EVENT_PHRASES[event_type][language]
+    base, value = split_base(event_type), split_value_words(event_type)
+    if base is not None and value is not None:
+        # A split type reads as its type, with the split value: "Email clicks (newsletter)".
+        return tuple(f"{phrase} ({value})" for phrase in event_phrases(base, language, spec))  # type: ignore[return-value]
     words = type_words(event_type)
     if language == "fr":
         return (f"A eu un événement « {words} »", f"A eu {{n}} événements « {words} »",
@@ -207,6 +214,9 @@ def driver_of(feature: str, spec: FeatureSpec) -> str:
         names |= {count_feature(event_type, None), recency_feature(event_type)}
         if feature in names:
             return event_type
+    found = _property_of(feature, spec)
+    if found is not None:
+        return found[0]
     summary = {
         ENGAGEMENT_DECAYED: "engagement",
         ACTIVE_DAYS_30D: "activity_days",
@@ -223,6 +233,8 @@ def driver_title(driver: str, language: str = "en", spec: FeatureSpec | None = N
     _check_language(language)
     if driver in EVENT_PHRASES or (spec is not None and driver in spec.interaction_types):
         return event_phrases(driver, language, spec)[3]
+    if spec is not None and driver in spec.properties:
+        return property_phrases(driver, language, spec)[3]
     if driver in _OTHER_DRIVERS:
         return _OTHER_DRIVERS[driver][language]
     if driver in ATTRIBUTE_TITLES:
@@ -300,6 +312,77 @@ def _describe_event(driver: str, values: Mapping[str, object], spec: FeatureSpec
     return DriverPhrase(f"{many.format(n=total)}, {most_recently} {ago}", total, total_feature)
 
 
+def _property_of(feature: str, spec: FeatureSpec) -> tuple[str, str, int | None] | None:
+    """(property, aggregate, window) of a property feature; None for another feature."""
+    for name, aggregates in spec.properties.items():
+        for aggregate in aggregates:
+            for window in (*spec.windows_days, None):
+                if feature == property_feature(name, aggregate, window):
+                    return name, aggregate, window
+    return None
+
+
+def property_phrases(name: str, language: str, spec: FeatureSpec) -> tuple[str, str, str, str]:
+    """(sum with {x}, max with {x}, no value at all, title) of an event property.
+
+    `spec.property_labels` for a property the config labels (missing phrases generated from
+    its title); otherwise phrases generated from its name ("session_duration_s": "Total session
+    duration s: {x}", "Highest session duration s: {x}").
+    """
+    label = spec.property_labels.get(name, {}).get(language)  # type: ignore[call-overload]
+    title = label.title if label is not None else name.replace("_", " ")
+    # Within a sentence the title starts lower-case, at its start upper-case; the rest as written.
+    words, start = title[:1].lower() + title[1:], title[:1].upper() + title[1:]
+    fr = language == "fr"
+    sep = " : " if fr else ": "
+    generated = (
+        f"Total {words}{sep}{{x}}" if not fr else f"{start}, total{sep}{{x}}",
+        f"Highest {words}{sep}{{x}}" if not fr else f"{start}, maximum{sep}{{x}}",
+        f"No {words} recorded" if not fr else f"{start}{sep}aucune valeur",
+        start,
+    )
+    if label is None:
+        return generated
+    return (label.sum or generated[0], label.max or generated[1], label.never or generated[2], generated[3])
+
+
+def _amount(x: float, language: str) -> str:
+    """A property value as the label writes it: whole with thousands separators, else one decimal."""
+    text = f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
+    return text.replace(",", " ").replace(".", ",") if language == "fr" else text
+
+
+def _quoted(x: float) -> float | int:
+    # The value a property label quotes, as written there: whole numbers as int, else one decimal.
+    return int(x) if float(x).is_integer() else round(x, 1)
+
+
+def _since(window: int | None, language: str) -> str:
+    if window is not None:
+        return _in_last(window, language)
+    return "depuis la création du lead" if language == "fr" else "since the lead was created"
+
+
+def _describe_property(name: str, values: Mapping[str, object], spec: FeatureSpec, language: str) -> DriverPhrase:
+    """"42 pages viewed in the last 7 days", "Up to 9 pages in one session in the last 30 days".
+
+    The sum when the spec computes it, else the largest value; over the shortest window with a
+    value (a sum above 0), else since creation; "never" when there is none at all.
+    """
+    sum_phrase, max_phrase, never, _ = property_phrases(name, language, spec)
+    aggregate = "sum" if "sum" in spec.properties[name] else "max"
+    phrase = sum_phrase if aggregate == "sum" else max_phrase
+    for window in (*spec.windows_days, None):
+        feature = property_feature(name, aggregate, window)
+        x = values[feature]
+        if _missing(x) or (aggregate == "sum" and _as_float(x) == 0):
+            continue
+        shown = _quoted(_as_float(x))
+        return DriverPhrase(f"{phrase.format(x=_amount(shown, language))} {_since(window, language)}", shown, feature)
+    total = property_feature(name, aggregate, None)
+    return DriverPhrase(never, 0 if aggregate == "sum" else None, total)
+
+
 def _describe_summary(driver: str, values: Mapping[str, object], language: str) -> DriverPhrase:
     """Labels of the drivers that summarise all interactions (engagement, activity, age)."""
     fr = language == "fr"
@@ -371,6 +454,8 @@ def describe_driver(
     _check_language(language)
     if driver in spec.interaction_types or driver in EVENT_PHRASES:
         return _describe_event(driver, values, spec, language)
+    if driver in spec.properties:
+        return _describe_property(driver, values, spec, language)
     if driver in _OTHER_DRIVERS:
         return _describe_summary(driver, values, language)
     if driver not in values:
@@ -430,6 +515,18 @@ def describe_bucket(
             if feature == count_feature(event_type, window):
                 where = f"{title} ({window} derniers jours)" if fr else f"{title} in the last {window} days"
                 return f"{where}{sep}{_range(low, high, True, language)}"
+    found = _property_of(feature, spec)
+    if found is not None:
+        _, aggregate, over = found
+        which = {"sum": ("total", "total"), "max": ("highest", "maximum")}[aggregate][1 if fr else 0]
+        if fr:
+            span = f"{over} derniers jours" if over is not None else "depuis la création"
+            where = f"{title}, {which} ({span})"
+        else:
+            where = f"{title}, {which} {_since(over, language)}"
+        if missing:
+            return f"{where}{sep}{'aucune valeur' if fr else 'none'}"
+        return f"{where}{sep}{_range(low, high, False, language)}"
     summary = {
         ENGAGEMENT_DECAYED: ("Recent engagement score", "Score d'engagement récent", False),
         ACTIVE_DAYS_30D: ("Active days in the last 30 days", "Jours d'activité (30 derniers jours)", True),

@@ -41,6 +41,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.spec import FeatureSpec
+from features.vocabulary import split_type
 
 SCHEMA_FORMAT = 1
 AttributeKind = Literal["category", "number", "email"]
@@ -138,6 +139,11 @@ class LeadSchema(BaseModel):
             export's event tables disagree (a naive interaction time is then refused).
         type_map: Exported interaction type -> vocabulary type (e.g. "Email Opened": email_open);
             other types are kept as they are (after stripping).
+        event_properties: Numeric columns of the event tables (`data.interactions[].properties`):
+            `source` the column as exported, `name` the property, with its number marks. A
+            served interaction sends them in `properties` under either name.
+        split_types: Types (after `type_map`) split by their channel (`split_by`): an event of
+            one with a channel becomes "<type>__<channel slug>" (`features.vocabulary.split_type`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -148,6 +154,8 @@ class LeadSchema(BaseModel):
     created_at: TimeRule = Field(default_factory=lambda: TimeRule(source="created_at"))
     interaction_timezone: str | None = "UTC"
     type_map: dict[str, str] = Field(default_factory=dict)
+    event_properties: list[AttributeColumn] = Field(default_factory=list)
+    split_types: list[str] = Field(default_factory=list)
 
     @field_validator("interaction_timezone")
     @classmethod
@@ -293,8 +301,15 @@ class LeadSchema(BaseModel):
 
         Returns:
             (the UTC datetime, None), or (None, why) for a naive time that a daylight-saving
-            change makes ambiguous or nonexistent in its zone, or that has no zone to be read in.
+            change makes ambiguous or nonexistent in its zone, or that has no zone to be read in,
+            or a time whose UTC falls outside the years 1 to 9999.
         """
+        try:
+            return self._instant(value, rule, zone)
+        except OverflowError:  # 0001-01-01T00:00:00 read at +14:00 falls before year 1 in UTC
+            return None, "is out of range: in UTC it falls outside the years 1 to 9999"
+
+    def _instant(self, value: datetime, rule: TimeRule | None, zone: str | None) -> tuple[datetime | None, str | None]:
         if value.tzinfo is not None:
             return value.astimezone(UTC), None
         name = rule.timezone if rule is not None else zone
@@ -308,14 +323,69 @@ class LeadSchema(BaseModel):
             return None, f"falls in a daylight-saving change of {name} (ambiguous or nonexistent there): give its offset"
         return early.astimezone(UTC), None
 
-    def interaction_type(self, value: object) -> str | None:
-        """An interaction type: stripped, then mapped by `type_map`; None when empty."""
+    def interaction_type(self, value: object, channel: object = None) -> str | None:
+        """An interaction type: stripped, mapped by `type_map`, split by `channel`; None when empty.
+
+        Args:
+            value: The type as exported or sent.
+            channel: The event's channel; splits a type of `split_types` when not missing
+                (read as a category: stripped, missing tokens are missing).
+        """
         if _is_missing(value):
             return None
         text = str(value).strip()
         if not text:
             return None
-        return self.type_map.get(text, text)
+        mapped = self.type_map.get(text, text)
+        if mapped in self._split:
+            split_by = self.text(channel)
+            if split_by is not None:
+                return split_type(mapped, split_by)
+        return mapped
+
+    @cached_property
+    def _split(self) -> frozenset[str]:
+        return frozenset(self.split_types)
+
+    @cached_property
+    def _property_by_key(self) -> dict[str, AttributeColumn]:
+        keys = {c.source: c for c in self.event_properties}
+        keys.update({c.name: c for c in self.event_properties})
+        return keys
+
+    def normalise_event_properties(
+        self, properties: Mapping[str, object], prefix: str = "properties"
+    ) -> tuple[dict[str, float], list[str], list[SchemaProblem]]:
+        """One event's property values, keyed by property name, read by the number rule.
+
+        Args:
+            properties: As sent: keys are property names or the export's column names.
+            prefix: Field path of `properties` in the request, for problems.
+
+        Returns:
+            (property -> float, NaN when missing; keys the schema does not declare; problems,
+            one per value that cannot be read or property given twice).
+        """
+        values: dict[str, float] = {}
+        given_as: dict[str, str] = {}
+        unknown: list[str] = []
+        problems: list[SchemaProblem] = []
+        for key, raw in properties.items():
+            column = self._property_by_key.get(key)
+            if column is None:
+                unknown.append(key)
+                continue
+            if column.name in given_as:
+                problems.append(
+                    SchemaProblem(f"{prefix}.{key}", f"gives {column.name!r} again (also sent as {given_as[column.name]!r}); send it once")
+                )
+                continue
+            given_as[column.name] = key
+            number, reason = self.number(raw, column)
+            if reason is not None:
+                problems.append(SchemaProblem(f"{prefix}.{key}", reason))
+            values[column.name] = number
+        return values, unknown, problems
 
     # -- frames (the vectorised path) -----------------------------------------------------
     def normalise_column(self, values: pd.Series, column: AttributeColumn) -> tuple[pd.Series, pd.Series]:
@@ -390,9 +460,37 @@ class LeadSchema(BaseModel):
                 bad_masks[column.name] = bad
         return out, bad_masks
 
-    def interaction_type_column(self, values: pd.Series) -> pd.Series:
-        """`interaction_type` over a column, once per distinct value: a categorical of str levels."""
-        return _by_distinct_value(values, self.interaction_type)
+    def interaction_type_column(self, values: pd.Series, channels: pd.Series | None = None) -> pd.Series:
+        """`interaction_type` over a column, once per distinct value (or (type, channel) pair).
+
+        Args:
+            values: The types.
+            channels: The events' channels, aligned; None (or no `split_types`): no split.
+
+        Returns:
+            A categorical of str levels.
+        """
+        types = _by_distinct_value(values, self.interaction_type)
+        if channels is None or not self.split_types:
+            return types
+        channel_text = _by_distinct_value(channels, self.text)
+        split = (types.isin(self.split_types) & channel_text.notna()).to_numpy()
+        if not split.any():
+            return types
+        # The rule of `interaction_type` once per distinct (type, channel) pair.
+        pairs = pd.MultiIndex.from_arrays([types[split].astype(object), channel_text[split].astype(object)])
+        codes, uniques = pd.factorize(pairs)
+        out = types.astype(object)
+        out[split] = np.array([split_type(t, c) for t, c in uniques], dtype=object)[codes]
+        return out.astype("category")
+
+    def event_property_column(self, values: pd.Series, name: str) -> tuple[pd.Series, pd.Series]:
+        """One event property column read by the number rule, and the mask of unreadable values.
+
+        Raises:
+            KeyError: `name` is no declared event property.
+        """
+        return self._number_column(values, self._property_by_key[name])
 
 
 def lead_schema_for(spec: FeatureSpec, schema: LeadSchema | None = None) -> LeadSchema:

@@ -23,10 +23,14 @@ from features.vocabulary import (
     INTERACTION_TYPES,
     LEAD_AGE_DAYS,
     OTHER_EVENTS_TOTAL,
+    PROPERTY_AGGREGATES,
     count_feature,
+    property_feature,
     recency_feature,
     type_slug,
 )
+
+PropertyAggregate = Literal["sum", "max"]
 
 
 class VocabularyRule(BaseModel):
@@ -72,6 +76,34 @@ class TypeLabel(BaseModel):
         return value
 
 
+class PropertyLabel(BaseModel):
+    """Plain-language label of one event property in one language (`features.property_labels`).
+
+    Only `title` is needed ("Pages viewed"); the phrases default to generated ones. A phrase
+    gets the window ("in the last 7 days", "since the lead was created") after it.
+
+    Attributes:
+        title: The driver's title, e.g. "Pages viewed".
+        sum: The sum, with `{x}` where the number goes, e.g. "{x} pages viewed".
+        max: The largest value, with `{x}`, e.g. "Up to {x} pages in one session".
+        never: No value at all, e.g. "No page viewed".
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1)
+    sum: str | None = None
+    max: str | None = None
+    never: str | None = None
+
+    @field_validator("sum", "max")
+    @classmethod
+    def _has_x(cls, value: str | None) -> str | None:
+        if value is not None and "{x}" not in value:
+            raise ValueError(f"{value!r} needs {{x}} where the number goes")
+        return value
+
+
 class FeatureSpec(BaseModel):
     """What the feature pipeline computes for every (lead, as_of) snapshot.
 
@@ -96,6 +128,13 @@ class FeatureSpec(BaseModel):
             bundle stores.
         type_labels: Interaction type -> language ("en", "fr") -> its label, for types the
             project has no words for; without one, labels are generated from the type name.
+        properties: Event property (a numeric column of an event table, e.g. "pages") -> its
+            aggregates ("sum", "max"), each computed over every window and since creation
+            (`features.vocabulary.property_feature`: `sum_pages_7d`, `max_pages_total`) from the
+            events at or before the snapshot that carry a value. A sum over no value is 0, a
+            max over none is missing.
+        property_labels: Property -> language ("en", "fr") -> its label; without one, labels
+            are generated from the property's name.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -111,6 +150,19 @@ class FeatureSpec(BaseModel):
     events: bool = True
     learn_types: VocabularyRule | None = None
     type_labels: dict[str, dict[Literal["en", "fr"], TypeLabel]] = Field(default_factory=dict)
+    properties: dict[str, list[PropertyAggregate]] = Field(default_factory=dict)
+    property_labels: dict[str, dict[Literal["en", "fr"], PropertyLabel]] = Field(default_factory=dict)
+
+    @field_validator("properties")
+    @classmethod
+    def _properties_named_and_aggregated(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, aggregates in value.items():
+            if type_slug(name) != name:
+                raise ValueError(f"properties: {name!r} is not a snake_case name (e.g. {type_slug(name)!r})")
+            if not aggregates or len(set(aggregates)) != len(aggregates):
+                raise ValueError(f"properties.{name}: list each of {list(PROPERTY_AGGREGATES)} at most once, at least one")
+        # One order whatever the config's: the bundle's feature order must not depend on it.
+        return {name: [a for a in PROPERTY_AGGREGATES if a in value[name]] for name in sorted(value)}
 
     @field_validator("windows_days")
     @classmethod
@@ -132,6 +184,9 @@ class FeatureSpec(BaseModel):
             if slug in slugs:
                 raise ValueError(f"interaction_types {slugs[slug]!r} and {event_type!r} both give features named {slug!r}; map one with type_map")
             slugs[slug] = event_type
+        named = set(self.properties) & (set(self.interaction_types) | set(self.categorical) | set(self.numeric))
+        if named:
+            raise ValueError(f"properties {sorted(named)} share a name with an interaction type or attribute; a driver has one name")
         derived = set(self.behaviour_features()) | {EMAIL_DOMAIN_KIND}
         clash = derived & (set(self.categorical) | set(self.numeric))
         if clash:
@@ -144,7 +199,13 @@ class FeatureSpec(BaseModel):
             return []
         if not self.events:
             return [LEAD_AGE_DAYS]
-        return list(_behaviour_names(tuple(self.interaction_types), tuple(self.windows_days)))
+        return list(_behaviour_names(tuple(self.interaction_types), tuple(self.windows_days))) + self.property_features()
+
+    def property_features(self) -> list[str]:
+        """Names of the event property features, in model order: per property, aggregate, then window."""
+        if not self.interactions or not self.events:
+            return []
+        return list(_property_names(tuple((n, tuple(a)) for n, a in self.properties.items()), tuple(self.windows_days)))
 
     def categorical_features(self) -> list[str]:
         """Categorical model inputs: declared attributes plus the derived email domain kind."""
@@ -176,3 +237,13 @@ def _behaviour_names(interaction_types: tuple[str, ...], windows_days: tuple[int
         LEAD_AGE_DAYS,
     ]
     return tuple(names)
+
+
+@lru_cache(maxsize=32)
+def _property_names(properties: tuple[tuple[str, tuple[str, ...]], ...], windows_days: tuple[int, ...]) -> tuple[str, ...]:
+    return tuple(
+        property_feature(name, aggregate, window)
+        for name, aggregates in properties
+        for aggregate in aggregates
+        for window in (*windows_days, None)
+    )

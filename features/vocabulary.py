@@ -77,19 +77,65 @@ def recency_feature(event_type: str) -> str:
     return f"days_since_{type_slug(event_type)}"
 
 
+# A type split by a categorical column (`split_by`) is "<type>__<value slug>"; a split the
+# vocabulary does not list counts as its type (`split_base`).
+SPLIT_SEPARATOR = "__"
+
+
+def split_type(event_type: str, value: str) -> str:
+    """The type of an event of `event_type` whose split column reads `value`: "email_click__newsletter"."""
+    return f"{event_type}{SPLIT_SEPARATOR}{type_slug(value)}"
+
+
+def split_base(event_type: str) -> str | None:
+    """The type a split type splits ("email_click__newsletter" -> "email_click"); None for a plain type."""
+    base, separator, _ = event_type.rpartition(SPLIT_SEPARATOR)
+    return base if separator and base else None
+
+
+def split_value_words(event_type: str) -> str | None:
+    """The split value of a split type, in words ("email_click__sales_team" -> "sales team")."""
+    base, separator, value = event_type.rpartition(SPLIT_SEPARATOR)
+    return value.replace("_", " ") if separator and base and value else None
+
+
 def frequent_types(counts: Mapping[str, int], min_events: int, include: Sequence[str] = ()) -> list[str]:
     """The interaction vocabulary learned from the data: types seen at least `min_events` times.
 
+    A split type ("email_click__newsletter", see `split_type`) seen fewer times folds into its
+    type: its events count towards the type's own total, as the engine counts them.
+
     Args:
         counts: Interaction type -> number of events (of the training part).
-        min_events: A type with fewer events is counted as "other".
+        min_events: A type with fewer events is counted as "other" (a rare split as its type).
         include: Types kept whatever their count (listed first, in their order).
 
     Returns:
         `include`, then the frequent types by decreasing count (ties by name).
     """
-    frequent = sorted((t for t, n in counts.items() if n >= min_events and t not in include), key=lambda t: (-counts[t], t))
+    folded: dict[str, int] = {}
+    for event_type, n in counts.items():
+        base = split_base(event_type)
+        if base is not None and n < min_events and event_type not in include:
+            folded[base] = folded.get(base, 0) + n
+        else:
+            folded[event_type] = folded.get(event_type, 0) + n
+    frequent = sorted((t for t, n in folded.items() if n >= min_events and t not in include), key=lambda t: (-folded[t], t))
     return [*dict.fromkeys(include), *frequent]
+
+
+PROPERTY_AGGREGATES: tuple[str, ...] = ("sum", "max")
+
+
+def property_feature(name: str, aggregate: str, window_days: int | None) -> str:
+    """Name of an event property aggregated over a window: `sum_pages_7d`, `max_amount_total`.
+
+    Args:
+        name: The property's name (`data.interactions[].properties` key), snake_case.
+        aggregate: "sum" or "max".
+        window_days: The look-back window; None: since the lead's creation.
+    """
+    return f"{aggregate}_{name}_total" if window_days is None else f"{aggregate}_{name}_{window_days}d"
 
 
 ENGAGEMENT_DECAYED = "engagement_decayed"

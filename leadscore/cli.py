@@ -235,13 +235,13 @@ def retrain(
 @app.command()
 def rollback(config: ConfigOption = None) -> None:
     """Move the `champion` alias back to the version the current champion replaced."""
-    from model.registry import rollback_champion
+    from model.registry import RegistryError, rollback_champion
     from training.workflow import read_config
 
     cfg = _run(read_config, config)
     try:
         old, new = rollback_champion(cfg.registry)
-    except LookupError as error:
+    except (LookupError, RegistryError) as error:
         _fail(str(error))
     typer.echo(f"champion of '{cfg.registry.model_name}' moved back from v{old} to v{new}")
 

@@ -268,6 +268,8 @@ class ScoringModel:
         meta_path = directory / META_FILE
         if not meta_path.is_file():
             raise FileNotFoundError(f"model bundle {directory}: {meta_path.name} is missing")
+        if not any((directory / name).is_file() for name in (MODEL_FILE, LINEAR_FILE)):
+            raise FileNotFoundError(f"model bundle {directory}: {MODEL_FILE} is missing (or {LINEAR_FILE} for a linear model)")
         meta = BundleMeta.model_validate_json(meta_path.read_text())
         if meta.format != BUNDLE_FORMAT:
             raise ValueError(f"model bundle {directory}: format {meta.format}, this leadscore reads {BUNDLE_FORMAT}")

@@ -140,14 +140,22 @@ class ScoreLog(Protocol):
     def describe(self) -> str: ...
 
 
-def open_score_log(target: str) -> ScoreLog:
+def open_score_log(target: str, *, create: bool = True) -> ScoreLog:
     """A SQL score log when `target` is a SQLAlchemy URL (has `://`), else a JSON lines file.
 
+    Args:
+        target: A file path or a SQLAlchemy URL.
+        create: Create the file, database or table when missing (the service); tools that
+            read or erase records (`leadscore monitor`, `leadscore forget`) pass False, so that
+            a mistyped target is refused instead of created empty.
+
     Raises:
-        ScoreLogError: The target cannot be opened.
+        ScoreLogError: The target cannot be opened, or does not exist and `create` is False.
     """
     if "://" in target:
-        return SqlScoreLog(target)
+        return SqlScoreLog(target, create=create)
+    if not create and not Path(target).is_file():
+        raise ScoreLogError(f"score log {target}: no such file")
     return JsonLinesScoreLog(Path(target))
 
 
@@ -240,7 +248,13 @@ class SqlScoreLog:
     Times are stored as UTC without a zone, which every SQL backend keeps as written.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Open the table, creating it (and a SQLite file, mode 0600, with its folder) unless `create` is False.
+
+        Raises:
+            ScoreLogError: The URL cannot be opened, or with `create` False the SQLite file or
+                the table does not exist.
+        """
         import sqlalchemy as sa
         from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -251,8 +265,16 @@ class SqlScoreLog:
             parsed = sa.make_url(url)
             connect_args = {"timeout": 30} if parsed.get_backend_name() == "sqlite" else {}
             if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                database = Path(parsed.database)
+                if not create and not database.is_file():
+                    raise ScoreLogError(f"score log {self.describe()}: no such database ({database} does not exist)")
+                database.parent.mkdir(parents=True, exist_ok=True)
+                # Created by us with 0600 before SQLite opens it (it would create it 0644): the
+                # records are pseudonymous, not public.
+                os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
             self.engine = sa.create_engine(url, connect_args=connect_args)
+            if not create and not sa.inspect(self.engine).has_table("score_log"):
+                raise ScoreLogError(f"score log {self.describe()}: no such database table score_log")
             metadata = sa.MetaData()
             self.table = sa.Table(
                 "score_log",

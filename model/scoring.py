@@ -9,15 +9,16 @@ interaction tables in batch with vectorised features (`leadscore score` on a dat
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from features.engine import FeatureRows, lead_features, snapshot_features
+from features.engine import FeatureRows, counted_as, lead_features, snapshot_features
 from features.labels import describe_driver, driver_of
 from model.bundle import ScoringModel
 from model.compiled import CompileMode
@@ -44,18 +45,36 @@ CLOCK_SKEW = timedelta(minutes=5)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_LISTED = 20  # values named in one warning; the rest are counted
 MAX_SHOWN_CHARS = 100  # of a value quoted in a warning
+UNSEEN = "(unseen)"  # a category value the model did not see in training, as the score log keeps it
+
+
+# Text pydantic would read as seconds since 1970 (or a year alone): digits, a sign, a fraction.
+_NUMERIC_TEXT = re.compile(r"\s*[+-]?\d+(\.\d*)?\s*")
 
 
 def _timestamp_not_number(value: object) -> object:
-    # pydantic would read a number as seconds since 1970; the schema says ISO 8601 text, and a
-    # CRM sending a number has most likely sent the wrong field.
+    # pydantic would read a number, or text of one ("1717232400"), as seconds since 1970; the
+    # schema says ISO 8601 text, and a CRM sending a number has most likely sent the wrong field.
     if isinstance(value, (int, float)):
         raise ValueError("must be an ISO 8601 timestamp (text), not a number")
+    if isinstance(value, str) and _NUMERIC_TEXT.fullmatch(value):
+        raise ValueError("must be an ISO 8601 timestamp such as 2024-03-01T10:00:00Z, not a number written as text")
     return value
 
 
-Timestamp = Annotated[datetime, BeforeValidator(_timestamp_not_number)]
-"""A datetime given as ISO 8601 text (or a datetime in Python); numbers are refused."""
+def _representable_in_utc(value: datetime) -> datetime:
+    # 0001-01-01T00:00:00+14:00 is a valid ISO 8601 time whose UTC falls before year 1, which
+    # Python cannot hold: converting it raises OverflowError, which would be a 500.
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range: in UTC it falls outside the years 1 to 9999") from None
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp_not_number), AfterValidator(_representable_in_utc)]
+"""A datetime given as ISO 8601 text (or a datetime in Python); numbers and numeric text are refused."""
 
 # What `not_in_the_future` enforces, for the JSON Schema of the fields it checks (the service's
 # OpenAPI document): `formatMinimum` as JSON Schema's format-annotation proposal and ajv spell it;
@@ -98,7 +117,14 @@ class InteractionIn(BaseModel):
 
     type: Annotated[str, Field(min_length=1, max_length=100, description="Interaction type, e.g. pricing_page_view")]
     occurred_at: Annotated[Timestamp, Field(description=NAIVE_TIME)]
-    channel: str | None = None
+    channel: str | None = Field(
+        default=None, description="The event's channel; splits a type the model's lead schema splits (split_by)"
+    )
+    properties: dict[str, AttributeValue] | None = Field(
+        default=None,
+        description="Event property -> number (e.g. pages: 4), named as the model's properties or as the export's "
+        "columns; read by the model's lead schema (number marks, missing tokens); null or left out: missing.",
+    )
 
     @field_validator("occurred_at")
     @classmethod
@@ -236,7 +262,9 @@ def score_lead_with_features(
 
     Returns:
         (the score, feature name -> value: str or None for categories, float, NaN when
-        missing, for numbers).
+        missing, for numbers). A category value unseen in training is `UNSEEN`: the model
+        scored it as unknown, and free text a client put there (an email in a job title) must
+        not reach the score log, where `leadscore forget` could not find it.
 
     Raises:
         LeadRejected: As `score_lead`.
@@ -259,14 +287,21 @@ def score_lead_with_features(
     times: list[int] = []
     types: list[str] = []
     future = early = untyped = 0
+    # Property -> value per kept event, aligned with `times` (NaN where an event has none).
+    properties: dict[str, list[float]] = {name: [] for name in spec.properties}
+    unused_properties: set[str] = set()
     for i, event in enumerate(lead.interactions):
         occurred_at, problem = schema.instant(event.occurred_at, zone=schema.interaction_timezone)
         if occurred_at is None:
             raise LeadRejected(f"interactions.{i}.occurred_at", problem or "cannot be read")
-        event_type = schema.interaction_type(event.type)
+        event_type = schema.interaction_type(event.type, event.channel)
         if event_type is None:  # only whitespace: training sets such a row aside ("have no type")
             untyped += 1
             continue
+        read, unused, property_problems = schema.normalise_event_properties(event.properties or {}, f"interactions.{i}.properties")
+        if property_problems:
+            raise LeadRejected(property_problems[0].field, property_problems[0].reason)
+        unused_properties.update(unused)
         t = int(occurred_at.timestamp())
         if t < created_s:
             early += 1
@@ -275,6 +310,8 @@ def score_lead_with_features(
             future += 1
         times.append(t)
         types.append(event_type)
+        for name, column in properties.items():
+            column.append(read.get(name, math.nan))
     if untyped:
         warnings.append(f"interactions: {untyped} without a type ignored")
     if early:
@@ -283,9 +320,11 @@ def score_lead_with_features(
         warnings.append(f"interactions: {future} after as_of not seen by this score")
     if not spec.interactions and types:
         warnings.append(f"interactions: {len(types)} ignored: this model was trained on a static export (attributes only)")
-    unknown = sorted({t for t in types if t not in spec.interaction_types}) if spec.interactions else []
+    unknown = sorted({t for t in types if counted_as(t, spec) is None}) if spec.interactions else []
     if unknown:
         warnings.append(f"interactions: types outside the vocabulary counted as other: {_listed(unknown)}")
+    if unused_properties:
+        warnings.append(f"interactions: properties not used by this model: {_listed(sorted(unused_properties))}")
 
     if extra:
         warnings.append(f"attributes not used by this model: {_listed(sorted(extra))}")
@@ -293,10 +332,12 @@ def score_lead_with_features(
     if missing:
         warnings.append(f"attributes missing, scored as unknown: {missing}")
 
-    rows = lead_features(created_s, attributes, times, types, as_of_s, spec)
-    for name, levels in model.meta.categorical_levels.items():
+    rows = lead_features(created_s, attributes, times, types, as_of_s, spec, properties)
+    unseen = []
+    for name in model.meta.categorical_levels:
         value = rows.categorical[name][0]
         if value is not None and value not in model._codes[name]:
+            unseen.append(name)
             shown = value if len(value) <= MAX_SHOWN_CHARS else value[:MAX_SHOWN_CHARS] + "..."
             warnings.append(f"attributes.{name}: value {shown!r} unseen in training, scored as unknown")
     matrix = model.encode(rows)
@@ -322,7 +363,7 @@ def score_lead_with_features(
         point_grid=GridOut(points=points, mql=bool(model.meta.grid.is_mql(points)), rules_fired=fired),
         warnings=warnings,
         model_version=model.meta.model_version,
-    ), values
+    ), {**values, **dict.fromkeys(unseen, UNSEEN)}
 
 
 def rounded_probability(probability: np.ndarray) -> np.ndarray:
@@ -348,8 +389,19 @@ def schema_applied(model: ScoringModel, leads: pd.DataFrame, interactions: pd.Da
             f"leads: {int(bad.sum())} value(s) of {column} the model's lead schema cannot read (e.g. lead_id {examples}): "
             "validate the tables first (features.contract.validate)"
         )
-    if schema.type_map and len(interactions):
-        interactions = interactions.assign(type=schema.interaction_type_column(interactions["type"]))
+    if (schema.type_map or schema.split_types) and len(interactions):
+        channels = interactions.get("channel")
+        interactions = interactions.assign(type=schema.interaction_type_column(interactions["type"], channels))
+    for prop in schema.event_properties:
+        if prop.name in interactions:
+            values, bad = schema.event_property_column(interactions[prop.name], prop.name)
+            if bad.any():
+                examples = interactions.loc[bad, "lead_id"].astype(str).head(3).tolist()
+                raise ValueError(
+                    f"interactions: {int(bad.sum())} value(s) of the property {prop.name} the model's lead schema cannot read "
+                    f"(e.g. lead_id {examples}): validate the tables first"
+                )
+            interactions = interactions.assign(**{prop.name: values})
     return leads, interactions
 
 

@@ -28,15 +28,20 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+from scipy import sparse
 
 logger = logging.getLogger(__name__)
 
 # 2^7 patterns: every tree of depth <= 3 (the project's default, `training.config`) fits.
 DEFAULT_MAX_NODES = 7
-# LightGBM's `kZeroThreshold`: with missing type "Zero", |value| <= this is missing.
-_ZERO_THRESHOLD = 1e-35
-# Rows explained at once: the gathered (rows x table entries) arrays stay in cache-sized pieces.
+# LightGBM's `kZeroThreshold` (the float literal 1e-35f): its predict reads a dense row as sparse,
+# so a value within it of zero is 0.0 at every node (and missing at a "Zero" node).
+_ZERO_THRESHOLD = float(np.float32(1e-35))
+# Rows explained at once: the (table entries x rows) temporaries stay a few MB (cache-sized);
+# measured faster per row than 64 or 1,000 rows on the benchmark model.
 _CHUNK_ROWS = 256
+# Up to this many rows (one lead, a small request) the sums go through bincount, past it a sparse product.
+_FEW_ROWS = 16
 # Below this many rows `pred_contrib` of deep trees runs on one thread (as `model.bundle` predicts).
 _SINGLE_THREAD_ROWS = 2_000
 
@@ -131,7 +136,9 @@ class ExactContributions:
         if matrix.ndim != 2 or matrix.shape[1] != self.n_features:
             raise ValueError(f"expected a matrix of {self.n_features} feature columns, got shape {matrix.shape}")
         n = matrix.shape[0]
-        if self._entry_feature.size and n:
+        if self._entry_feature.size and 0 < n <= _CHUNK_ROWS:
+            out = self._tabulated(matrix)
+        elif self._entry_feature.size and n:
             out = np.concatenate([self._tabulated(matrix[start : start + _CHUNK_ROWS]) for start in range(0, n, _CHUNK_ROWS)])
         else:
             out = np.zeros((n, self.n_features + 1))
@@ -157,6 +164,8 @@ class ExactContributions:
                 group.append(_decision_group(node))
                 categories.append(node.categories)
         self._n_slots = len(trees) * width
+        # Node m of a tree is bit m of its pattern; bytes while they fit (up to 8 nodes).
+        self._slot_bits = np.tile(1 << np.arange(width), len(trees)).astype(np.uint8 if width <= 8 else np.uint16)[:, None]
         slots, groups = np.asarray(slot, dtype=np.intp), np.asarray(group)
         features, thresholds = np.asarray(feature, dtype=np.intp), np.asarray(threshold, dtype=np.float64)
         # One group per way LightGBM decides: each costs one or two whole-array operations.
@@ -165,16 +174,19 @@ class ExactContributions:
             chosen = groups == kind
             if chosen.any():
                 self._groups[kind] = (slots[chosen], features[chosen], thresholds[chosen][:, None])
-        chosen = groups == "cat"
-        if chosen.any():
-            cats = [categories[i] for i in np.flatnonzero(chosen)]
-            # One row of booleans per categorical node; the last column is "no listed category".
-            width_cat = max(max(c, default=0) for c in cats) + 2
-            lookup = np.zeros((len(cats), width_cat), dtype=bool)
-            for r, c in enumerate(cats):
-                lookup[r, list(c)] = True
-            offsets = (np.arange(len(cats)) * width_cat).astype(np.intp)[:, None]
-            self._groups["cat"] = (slots[chosen], features[chosen], lookup.ravel(), offsets, float(width_cat - 1))
+        # Categorical nodes: a row's code is computed once per feature, then each node reads its
+        # decision from its row of a look-up table (its category set; the last column is "no
+        # listed category"), all nodes at once.
+        self._categorical: tuple[Any, ...] | None = None
+        chosen = np.flatnonzero(groups == "cat")
+        if chosen.size:
+            cat_features, position = np.unique(features[chosen], return_inverse=True)
+            outside = max(max(categories[i], default=0) for i in chosen) + 1
+            lookup = np.zeros((len(chosen), outside + 1), dtype=np.uint8)
+            for r, i in enumerate(chosen):
+                lookup[r, list(categories[i])] = 1
+            offsets = (np.arange(len(chosen)) * (outside + 1)).astype(np.intp)[:, None]
+            self._categorical = (slots[chosen], cat_features, position, lookup.ravel(), offsets, float(outside))
         # Table entries (tree, local feature) ordered by feature, trees in order within one.
         tables, base, entry_tree, entry_offset, entry_feature = [], 0, [], [], []
         for t, tree in enumerate(trees):
@@ -190,17 +202,22 @@ class ExactContributions:
         self._entry_feature = np.asarray(entry_feature, dtype=np.intp)[order]
         self._entry_tree = np.asarray(entry_tree, dtype=np.intp)[order]
         self._entry_offset = np.asarray(entry_offset, dtype=np.intp)[order][:, None]
-        self._cells: tuple[int, np.ndarray] = (0, np.zeros(0, dtype=np.intp))
+        # (features + 1, entries) ones: its product with the (entries, rows) table values adds each
+        # feature's entries in entry order, the trees in LightGBM's order.
+        n_entries = len(self._entry_feature)
+        self._to_features = sparse.csr_matrix(
+            (np.ones(n_entries), (self._entry_feature, np.arange(n_entries))), shape=(self.n_features + 1, n_entries)
+        )
 
     def _patterns(self, columns: np.ndarray) -> np.ndarray:
         """(trees, rows) decision pattern of every tabulated tree: bit m set when node m goes left.
 
         Args:
-            columns: The rows' features as (n_features, rows), C-contiguous: gathering the
-                features of many nodes then copies whole rows of memory.
+            columns: The rows' features as (n_features, rows), C-contiguous, values within
+                `_ZERO_THRESHOLD` of zero already 0.0.
         """
         n = columns.shape[1]
-        left = np.zeros((self._n_slots, n), dtype=np.uint8)
+        left = np.zeros((self._n_slots, n), dtype=self._slot_bits.dtype)
         # NaN compares False both ways: `<=` sends it right, `not >` sends it left.
         if "le" in self._groups:
             slots, features, thresholds = self._groups["le"]
@@ -212,35 +229,30 @@ class ExactContributions:
             if group in self._groups:
                 slots, features, thresholds = self._groups[group]
                 values = columns[features]
-                is_missing = np.isnan(values) | (np.abs(values) <= _ZERO_THRESHOLD)
-                left[slots] = np.where(is_missing, default_left, values <= thresholds)
-        if "cat" in self._groups:
-            slots, features, lookup, offsets, outside = self._groups["cat"]
+                left[slots] = np.where(np.isnan(values) | (values == 0.0), default_left, values <= thresholds)
+        if self._categorical is not None:
+            slots, cat_features, position, lookup, offsets, outside = self._categorical
             # As LightGBM: the code is the value truncated to an int; NaN, negative or unlisted go right.
-            codes = np.trunc(columns[features])
+            codes = np.trunc(columns[cat_features])
             listed = (codes >= 0) & (codes < outside)  # False for NaN
-            left[slots] = lookup[np.where(listed, codes, outside).astype(np.intp) + offsets]
-        bits = left.reshape(-1, self._width, n)
-        # Bytes while they fit (up to 8 nodes): the shifts and gathers move an eighth of the memory.
-        pattern: np.ndarray = bits[:, 0].astype(np.uint8 if self._width <= 8 else np.intp)
-        for m in range(1, self._width):
-            pattern |= bits[:, m].astype(pattern.dtype) << m
-        return pattern
+            column = np.where(listed, codes, outside).astype(np.intp)
+            left[slots] = lookup.take(column[position] + offsets)
+        left *= self._slot_bits
+        patterns: np.ndarray = np.bitwise_or.reduce(left.reshape(-1, self._width, n), axis=1)
+        return patterns
 
     def _tabulated(self, chunk: np.ndarray) -> np.ndarray:
         """(rows, n_features + 1) sums over the tabulated trees of their table rows (bias column 0)."""
-        n, width = chunk.shape[0], self.n_features + 1
-        patterns = self._patterns(np.ascontiguousarray(chunk.T))
+        columns = chunk.T.copy()  # (features, rows): gathering node features copies whole rows
+        columns[np.abs(columns) <= _ZERO_THRESHOLD] = 0.0  # as LightGBM reads a dense row (NaN stays NaN)
+        patterns = self._patterns(columns)
         values = self._table.take(patterns[self._entry_tree] + self._entry_offset)  # (entries, rows)
-        # bincount adds in entry order: per feature, the trees in LightGBM's order.
-        return np.bincount(self._cells_for(n), weights=values.ravel(), minlength=n * width).reshape(n, width)
-
-    def _cells_for(self, n: int) -> np.ndarray:
-        """Output cell (row * (n_features + 1) + feature) of every (entry, row), entries first; kept for the last n."""
-        if self._cells[0] != n:
-            width = self.n_features + 1
-            self._cells = (n, (self._entry_feature[:, None] + np.arange(0, n * width, width)).ravel())
-        return self._cells[1]
+        n, width = chunk.shape[0], self.n_features + 1
+        if n <= _FEW_ROWS:
+            # bincount adds in entry order as the sparse product does, without its fixed cost.
+            cells = (self._entry_feature[:, None] + np.arange(0, n * width, width)).ravel()
+            return np.bincount(cells, weights=values.ravel(), minlength=n * width).reshape(n, width)
+        return np.ascontiguousarray(np.asarray(self._to_features @ values).T)
 
 
 def _decision_group(node: _Node) -> str:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -129,7 +130,7 @@ def bundle_location() -> tuple[Path, str, str | None]:
     if configured is not None:
         return configured, f"${BUNDLE_ENV}", None
     try:
-        from model.registry import champion_bundle_path, registry_from_env
+        from model.registry import RegistryError, champion_bundle_path, registry_from_env
     except ModuleNotFoundError as exc:
         if exc.name != "model.registry":
             raise
@@ -141,6 +142,11 @@ def bundle_location() -> tuple[Path, str, str | None]:
         path, version = champion_bundle_path(registry)
     except LookupError as exc:
         raise BundleLoadError(f"{BUNDLE_ENV} is not set and the registry has no champion: {exc}") from None
+    except RegistryError as exc:
+        raise BundleLoadError(
+            f"{BUNDLE_ENV} is not set and the registry's champion cannot be read: {exc}; set {BUNDLE_ENV} to a "
+            "bundle folder, or MLFLOW_TRACKING_URI to the registry"
+        ) from None
     return path, f"registry {registry.model_name} version {version}", version
 
 
@@ -298,6 +304,10 @@ class LeadScoring:
         # request log is INFO. Set at start-up, not import, so importing this module configures nothing.
         logger.setLevel(logging.INFO)
         settings: Settings = load_settings()
+        # MLflow keeps its SQL connections open per URI: a registry file restored by renaming
+        # (cp saved.db tmp && mv tmp mlflow.db) stays unseen behind them, and every poll fails
+        # until a restart. Without a pool each poll (one query) opens the file as it is now.
+        os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
         self.poll_seconds = settings.poll_seconds
         self.max_body_bytes = settings.max_body_bytes
         self.api_keys: ApiKeys = load_api_keys()
@@ -507,17 +517,13 @@ class LeadScoring:
                 f"this service serves a bundle folder (${BUNDLE_ENV}), not the registry: reload a folder with "
                 '{"bundle": PATH}, or unset ' + BUNDLE_ENV + " to serve the registry's champion"
             )
-        from mlflow.exceptions import MlflowException
-
-        from model.registry import download_version, registry_from_env
+        from model.registry import RegistryError, download_version, registry_from_env
 
         registry = registry_from_env()
         try:
             path = download_version(registry, version)
-        except (MlflowException, OSError) as exc:
-            raise BundleRejected(
-                f"registry {registry.model_name} version {version}: cannot download it: {exc}"
-            ) from exc
+        except RegistryError as exc:
+            raise BundleRejected(str(exc)) from exc
         return path, f"registry {registry.model_name} version {version}", version
 
     def _follow_champion(self) -> None:
@@ -528,7 +534,7 @@ class LeadScoring:
         seen = self.served.registry_version
         while not self._stop.wait(self.poll_seconds):
             try:
-                current = champion_version(registry)
+                current = champion_version(registry, must_exist=True)
             except Exception as exc:  # noqa: BLE001 - a registry that is down now may be up at the next poll
                 logger.warning("champion poll: registry %s unreachable: %s", registry.resolved_tracking_uri(), exc)
                 continue

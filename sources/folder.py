@@ -18,10 +18,21 @@ from features.spec import FeatureSpec
 
 
 def _read_table(directory: Path, stem: str, required: bool = True) -> pd.DataFrame | None:
+    """The table `stem` of the folder, None when there is none and it is not `required`.
+
+    Raises:
+        ContractError: A required table is missing or has no rows (a header only), or a file
+            has not even a header, naming the file.
+    """
     for suffix, reader in ((".parquet", pd.read_parquet), (".csv", _read_csv), (".csv.gz", _read_csv)):
         path = directory / f"{stem}{suffix}"
         if path.exists():
-            return reader(path)
+            table = reader(path)
+            # Interactions may be a header only (none recorded); leads may not, nor any table be void.
+            if table.empty and (required or not len(table.columns)):
+                what = "no rows, only a header" if len(table.columns) else "no header and no rows"
+                raise ContractError(f"{path}: {what}: nothing to read")
+            return table
     if not required:
         return None
     raise ContractError(f"{directory}: no {stem}.parquet, {stem}.csv or {stem}.csv.gz")
@@ -33,7 +44,10 @@ def _no_interactions() -> pd.DataFrame:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     # Everything as text: the contract, not pandas' guessing, decides what a column is.
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:  # not even a header: the same as no rows, for the caller to name
+        return pd.DataFrame()
 
 
 META_FILE = "meta.json"

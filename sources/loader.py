@@ -50,7 +50,8 @@ from features.contract import (
 )
 from features.schema import AttributeColumn, LeadSchema, TimeRule, merged_type_map, parse_time_column
 from features.snapshots import OBSERVED_UNTIL
-from features.spec import FeatureSpec
+from features.spec import FeatureSpec, PropertyAggregate
+from features.vocabulary import PROPERTY_AGGREGATES, type_slug
 
 TRUE_WORDS: tuple[str, ...] = ("1", "yes", "y", "true", "t")
 FALSE_WORDS: tuple[str, ...] = ("0", "no", "n", "false", "f")
@@ -508,6 +509,41 @@ class ColumnRoles(BaseModel):
     recorded_at: dict[str, TimeColumn] = Field(default_factory=dict)
 
 
+class EventProperty(BaseModel):
+    """A numeric column of an event table, aggregated per window into features; a plain string is the column.
+
+    Attributes:
+        column: Column name in the source (read by the lead schema's number rule, with the
+            source's CSV decimal and thousands marks).
+        aggregate: Which aggregates become features: "sum", "max" or both.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field(min_length=1)
+    aggregate: list[PropertyAggregate] = Field(default_factory=lambda: _every_aggregate(), min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _column_shorthand(cls, value: object) -> object:
+        return {"column": value} if isinstance(value, str) else value
+
+    @field_validator("aggregate")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"aggregate lists {value}: each of {list(PROPERTY_AGGREGATES)} at most once")
+        return value
+
+
+def _every_aggregate() -> list[PropertyAggregate]:
+    return ["sum", "max"]
+
+
+# Columns of the mapped interactions a property may not be named after.
+_INTERACTION_COLUMNS = frozenset({"lead_id", "occurred_at", "type", "channel"})
+
+
 class InteractionTable(BaseModel):
     """One event table; all of them are unioned into the interactions.
 
@@ -520,6 +556,12 @@ class InteractionTable(BaseModel):
         type_map: Source value -> interaction type (e.g. "Email Opened": email_open); values
             not listed are kept as they are and counted as other events.
         channel: Optional column holding the channel.
+        properties: Property name (snake_case; features are named after it, `sum_pages_7d`)
+            -> a numeric column of this table and its aggregates (`EventProperty`).
+        split_by: A categorical column whose values split each type of this table into
+            "<type>__<value>" types (`email_click__newsletter`); it is the events' channel, so a
+            served interaction's `channel` splits it the same way. Splits rarer than the
+            vocabulary's `min_events` count as their type.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -531,6 +573,8 @@ class InteractionTable(BaseModel):
     type_constant: str | None = None
     type_map: dict[str, str] = Field(default_factory=dict)
     channel: str | None = None
+    properties: dict[str, EventProperty] = Field(default_factory=dict)
+    split_by: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_type(self) -> InteractionTable:
@@ -538,7 +582,26 @@ class InteractionTable(BaseModel):
             raise ValueError("give exactly one of type (a column) or type_constant (one type for every row)")
         if self.type_map and self.type is None:
             raise ValueError("type_map maps the values of the type column; it needs type, not type_constant")
+        if self.split_by is not None and self.channel is not None and self.split_by != self.channel:
+            raise ValueError(
+                f"split_by: {self.split_by!r} and channel: {self.channel!r}: the split column is the events' channel; give one of them"
+            )
+        for name, prop in self.properties.items():
+            if type_slug(name) != name or name in _INTERACTION_COLUMNS:
+                raise ValueError(f"properties.{name}: a property name is snake_case and not one of {sorted(_INTERACTION_COLUMNS)} (e.g. {type_slug(name)!r})")
+            roles = {self.lead_id: "lead_id", self.occurred_at.column: "occurred_at", self.type: "type", self.split_by or self.channel: "split_by/channel"}
+            if prop.column in roles:
+                raise ValueError(f"properties.{name}.column: {prop.column!r} is this table's {roles[prop.column]} column")
+        columns = [p.column for p in self.properties.values()]
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise ValueError(f"properties: column(s) {repeated} used by two properties")
         return self
+
+    @property
+    def channel_column(self) -> str | None:
+        """The column mapped to the events' channel: `split_by`, else `channel`."""
+        return self.split_by or self.channel
 
 
 class AttributeTable(BaseModel):
@@ -651,6 +714,16 @@ class DataConfig(BaseModel):
                     f"columns {names[name]!r} and {column!r} both become feature {name!r}; give one a name in columns.rename"
                 )
             names[name] = column
+        aggregates: dict[str, tuple[str, list[str]]] = {}
+        for i, events in enumerate(self.interactions):
+            for name, prop in events.properties.items():
+                if name in aggregates and sorted(aggregates[name][1]) != sorted(prop.aggregate):
+                    first, wanted = aggregates[name]
+                    raise ValueError(
+                        f"interactions.{i}.properties.{name}.aggregate: {prop.aggregate}, but {first} gives {wanted}; "
+                        "a property aggregates one way over all its events"
+                    )
+                aggregates.setdefault(name, (f"interactions.{i}.properties.{name}", list(prop.aggregate)))
         for i, table in enumerate(self.attributes):
             brought = [table.prefix + c for c in table.columns]
             undeclared = [c for c in brought if c not in declared]
@@ -689,8 +762,13 @@ class DataConfig(BaseModel):
                 "numeric": [self.feature_name(c) for c in cols.numeric],
                 "email_column": self.feature_name(cols.email) if cols.email else None,
                 "interactions": not self.is_static,
+                "properties": self.event_properties(),
             }
         )
+
+    def event_properties(self) -> dict[str, list[PropertyAggregate]]:
+        """Property -> its aggregates, over every event table that declares it."""
+        return {name: list(prop.aggregate) for table in self.interactions for name, prop in table.properties.items()}
 
     def lead_schema(self) -> LeadSchema:
         """How this export's raw lead values are read, for training and serving alike.
@@ -724,7 +802,29 @@ class DataConfig(BaseModel):
             else TimeRule(source="created_at"),
             interaction_timezone=zones.pop() if len(zones) == 1 else None,
             type_map=merged_type_map((f"data.interactions.{i}", t.type_map) for i, t in enumerate(self.interactions)),
+            event_properties=self._event_property_columns(),
         )
+
+    def _event_property_columns(self) -> list[AttributeColumn]:
+        """How each event property is read: its column and its source's number marks.
+
+        Raises:
+            ValueError: Two tables read one property with different number marks (a served
+                interaction does not say which table it is from).
+        """
+        columns: dict[str, tuple[str, AttributeColumn]] = {}
+        for i, table in enumerate(self.interactions):
+            options = table.source.csv if table.source.kind == "csv" else None
+            for name, prop in table.properties.items():
+                column = AttributeColumn(
+                    source=prop.column, name=name, kind="number",
+                    decimal=options.decimal if options else ".", thousands=options.thousands if options else None,
+                )
+                key = f"data.interactions.{i}.properties.{name}"
+                if name in columns and (columns[name][1].decimal, columns[name][1].thousands) != (column.decimal, column.thousands):
+                    raise ValueError(f"{key}: read with other number marks than {columns[name][0]}; a served value says no table")
+                columns.setdefault(name, (key, column))
+        return [column for _, column in columns.values()]
 
     def _source_of(self, column: str) -> Source:
         """The source a declared column is read from: an attribute table's, else the leads'."""
@@ -1190,8 +1290,11 @@ def _interaction_plan(i: int, table: InteractionTable) -> list[ColumnPlan]:
     ]
     if table.type is not None:
         plan.append(ColumnPlan(table.type, "type", "type", f"{key}.type", type_map=table.type_map))
-    if table.channel is not None:
-        plan.append(ColumnPlan(table.channel, "channel", "category", f"{key}.channel"))
+    if table.channel_column is not None:
+        which = "split_by" if table.split_by is not None else "channel"
+        plan.append(ColumnPlan(table.channel_column, "channel", "category", f"{key}.{which}"))
+    for name, prop in table.properties.items():
+        plan.append(ColumnPlan(prop.column, name, "number", f"{key}.properties.{name}.column"))
     return plan
 
 
@@ -1355,7 +1458,10 @@ def load_project_data(data: DataConfig, spec: FeatureSpec, leads_path: Path | No
         report, quarantine = rejections.merge_into(static.report, static.quarantine, mapping_report)
         dataset: Dataset | StaticDataset = StaticDataset(leads=static.leads, quarantine=quarantine, report=report, schema=static.schema)
     else:
-        interactions = _read_interactions(data, unused, sources)
+        interactions, split_types = _read_interactions(data, unused, sources, mapping_report)
+        if split_types:
+            # A new model, not model_copy: the look-up tables cached on the schema must not follow.
+            schema = LeadSchema.model_validate({**schema.model_dump(), "split_types": split_types})
         timed = validate(leads.drop(columns=["converted"], errors="ignore"), interactions, spec, exported_at, schema=schema)
         report, quarantine = rejections.merge_into(timed.report, timed.quarantine, mapping_report)
         dataset = Dataset(leads=timed.leads, interactions=timed.interactions, quarantine=quarantine, report=report, end=timed.end, schema=timed.schema)
@@ -1435,21 +1541,57 @@ def _reject_bad_outcomes(leads: pd.DataFrame, data: DataConfig, rejections: _Rej
     return leads.drop(columns=[*masks, _RAW_OUTCOME], errors="ignore")
 
 
-def _read_interactions(data: DataConfig, unused: dict[str, list[str]], sources: dict[str, str]) -> pd.DataFrame:
-    """Every event table mapped to `lead_id`, `occurred_at`, `type` (and `channel`), unioned."""
+def _read_interactions(
+    data: DataConfig, unused: dict[str, list[str]], sources: dict[str, str], report: ValidationReport
+) -> tuple[pd.DataFrame, list[str]]:
+    """Every event table mapped to `lead_id`, `occurred_at`, `type` (and `channel`, properties), unioned.
+
+    A property value that is no number is kept as missing and counted in `report`; the types of
+    a table with `split_by` are split by its channel (`LeadSchema.interaction_type_column`).
+
+    Returns:
+        (the interactions, the types split by their channel: what the lead schema stores).
+
+    Raises:
+        SourceError: A type split in one table comes with a channel, unsplit, from another
+            (a served interaction could not be read both ways).
+    """
     missing = data.columns.missing_values
     parts = []
+    split: dict[str, str] = {}  # split type -> the table splitting it
     for i, table in enumerate(data.interactions):
         key = f"data.interactions.{i}"
         events, unused[key] = read_mapped(table.source, _interaction_plan(i, table), missing, key)
         sources[key] = table.source.describe()
+        for name, prop in table.properties.items():
+            bad = events.get(_BAD_PREFIX + name)
+            if bad is not None and bad.any():
+                examples = events.loc[bad, "lead_id"].astype(str).head(_EXAMPLES).tolist()
+                report.breaches.append(
+                    RuleBreach(key, f"have a non-numeric or infinite {prop.column!r} (properties.{name})", int(bad.sum()),
+                               examples, action="kept, value set to missing")
+                )
         events = events.drop(columns=[c for c in events.columns if c.startswith(_BAD_PREFIX)])
         if table.type_constant is not None:
             events["type"] = pd.Categorical([table.type_constant] * len(events))
+        if table.split_by is not None:
+            types = sorted(str(t) for t in events["type"].dropna().unique())
+            split.update({t: key for t in types if t not in split})
+            events["type"] = LeadSchema(split_types=types).interaction_type_column(events["type"], events["channel"])
         parts.append(events)
+    for i, (table, events) in enumerate(zip(data.interactions, parts, strict=True)):
+        if table.split_by is None and "channel" in events:
+            clash = events["type"].isin(list(split)) & events["channel"].notna()
+            if clash.any():
+                event_type = str(events.loc[clash, "type"].iloc[0])
+                raise SourceError(
+                    f"data.interactions.{i}: {int(clash.sum())} events of type {event_type!r} have a channel, "
+                    f"which {split[event_type]}.split_by splits; a served one would be split: give this table split_by too"
+                )
     if not parts:
-        return pd.DataFrame({"lead_id": pd.Series(dtype="string"), "occurred_at": pd.Series(dtype="datetime64[ns, UTC]"), "type": pd.Series(dtype="string")})
+        empty = pd.DataFrame({"lead_id": pd.Series(dtype="string"), "occurred_at": pd.Series(dtype="datetime64[ns, UTC]"), "type": pd.Series(dtype="string")})
+        return empty, []
     types = union_categoricals([_object_levels(p["type"].astype("category")) for p in parts], ignore_order=True)
     events = pd.concat([p.drop(columns=["type"]) for p in parts], ignore_index=True)
     events["type"] = types
-    return events
+    return events, sorted(split)

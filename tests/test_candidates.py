@@ -128,3 +128,41 @@ def test_the_served_timed_model_is_trained_through_the_matured_label_cutoff(trai
     assert n_matured > sum(training_result.split["n_snapshots"].values())  # the boundary snapshots too
     assert served.booster.current_iteration() == training_result.model.booster.current_iteration()
     assert served.meta.training["measured_on"]["created_from"] >= training_result.split["test_start"]
+
+
+def test_the_service_scoring_path_scores_and_explains_a_linear_bundle(static_export, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from model.scoring import LeadIn, score_lead
+
+    data = _ordered(static_export(900, 7).drop(columns=["status"]))
+    result, _ = _train(data, ["linear_slopes"])
+    model = ScoringModel.load(result.model.save(tmp_path / "bundle"))
+    lead = LeadIn(lead_id="L-1", created_at=datetime(2025, 1, 2, tzinfo=UTC),
+                  attributes={"source": "Referral", "minutes": 25.0, "visits": 4})  # fmt: skip
+    out = score_lead(model, lead, datetime(2025, 1, 3, tzinfo=UTC), with_reasons=True)
+    assert 0.0 < out.probability < 1.0 and out.model_version == model.meta.model_version
+    rows = lead_attribute_rows(pd.DataFrame([{"source": "Referral", "minutes": 25.0, "visits": 4.0}]), SPEC)
+    assert out.probability == pytest.approx(float(model.probability(model.encode(rows))[0]), abs=1e-4)
+    assert out.reasons is not None and out.reasons["up"]  # a referral with a long visit: reasons up
+
+
+def test_the_drift_guard_names_the_feature_that_moved_and_its_range() -> None:
+    from features.engine import FeatureRows
+    from training.drift import drift_report
+
+    rng = np.random.default_rng(3)
+
+    def rows(n: int, low: float, high: float) -> FeatureRows:
+        return FeatureRows(
+            categorical={"source": rng.choice(np.array(["Google", "Referral"], dtype=object), n)},
+            numeric={"minutes": rng.uniform(low, high, n), "visits": rng.poisson(2, n).astype(float)},
+        )
+
+    report = drift_report(rows(1500, 0, 10), rows(500, 5, 20), SPEC)
+    assert report.adversarial_auc > 0.8
+    assert report.shifted[0][0] == "minutes"
+    assert report.out_of_range["minutes"] == pytest.approx(2 / 3, abs=0.06)
+    assert "visits" not in report.out_of_range or report.out_of_range["visits"] < 0.05
+    steady = drift_report(rows(1500, 0, 10), rows(500, 0, 10), SPEC)
+    assert steady.adversarial_auc < 0.6 and "little shift" in steady.lines()[0]

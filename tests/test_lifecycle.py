@@ -10,7 +10,7 @@ import pytest
 from sources.grids import load_grid
 from training.config import ProjectConfig
 from model.registry import RegistryConfig
-from model.registry import champion_version, rollback_champion
+from model.registry import RegistryError, champion_version, rollback_champion
 from training.lifecycle import as_of_history, backtest
 
 DEFAULT_GRID = "default"  # the grid leadscore ships (sources/builtin_grids/default.yaml)
@@ -31,6 +31,10 @@ def test_retrain_then_rollback(training_result, simulated_dataset, tmp_path: Pat
 
     registry = RegistryConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "a"))
     config = ProjectConfig(registry=registry)
+    with pytest.raises(RegistryError, match="no such database"):  # a missing store is not created
+        rollback_champion(registry)
+    assert not (tmp_path / "mlflow.db").exists()
+    assert champion_version(registry) is None  # creates the empty registry: rollback reads an existing one
     with pytest.raises(LookupError, match="nothing to roll back"):
         rollback_champion(registry)
     assert log_training_run(training_result, simulated_dataset, config).promoted

@@ -163,7 +163,9 @@ def awkward_rows(n: int = 400, seed: int = 5) -> np.ndarray:
     """Rows LightGBM decides on by its special rules: NaN, +-0, tiny, infinite, negative and unseen codes."""
     x, _ = synthetic_data(n, seed)
     rng = np.random.default_rng(seed)
-    specials = np.array([np.nan, 0.0, -0.0, 1e-40, -1e-40, np.inf, -np.inf, -1.0, -0.5, 2.7, 31.0, 1e12, 2.0**31])
+    zero = float(np.float32(1e-35))  # LightGBM's zero threshold, a float literal
+    specials = np.array([np.nan, 0.0, -0.0, 1e-40, -1e-40, zero, -zero, np.nextafter(zero, 1), -np.nextafter(zero, 1),
+                         np.inf, -np.inf, -1.0, -0.5, 2.7, 31.0, 1e12, 2.0**31])
     mask = rng.random(x.shape) < 0.3
     x[mask] = rng.choice(specials, mask.sum())
     return x

@@ -136,7 +136,8 @@ def _fit_linear_candidate(
     weights = recency_weights(len(y), candidate.half_life, order)
     model, best = _fit_family(candidate, matrix, y, weights, spec, levels, config, None)
     identity = Calibration(method="platt", a=1.0, b=0.0)
-    return FittedCandidate(candidate, model, levels, identity, best, identity.apply(model.predict(matrix[newest], raw_score=True)), {})
+    newest_raw = np.asarray(model.predict(matrix[newest], raw_score=True))
+    return FittedCandidate(candidate, model, levels, identity, best, identity.apply(newest_raw), {})
 
 
 def refit_candidate(

@@ -124,11 +124,10 @@ class ProjectConfig(BaseModel):
             return self
         derived = self.data.feature_spec(self.features)
         given = self.features.model_fields_set if "features" in self.model_fields_set else set()
-        for key in ("categorical", "numeric", "email_column"):
+        for key in ("categorical", "numeric", "email_column", "properties"):
             if key in given and getattr(self.features, key) != getattr(derived, key):
-                raise ValueError(
-                    f"features.{key}: leave it out when data: is given; data.columns declares the lead attributes"
-                )
+                where = "data.interactions[].properties declares the event properties" if key == "properties" else "data.columns declares the lead attributes"
+                raise ValueError(f"features.{key}: leave it out when data: is given; {where}")
         if self.data.interactions and not {"interaction_types", "learn_types"} & given:
             # An export as it comes: its own event types become feature families (features.learn_types).
             derived = derived.model_copy(update={"learn_types": VocabularyRule()})

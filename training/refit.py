@@ -69,6 +69,8 @@ def refit_on_matured(
     levels = category_levels(rows, spec)
     matrix = encode_matrix(rows, names, levels)
     measured = result.model
+    if not isinstance(measured.booster, lgb.Booster):
+        raise TypeError(f"refit_on_matured: the measured model is {measured.meta.model_family}; run_training fits LightGBM")
     trees = measured.booster.current_iteration()
     train_set = lgb.Dataset(matrix, y, feature_name=names, categorical_feature=[names.index(c) for c in spec.categorical_features()])
     booster = lgb.train(lightgbm_params(config, names), train_set, num_boost_round=trees)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -74,7 +75,11 @@ def report_validation(dataset: Any, console: Console, quarantine_out: Path | Non
     if len(dataset.quarantine):
         target = quarantine_out or DEFAULT_QUARANTINE
         target.parent.mkdir(parents=True, exist_ok=True)
-        dataset.quarantine.to_csv(target, index=False)
+        # Quarantined rows are raw CRM rows (emails, names): readable by their owner only.
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # a file that was there keeps its mode otherwise
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as sink:
+            dataset.quarantine.to_csv(sink, index=False)
         console.warn(f"  {len(dataset.quarantine)} rows set aside in {target}")
 
 
@@ -274,6 +279,7 @@ def train(request: TrainRequest, console: Console) -> None:
     """
     from tqdm import tqdm
 
+    from training.drift import drift_report
     from training.leakage import guard_input_for_dataset
     from training.metrics import metrics_table
     from training.pipeline import NotEnoughDataError, run_training
@@ -324,6 +330,8 @@ def train(request: TrainRequest, console: Console) -> None:
     console.say(f"\nTest period from {result.split['test_start'][:10]}: {result.split['n_snapshots']['test']} snapshots")
     console.say(metrics_table(result.metrics))
     console.say(dates_sentence(served.meta.training) or "")
+    for line in drift_report(result.train.rows, result.test.rows, spec, cfg.training.seed).lines():
+        console.say(line)
     if request.metrics_out:
         write_metrics_json(result, request.metrics_out)
         console.say(f"metrics written to {request.metrics_out}")
@@ -365,6 +373,7 @@ def train_static(
     """Train on a static export: leakage guard, ordered split or 5-fold CV, bundle, MLflow."""
     from tqdm import tqdm
 
+    from training.drift import static_drift
     from training.leakage import guard_input_for_static
     from training.metrics import metrics_table
     from training.pipeline import NotEnoughDataError
@@ -391,9 +400,14 @@ def train_static(
                 bar.update(1)
                 bar.write(f"  {message}")
 
+            notes: dict[str, Any] = {"leakage": {"flagged": leakage.flagged_columns(), "allowed": leakage.allowed, "excluded": leakage.excluded()}}
+            if plan.kind == "ordered_split":
+                drift = static_drift(data, spec, plan, cfg.training.seed)
+                for line in drift.lines():
+                    console.say(line)
+                notes["drift"] = drift.to_dict()
             result, selection = run_chosen_static_training(
-                data, spec, cfg.training, point_grid, plan, cfg.training.selection, progress,
-                training_notes={"leakage": {"flagged": leakage.flagged_columns(), "allowed": leakage.allowed, "excluded": leakage.excluded()}},
+                data, spec, cfg.training, point_grid, plan, cfg.training.selection, progress, training_notes=notes,
             )
     except NotEnoughDataError as error:
         raise WorkflowError(f"refusing to train: {error}") from error
@@ -618,10 +632,8 @@ def open_log(target: str | None) -> Any:
     target = target or load_settings().score_log
     if not target:
         raise WorkflowError(f"no score log: pass --log, or set {SCORE_LOG_ENV} as for the service")
-    if "://" not in target and not Path(target).is_file():
-        raise WorkflowError(f"score log {target}: no such file")
     try:
-        return open_score_log(target)
+        return open_score_log(target, create=False)
     except ScoreLogError as error:
         raise WorkflowError(str(error)) from error
 
