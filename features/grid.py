@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -357,10 +357,8 @@ def _run_process_group(command: list[str], env: dict[str, str]) -> int:
     child = subprocess.Popen(command, env=env, start_new_session=True)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(child.pid, signum)
-        except ProcessLookupError:
-            pass
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)

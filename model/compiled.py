@@ -22,8 +22,8 @@ import hashlib
 import logging
 import os
 import tempfile
-from importlib.metadata import version
 from enum import StrEnum
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,13 +109,13 @@ class CompiledForest:
             logger.info("compiling the model's %d trees to machine code (once per model and machine)", booster.num_trees())
             try:
                 _compile_into(text, booster.num_trees(), model_path, code_path)
-            except Exception as error:  # noqa: BLE001 - any compiler failure falls back to LightGBM
+            except Exception as error:
                 logger.warning("compiling the forest failed (%s): batch scoring uses LightGBM's predict", error)
                 return None
         try:
             model = lleaves.Model(model_file=str(model_path))
             model.compile(cache=str(code_path), raw_score=True, fblocksize=model.num_trees())
-        except Exception as error:  # noqa: BLE001 - a cache entry damaged by hand: fall back, say where
+        except Exception as error:
             logger.warning("the compiled forest in %s cannot be loaded (%s): batch scoring uses LightGBM's predict", folder, error)
             return None
         return cls(model, code_path)

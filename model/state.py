@@ -17,7 +17,6 @@ from pathlib import Path
 
 from model.settings import load_settings
 
-
 # How long a process waits for another one that created a secret file to finish writing it.
 _WRITE_WAIT_S = 5.0
 

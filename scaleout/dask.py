@@ -38,9 +38,11 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None) -
         with Client(scheduler) as client:
             yield client
         return
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        with Client(cluster) as client:
-            yield client
+    with (
+        LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def _gather_rows(parts: list[LeadPartition], results: list[FeatureRows], n_rows:
     first = results[0]
     categorical = {k: np.empty(n_rows, dtype=object) for k in first.categorical}
     numeric = {k: np.empty(n_rows, dtype=np.float64) for k in first.numeric}
-    for part, rows in zip(parts, results):
+    for part, rows in zip(parts, results, strict=True):
         for k, v in rows.categorical.items():
             categorical[k][part.positions] = v
         for k, v in rows.numeric.items():

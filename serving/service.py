@@ -535,7 +535,7 @@ class LeadScoring:
         while not self._stop.wait(self.poll_seconds):
             try:
                 current = champion_version(registry, must_exist=True)
-            except Exception as exc:  # noqa: BLE001 - a registry that is down now may be up at the next poll
+            except Exception as exc:
                 logger.warning("champion poll: registry %s unreachable: %s", registry.resolved_tracking_uri(), exc)
                 continue
             if current is None or current == seen:

@@ -227,28 +227,13 @@ WEBINAR_EVERY_DAYS = 14
 _CHUNK_LEADS = 2_000  # leads simulated together on the daily grid (part of the seeded stream)
 
 _FIRST_NAMES: tuple[str, ...] = tuple(
-    (
-        "james mary john patricia robert jennifer michael linda david sarah thomas emma lucas "
-        "chloe jean camille pierre lea hans anna lukas sophie jan lotte daan ana carlos lucia "
-        "javier olivia liam noah ava ethan mia oliver isla jack grace raj priya wei mei kenji "
-        "yuki omar fatima ivan elena marco"
-    ).split()
+    ["james", "mary", "john", "patricia", "robert", "jennifer", "michael", "linda", "david", "sarah", "thomas", "emma", "lucas", "chloe", "jean", "camille", "pierre", "lea", "hans", "anna", "lukas", "sophie", "jan", "lotte", "daan", "ana", "carlos", "lucia", "javier", "olivia", "liam", "noah", "ava", "ethan", "mia", "oliver", "isla", "jack", "grace", "raj", "priya", "wei", "mei", "kenji", "yuki", "omar", "fatima", "ivan", "elena", "marco"]
 )
 _LAST_NAMES: tuple[str, ...] = tuple(
-    (
-        "smith johnson williams brown jones miller davis wilson taylor moreau dubois lefevre "
-        "martin bernard muller schmidt schneider fischer weber dejong jansen devries bakker "
-        "garcia martinez lopez sanchez perez campbell stewart murphy kelly walsh obrien nguyen "
-        "tremblay roy gagnon patel singh chen wang tanaka sato kowalski novak rossi ferrari "
-        "andersen larsen"
-    ).split()
+    ["smith", "johnson", "williams", "brown", "jones", "miller", "davis", "wilson", "taylor", "moreau", "dubois", "lefevre", "martin", "bernard", "muller", "schmidt", "schneider", "fischer", "weber", "dejong", "jansen", "devries", "bakker", "garcia", "martinez", "lopez", "sanchez", "perez", "campbell", "stewart", "murphy", "kelly", "walsh", "obrien", "nguyen", "tremblay", "roy", "gagnon", "patel", "singh", "chen", "wang", "tanaka", "sato", "kowalski", "novak", "rossi", "ferrari", "andersen", "larsen"]
 )
 _COMPANY_WORDS: tuple[str, ...] = tuple(
-    (
-        "northwind bluepeak redwood silverline ironbridge brightpath clearwater greenfield "
-        "stonegate oakridge summit harbor pioneer vertex meridian atlas nimbus orbit quantum "
-        "falcon cedar lakeside everest horizon keystone lumen nova polaris sterling tidewater"
-    ).split()
+    ["northwind", "bluepeak", "redwood", "silverline", "ironbridge", "brightpath", "clearwater", "greenfield", "stonegate", "oakridge", "summit", "harbor", "pioneer", "vertex", "meridian", "atlas", "nimbus", "orbit", "quantum", "falcon", "cedar", "lakeside", "everest", "horizon", "keystone", "lumen", "nova", "polaris", "sterling", "tidewater"]
 )
 _COMPANY_SUFFIXES: dict[str, tuple[str, ...]] = {
     "software": ("labs", "software", "systems", "cloud", "tech"),

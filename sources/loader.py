@@ -1061,7 +1061,7 @@ def _csv_kwargs(options: CsvOptions) -> dict[str, object]:
     return kwargs
 
 
-def _sql_select(source: Source, columns: Sequence[str] | None):  # noqa: ANN202 (sqlalchemy is imported lazily)
+def _sql_select(source: Source, columns: Sequence[str] | None):
     import sqlalchemy as sa
 
     if source.table is not None:

@@ -60,7 +60,7 @@ def service_env(service_keys: ServiceKeys, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
-def service_app():  # noqa: ANN201
+def service_app():
     """The service's ASGI app, one per test session: BentoML registers Prometheus metrics when
     an app first runs, and a second app in the same process fails with "Duplicated timeseries".
     Each test module enters its lifespan with its own environment (a new service instance)."""
@@ -80,7 +80,7 @@ def simulated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def simulated_dataset(simulated_dir: Path):  # noqa: ANN201
+def simulated_dataset(simulated_dir: Path):
     from sources.folder import load_dataset
     from training.config import ProjectConfig
 
@@ -88,10 +88,10 @@ def simulated_dataset(simulated_dir: Path):  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def training_result(simulated_dir: Path, simulated_dataset):  # noqa: ANN001, ANN201
+def training_result(simulated_dir: Path, simulated_dataset):
+    from simulator.funnel import read_truth, true_conversion_probability
     from sources.grids import load_grid
     from training.config import ProjectConfig
-    from simulator.funnel import read_truth, true_conversion_probability
     from training.pipeline import run_training
 
     config = ProjectConfig()
@@ -107,7 +107,7 @@ def training_result(simulated_dir: Path, simulated_dataset):  # noqa: ANN001, AN
 
 
 @pytest.fixture(scope="session")
-def trained_bundle(training_result, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
+def trained_bundle(training_result, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of a bundle trained on the simulated set."""
     return training_result.model.save(tmp_path_factory.mktemp("bundle") / "bundle")
 
@@ -120,7 +120,7 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def explanations(training_result):  # noqa: ANN001, ANN201
+def explanations(training_result):
     """Drivers, learned grid and leadership report of the trained model (training.report)."""
     from training.report import explain, inputs_from_training
 
@@ -128,7 +128,7 @@ def explanations(training_result):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="session")
-def bundle_with_report(training_result, explanations, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
+def bundle_with_report(training_result, explanations, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of the trained bundle with report.html, importance.json and learned_grid.yaml."""
     from training.report import write_bundle_files
 
@@ -137,7 +137,7 @@ def bundle_with_report(training_result, explanations, tmp_path_factory: pytest.T
     return bundle
 
 
-def make_static_export(n: int = 800, seed: int = 0):  # noqa: ANN201
+def make_static_export(n: int = 800, seed: int = 0):
     """A static export (one row per lead): honest signals and a status sales set after the outcome.
 
     Columns: `lead_id`, `converted` (0/1), `source`, `status` (right 93 % of the time),
@@ -167,6 +167,6 @@ def make_static_export(n: int = 800, seed: int = 0):  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def static_export():  # noqa: ANN201
+def static_export():
     """`make_static_export`, as a fixture: call it with (n, seed)."""
     return make_static_export

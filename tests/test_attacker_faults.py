@@ -66,7 +66,7 @@ def score_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 async def client(
-    trained_bundle: Path, score_log: Path, tmp_path_factory: pytest.TempPathFactory, service_app, service_env, service_keys  # noqa: ANN001
+    trained_bundle: Path, score_log: Path, tmp_path_factory: pytest.TempPathFactory, service_app, service_env, service_keys
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The ASGI app serving the trained bundle with a SQLite score log, called with a score key."""
     with pytest.MonkeyPatch.context() as env:
@@ -322,7 +322,7 @@ def test_the_service_recovers_when_its_registry_is_restored(
 
 
 def test_client_errors_are_one_log_line_each_over_http(
-    trained_bundle: Path, service_env: dict[str, str], service_keys, tmp_path: Path  # noqa: ANN001
+    trained_bundle: Path, service_env: dict[str, str], service_keys, tmp_path: Path
 ) -> None:
     env = {**os.environ, **service_env, "LEADSCORE_BUNDLE": str(trained_bundle), "BENTOML_HOME": str(tmp_path / "bentoml")}
     log = tmp_path / "server.log"

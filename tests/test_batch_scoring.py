@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from leadscore.cli import app
-from training.config import ProjectConfig
 from model.scoring import TABLE_COLUMNS, LeadIn, score_lead, score_table
+from training.config import ProjectConfig
 
 
 def _lead_in(lead: pd.Series, events: pd.DataFrame, spec_columns: list[str]) -> LeadIn:
@@ -25,13 +25,13 @@ def _lead_in(lead: pd.Series, events: pd.DataFrame, spec_columns: list[str]) -> 
             "lead_id": lead["lead_id"],
             "created_at": lead["created_at"],
             "attributes": attributes,
-            "interactions": [{"type": t, "occurred_at": o} for t, o in zip(events["type"], events["occurred_at"])],
+            "interactions": [{"type": t, "occurred_at": o} for t, o in zip(events["type"], events["occurred_at"], strict=True)],
         }
     )
 
 
 @pytest.mark.parametrize("with_reasons", [False, True])
-def test_score_table_equals_score_lead(training_result, simulated_dataset, with_reasons: bool) -> None:  # noqa: ANN001
+def test_score_table_equals_score_lead(training_result, simulated_dataset, with_reasons: bool) -> None:
     model, data = training_result.model, simulated_dataset
     as_of = data.data_end - pd.Timedelta(days=100)
     leads = data.leads[data.leads["created_at"] <= as_of].sample(120, random_state=1)
@@ -41,7 +41,7 @@ def test_score_table_equals_score_lead(training_result, simulated_dataset, with_
     by_lead = dict(tuple(data.interactions.groupby("lead_id")))
     columns = ProjectConfig().features.attribute_columns()
     empty = data.interactions.iloc[:0]
-    for row, (_, lead) in zip(table.itertuples(index=False), leads.iterrows()):
+    for row, (_, lead) in zip(table.itertuples(index=False), leads.iterrows(), strict=True):
         one = score_lead(model, _lead_in(lead, by_lead.get(lead["lead_id"], empty), columns), as_of.to_pydatetime(),
                          with_reasons=with_reasons, top_k=1)
         assert row.probability == one.probability
@@ -51,7 +51,7 @@ def test_score_table_equals_score_lead(training_result, simulated_dataset, with_
         assert row.top_reason == expected_reason
 
 
-def test_score_table_leaves_out_leads_created_after_as_of(training_result, simulated_dataset) -> None:  # noqa: ANN001
+def test_score_table_leaves_out_leads_created_after_as_of(training_result, simulated_dataset) -> None:
     data = simulated_dataset
     as_of = data.leads["created_at"].median()
     table = score_table(training_result.model, data.leads, data.interactions, as_of.to_pydatetime())
@@ -102,7 +102,7 @@ def test_cli_score_folder_refuses_bad_options(
     trained_bundle: Path, simulated_dir: Path, tmp_path: Path, args: list[str], message: str
 ) -> None:
     base = {"--out": str(tmp_path / "scores.csv")}
-    options = dict(zip(args[::2], args[1::2]))
+    options = dict(zip(args[::2], args[1::2], strict=True))
     merged = {**base, **options}
     argv = ["score", "-i", str(simulated_dir), "--bundle", str(trained_bundle)]
     for key, value in merged.items():

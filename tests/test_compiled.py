@@ -58,7 +58,7 @@ def test_compiled_forest_is_cached_per_model(tmp_path: Path) -> None:
 
 
 def test_score_table_is_the_same_with_the_compiled_forest(training_result, simulated_dataset, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEADSCORE_COMPILED_DIR", str(tmp_path))
     data = simulated_dataset
     as_of = (data.data_end - pd.Timedelta(days=30)).to_pydatetime()

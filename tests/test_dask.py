@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -45,7 +44,7 @@ def _snapshots(leads: pd.DataFrame, days: tuple[int, ...] = (0, 20, 75)) -> pd.D
     return frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
 
 
-def test_partitions_keep_each_lead_whole(simulated_dataset) -> None:  # noqa: ANN001
+def test_partitions_keep_each_lead_whole(simulated_dataset) -> None:
     data = simulated_dataset
     snaps = _snapshots(data.leads.head(500))
     parts = partition_by_lead(data.leads, data.interactions, snaps, 4)
@@ -64,13 +63,13 @@ def test_partitions_keep_each_lead_whole(simulated_dataset) -> None:  # noqa: AN
 
 
 @pytest.mark.parametrize("n_partitions", [1, 3, 50])
-def test_partitioning_rejects_unknown_snapshot_leads(simulated_dataset, n_partitions: int) -> None:  # noqa: ANN001
+def test_partitioning_rejects_unknown_snapshot_leads(simulated_dataset, n_partitions: int) -> None:
     snaps = pd.DataFrame({"lead_id": ["nope"], "as_of": [pd.Timestamp("2024-05-01", tz="UTC")]})
     with pytest.raises(ValueError, match="unknown lead_id"):
         partition_by_lead(simulated_dataset.leads, simulated_dataset.interactions, snaps, n_partitions)
 
 
-def test_dask_features_equal_single_machine(engine: DaskEngine, simulated_dataset) -> None:  # noqa: ANN001
+def test_dask_features_equal_single_machine(engine: DaskEngine, simulated_dataset) -> None:
     data, spec = simulated_dataset, ProjectConfig().features
     snaps = _snapshots(data.leads)
     local = snapshot_features(data.leads, data.interactions, snaps, spec).to_frame(spec)
@@ -78,7 +77,7 @@ def test_dask_features_equal_single_machine(engine: DaskEngine, simulated_datase
     pd.testing.assert_frame_equal(on_dask, local, check_exact=True)
 
 
-def test_dask_batch_scores_equal_single_machine(engine: DaskEngine, training_result, simulated_dataset) -> None:  # noqa: ANN001
+def test_dask_batch_scores_equal_single_machine(engine: DaskEngine, training_result, simulated_dataset) -> None:
     from model.scoring import score_table
 
     data, model = simulated_dataset, training_result.model
@@ -88,7 +87,7 @@ def test_dask_batch_scores_equal_single_machine(engine: DaskEngine, training_res
     pd.testing.assert_frame_equal(on_dask, local, check_exact=True)
 
 
-def test_dask_training_matches_single_machine_auc(engine: DaskEngine, training_result, simulated_dataset) -> None:  # noqa: ANN001
+def test_dask_training_matches_single_machine_auc(engine: DaskEngine, training_result, simulated_dataset) -> None:
     from sources.grids import load_grid
     from training.pipeline import run_training
 

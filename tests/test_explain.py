@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from sources.grids import load_grid
 from features.labels import ATTRIBUTE_TITLES, LANGUAGES, describe_bucket, describe_driver, driver_of
 from features.vocabulary import count_feature, recency_feature
-from model.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel
 from leadscore.cli import app
+from model.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel
+from sources.grids import load_grid
 from training.config import ProjectConfig
 
 SPEC = ProjectConfig().features
@@ -135,7 +135,7 @@ def test_bucket_labels(feature: str, low: float | None, high: float | None, engl
     assert describe_bucket(feature, low, high, SPEC, language) == {"en": english, "fr": french}[language]
 
 
-def test_reason_points_are_probability_points(training_result) -> None:  # noqa: ANN001
+def test_reason_points_are_probability_points(training_result) -> None:
     """A reason's contribution is 100 * (p - p without the driver's log-odds), as documented."""
     model, rows, matrix = training_result.model, training_result.test.rows, training_result.test.matrix
     contrib = model.contributions(matrix[:50])
@@ -152,7 +152,7 @@ def test_reason_points_are_probability_points(training_result) -> None:  # noqa:
 # -- global drivers ----------------------------------------------------------------------------
 
 
-def test_drivers_are_json_ranked_and_cover_every_lead(explanations, training_result) -> None:  # noqa: ANN001
+def test_drivers_are_json_ranked_and_cover_every_lead(explanations, training_result) -> None:
     drivers = json.loads(json.dumps(explanations.drivers))
     assert drivers["model_version"] == training_result.model.meta.model_version
     assert drivers["n_rows"] == len(training_result.test.y)
@@ -168,7 +168,7 @@ def test_drivers_are_json_ranked_and_cover_every_lead(explanations, training_res
     assert overall == pytest.approx(training_result.test.y.mean(), abs=1e-4)
 
 
-def test_drivers_say_what_the_simulator_built_in(explanations) -> None:  # noqa: ANN001
+def test_drivers_say_what_the_simulator_built_in(explanations) -> None:
     by_name = {d["driver"]: d for d in explanations.drivers["drivers"]}
     seniority = {g["condition"]["in"][0]: g for g in by_name["seniority"]["groups"] if "in" in g["condition"]}
     assert seniority["intern"]["direction"] == "down"
@@ -181,12 +181,12 @@ def test_drivers_say_what_the_simulator_built_in(explanations) -> None:  # noqa:
 # -- the learned grid --------------------------------------------------------------------------
 
 
-def test_learned_grid_ranks_between_the_handwritten_grid_and_the_model(explanations) -> None:  # noqa: ANN001
+def test_learned_grid_ranks_between_the_handwritten_grid_and_the_model(explanations) -> None:
     auc = explanations.roc_auc
     assert auc["point_grid"] + 0.03 < auc["learned_grid"] <= auc["model"] + 0.005, auc
 
 
-def test_learned_grid_is_a_grid_file_the_grid_scorer_runs(explanations, training_result, tmp_path: Path) -> None:  # noqa: ANN001
+def test_learned_grid_is_a_grid_file_the_grid_scorer_runs(explanations, training_result, tmp_path: Path) -> None:
     from sources.grids import save_grid
 
     grid = explanations.learned.grid
@@ -200,7 +200,7 @@ def test_learned_grid_is_a_grid_file_the_grid_scorer_runs(explanations, training
     assert "10 points = +1 log-odds" in grid.description
 
 
-def test_learned_points_map_to_the_model_s_probability(explanations, training_result) -> None:  # noqa: ANN001
+def test_learned_points_map_to_the_model_s_probability(explanations, training_result) -> None:
     learned, model = explanations.learned, training_result.model
     points = explanations.scores["learned_grid"]
     p_grid = learned.probability(model, points)
@@ -212,12 +212,12 @@ def test_learned_points_map_to_the_model_s_probability(explanations, training_re
     assert np.all(np.diff(learned.probability(model, np.arange(-20, 100, 10.0))) >= 0)
 
 
-def test_learned_mql_threshold_matches_the_model_s_mql_volume(explanations) -> None:  # noqa: ANN001
+def test_learned_mql_threshold_matches_the_model_s_mql_volume(explanations) -> None:
     learned = explanations.learned
     assert abs(learned.grid_mql_share - learned.model_mql_share) < 0.05
 
 
-def test_every_handwritten_rule_is_compared(explanations, training_result) -> None:  # noqa: ANN001
+def test_every_handwritten_rule_is_compared(explanations, training_result) -> None:
     grid = training_result.model.meta.grid
     comparison = explanations.comparison
     assert [c["label"] for c in comparison] == [r.label for r in grid.rules]
@@ -234,7 +234,7 @@ def test_every_handwritten_rule_is_compared(explanations, training_result) -> No
 # -- the report ----------------------------------------------------------------------------
 
 
-def test_report_is_one_offline_page_with_every_part(explanations, training_result) -> None:  # noqa: ANN001
+def test_report_is_one_offline_page_with_every_part(explanations, training_result) -> None:
     page = explanations.html
     assert page.startswith("<!DOCTYPE html>")
     # Readable offline: no script, no external stylesheet, image or font.
@@ -251,7 +251,7 @@ def test_report_is_one_offline_page_with_every_part(explanations, training_resul
         assert rule.label in page
 
 
-def test_bundle_files_are_written_and_optional_for_loading(explanations, training_result, tmp_path: Path) -> None:  # noqa: ANN001
+def test_bundle_files_are_written_and_optional_for_loading(explanations, training_result, tmp_path: Path) -> None:
     from training.report import LEARNED_GRID_FILE, write_bundle_files
 
     bundle = training_result.model.save(tmp_path / "bundle")
@@ -282,7 +282,7 @@ def test_cli_report_names_a_missing_bundle(tmp_path: Path, simulated_dir: Path) 
     assert "bundle.json is missing" in result.output
 
 
-def test_mlflow_run_carries_the_report_in_the_bundle(training_result, simulated_dataset, explanations, tmp_path: Path) -> None:  # noqa: ANN001
+def test_mlflow_run_carries_the_report_in_the_bundle(training_result, simulated_dataset, explanations, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
     from model.registry import RegistryConfig
@@ -362,7 +362,7 @@ def test_engagement_of_unweighted_types_is_not_called_no_activity() -> None:
     assert quiet.label == "No activity in recent weeks"
 
 
-def test_scored_reasons_name_the_feature_whose_value_they_quote(trained_bundle: Path, simulated_dataset) -> None:  # noqa: ANN001
+def test_scored_reasons_name_the_feature_whose_value_they_quote(trained_bundle: Path, simulated_dataset) -> None:
     import pandas as pd
 
     from features.engine import snapshot_features

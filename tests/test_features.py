@@ -157,7 +157,7 @@ event_strategy = st.lists(
 def _random_world(events: list[tuple[int, float, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     leads = _leads(3)
     leads["created_at"] = [T0, T0 + pd.Timedelta(days=3), T0 + pd.Timedelta(hours=5)]
-    created = dict(zip(leads["lead_id"], leads["created_at"]))
+    created = dict(zip(leads["lead_id"], leads["created_at"], strict=True))
     frame = pd.DataFrame(
         {
             "lead_id": [f"L{e[0]}" for e in events],
@@ -210,7 +210,7 @@ def test_serving_path_equals_training_path(events, as_of_day: float) -> None:
         assert _frame_equal(batch.to_frame(SPEC).iloc[[i]].reset_index(drop=True), one.to_frame(SPEC))
 
 
-def test_parity_on_simulated_leads(simulated_dataset) -> None:  # noqa: ANN001
+def test_parity_on_simulated_leads(simulated_dataset) -> None:
     """Serving path == training path, exactly, for 200 simulated leads at several times."""
     from training.config import ProjectConfig
 

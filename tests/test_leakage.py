@@ -23,7 +23,7 @@ def _static(frame: pd.DataFrame) -> StaticDataset:
     return StaticDataset(leads=frame.reset_index(drop=True), quarantine=pd.DataFrame(), report=ValidationReport())
 
 
-def test_planted_leaky_column_is_flagged_and_honest_ones_are_not(static_export) -> None:  # noqa: ANN001
+def test_planted_leaky_column_is_flagged_and_honest_ones_are_not(static_export) -> None:
     report = run_guard(guard_input_for_static(_static(static_export()), SPEC, test_fraction=0.2))
     flagged = {f.column: f for f in report.findings}
     assert set(report.flagged_columns()) == {"status"}
@@ -35,7 +35,7 @@ def test_planted_leaky_column_is_flagged_and_honest_ones_are_not(static_export) 
     assert "| status | single_column_auc |" in report.table()
 
 
-def test_a_verdict_filled_for_some_leads_is_flagged_on_its_filled_rows(static_export) -> None:  # noqa: ANN001
+def test_a_verdict_filled_for_some_leads_is_flagged_on_its_filled_rows(static_export) -> None:
     frame = static_export()
     # Sales rated only the leads they worked (40 %): the rating nearly decides those.
     worked = np.random.default_rng(1).random(len(frame)) < 0.4
@@ -48,7 +48,7 @@ def test_a_verdict_filled_for_some_leads_is_flagged_on_its_filled_rows(static_ex
     assert finding.detail.startswith("filled for 4")
 
 
-def test_post_outcome_by_config_is_flagged_and_can_be_allowed(static_export) -> None:  # noqa: ANN001
+def test_post_outcome_by_config_is_flagged_and_can_be_allowed(static_export) -> None:
     data = guard_input_for_static(_static(static_export()), SPEC, test_fraction=0.2, post_outcome=["visits"])
     report = run_guard(data, allowed=["status"])
     assert report.flagged_columns() == ["status", "visits"]
@@ -63,7 +63,7 @@ def test_post_outcome_by_config_is_flagged_and_can_be_allowed(static_export) -> 
     assert kept.categorical == ["source", "status"] and kept.numeric == ["minutes"]
 
 
-def test_id_and_row_order_that_encode_the_label_are_flagged(static_export) -> None:  # noqa: ANN001
+def test_id_and_row_order_that_encode_the_label_are_flagged(static_export) -> None:
     frame = static_export(seed=2)
     # Ids numbered after the outcome was known: converted leads got the later numbers.
     ranked = frame.assign(noise=np.random.default_rng(3).random(len(frame)))
@@ -79,7 +79,7 @@ def test_id_and_row_order_that_encode_the_label_are_flagged(static_export) -> No
     assert "sorted or numbered by outcome" in row_order.detail
 
 
-def test_an_order_along_which_the_rate_drifts_is_told_apart_from_a_sort(static_export) -> None:  # noqa: ANN001
+def test_an_order_along_which_the_rate_drifts_is_told_apart_from_a_sort(static_export) -> None:
     frame = static_export(n=2000, seed=6)
     rng = np.random.default_rng(6)
     # The conversion rate climbs from about 2 % to about 60 % over the export, every stretch mixed.
@@ -90,12 +90,12 @@ def test_an_order_along_which_the_rate_drifts_is_told_apart_from_a_sort(static_e
     assert "drifts" in row_order.detail and "rather than a sort by outcome" in row_order.detail
 
 
-def test_honest_ids_and_order_are_not_flagged(static_export) -> None:  # noqa: ANN001
+def test_honest_ids_and_order_are_not_flagged(static_export) -> None:
     report = run_guard(guard_input_for_static(_static(static_export(seed=4)), SPEC, test_fraction=0.2))
     assert not [f for f in report.findings if f.check == "id_or_order"]
 
 
-def test_near_duplicates_are_flagged_and_grouped(static_export) -> None:  # noqa: ANN001
+def test_near_duplicates_are_flagged_and_grouped(static_export) -> None:
     frame = static_export(seed=5)
     twins = frame.sample(60, random_state=0).assign(lead_id=lambda f: "DUP-" + f["lead_id"])
     report = run_guard(guard_input_for_static(_static(pd.concat([frame, twins])), SPEC, test_fraction=0.2))
@@ -115,7 +115,7 @@ def test_near_duplicates_need_a_rare_value() -> None:
     assert not checked and (groups == -1).all()
 
 
-def test_recorded_after_the_outcome_is_flagged(static_export) -> None:  # noqa: ANN001
+def test_recorded_after_the_outcome_is_flagged(static_export) -> None:
     frame = static_export(seed=6)
     start = pd.Timestamp("2024-01-01", tz="UTC")
     frame["converted_at"] = pd.to_datetime(np.where(frame["converted"] == 1, start, pd.NaT), utc=True)
@@ -133,7 +133,7 @@ def test_recorded_after_the_outcome_is_flagged(static_export) -> None:  # noqa: 
     assert after["status"].value == 1.0
 
 
-def test_simulated_funnel_attributes_are_not_flagged(simulated_dataset) -> None:  # noqa: ANN001
+def test_simulated_funnel_attributes_are_not_flagged(simulated_dataset) -> None:
     from training.config import ProjectConfig
 
     config = ProjectConfig()

@@ -7,16 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from model.registry import RegistryConfig, RegistryError, champion_version, rollback_champion
 from sources.grids import load_grid
 from training.config import ProjectConfig
-from model.registry import RegistryConfig
-from model.registry import RegistryError, champion_version, rollback_champion
 from training.lifecycle import as_of_history, backtest
 
 DEFAULT_GRID = "default"  # the grid leadscore ships (sources/builtin_grids/default.yaml)
 
 
-def test_history_as_of_hides_the_future(simulated_dataset) -> None:  # noqa: ANN001
+def test_history_as_of_hides_the_future(simulated_dataset) -> None:
     cutoff = simulated_dataset.leads["created_at"].quantile(0.5)
     past = as_of_history(simulated_dataset, cutoff)
     assert (past.leads["created_at"] <= cutoff).all()
@@ -26,7 +25,7 @@ def test_history_as_of_hides_the_future(simulated_dataset) -> None:  # noqa: ANN
     assert past.leads["converted_at"].notna().sum() < simulated_dataset.leads["converted_at"].notna().sum()
 
 
-def test_retrain_then_rollback(training_result, simulated_dataset, tmp_path: Path) -> None:  # noqa: ANN001
+def test_retrain_then_rollback(training_result, simulated_dataset, tmp_path: Path) -> None:
     from training.tracking import log_training_run
 
     registry = RegistryConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "a"))
@@ -48,7 +47,7 @@ def test_retrain_then_rollback(training_result, simulated_dataset, tmp_path: Pat
         rollback_champion(registry)
 
 
-def test_backtest_reports_each_period(simulated_dataset) -> None:  # noqa: ANN001
+def test_backtest_reports_each_period(simulated_dataset) -> None:
     config = ProjectConfig().training
     config.n_bootstrap = 0
     config.lightgbm.max_rounds = 200

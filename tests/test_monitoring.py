@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from model.bundle import ScoringModel
 from leadscore.cli import app as cli
-from model.monitoring import bin_counts, categorical_bins, drift_status, drift_table, numeric_bins, psi
+from model.bundle import ScoringModel
+from model.monitoring import bin_counts, categorical_bins, drift_status, numeric_bins, psi
 from model.scorelog import JsonLinesScoreLog, ScoreRecord, SqlScoreLog, lead_pseudonym, open_score_log
 
 NOW = datetime.now(UTC)
@@ -73,7 +73,7 @@ def test_a_bundle_keeps_its_reference_and_an_old_bundle_still_loads(trained_bund
     assert ScoringModel.load(old).meta.reference is None
 
 
-def records_of(rows, probabilities: np.ndarray, model_version: str, n: int) -> list[ScoreRecord]:  # noqa: ANN001
+def records_of(rows, probabilities: np.ndarray, model_version: str, n: int) -> list[ScoreRecord]:
     return [
         ScoreRecord(NOW, f"lead-{i}", model_version, NOW, float(probabilities[i]), 50, "warm", rows.row(i))
         for i in range(n)
@@ -81,7 +81,7 @@ def records_of(rows, probabilities: np.ndarray, model_version: str, n: int) -> l
 
 
 @pytest.fixture
-def recent_log(training_result, trained_bundle: Path, tmp_path: Path) -> Path:  # noqa: ANN001
+def recent_log(training_result, trained_bundle: Path, tmp_path: Path) -> Path:
     """A score log of the validation period's snapshots, as the service would have written them:
     the leads that followed the training period, scored by the model."""
     version = ScoringModel.load(trained_bundle).meta.model_version
@@ -107,7 +107,7 @@ def test_monitor_sees_no_drift_in_the_period_after_training(recent_log: Path, tr
     assert (table["status"] != "drift").all(), table[table["status"] == "drift"]
 
 
-def test_monitor_flags_a_change_in_the_mix_of_lead_ages(training_result, trained_bundle: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_monitor_flags_a_change_in_the_mix_of_lead_ages(training_result, trained_bundle: Path, tmp_path: Path) -> None:
     # The test period has no 90-day snapshots (their labels had not matured): 10 % of the
     # training rows are 90 days old, none of these. A CRM that stops rescoring old leads looks so.
     version = ScoringModel.load(trained_bundle).meta.model_version
@@ -124,7 +124,7 @@ def test_monitor_flags_a_change_in_the_mix_of_lead_ages(training_result, trained
     assert table.loc["industry", "status"] == "ok"
 
 
-def test_monitor_flags_shifted_features_and_scores(training_result, trained_bundle: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_monitor_flags_shifted_features_and_scores(training_result, trained_bundle: Path, tmp_path: Path) -> None:
     version = ScoringModel.load(trained_bundle).meta.model_version
     test = training_result.test
     n = len(test.snapshots)

@@ -136,7 +136,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
 
 
 @pytest.fixture(scope="module")
-def rendered(server_url: str, browser: DevTools, artifacts_dir: Path, service_keys) -> dict[str, Any]:  # noqa: ANN001
+def rendered(server_url: str, browser: DevTools, artifacts_dir: Path, service_keys) -> dict[str, Any]:
     """The report loaded in Chromium: what the page holds, the console, and a screenshot."""
     for domain in ("Page", "Runtime", "Log", "Network"):
         browser.call(f"{domain}.enable")
@@ -170,14 +170,14 @@ def rendered(server_url: str, browser: DevTools, artifacts_dir: Path, service_ke
     return {"page": page, "events": list(browser.events), "screenshot": screenshot, "documents": documents}
 
 
-def test_report_endpoint_serves_the_bundle_s_html(server_url: str, bundle_with_report: Path, service_keys) -> None:  # noqa: ANN001
+def test_report_endpoint_serves_the_bundle_s_html(server_url: str, bundle_with_report: Path, service_keys) -> None:
     response = httpx.get(f"{server_url}/report", timeout=30, headers=service_keys.header("score"))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert response.text == (bundle_with_report / "report.html").read_text(encoding="utf-8")
 
 
-def test_importance_endpoint_serves_the_drivers(server_url: str, bundle_with_report: Path, service_keys) -> None:  # noqa: ANN001
+def test_importance_endpoint_serves_the_drivers(server_url: str, bundle_with_report: Path, service_keys) -> None:
     response = httpx.get(f"{server_url}/importance", timeout=30, headers=service_keys.header("score"))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")

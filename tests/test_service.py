@@ -24,9 +24,9 @@ from pydantic import ValidationError
 from benchmarks.bench_model import example_lead
 from features.labels import ATTRIBUTE_TITLES, LANGUAGES
 from model.bundle import read_meta
+from model.scorelog import lead_pseudonym
 from model.scoring import LeadIn
 from serving.schemas import MAX_BATCH_LEADS, Language, ScoreBatchRequest, ScoreRequest
-from model.scorelog import lead_pseudonym
 from serving.service import BundleLoadError, LeadScoring
 
 AS_OF = "2024-05-01T00:00:00Z"
@@ -71,7 +71,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def client(
-    trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory, service_app, service_env, service_keys  # noqa: ANN001
+    trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory, service_app, service_env, service_keys
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The service's ASGI app, started (its lifespan creates the service instance), called with
     a key of role score (the session's one app: see `service_app` in conftest.py)."""
@@ -364,7 +364,7 @@ async def test_french_labels(client: httpx.AsyncClient) -> None:
     for way in ("up", "down"):
         assert [r["driver"] for r in french[way]] == [r["driver"] for r in english[way]]
         assert [r["contribution"] for r in french[way]] == [r["contribution"] for r in english[way]]
-        assert all(fr["label"] != en["label"] for fr, en in zip(french[way], english[way]))
+        assert all(fr["label"] != en["label"] for fr, en in zip(french[way], english[way], strict=True))
     attribute_reasons = [r for way in ("up", "down") for r in french[way] if r["driver"] in ATTRIBUTE_TITLES]
     assert attribute_reasons, "a lead with every attribute has attribute drivers among its reasons"
     for reason in attribute_reasons:
@@ -392,7 +392,7 @@ async def test_score_batch_agrees_with_score(client: httpx.AsyncClient) -> None:
 
     batch = (await client.post("/score_batch", json={"leads": leads, "as_of": AS_OF, "explain": True})).json()
 
-    for lead, result in zip(leads, batch["results"]):
+    for lead, result in zip(leads, batch["results"], strict=True):
         single = (await client.post("/score", json={"lead": lead, "as_of": AS_OF})).json()
         assert result == single
 
@@ -454,7 +454,7 @@ async def test_health_endpoints(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.anyio
 async def test_log_names_leads_by_hash_only(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, service_keys  # noqa: ANN001
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, service_keys
 ) -> None:
     lead = a_lead("jane.doe@acme-robotics.com")
     caplog.set_level(logging.INFO)

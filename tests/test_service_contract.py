@@ -80,7 +80,7 @@ def contract_server(
 
 
 @pytest.fixture(scope="module")
-def api_schema(contract_server: tuple[str, Path]):  # noqa: ANN201
+def api_schema(contract_server: tuple[str, Path]):
     url, _log = contract_server
     return schemathesis.openapi.from_url(f"{url}/docs.json", config=SchemathesisConfig.from_dict(CONFIG))
 
@@ -134,7 +134,7 @@ OPERATIONS = [
 ]  # fmt: skip
 
 
-def test_the_document_lists_these_operations(api_schema) -> None:  # noqa: ANN001
+def test_the_document_lists_these_operations(api_schema) -> None:
     documented = {(op.ok().method.upper(), op.ok().path) for op in api_schema.get_all_operations()}
     assert documented == set(OPERATIONS)
 
@@ -146,7 +146,7 @@ def test_the_document_lists_these_operations(api_schema) -> None:  # noqa: ANN00
     # Invalid data needs something to be invalid: only the operations with a body have it.
     [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [(m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if m == "POST"],
 )
-def test_every_answer_matches_the_document(api_schema, service_keys, trained_bundle: Path, method: str, path: str, mode: GenerationMode) -> None:  # noqa: ANN001
+def test_every_answer_matches_the_document(api_schema, service_keys, trained_bundle: Path, method: str, path: str, mode: GenerationMode) -> None:
     operation = api_schema[path][method]
     strategy = operation.as_strategy(generation_mode=mode)
     if mode == GenerationMode.POSITIVE:
@@ -160,7 +160,7 @@ def test_every_answer_matches_the_document(api_schema, service_keys, trained_bun
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
     )
-    def every_case(case) -> None:  # noqa: ANN001
+    def every_case(case) -> None:
         headers = service_keys.header("admin")
         response = case.call(headers=headers, timeout=60)
         CASES[f"{method} {path}"] += 1
@@ -207,7 +207,7 @@ def test_the_document_is_served_without_a_key(contract_server: tuple[str, Path])
     assert "security" not in document["paths"]["/livez"]["get"]
 
 
-def test_over_http_a_scoring_request_without_a_key_is_refused(contract_server: tuple[str, Path], service_keys) -> None:  # noqa: ANN001
+def test_over_http_a_scoring_request_without_a_key_is_refused(contract_server: tuple[str, Path], service_keys) -> None:
     url, _log = contract_server
     body = {"lead": {"lead_id": "L-1", "created_at": "2024-03-01"}, "as_of": "2024-04-01"}
 
@@ -222,7 +222,7 @@ def test_over_http_a_scoring_request_without_a_key_is_refused(contract_server: t
         assert httpx.get(f"{url}{path}", timeout=10).status_code == 200, path
 
 
-def test_over_http_a_body_over_5_mib_is_413(contract_server: tuple[str, Path], service_keys) -> None:  # noqa: ANN001
+def test_over_http_a_body_over_5_mib_is_413(contract_server: tuple[str, Path], service_keys) -> None:
     url, _log = contract_server
     body = b'{"leads": [' + b",".join([b'{"lead_id": "a", "created_at": "2024-03-01"}'] * 130_000) + b"]}"
     assert len(body) > 5 * 1024 * 1024
@@ -235,7 +235,7 @@ def test_over_http_a_body_over_5_mib_is_413(contract_server: tuple[str, Path], s
     assert "larger than 5,242,880 bytes" in response.json()["detail"][0]["msg"]
 
 
-def test_the_server_log_of_all_of_it_has_no_email(contract_server: tuple[str, Path], service_keys) -> None:  # noqa: ANN001
+def test_the_server_log_of_all_of_it_has_no_email(contract_server: tuple[str, Path], service_keys) -> None:
     url, log = contract_server
     lead = {"lead_id": "jane.doe@acme-robotics.com", "created_at": "2024-03-01",
             "attributes": {"email": "jane.doe@acme-robotics.com", "industry": "dr.who@tardis.example.org"}}  # fmt: skip

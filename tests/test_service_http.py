@@ -56,7 +56,7 @@ def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory, servi
 
 
 @pytest.fixture(scope="module")
-def http(server: Server, service_keys) -> Iterator[httpx.Client]:  # noqa: ANN001
+def http(server: Server, service_keys) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30, headers=service_keys.header("score")) as client:
         yield client
 

@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 
 import serving.service as service_module
 from benchmarks.bench_model import example_lead
-from model.bundle import read_meta
 from leadscore.cli import app as cli
+from model.bundle import read_meta
 from model.scorelog import lead_pseudonym
 from model.scoring import LeadIn
 from serving.auth import ApiKeyConfigError, load_api_keys, required_role
@@ -71,7 +71,7 @@ def ops(tmp_path_factory: pytest.TempPathFactory, trained_bundle: Path) -> dict[
 
 @pytest.fixture(scope="module")
 async def client(
-    ops: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, service_app, service_env  # noqa: ANN001
+    ops: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, service_app, service_env
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The ASGI app with this module's settings; requests carry no key unless a test adds one."""
     with pytest.MonkeyPatch.context() as env:
@@ -132,7 +132,7 @@ async def test_a_request_without_a_valid_key_is_refused(
 
 
 @pytest.mark.anyio
-async def test_a_score_key_scores_and_reads_but_cannot_reload(client: httpx.AsyncClient, service_keys) -> None:  # noqa: ANN001
+async def test_a_score_key_scores_and_reads_but_cannot_reload(client: httpx.AsyncClient, service_keys) -> None:
     headers = service_keys.header("score")
 
     assert (await client.post("/score", json={"lead": a_lead(), "as_of": AS_OF}, headers=headers)).status_code == 200
@@ -145,7 +145,7 @@ async def test_a_score_key_scores_and_reads_but_cannot_reload(client: httpx.Asyn
 
 
 @pytest.mark.anyio
-async def test_an_admin_key_may_score_too(client: httpx.AsyncClient, service_keys) -> None:  # noqa: ANN001
+async def test_an_admin_key_may_score_too(client: httpx.AsyncClient, service_keys) -> None:
     headers = {"Authorization": f"bearer {service_keys.admin}"}  # the scheme is case-insensitive
 
     response = await client.post("/score", json={"lead": a_lead(), "as_of": AS_OF}, headers=headers)
@@ -217,7 +217,7 @@ def test_without_keys_one_admin_key_is_created_once_in_the_state_folder(
 
 
 @pytest.mark.anyio
-async def test_a_body_over_the_limit_is_413_before_parsing(client: httpx.AsyncClient, service_keys) -> None:  # noqa: ANN001
+async def test_a_body_over_the_limit_is_413_before_parsing(client: httpx.AsyncClient, service_keys) -> None:
     headers = {**service_keys.header("score"), "content-type": "application/json"}
     leads = [a_lead(f"L-{i}") for i in range(1000)]  # about 500 kB, over this module's 400 kB
     body = json.dumps({"leads": leads}).encode()
@@ -236,7 +236,7 @@ async def test_a_body_over_the_limit_is_413_before_parsing(client: httpx.AsyncCl
 
 
 @pytest.mark.anyio
-async def test_a_body_under_the_limit_is_scored(client: httpx.AsyncClient, service_keys) -> None:  # noqa: ANN001
+async def test_a_body_under_the_limit_is_scored(client: httpx.AsyncClient, service_keys) -> None:
     leads = [a_lead(f"L-{i}") for i in range(100)]
 
     response = await client.post("/score_batch", json={"leads": leads, "as_of": AS_OF}, headers=service_keys.header())
@@ -289,7 +289,7 @@ INPUT_CASES = [
 @pytest.mark.anyio
 @pytest.mark.parametrize(("body", "status", "loc", "message"), INPUT_CASES)
 async def test_every_input_has_a_defined_answer(
-    client: httpx.AsyncClient, service_keys, body: dict[str, Any], status: int, loc: list[str | int] | None, message: str | None  # noqa: ANN001
+    client: httpx.AsyncClient, service_keys, body: dict[str, Any], status: int, loc: list[str | int] | None, message: str | None
 ) -> None:
     body = {"as_of": AS_OF, **body}
     if body["as_of"] is None:
@@ -308,7 +308,7 @@ async def test_every_input_has_a_defined_answer(
 
 
 @pytest.mark.anyio
-async def test_the_three_spellings_of_one_instant_score_alike(client: httpx.AsyncClient, service_keys) -> None:  # noqa: ANN001
+async def test_the_three_spellings_of_one_instant_score_alike(client: httpx.AsyncClient, service_keys) -> None:
     spellings = ["2024-03-01T10:00:00Z", "2024-03-01T10:00:00", "2024-03-01T11:00:00+01:00"]
     probabilities = set()
     for created_at in spellings:
@@ -333,7 +333,7 @@ async def test_the_three_spellings_of_one_instant_score_alike(client: httpx.Asyn
     ],
     ids=["deep-array", "deep-object", "float-overflow", "hour-25", "lone-surrogate", "not-utf8"],
 )
-async def test_hostile_bodies_are_4xx_not_5xx(client: httpx.AsyncClient, service_keys, content: bytes) -> None:  # noqa: ANN001
+async def test_hostile_bodies_are_4xx_not_5xx(client: httpx.AsyncClient, service_keys, content: bytes) -> None:
     headers = {**service_keys.header(), "content-type": "application/json"}
 
     response = await client.post("/score", content=content, headers=headers)
@@ -342,7 +342,7 @@ async def test_hostile_bodies_are_4xx_not_5xx(client: httpx.AsyncClient, service
 
 
 @pytest.mark.anyio
-async def test_a_batch_without_as_of_accepts_a_lead_created_a_moment_ahead(client: httpx.AsyncClient, service_keys) -> None:  # noqa: ANN001
+async def test_a_batch_without_as_of_accepts_a_lead_created_a_moment_ahead(client: httpx.AsyncClient, service_keys) -> None:
     leads = [a_lead("L-0"), a_lead("L-1", created_at=_in(1), interactions=[])]
 
     response = await client.post("/score_batch", json={"leads": leads}, headers=service_keys.header())
@@ -355,7 +355,7 @@ async def test_a_batch_without_as_of_accepts_a_lead_created_a_moment_ahead(clien
 
 @pytest.mark.anyio
 async def test_reload_swaps_the_model_and_refuses_a_bad_bundle(
-    client: httpx.AsyncClient, service_keys, ops: dict[str, Path], tmp_path: Path  # noqa: ANN001
+    client: httpx.AsyncClient, service_keys, ops: dict[str, Path], tmp_path: Path
 ) -> None:
     admin, score = service_keys.header("admin"), service_keys.header("score")
     request = {"lead": a_lead(), "as_of": AS_OF}
@@ -408,7 +408,7 @@ def test_a_request_keeps_the_model_it_started_with(
     score = service_module.score_lead_with_features
     calls = []
 
-    def swap_after_first_lead(model, lead, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def swap_after_first_lead(model, lead, *args, **kwargs):
         calls.append(model.meta.model_version)
         if len(calls) == 1:  # a reload lands while the batch is half scored
             direct_service.served = service_module.Served(newer_model, tmp_path / "newer", "test", None)
@@ -490,7 +490,7 @@ def test_the_service_follows_the_registry_champion(
         service.stop_following()
 
 
-def wait_for(condition, what: str, timeout_s: float = 20.0) -> None:  # noqa: ANN001
+def wait_for(condition, what: str, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"no {what} within {timeout_s:.0f} s"
@@ -502,7 +502,7 @@ def wait_for(condition, what: str, timeout_s: float = 20.0) -> None:  # noqa: AN
 
 @pytest.mark.anyio
 async def test_the_score_log_has_features_and_no_personal_data(
-    client: httpx.AsyncClient, service_keys, ops: dict[str, Path]  # noqa: ANN001
+    client: httpx.AsyncClient, service_keys, ops: dict[str, Path]
 ) -> None:
     email = "erin.o-brien@northwind.example.com"
     lead = a_lead(email, attributes={**a_lead()["attributes"], "email": email})

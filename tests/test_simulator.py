@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from sources.folder import load_dataset
 from features.email import email_domain_kind
 from features.spec import FeatureSpec
 from features.vocabulary import INTERACTION_TYPES
@@ -35,6 +34,7 @@ from simulator.funnel import (
     true_conversion_probability,
     write_simulation,
 )
+from sources.folder import load_dataset
 
 HORIZON = 90.0
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")

@@ -364,7 +364,7 @@ def test_data_config_dump_validates_again(crm_folder: Path) -> None:
     assert DataConfig.model_validate(config.data.model_dump()) == config.data  # type: ignore[union-attr]
 
 
-def test_contract_files_through_data_config_equal_the_folder_flow(simulated_dir: Path, simulated_dataset) -> None:  # noqa: ANN001
+def test_contract_files_through_data_config_equal_the_folder_flow(simulated_dir: Path, simulated_dataset) -> None:
     columns = ["industry", "company_size", "country", "job_role", "seniority", "source", "marketing_consent"]
     config = ProjectConfig.model_validate(
         {

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from features.engine import lead_features, snapshot_features
 from features.spec import FeatureSpec
-from model.bundle import ScoringModel
 from leadscore.cli import app
+from model.bundle import ScoringModel
 from training.pipeline import NotEnoughDataError, check_enough
 
 GRID = {
@@ -28,7 +28,7 @@ GRID = {
 }
 
 
-def _export(folder: Path, make_export, n: int = 700, seed: int = 0, order: bool = False) -> Path:  # noqa: ANN001
+def _export(folder: Path, make_export, n: int = 700, seed: int = 0, order: bool = False) -> Path:
     """The static export as a user has it: their column names, yes/no outcome, a semicolon CSV."""
     frame = make_export(n, seed).rename(
         columns={"lead_id": "Lead ID", "source": "Lead Source", "status": "Status", "minutes": "Minutes on site", "visits": "Visits"}
@@ -56,7 +56,7 @@ def _export(folder: Path, make_export, n: int = 700, seed: int = 0, order: bool 
     return path
 
 
-def test_static_train_excludes_the_leak_and_allow_column_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static_export) -> None:  # noqa: ANN001
+def test_static_train_excludes_the_leak_and_allow_column_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static_export) -> None:
     config = _export(tmp_path, static_export)
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
@@ -89,7 +89,7 @@ def test_static_train_excludes_the_leak_and_allow_column_keeps_it(tmp_path: Path
     assert "leakage.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
-def test_static_bundle_scores_through_the_standard_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static_export) -> None:  # noqa: ANN001
+def test_static_bundle_scores_through_the_standard_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static_export) -> None:
     config = _export(tmp_path, static_export, order=True)
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
@@ -136,7 +136,7 @@ def test_engine_handles_an_empty_behaviour_block() -> None:
     ],
 )
 def test_static_refusals_say_what_is_missing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static_export, n: int, seed: int, order: bool, test_fraction: float, message: str  # noqa: ANN001
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static_export, n: int, seed: int, order: bool, test_fraction: float, message: str
 ) -> None:
     config = _export(tmp_path, static_export, n=n, seed=seed, order=order)
     raw = yaml.safe_load(config.read_text())
@@ -148,7 +148,7 @@ def test_static_refusals_say_what_is_missing(
     assert "refusing to train" in result.output and message in result.output
 
 
-def test_too_few_conversions_is_refused_with_the_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static_export) -> None:  # noqa: ANN001
+def test_too_few_conversions_is_refused_with_the_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static_export) -> None:
     config = _export(tmp_path, static_export, n=400)
     frame = pd.read_csv(tmp_path / "export.csv", sep=";")
     converted = np.flatnonzero(frame["Converted"] == "Yes")
@@ -181,7 +181,7 @@ def test_too_few_matured_labels_is_refused(simulated_dir: Path, tmp_path: Path, 
     assert "too few matured labels:" in result.output and "(need at least 200)" in result.output
 
 
-def test_static_bundle_is_evaluated_on_a_later_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static_export) -> None:  # noqa: ANN001
+def test_static_bundle_is_evaluated_on_a_later_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, static_export) -> None:
     config = _export(tmp_path, static_export, order=True)
     later = tmp_path / "later"
     later.mkdir()

@@ -11,15 +11,15 @@ import pytest
 from typer.testing import CliRunner
 
 from features.engine import FeatureRows, snapshot_features
-from model.bundle import ScoringModel
 from leadscore.cli import app
-from training.config import ProjectConfig
+from model.bundle import ScoringModel
 from model.registry import RegistryConfig
+from training.config import ProjectConfig
 
 SCORER_METRICS = {"roc_auc", "pr_auc", "log_loss", "brier", "lift_top10", "capture_top20"}
 
 
-def test_split_is_by_time_and_leads_never_straddle(training_result) -> None:  # noqa: ANN001
+def test_split_is_by_time_and_leads_never_straddle(training_result) -> None:
     r = training_result
     train, valid, test = (f.snapshots for f in (r.train, r.valid, r.test))
     assert not set(train["lead_id"]) & set(test["lead_id"])
@@ -33,7 +33,7 @@ def test_split_is_by_time_and_leads_never_straddle(training_result) -> None:  # 
     assert (test["as_of"] + horizon <= data_end).all()
 
 
-def test_model_beats_grid_by_a_clear_margin(training_result) -> None:  # noqa: ANN001
+def test_model_beats_grid_by_a_clear_margin(training_result) -> None:
     m = training_result.metrics
     assert set(m) == {"model", "point_grid", "logistic_regression", "oracle"}
     for scorer in m.values():
@@ -44,7 +44,7 @@ def test_model_beats_grid_by_a_clear_margin(training_result) -> None:  # noqa: A
     assert m["model"]["roc_auc"]["value"] <= m["oracle"]["roc_auc"]["value"] + 0.01
 
 
-def test_calibrated_probabilities_match_observed_rate(training_result) -> None:  # noqa: ANN001
+def test_calibrated_probabilities_match_observed_rate(training_result) -> None:
     test = training_result.test
     p = test.scores["model"]
     assert 0.7 < p.mean() / test.y.mean() < 1.3
@@ -56,7 +56,7 @@ def _with_engagement(rows: FeatureRows, feature: str, value: float) -> FeatureRo
     return FeatureRows(rows.categorical, numeric)
 
 
-def test_a_recent_demo_request_never_lowers_the_score_on_average(training_result) -> None:  # noqa: ANN001
+def test_a_recent_demo_request_never_lowers_the_score_on_average(training_result) -> None:
     model, rows = training_result.model, training_result.test.rows
     base = model.probability(model.encode(rows))
     requested = rows
@@ -67,7 +67,7 @@ def test_a_recent_demo_request_never_lowers_the_score_on_average(training_result
     assert after[never].mean() > base[never].mean()
 
 
-def test_bundle_round_trip_with_unseen_category(training_result, tmp_path: Path) -> None:  # noqa: ANN001
+def test_bundle_round_trip_with_unseen_category(training_result, tmp_path: Path) -> None:
     model = training_result.model
     model.save(tmp_path / "b")
     loaded = ScoringModel.load(tmp_path / "b")
@@ -89,13 +89,13 @@ def test_bundle_load_names_the_missing_file(tmp_path: Path) -> None:
         ScoringModel.load(tmp_path)
 
 
-def test_contributions_sum_to_raw_score(training_result) -> None:  # noqa: ANN001
+def test_contributions_sum_to_raw_score(training_result) -> None:
     model, matrix = training_result.model, training_result.test.matrix[:200]
     contrib = model.contributions(matrix)
     np.testing.assert_allclose(contrib.sum(axis=1), model.raw(matrix), rtol=1e-6, atol=1e-6)
 
 
-def test_mlflow_registers_and_champion_moves_only_on_improvement(training_result, simulated_dataset, tmp_path: Path) -> None:  # noqa: ANN001
+def test_mlflow_registers_and_champion_moves_only_on_improvement(training_result, simulated_dataset, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
     from training.tracking import log_training_run
@@ -158,7 +158,7 @@ def test_cli_refuses_too_little_data(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "refusing to train" in result.output
 
 
-def test_snapshot_features_reject_unknown_snapshot_lead(simulated_dataset) -> None:  # noqa: ANN001
+def test_snapshot_features_reject_unknown_snapshot_lead(simulated_dataset) -> None:
     snaps = pd.DataFrame({"lead_id": ["nope"], "as_of": [pd.Timestamp("2024-05-01", tz="UTC")]})
     with pytest.raises(ValueError, match="unknown lead_id"):
         snapshot_features(simulated_dataset.leads, simulated_dataset.interactions, snaps, ProjectConfig().features)

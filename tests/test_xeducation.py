@@ -9,9 +9,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from sources.loader import load_project_data
-from model.bundle import ScoringModel
 from leadscore.cli import app
+from model.bundle import ScoringModel
+from sources.loader import load_project_data
 from training.config import load_config
 from training.leakage import guard_input_for_static, run_guard
 
