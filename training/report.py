@@ -68,6 +68,8 @@ class ReportInputs:
             derived from them, never from the test rows it is judged on).
         test_start: First creation time of a test-period lead (ISO).
         data: Data window: first_created_at, last_created_at, data_end (ISO).
+        served_through: The served model learned from snapshots up to this time (ISO), when it
+            was refit after the test period measured the method (`training.refit`).
     """
 
     model: ScoringModel
@@ -80,6 +82,7 @@ class ReportInputs:
     fit_y: np.ndarray
     test_start: str
     data: dict[str, str]
+    served_through: str | None = None
 
 
 def _concat_rows(parts: Sequence[FeatureRows]) -> FeatureRows:
@@ -119,6 +122,10 @@ def inputs_from_dataset(model: ScoringModel, data: Dataset, offsets_days: Sequen
     if not isinstance(split, dict) or "test_start" not in split:
         raise ValueError(f"bundle {model.meta.model_version}: bundle.json has no training.split.test_start")
     test_start = pd.Timestamp(split["test_start"])
+    served = model.meta.training.get("served") or {}
+    if "labels_through" in served:
+        # A served model learned from every label up to its data end: only later leads are new to it.
+        test_start = max(test_start, pd.Timestamp(served["labels_through"]))
     horizon = model.meta.horizon_days
     snaps = snapshot_times(data.leads, offsets_days, matured_label_cutoff(data.data_end, horizon))
     snaps["label"] = conversion_labels(snaps, data.leads, horizon)
@@ -146,6 +153,7 @@ def inputs_from_dataset(model: ScoringModel, data: Dataset, offsets_days: Sequen
         fit_matrix=fit_matrix,
         fit_y=fit["label"].to_numpy(),
         test_start=test_start.isoformat(),
+        served_through=served.get("trained_through"),
         data={
             "first_created_at": data.leads["created_at"].min().isoformat(),
             "last_created_at": data.leads["created_at"].max().isoformat(),
@@ -434,6 +442,7 @@ def render_html(
         training=meta.training,
         data=inputs.data,
         test_start=inputs.test_start,
+        served_through=inputs.served_through,
         generated_at=generated_at,
         horizon=f"{meta.horizon_days:g}",
         period=drivers["period"],

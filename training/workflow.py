@@ -340,7 +340,9 @@ def train(request: TrainRequest, console: Console) -> None:
         from training.report import explain, inputs_from_training, write_bundle_files
 
         # Computed once: written into the bundle folder and logged with the MLflow run.
-        explanations = explain(inputs_from_training(result))
+        explanations = explain(
+            dataclasses.replace(inputs_from_training(result), served_through=served.meta.training["served"]["trained_through"])
+        )
         console.say(
             "learned grid ROC AUC on the test period: "
             f"{explanations.roc_auc['learned_grid']:.3f} (model {explanations.roc_auc['model']:.3f}, "
