@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = evaluation_plan(data, training, order_name=config.data.leads.order_name())  # type: ignore[arg-type]
     print(f"{len(data.leads)} leads; left out by the leakage guard: {guard.excluded()}")
     result, selection = run_chosen_static_training(
-        data, spec, training, grid, plan, training.selection, progress=lambda m: print(f"  {m}", flush=True)  # type: ignore[arg-type]
+        data, spec, training, grid, plan, training.selection, progress=lambda m: print(f"  {m}", flush=True),  # type: ignore[arg-type]
+        order_name=config.data.leads.order_name(),
     )
     print(f"\n{plan.description}")
     if selection is not None:

@@ -353,7 +353,7 @@ def _category_values(values: Sequence[object] | np.ndarray) -> np.ndarray:
 def _numeric_values(values: Sequence[object] | np.ndarray) -> np.ndarray:
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
-        out[i] = np.nan if v is None or v is pd.NA else float(v)  # type: ignore[arg-type]
+        out[i] = np.nan if v is None or v is pd.NA else float(v)
     return out
 
 
@@ -368,7 +368,7 @@ def _by_distinct_value(
     # same values as `convert(column)` without a Python call per row. Missing values get
     # pd.factorize's code -1, which picks the `None` appended last.
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    return convert(np.append(np.asarray(uniques, dtype=object), None))[codes]
+    return convert(np.append(np.asarray(uniques, dtype=object), np.array([None], dtype=object)))[codes]
 
 
 def _numeric_column(column: pd.Series) -> np.ndarray:

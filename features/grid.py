@@ -388,7 +388,7 @@ class PointGrid(BaseModel):
 
 def _describe_grid_errors(error: ValidationError) -> str:
     """One indented line per problem of a grid, naming the key (and the rule, via the message)."""
-    lines = []
+    lines: list[str] = []
     for item in error.errors():
         location = ".".join(str(part) for part in item["loc"])
         if item["type"] == "grid_rules":

@@ -42,6 +42,7 @@ MISSING_LEVEL = "(missing)"
 MODEL_FILE = "model.txt"
 LINEAR_FILE = "linear.json"
 ModelFamily = Literal["lightgbm", "linear"]
+TierName = Literal["hot", "warm", "cold"]
 META_FILE = "bundle.json"
 REPORT_FILE = "report.html"
 IMPORTANCE_FILE = "importance.json"
@@ -65,7 +66,8 @@ class Calibration(BaseModel):
     def apply(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)
         if self.method == "isotonic":
-            return np.interp(raw, self.x, self.y)
+            calibrated: np.ndarray = np.interp(raw, self.x, self.y)
+            return calibrated
         return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
 
 
@@ -77,7 +79,7 @@ class Tiers(BaseModel):
     hot: float
     warm: float
 
-    def of(self, probability: float) -> str:
+    def of(self, probability: float) -> TierName:
         return "hot" if probability >= self.hot else ("warm" if probability >= self.warm else "cold")
 
 
@@ -145,7 +147,7 @@ class BundleMeta(BaseModel):
         "None in bundles trained before it existed, which read leads by the contract's defaults for their feature spec.",
     )
 
-    def schema(self) -> LeadSchema:
+    def resolved_schema(self) -> LeadSchema:
         """The lead schema every scoring path applies: the stored one, or the feature spec's defaults."""
         return self.lead_schema if self.lead_schema is not None else LeadSchema.from_spec(self.feature_spec)
 
@@ -187,7 +189,9 @@ def _category_codes(values: np.ndarray, code: dict[str | None, float]) -> np.nda
         return np.array([code.get(v, np.nan) for v in values], dtype=np.float64)
     # Many rows: look each distinct value up once, then spread by factorize code (-1 = None).
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    return np.array([code.get(u, np.nan) for u in uniques] + [code.get(None, np.nan)], dtype=np.float64)[codes]
+    by_distinct = np.array([code.get(u, np.nan) for u in uniques] + [code.get(None, np.nan)], dtype=np.float64)
+    spread: np.ndarray = by_distinct[codes]
+    return spread
 
 
 # Below this many rows, one thread: OpenMP start-up costs milliseconds on a busy machine,
@@ -240,7 +244,7 @@ class ScoringModel:
         self.booster = booster
         self.meta = meta
         self.spec = meta.feature_spec
-        self.schema = meta.schema()
+        self.schema = meta.resolved_schema()
         self.feature_names = meta.feature_names
         self._codes = {
             name: {level: float(i) for i, level in enumerate(levels)}
@@ -322,7 +326,7 @@ class ScoringModel:
         ranks = np.searchsorted(self._quantiles, probability, side="right") - 1
         return np.minimum(np.maximum(ranks, 0), 100).astype(int)  # np.clip costs more on one lead
 
-    def tier(self, probability: float) -> str:
+    def tier(self, probability: float) -> TierName:
         return self.meta.tiers.of(probability)
 
     def is_mql(self, probability: float) -> bool:
@@ -379,7 +383,7 @@ class ScoringModel:
         p_full = float(calibrate(np.array([raw_total]))[0])
         points = 100.0 * (p_full - calibrate(raw_without))
         reasons = []
-        for driver, pts in zip(chosen, points):
+        for driver, pts in zip(chosen, points, strict=True):
             # The feature named is the one whose value the label quotes, not the largest contributor.
             phrase = describe_driver(driver, values, self.spec, language)
             reasons.append(Reason(driver, phrase.feature, phrase.value, phrase.label, float(pts), per_driver[driver]))
@@ -408,4 +412,5 @@ def content_hash(*parts: bytes) -> str:
 
 def read_meta(directory: Path | str) -> dict[str, Any]:
     """bundle.json as a dict (for tools that need no booster)."""
-    return json.loads((Path(directory) / META_FILE).read_text())
+    meta: dict[str, Any] = json.loads((Path(directory) / META_FILE).read_text())
+    return meta

@@ -25,7 +25,7 @@ import tempfile
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the CLI imports this module for `CompileMode`: keep its start-up light
     import lightgbm as lgb
@@ -61,10 +61,16 @@ def compiled_dir() -> Path:
     return load_settings().resolved_compiled_dir()
 
 
+class _Predictor(Protocol):
+    """What `CompiledForest` calls on a compiled `lleaves.Model` (lleaves has no type hints)."""
+
+    def predict(self, data: np.ndarray, n_jobs: int) -> np.ndarray: ...
+
+
 class CompiledForest:
     """A compiled forest: `raw(matrix)` equals `booster.predict(matrix, raw_score=True)`."""
 
-    def __init__(self, model: object, path: Path) -> None:
+    def __init__(self, model: _Predictor, path: Path) -> None:
         self._model = model
         self.path = path
 
@@ -73,7 +79,7 @@ class CompiledForest:
         import numpy as np
 
         threads = 1 if matrix.shape[0] < _SINGLE_THREAD_ROWS else os.cpu_count() or 1
-        return self._model.predict(np.ascontiguousarray(matrix, dtype=np.float64), n_jobs=threads)  # type: ignore[attr-defined]
+        return self._model.predict(np.ascontiguousarray(matrix, dtype=np.float64), n_jobs=threads)
 
     @classmethod
     def for_booster(cls, booster: lgb.Booster, *, compile_if_missing: bool, cache: Path | None = None) -> CompiledForest | None:

@@ -13,8 +13,7 @@ on it has drifted (`drift`): the usual reading of PSI in credit and marketing sc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -154,7 +153,15 @@ def drift_table(reference: DriftReference, features: pd.DataFrame, probabilities
     return pd.DataFrame(rows + feature_rows)
 
 
-def _drift_row(name: str, bins: Bins, values: np.ndarray) -> Mapping[str, object]:
+class _DriftRow(TypedDict):
+    variable: str
+    psi: float
+    status: DriftStatus
+    missing_share: float
+    reference_missing_share: float
+
+
+def _drift_row(name: str, bins: Bins, values: np.ndarray) -> _DriftRow:
     recent = _shares(bin_counts(bins, values))
     value = psi(bins.proportions, recent)
     return {

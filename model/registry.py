@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # mlflow is imported lazily: it is slow
+    from mlflow import MlflowClient
 
 CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle"
@@ -35,7 +39,7 @@ class RegistryError(RuntimeError):
     """The registry could not be read: not the same as "no champion", which would let any model in."""
 
 
-def mlflow_client(registry: RegistryConfig, *, must_exist: bool = False):  # noqa: ANN201 (mlflow is imported lazily: it is slow)
+def mlflow_client(registry: RegistryConfig, *, must_exist: bool = False) -> MlflowClient:
     """An MlflowClient on the configured tracking URI (MLFLOW_TRACKING_URI wins).
 
     Args:

@@ -237,7 +237,8 @@ class JsonLinesScoreLog:
 
 def _names(line: str, lead: str) -> bool:
     try:
-        return json.loads(line).get("lead") == lead
+        record = json.loads(line)
+        return bool(record.get("lead") == lead)
     except (json.JSONDecodeError, AttributeError):
         return lead in line  # a line cut short: erase it if it may be the lead's
 

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 from features.engine import FeatureRows, counted_as, lead_features, snapshot_features
 from features.labels import describe_driver, driver_of
@@ -79,7 +80,7 @@ Timestamp = Annotated[datetime, BeforeValidator(_timestamp_not_number), AfterVal
 # What `not_in_the_future` enforces, for the JSON Schema of the fields it checks (the service's
 # OpenAPI document): `formatMinimum` as JSON Schema's format-annotation proposal and ajv spell it;
 # "now" has no keyword, so an extension names it.
-IN_RANGE_SCHEMA = {"formatMinimum": "1970-01-01T00:00:00Z", "x-not-after": "now (server time, plus 5 minutes)"}
+IN_RANGE_SCHEMA: JsonDict = {"formatMinimum": "1970-01-01T00:00:00Z", "x-not-after": "now (server time, plus 5 minutes)"}
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -357,7 +358,7 @@ def score_lead_with_features(
         as_of=as_of,
         probability=float(rounded_probability(np.array([probability]))[0]),
         score=int(model.score_0_100(np.array([probability]))[0]),
-        tier=model.tier(probability),  # type: ignore[arg-type]
+        tier=model.tier(probability),
         mql=model.is_mql(probability),
         reasons=reasons,
         point_grid=GridOut(points=points, mql=bool(model.meta.grid.is_mql(points)), rules_fired=fired),

@@ -18,7 +18,7 @@ the JSON itself (`JsonBodyRoute`), so that `loc` names the field as sent (`["lea
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, get_args
 
 from fastapi import FastAPI, Request, Response
@@ -62,7 +62,7 @@ def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": REFUSALS[status]} for status in statuses}
 
 
-def error_response(status: int, title: str, detail: list[dict[str, Any]]) -> JSONResponse:
+def error_response(status: int, title: str, detail: Sequence[Mapping[str, Any]]) -> JSONResponse:
     return JSONResponse({"error": title, "detail": detail}, status_code=status)
 
 

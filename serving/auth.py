@@ -97,7 +97,7 @@ def parse_entries(text: str, separator: str, origin: str) -> tuple[tuple[bytes, 
             raise ApiKeyConfigError(f"{where}: unknown role {role!r}, expected one of {', '.join(ROLES)}")
         if len(key) < MIN_KEY_LENGTH:
             raise ApiKeyConfigError(f"{where}: the key is {len(key)} characters, at least {MIN_KEY_LENGTH} are needed")
-        entries.append((_digest(key), role))  # type: ignore[arg-type]
+        entries.append((_digest(key), role))
     if not entries:
         raise ApiKeyConfigError(f"{origin}: no KEY:ROLE entry")
     return tuple(entries)

@@ -634,10 +634,14 @@ def current_max_body_bytes() -> int:
     return service.max_body_bytes if service is not None else DEFAULT_MAX_BODY_BYTES
 
 
+# `@bentoml.service` makes LeadScoring a `bentoml.Service` (with `openapi_spec` and
+# `add_asgi_middleware`), but mypy does not apply class decorators and sees the plain class:
+# hence the attr-defined ignores below.
+
 # FastAPI's document of the routes above, with BentoML's health endpoints (`serving.api`).
-api.openapi = lambda: service_document(api, LeadScoring.openapi_spec.asdict())  # type: ignore[method-assign]
+api.openapi = lambda: service_document(api, LeadScoring.openapi_spec.asdict())  # type: ignore[method-assign, attr-defined]
 
 # Outermost first: a request without a key is refused before its body is read.
-LeadScoring.add_asgi_middleware(ApiKeyAuth, keys=current_api_keys)
-LeadScoring.add_asgi_middleware(BodySizeLimit, max_bytes=current_max_body_bytes)
-LeadScoring.add_asgi_middleware(JsonBodiesOnly)
+LeadScoring.add_asgi_middleware(ApiKeyAuth, keys=current_api_keys)  # type: ignore[attr-defined]
+LeadScoring.add_asgi_middleware(BodySizeLimit, max_bytes=current_max_body_bytes)  # type: ignore[attr-defined]
+LeadScoring.add_asgi_middleware(JsonBodiesOnly)  # type: ignore[attr-defined]

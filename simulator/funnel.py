@@ -358,7 +358,7 @@ def _cell_hazard(lat: _Latents, cells: np.ndarray) -> np.ndarray:
 def _draw_levels(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     """One categorical draw per row of `probs` (n, k), rows summing to 1; returns level indices."""
     cumulative = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
-    u = rng.random(probs.shape[0])[:, None]
+    u = rng.random((probs.shape[0], 1))  # a column: one uniform per row
     return np.minimum((u > cumulative).sum(axis=1), probs.shape[1] - 1)
 
 

@@ -48,7 +48,7 @@ from features.contract import (
     validate,
     validate_static,
 )
-from features.schema import AttributeColumn, LeadSchema, TimeRule, merged_type_map, parse_time_column
+from features.schema import AttributeColumn, AttributeKind, LeadSchema, TimeRule, merged_type_map, parse_time_column
 from features.snapshots import OBSERVED_UNTIL
 from features.spec import FeatureSpec, PropertyAggregate
 from features.vocabulary import PROPERTY_AGGREGATES, type_slug
@@ -686,8 +686,8 @@ class DataConfig(BaseModel):
         if both:
             raise ValueError(f"columns.categorical and columns.numeric both list {both}; a column has one type")
         declared = set(cols.categorical) | set(cols.numeric)
-        for key, names in (("columns.post_outcome", cols.post_outcome), ("columns.recorded_at", list(cols.recorded_at))):
-            undeclared = [n for n in names if n not in declared]
+        for key, listed in (("columns.post_outcome", cols.post_outcome), ("columns.recorded_at", list(cols.recorded_at))):
+            undeclared = [n for n in listed if n not in declared]
             if undeclared:
                 raise ValueError(f"{key}: {undeclared} not declared in columns.categorical or columns.numeric (declare the type there)")
         roles = {} if self.leads.outcome.in_own_table else {self.leads.outcome.column: "leads.outcome.column"}
@@ -782,11 +782,11 @@ class DataConfig(BaseModel):
         """
         cols = self.columns
 
-        def column(name: str, kind: str) -> AttributeColumn:
+        def column(name: str, kind: AttributeKind) -> AttributeColumn:
             source = self._source_of(name)
             options = source.csv if source.kind == "csv" else None
             return AttributeColumn(
-                source=name, name=self.feature_name(name), kind=kind,  # type: ignore[arg-type]
+                source=name, name=self.feature_name(name), kind=kind,
                 decimal=options.decimal if options else ".", thousands=options.thousands if options else None,
             )
 
@@ -1064,6 +1064,7 @@ def _csv_kwargs(options: CsvOptions) -> dict[str, object]:
 def _sql_select(source: Source, columns: Sequence[str] | None):
     import sqlalchemy as sa
 
+    origin: sa.FromClause
     if source.table is not None:
         schema, _, name = source.table.rpartition(".")
         origin = sa.table(name, *[sa.column(c) for c in columns or []], schema=schema or None)
@@ -1154,6 +1155,28 @@ class ProjectData:
     @property
     def is_static(self) -> bool:
         return isinstance(self.dataset, StaticDataset)
+
+    @property
+    def timed_dataset(self) -> Dataset:
+        """`dataset` of an export with time (leads.created_at).
+
+        Raises:
+            TypeError: The export is static.
+        """
+        if not isinstance(self.dataset, Dataset):
+            raise TypeError("the export is static (no leads.created_at): it has no dataset with time")
+        return self.dataset
+
+    @property
+    def static_dataset(self) -> StaticDataset:
+        """`dataset` of a static export (no leads.created_at).
+
+        Raises:
+            TypeError: The export has time.
+        """
+        if not isinstance(self.dataset, StaticDataset):
+            raise TypeError("the export has time (leads.created_at): it is not a static dataset")
+        return self.dataset
 
 
 def _lead_plan(data: DataConfig) -> list[ColumnPlan]:

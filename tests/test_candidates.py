@@ -106,7 +106,9 @@ def test_the_served_static_model_learned_from_every_row(static_export) -> None:
     test = result.plan.splits[0][1]
     assert training["served"]["trained_through_order"] == data.leads["order"].max()
     assert training["served"]["n_leads"] == len(data.leads)
-    assert training["measured_on"] == {"order_from": float(test.min()), "order_to": float(test.max()), "n_leads": len(test)}
+    assert training["measured_on"] == {
+        "order_from": float(test.min()), "order_to": float(test.max()), "n_leads": len(test), "order_name": "order",
+    }  # fmt: skip
     assert training["measured_model_version"] != result.model.meta.model_version
     # The metrics are the measured model's, on rows it never saw.
     assert result.metrics["model"]["roc_auc"]["value"] == pytest.approx(result.fold_auc["model"][0])
@@ -166,3 +168,17 @@ def test_the_drift_guard_names_the_feature_that_moved_and_its_range() -> None:
     assert "visits" not in report.out_of_range or report.out_of_range["visits"] < 0.05
     steady = drift_report(rows(1500, 0, 10), rows(500, 0, 10), SPEC)
     assert steady.adversarial_auc < 0.6 and "little shift" in steady.lines()[0]
+
+
+def test_the_report_of_a_served_bundle_uses_only_leads_it_never_saw(training_result, simulated_dataset) -> None:
+    from training.config import ProjectConfig
+    from training.refit import refit_on_matured
+    from training.report import inputs_from_dataset
+
+    config = ProjectConfig()
+    served = refit_on_matured(training_result, simulated_dataset, config.features, config.training)
+    # Every matured label of this data was learned from: there is no test period left on it.
+    with pytest.raises(ValueError, match="which the model never saw"):
+        inputs_from_dataset(served, simulated_dataset, config.training.snapshot_offsets_days)
+    measured = inputs_from_dataset(training_result.model, simulated_dataset, config.training.snapshot_offsets_days)
+    assert measured.test_start == training_result.split["test_start"] and measured.served_through is None

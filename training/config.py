@@ -62,7 +62,7 @@ class TrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     horizon_days: float = Field(default=DEFAULT_HORIZON_DAYS, gt=0)
-    snapshot_offsets_days: list[float] = Field(default_factory=lambda: list(DEFAULT_OFFSETS_DAYS))
+    snapshot_offsets_days: list[float] = Field(default_factory=lambda: [float(d) for d in DEFAULT_OFFSETS_DAYS])
     valid_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     # A grid file, or the name of a grid leadscore ships ("default": sources/builtin_grids/default.yaml).

@@ -113,8 +113,8 @@ def _ladder(values: np.ndarray, edges: Sequence[float], min_rows: int) -> list[t
         last = merged.pop()
         merged[-1][1], merged[-1][2] = last[1], merged[-1][2] + last[2]
     buckets: list[tuple[float | None, float | None]] = []
-    for i, (lo, hi, n) in enumerate(merged):
-        if n == 0:
+    for i, (lo, hi, rows_in) in enumerate(merged):
+        if rows_in == 0:
             continue
         low = None if (i == 0 and lo == -np.inf) else float(lo)
         buckets.append((low, None if hi == np.inf else float(hi)))
@@ -290,7 +290,7 @@ def global_drivers(
         driver = contributions.drivers[k]
         column, driver_points = contributions.log_odds[:, k], points[:, k]
         feature, groups, share = best_groups(driver, contributions, rows, spec, min_rows)
-        described = []
+        described: list[dict[str, Any]] = []
         for g in groups:
             n = int(g.mask.sum())
             rate = float(y[g.mask].mean())

@@ -542,8 +542,9 @@ def guard_input_for_static(
     categorical, numeric = _attribute_names(spec)
     if data.has_order:
         rank = leads["order"].rank(method="first").to_numpy()
-        test: np.ndarray | None = rank > len(leads) * (1 - test_fraction)
-        train = ~test
+        in_test = rank > len(leads) * (1 - test_fraction)
+        test: np.ndarray | None = in_test
+        train = ~in_test
     else:
         test, train = None, np.ones(len(leads), dtype=bool)
     return GuardInput(

@@ -132,7 +132,8 @@ def inputs_from_dataset(model: ScoringModel, data: Dataset, offsets_days: Sequen
     created = data.leads.set_index("lead_id")["created_at"]
     in_test = (created.reindex(snaps["lead_id"]).to_numpy() >= test_start)
     parts = {}
-    for name, keep in (("test", in_test), ("before the test period", ~in_test)):
+    unseen = f"test (leads created from {test_start:%Y-%m-%d}, which the model never saw)"
+    for name, keep in ((unseen, in_test), ("before the test period", ~in_test)):
         part = snaps[keep].reset_index(drop=True)
         if part.empty or part["label"].nunique() < 2:
             raise ValueError(
@@ -142,7 +143,7 @@ def inputs_from_dataset(model: ScoringModel, data: Dataset, offsets_days: Sequen
             )
         rows = snapshot_features(data.leads, data.interactions, part, model.spec)
         parts[name] = (part, rows, model.encode(rows))
-    (test, test_rows, test_matrix), (fit, fit_rows, fit_matrix) = parts["test"], parts["before the test period"]
+    (test, test_rows, test_matrix), (fit, fit_rows, fit_matrix) = parts[unseen], parts["before the test period"]
     return ReportInputs(
         model=model,
         test_rows=test_rows,

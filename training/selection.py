@@ -210,6 +210,7 @@ def run_chosen_static_training(
     selection: SelectionConfig,
     progress: Progress | None = None,
     training_notes: dict[str, Any] | None = None,
+    order_name: str = "order",
 ) -> tuple[StaticTrainingResult, Selection | None]:
     """Static training with the model chosen on time, measured once on the test part, then refit on every row.
 
@@ -243,7 +244,8 @@ def run_chosen_static_training(
     fitted = fits[0]
     test_raw = np.asarray(fitted.booster.predict(encode_matrix(_take(rows, test), spec.feature_names(), fitted.levels), raw_score=True))
     windows = {
-        "measured_on": {"order_from": float(order[test].min()), "order_to": float(order[test].max()), "n_leads": int(len(test))},
+        "measured_on": {"order_from": float(order[test].min()), "order_to": float(order[test].max()), "n_leads": int(len(test)),
+                        "order_name": order_name},
         "served": {"trained_through_order": float(order.max()), "n_leads": int(len(y)),
                    "refit": "every row with an outcome, the chosen settings carried over"},
     }  # fmt: skip
@@ -261,6 +263,7 @@ def dates_sentence(training: dict[str, Any], order_name: str = "order") -> str |
             f"measured on leads created {measured['created_from'][:10]} to {measured['created_to'][:10]} by a model that never "
             f"saw them; served model trained on leads up to {served['trained_through'][:10]}"
         )
+    order_name = measured.get("order_name", order_name)
     return (
         f"measured on leads {order_name} {measured['order_from']:g} to {measured['order_to']:g} by a model that never saw "
         f"them; served model trained on every lead up to {order_name} {served['trained_through_order']:g}"

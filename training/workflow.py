@@ -410,6 +410,7 @@ def train_static(
                 notes["drift"] = drift.to_dict()
             result, selection = run_chosen_static_training(
                 data, spec, cfg.training, point_grid, plan, cfg.training.selection, progress, training_notes=notes,
+                order_name=cfg.data.leads.order_name(),
             )
     except NotEnoughDataError as error:
         raise WorkflowError(f"refusing to train: {error}") from error
