@@ -50,7 +50,7 @@ def _lead_lines(data: Dataset, n: int) -> list[LeadIn]:
                                                                  "country", "job_role", "seniority", "source",
                                                                  "marketing_consent")},
                     "interactions": [] if own is None else [
-                        {"type": t, "occurred_at": o} for t, o in zip(own["type"], own["occurred_at"])
+                        {"type": t, "occurred_at": o} for t, o in zip(own["type"], own["occurred_at"], strict=True)
                     ],
                 }
             )

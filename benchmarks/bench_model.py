@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from features.vocabulary import INTERACTION_TYPES
 from sources.folder import load_dataset
 from sources.grids import load_grid
-from features.vocabulary import INTERACTION_TYPES
 from training.config import ProjectConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -21,11 +21,10 @@ AS_OF = datetime(2025, 6, 1, tzinfo=UTC)
 
 def simulated_data(n_leads: int, seed: int = 11) -> Path:
     """Folder of `n_leads` simulated leads (`simulator.funnel`), written once and cached."""
-    from benchmarks.synthetic import CACHE_DIR
-    from simulator.funnel import simulate, write_simulation
-
     import simulator.funnel as simulator
+    from benchmarks.synthetic import CACHE_DIR
     from model.bundle import content_hash
+    from simulator.funnel import simulate, write_simulation
 
     # The simulator is still being tuned: its source hash keeps stale cached data out.
     version = content_hash(Path(simulator.__file__).read_bytes())[:8]
@@ -102,6 +101,6 @@ def lead_payload(n_interactions: int = 100, seed: int = 0, as_of: datetime = AS_
     types = rng.choice(INTERACTION_TYPES, n_interactions)
     interactions = [
         {"type": str(t), "occurred_at": (created + timedelta(seconds=int(s))).isoformat(), "channel": "web"}
-        for s, t in zip(offsets, types)
+        for s, t in zip(offsets, types, strict=True)
     ]
     return example_lead(f"bench-{seed}", created.isoformat(), interactions)

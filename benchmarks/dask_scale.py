@@ -14,13 +14,13 @@ from benchmarks.measure import Section, alternated
 from benchmarks.synthetic import synthetic_dataset
 from features.engine import snapshot_features
 from model.bundle import ScoringModel
-from training.config import ProjectConfig
 from model.scoring import score_table
 from scaleout.dask import dask_client
+from training.config import ProjectConfig
 from training.distributed import DaskEngine
 
 
-def run(bundle, quick: bool) -> Section:  # noqa: ANN001
+def run(bundle, quick: bool) -> Section:
     section = Section("dask", "Scale-out on a Dask LocalCluster (2 worker processes) vs one process", quick)
     n_leads, runs = (3_000, 1) if quick else (200_000, 3)
     data = synthetic_dataset(n_leads, seed=3)

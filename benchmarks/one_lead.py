@@ -30,7 +30,7 @@ API_KEY = secrets.token_hex(16)  # the key this run's service accepts (serving.a
 READY_TIMEOUT_S = 120
 
 
-def _bare(model: ScoringModel, row: np.ndarray):  # noqa: ANN202
+def _bare(model: ScoringModel, row: np.ndarray):
     booster = model.booster
 
     def bare() -> None:

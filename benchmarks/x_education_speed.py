@@ -32,8 +32,8 @@ from sklearn.metrics import roc_auc_score
 from benchmarks.measure import Section, interleaved
 from features.engine import lead_features
 from model.bundle import ScoringModel
-from training.config import LightGBMParams, TrainingConfig
 from model.scoring import LeadIn, score_lead
+from training.config import LightGBMParams, TrainingConfig
 from training.pipeline import lightgbm_params
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

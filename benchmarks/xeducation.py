@@ -37,10 +37,10 @@ from sklearn.model_selection import StratifiedKFold
 
 from features.contract import StaticDataset
 from features.engine import FeatureRows, lead_attribute_rows
-from sources.grids import load_grid
-from sources.loader import load_project_data
 from features.spec import FeatureSpec
 from model.bundle import encode_matrix
+from sources.grids import load_grid
+from sources.loader import load_project_data
 from training.config import LightGBMParams, ProjectConfig, TrainingConfig, load_config
 from training.leakage import guard_input_for_static, run_guard, spec_without
 from training.pipeline import _take

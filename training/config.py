@@ -5,7 +5,6 @@ Every default lives here once; the CLI reads a file and overrides only what its 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -13,10 +12,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from features.snapshots import DEFAULT_HORIZON_DAYS, DEFAULT_OFFSETS_DAYS
+from features.spec import FeatureSpec, VocabularyRule
 from model.registry import RegistryConfig
 from sources.grids import is_builtin_grid
 from sources.loader import CONFIG_FOLDER, DataConfig
-from features.spec import FeatureSpec, VocabularyRule
 from training.gate import GateConfig
 from training.selection_config import SelectionConfig
 

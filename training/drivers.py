@@ -101,10 +101,10 @@ def _ladder(values: np.ndarray, edges: Sequence[float], min_rows: int) -> list[t
     """Buckets [edge_i, edge_i+1) of non-missing values, small ones merged into a neighbour."""
     counts = [
         int(np.sum((values >= lo) & (values < hi)))
-        for lo, hi in zip(edges, [*edges[1:], np.inf])
+        for lo, hi in zip(edges, [*edges[1:], np.inf], strict=True)
     ]
     merged: list[list[float]] = []  # [low, high, rows]
-    for lo, hi, n in zip(edges, [*edges[1:], np.inf], counts):
+    for lo, hi, n in zip(edges, [*edges[1:], np.inf], counts, strict=True):
         if merged and merged[-1][2] < min_rows:
             merged[-1][1], merged[-1][2] = hi, merged[-1][2] + n
         else:

@@ -31,8 +31,8 @@ from features.schema import lead_schema_for
 from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
 from features.spec import FeatureSpec
 from model.bundle import BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix
-from training.config import TrainingConfig
 from model.monitoring import reference_distribution
+from training.config import TrainingConfig
 from training.metrics import scorer_metrics
 
 Progress = Callable[[str], None]
@@ -448,7 +448,7 @@ def run_training(
     names = spec.feature_names()
     frames = [
         SplitFrames(s, r, encode_matrix(r, names, levels))
-        for s, r in zip((train_s, valid_s, test_s), parts)
+        for s, r in zip((train_s, valid_s, test_s), parts, strict=True)
     ]
     train, valid, test = frames
 
@@ -467,7 +467,7 @@ def run_training(
     say(f"LightGBM: {best} trees (early stopping on validation)")
     lap("lightgbm")
 
-    valid_raw = booster.predict(valid.matrix, raw_score=True)
+    valid_raw = np.asarray(booster.predict(valid.matrix, raw_score=True))
     # One BLAS thread: these fits are many small products, and BLAS threads that spin-wait
     # made the logistic regression 4x slower on a busy 2-core machine (benchmarks/README.md).
     with threadpool_limits(limits=1, user_api="blas"):
@@ -482,7 +482,7 @@ def run_training(
     grid_valid = grid.score_frame(valid.rows.to_frame(spec))
     grid_cal = _fit_one("platt", grid_valid, valid.y)
     for frame in (valid, test):
-        frame.scores["model"] = calibration.apply(booster.predict(frame.matrix, raw_score=True))
+        frame.scores["model"] = calibration.apply(np.asarray(booster.predict(frame.matrix, raw_score=True)))
         frame.scores["logistic_regression"] = logistic.predict_proba(_logistic_frame(frame.rows, spec))[:, 1]
         frame.snapshots["grid_points"] = grid.score_frame(frame.rows.to_frame(spec))
         frame.scores["point_grid"] = grid_cal.apply(frame.snapshots["grid_points"].to_numpy())

@@ -7,12 +7,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import roc_curve
 
-from training.metrics import gains_curve  # noqa: E402
+from training.metrics import gains_curve
 
 COLOURS = {"model": "#1f77b4", "point_grid": "#d62728", "logistic_regression": "#2ca02c", "oracle": "#7f7f7f"}
 NAMES = {"model": "LightGBM model", "point_grid": "Point grid", "logistic_regression": "Logistic regression", "oracle": "Oracle (simulator truth)"}

@@ -31,21 +31,21 @@ import matplotlib
 from markupsafe import Markup
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import roc_auc_score
 
-from features.contract import Dataset  # noqa: E402
-from features.engine import FeatureRows, snapshot_features  # noqa: E402
-from sources.grids import save_grid  # noqa: E402
-from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times  # noqa: E402
-from model.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel  # noqa: E402
-from training.drivers import driver_contributions, global_drivers  # noqa: E402
-from training.learned_grid import LearnedGrid, compare_with_grid, learn_grid, sample_rows  # noqa: E402
-from training.metrics import CAPTURE_TOP_SHARE, gains_curve, lift_curve  # noqa: E402
-from training.pipeline import TrainingResult  # noqa: E402
+from features.contract import Dataset
+from features.engine import FeatureRows, snapshot_features
+from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
+from model.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel
+from sources.grids import save_grid
+from training.drivers import driver_contributions, global_drivers
+from training.learned_grid import LearnedGrid, compare_with_grid, learn_grid, sample_rows
+from training.metrics import CAPTURE_TOP_SHARE, gains_curve, lift_curve
+from training.pipeline import TrainingResult
 
 LEARNED_GRID_FILE = "learned_grid.yaml"
 TOP_DRIVERS = 10
@@ -324,7 +324,7 @@ def _tier_chart(tiers: list[dict[str, Any]], overall: float) -> str:
     names = [t["tier"].capitalize() for t in tiers]
     rates = [100 * t["conversion_rate"] for t in tiers]
     bars = ax.bar(names, rates, color=["#c0392b", "#e08a00", "#1f6fb4"])
-    for bar, t in zip(bars, tiers):
+    for bar, t in zip(bars, tiers, strict=True):
         ax.annotate(
             f"{100 * t['conversion_rate']:.1f} %\n{100 * t['share_of_leads']:.0f} % of leads",
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -467,7 +467,7 @@ def render_html(
         grid=learned.grid,
         odds_step=_odds_step(overall, 1.0),
         comparison=comparison,
-        mapping=list(zip(mapping_points, (float(q) for q in mapping))),
+        mapping=list(zip(mapping_points, (float(q) for q in mapping), strict=True)),
     )
 
 

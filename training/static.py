@@ -223,7 +223,7 @@ def fit_static_booster(
     # booster are the sound basis, at the price of not learning from the inner validation part
     # (as in the timed pipeline, where validation is fit on the same way).
     served = lgb.Booster(model_str=stopped.model_to_string(num_iteration=best))
-    valid_raw = served.predict(valid_matrix, raw_score=True)
+    valid_raw = np.asarray(served.predict(valid_matrix, raw_score=True))
     with threadpool_limits(limits=1, user_api="blas"):
         calibration, losses = fit_calibration(valid_raw, y[valid_part], config.seed)
     return FittedBooster(served, levels, calibration, best, calibration.apply(valid_raw), losses)

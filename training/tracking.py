@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -222,8 +222,8 @@ def rivals_on_rows(
     champion = champion_version(registry)
     if champion is None:
         return None, None
-    best = best_champion_version(client, registry, champion)
-    scored = {}
+    best = best_champion_version(client, registry, champion) or champion
+    scored: dict[str, ChampionOnRows] = {}
     for version in {champion, best}:
         with tempfile.TemporaryDirectory() as tmp:
             rival = ScoringModel.load(download_version(registry, version, Path(tmp)))
@@ -435,7 +435,7 @@ def log_static_run(
         _log_model_and_metrics(
             config, model, result.metrics, tags={"data.static": "true", "evaluation": result.plan.description}
         )
-        for scorer, auc in result.summary()["mean_fold_roc_auc"].items():  # type: ignore[union-attr]
+        for scorer, auc in cast(dict[str, float], result.summary()["mean_fold_roc_auc"]).items():
             mlflow.log_metric(f"{scorer}.roc_auc.mean_fold", auc)
         mlflow.log_dict(result.metrics, "metrics.json")
         mlflow.log_dict(result.summary(), "evaluation.json")

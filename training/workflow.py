@@ -15,12 +15,12 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import pandas as pd
 
-from features.contract import ContractError, Dataset
+from features.contract import ContractError, Dataset, StaticDataset
 from features.grid import PointGrid
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel
@@ -104,7 +104,7 @@ def read_project(cfg: ProjectConfig, leads_path: Path | None, console: Console, 
     except ContractError as error:
         raise WorkflowError(str(error)) from error
     data = project.dataset
-    kind = "static export" if project.is_static else f"{len(data.interactions)} interactions"
+    kind = "static export" if isinstance(data, StaticDataset) else f"{len(data.interactions)} interactions"
     console.say(f"data: {len(data.leads)} leads ({kind}) from {project.sources['data.leads']}")
     for key, columns in project.unused_columns.items():
         if columns:
@@ -298,7 +298,9 @@ def train(request: TrainRequest, console: Console) -> None:
                 raise WorkflowError("--engine dask trains on leads and interactions; a static export (one row per lead) trains here")
             train_static(project, cfg, request, console, point_grid)
             return
-        dataset, recorded, post_outcome = project.dataset, project.recorded_at, project.post_outcome
+        timed = project.dataset
+        assert isinstance(timed, Dataset), "an export that is not static has leads over time"
+        dataset, recorded, post_outcome = timed, project.recorded_at, project.post_outcome
     else:
         data = data or DEFAULT_DATA_DIR
         dataset, recorded, post_outcome = read_folder(data, cfg.features, console, request.quarantine_out), None, []
@@ -327,7 +329,8 @@ def train(request: TrainRequest, console: Console) -> None:
                 served = refit_on_matured(result, dataset, spec, cfg.training, **{k: v for k, v in hooks.items() if k == "build_features"})
         except NotEnoughDataError as error:
             raise WorkflowError(f"refusing to train: {error}") from error
-    console.say(f"\nTest period from {result.split['test_start'][:10]}: {result.split['n_snapshots']['test']} snapshots")
+    n_test = cast(dict[str, int], result.split["n_snapshots"])["test"]
+    console.say(f"\nTest period from {str(result.split['test_start'])[:10]}: {n_test} snapshots")
     console.say(metrics_table(result.metrics))
     console.say(dates_sentence(served.meta.training) or "")
     for line in drift_report(result.train.rows, result.test.rows, spec, cfg.training.seed).lines():
@@ -384,6 +387,7 @@ def train_static(
 
     assert cfg.data is not None
     data = project.dataset
+    assert isinstance(data, StaticDataset), "train_static takes a static export"
     leakage, spec = guard(
         guard_input_for_static(data, cfg.features, cfg.training.test_fraction, project.recorded_at, project.post_outcome),
         cfg,
@@ -426,7 +430,7 @@ def train_static(
     sentence = dates_sentence(result.model.meta.training, cfg.data.leads.order_name())
     if sentence:
         console.say(sentence)
-    means = summary["mean_fold_roc_auc"]
+    means = cast(dict[str, float], summary["mean_fold_roc_auc"])
     console.say("mean ROC AUC over folds: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
     if request.metrics_out:
         request.metrics_out.parent.mkdir(parents=True, exist_ok=True)
@@ -791,7 +795,8 @@ def score_lines(
 
     from model.scoring import LeadIn, score_lead
 
-    results, errors = [], []
+    results: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
     lines = source.read_text().splitlines()
     for number, line in enumerate(tqdm(lines, desc="scoring", unit="lead", disable=None), start=1):
         if not line.strip():
