@@ -36,7 +36,7 @@ def measure(directory: Path) -> dict[str, object]:
     start = time.perf_counter()
     dataset = load_dataset(directory, config.features)
     load_s = time.perf_counter() - start
-    result = run_training(dataset, config.features, config.training, load_grid(PROJECT_ROOT / config.training.grid))
+    result = run_training(dataset, config.features, config.training, load_grid(config.training.grid))
     total_s = time.perf_counter() - start
     n = result.split["n_snapshots"]
     return {

@@ -81,14 +81,25 @@ def records_of(rows, probabilities: np.ndarray, model_version: str, n: int) -> l
 
 
 @pytest.fixture
-def recent_log(training_result, trained_bundle: Path, tmp_path: Path) -> Path:
-    """A score log of the validation period's snapshots, as the service would have written them:
-    the leads that followed the training period, scored by the model."""
-    version = ScoringModel.load(trained_bundle).meta.model_version
-    valid = training_result.valid
+def recent_log(training_result, simulated_dataset, trained_bundle: Path, tmp_path: Path) -> Path:
+    """A score log of the leads that followed the training period, as the service would have
+    written it: each of those leads scored at the snapshot offsets, whether or not its label has
+    matured since (the service knows no label; the validation rows of training keep only
+    matured ones, which leaves out the older snapshots of the period's last leads)."""
+    from features.engine import snapshot_features
+    from features.snapshots import snapshot_times
+    from training.config import ProjectConfig
+
+    model = ScoringModel.load(trained_bundle)
+    leads = simulated_dataset.leads
+    period = leads[(leads["created_at"] >= pd.Timestamp(training_result.split["valid_start"]))
+                   & (leads["created_at"] < pd.Timestamp(training_result.split["test_start"]))]  # fmt: skip
+    snaps = snapshot_times(period, ProjectConfig().training.snapshot_offsets_days, simulated_dataset.data_end)
+    rows = snapshot_features(leads, simulated_dataset.interactions, snaps, model.spec)
+    probability = model.probability(model.encode(rows))
     log = JsonLinesScoreLog(tmp_path / "scores.jsonl")
-    log.write(records_of(valid.rows, valid.scores["model"], version, len(valid.snapshots)))
-    log.write(records_of(valid.rows, valid.scores["model"], "another-version", 10))
+    log.write(records_of(rows, probability, model.meta.model_version, len(snaps)))
+    log.write(records_of(rows, probability, "another-version", 10))
     return log.path
 
 
@@ -103,7 +114,9 @@ def test_monitor_sees_no_drift_in_the_period_after_training(recent_log: Path, tr
     assert "left out: 10 scores of other model versions" in result.output
     table = pd.DataFrame(json.loads(out.read_text())["variables"])
     assert table.loc[0, "variable"] == "probability"
-    assert table.loc[0, "psi"] == pytest.approx(0.0, abs=1e-3)  # the reference is this very period's probabilities
+    # The probability reference is this period's validation rows; the log holds every snapshot
+    # of the same leads (the unmatured ones too): the same period, so no drift and not even watch.
+    assert table.loc[0, "status"] == "ok" and table.loc[0, "psi"] < 0.1
     assert (table["status"] != "drift").all(), table[table["status"] == "drift"]
 
 

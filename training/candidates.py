@@ -19,6 +19,7 @@ are chosen on time by `training.selection`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -152,8 +153,8 @@ def refit_candidate(
 ) -> FittedCandidate:
     """The same candidate refit on every row, its settings carried over (trees: as many as early stopping chose).
 
-    Nothing is held out, so the calibration is given: the caller fits it on the measured
-    model's scores of the test period (the latest rows no fit of that method had seen).
+    Nothing is held out, so the calibration is given: `cross_fitted_calibration` fits it on
+    this same recipe's scores of recent rows it had not seen.
     """
     names = spec.feature_names()
     levels = static_category_levels(rows, spec)
@@ -161,6 +162,42 @@ def refit_candidate(
     weights = recency_weights(len(y), fitted.candidate.half_life, order)
     model, best = _fit_family(fitted.candidate, matrix, y, weights, spec, levels, config, None, rounds=fitted.best_iteration)
     return FittedCandidate(fitted.candidate, model, levels, calibration, best, fitted.valid_probability, fitted.calibration_losses)
+
+
+def cross_fitted_calibration(
+    fitted: FittedCandidate,
+    rows: FeatureRows,
+    y: np.ndarray,
+    spec: FeatureSpec,
+    config: TrainingConfig,
+    order: np.ndarray | None,
+) -> tuple[Calibration, dict[str, float], np.ndarray]:
+    """The calibration of `refit_candidate`'s model: the recipe cross-fitted on the latest rows.
+
+    Each block of the latest rows (`training.crossfit.latest_blocks`, by `order`, else by row
+    position) is scored by the candidate refit the same way on every other row.
+
+    Returns:
+        The calibration map, its cross-fitted log losses, and the calibrated probabilities of
+        the latest rows (for the score scale, tiers and MQL threshold).
+    """
+    from training.crossfit import cross_fitted_raw, latest_blocks
+    from training.pipeline import fit_calibration
+
+    names = spec.feature_names()
+    levels = static_category_levels(rows, spec)
+    matrix = encode_matrix(rows, names, levels)
+    weights = recency_weights(len(y), fitted.candidate.half_life, order)
+    clock = np.arange(len(y), dtype=np.float64) if order is None else np.asarray(order, dtype=np.float64)
+
+    def fit_on(mask: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        model, _ = _fit_family(fitted.candidate, matrix[mask], y[mask], None if weights is None else weights[mask],
+                               spec, levels, config, None, rounds=fitted.best_iteration)  # fmt: skip
+        return lambda where: np.asarray(model.predict(matrix[where], raw_score=True))
+
+    positions, raw = cross_fitted_raw(fit_on, latest_blocks(clock))
+    calibration, losses = fit_calibration(raw, y[positions], config.seed)
+    return calibration, losses, calibration.apply(raw)
 
 
 def _fit_family(

@@ -170,6 +170,21 @@ TIME_SPLIT_ADVICE = "Add more history, shorten horizon_days, or change valid/tes
 MIN_MATURED_LEADS = 200
 
 
+def _served_like_rows(
+    snaps: pd.DataFrame, data: Dataset, spec: FeatureSpec, boundaries: dict[str, Any], build_features: FeatureBuilder
+) -> FeatureRows:
+    """Features of every snapshot of the training period's leads known before validation starts.
+
+    The drift reference: a service scores leads at every offset, whatever their label, while the
+    training rows leave out the snapshots whose label window runs into validation (the older
+    snapshots of the period's last leads), which would make served leads look older than training.
+    """
+    valid_start = pd.Timestamp(boundaries["valid_start"])
+    created = snaps["lead_id"].map(data.leads.set_index("lead_id")["created_at"])
+    known = ((created < valid_start) & (snaps["as_of"] < valid_start)).to_numpy()
+    return build_features(data.leads, data.interactions, snaps[known].reset_index(drop=True), spec)
+
+
 def check_enough(
     name: str,
     snapshots: pd.DataFrame,
@@ -537,7 +552,7 @@ def run_training(
             "grid_mql_share_validation": grid_mql_share,
         },
         # What `leadscore monitor` compares served leads with (PSI per feature and probability).
-        reference=reference_distribution(train.rows, p_valid),
+        reference=reference_distribution(_served_like_rows(snaps, data, spec, boundaries, build_features), p_valid),
     )
     model = ScoringModel(booster, meta)
     split = {

@@ -15,6 +15,7 @@ created X to Y by a model that never saw them; served model trained on leads up 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightgbm as lgb
@@ -27,6 +28,7 @@ from features.spec import FeatureSpec
 from model.bundle import ScoringModel, Tiers, content_hash, encode_matrix
 from model.monitoring import reference_distribution
 from training.config import TrainingConfig
+from training.crossfit import cross_fitted_raw, latest_blocks
 from training.pipeline import FeatureBuilder, TrainingResult, category_levels, fit_calibration, lightgbm_params
 
 
@@ -72,13 +74,27 @@ def refit_on_matured(
     if not isinstance(measured.booster, lgb.Booster):
         raise TypeError(f"refit_on_matured: the measured model is {measured.meta.model_family}; run_training fits LightGBM")
     trees = measured.booster.current_iteration()
-    train_set = lgb.Dataset(matrix, y, feature_name=names, categorical_feature=[names.index(c) for c in spec.categorical_features()])
-    booster = lgb.train(lightgbm_params(config, names), train_set, num_boost_round=trees)
-    booster = lgb.Booster(model_str=booster.model_to_string())
+    params = lightgbm_params(config, names)
+    categorical = [names.index(c) for c in spec.categorical_features()]
 
-    test_raw = measured.raw(result.test.matrix)
-    calibration, losses = fit_calibration(test_raw, result.test.y, config.seed)
-    p = calibration.apply(test_raw)
+    def fit_on(mask: np.ndarray) -> lgb.Booster:
+        train_set = lgb.Dataset(matrix[mask], y[mask], feature_name=names, categorical_feature=categorical)
+        return lgb.Booster(model_str=lgb.train(params, train_set, num_boost_round=trees).model_to_string())
+
+    booster = fit_on(np.ones(len(y), dtype=bool))
+    # Calibrated as itself: the refit recipe cross-fitted on the latest leads (a lead's snapshots
+    # in one block), not the measured model's test scores (other trees, another score scale).
+    created = snaps["lead_id"].map(data.leads.set_index("lead_id")["created_at"])
+    clock = (created - created.min()).dt.total_seconds().to_numpy(dtype=np.float64)
+    blocks = latest_blocks(clock, snaps["lead_id"].to_numpy())
+
+    def predictor(mask: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        model = fit_on(mask)
+        return lambda where: np.asarray(model.predict(matrix[where], raw_score=True))
+
+    positions, held_out_raw = cross_fitted_raw(predictor, blocks)
+    calibration, losses = fit_calibration(held_out_raw, y[positions], config.seed)
+    p = calibration.apply(held_out_raw)
     meta = measured.meta
     grid_share = float(meta.training.get("grid_mql_share_validation", 0.0))
     text = booster.model_to_string()

@@ -27,9 +27,9 @@ from features.engine import FeatureRows, lead_attribute_rows
 from features.grid import PointGrid
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel, Tiers, content_hash, encode_matrix, model_family_of
-from training.candidates import Candidate, FittedCandidate, fit_candidate, refit_candidate
+from training.candidates import Candidate, FittedCandidate, cross_fitted_calibration, fit_candidate, refit_candidate
 from training.config import TrainingConfig
-from training.pipeline import Progress, _take, fit_calibration
+from training.pipeline import Progress, _take
 from training.selection_config import SelectionConfig
 from training.static import EvaluationPlan, StaticTrainingResult, run_static_training
 
@@ -158,15 +158,13 @@ def served_refit(
     order: np.ndarray | None,
     spec: FeatureSpec,
     config: TrainingConfig,
-    test_raw: np.ndarray,
-    test_y: np.ndarray,
     notes: dict[str, Any],
 ) -> ScoringModel:
     """The served model: the measured candidate refit on every row with matured labels.
 
-    Its calibration is fit on the measured model's raw scores of the test period (rows no fit
-    of the method had seen, the newest there are); tiers, the 0-100 scale and the MQL threshold
-    come from those calibrated scores, as the measured model's came from its validation rows.
+    Its calibration is cross-fitted on the latest rows with the served recipe
+    (`training.candidates.cross_fitted_calibration`); tiers, the 0-100 scale and the MQL
+    threshold come from those calibrated out-of-block scores.
 
     Args:
         measured: The bundle of the model the test period measured.
@@ -176,13 +174,12 @@ def served_refit(
         order: Their acquisition order.
         spec: Feature specification.
         config: Training settings.
-        test_raw: The measured model's raw scores of the test rows.
-        test_y: The test rows' outcomes.
         notes: More facts for the bundle's `training` metadata (the dates, the selection).
     """
-    calibration, losses = fit_calibration(test_raw, test_y, config.seed)
+    # Calibrated as itself: the served recipe cross-fitted on the latest rows, not the measured
+    # model's test scores (other trees, another score scale).
+    calibration, losses, p = cross_fitted_calibration(fitted, rows, y, spec, config, order)
     refit = refit_candidate(fitted, rows, y, spec, config, calibration, order=order)
-    p = calibration.apply(test_raw)
     meta = measured.meta
     grid_share = float(meta.training.get("grid_mql_share", 0.0))
     text = refit.booster.model_to_string()
@@ -242,14 +239,13 @@ def run_chosen_static_training(
 
     measured = run_static_training(data, spec, config, grid, plan, progress, {**notes, "selection": chosen.to_dict()}, fit_model=fit_chosen)
     fitted = fits[0]
-    test_raw = np.asarray(fitted.booster.predict(encode_matrix(_take(rows, test), spec.feature_names(), fitted.levels), raw_score=True))
     windows = {
         "measured_on": {"order_from": float(order[test].min()), "order_to": float(order[test].max()), "n_leads": int(len(test)),
                         "order_name": order_name},
         "served": {"trained_through_order": float(order.max()), "n_leads": int(len(y)),
                    "refit": "every row with an outcome, the chosen settings carried over"},
     }  # fmt: skip
-    served = served_refit(measured.model, fitted, rows, y, order, spec, config, test_raw, y[test], windows)
+    served = served_refit(measured.model, fitted, rows, y, order, spec, config, windows)
     return dataclasses.replace(measured, model=served), chosen
 
 
