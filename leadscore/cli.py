@@ -150,16 +150,11 @@ def simulate(
     format: Annotated[SimulationFormat, typer.Option("--format", help="contract: leads.csv and interactions.csv (with truth.csv); hubspot or salesforce: the same funnel as that CRM exports it (examples/hubspot.yaml, examples/salesforce.yaml read it).")] = SimulationFormat.contract,
 ) -> None:
     """Write a seeded B2B funnel in the data contract's format (with the oracle's truth), or as a HubSpot or Salesforce export."""
+    from simulator.crm import write_export
     from simulator.funnel import simulate as run_simulation
-    from simulator.funnel import write_simulation
 
     sim = run_simulation(leads, seed, start=start, span_days=span_days, drift=drift, show_progress=True)
-    if format is SimulationFormat.contract:
-        write_simulation(sim, out)
-    else:
-        from simulator.crm import write_crm_export
-
-        write_crm_export(sim, out, format.value)
+    write_export(sim, out, format.value)
     rate = sim.leads["converted_at"].notna().mean()
     typer.echo(
         f"wrote {len(sim.leads)} leads ({rate:.1%} converted by the export), "
@@ -370,10 +365,7 @@ def monitor(
     log: ScoreLogOption = None,
     bundle: Annotated[Path | None, typer.Option(help="Bundle folder of the model to check. Default: the registry's champion.")] = None,
     since: Annotated[str, typer.Option(help="Scores logged since: 7d, 12h, or a date (UTC).")] = "7d",
-    reference: Annotated[
-        Path | None,
-        typer.Option(help="Data folder to recompute the reference from, for a bundle saved without one (e.g. its training data)."),
-    ] = None,
+    reference: Annotated[Path | None, typer.Option(help="Data folder to recompute the reference from, for a bundle saved without one (e.g. its training data).")] = None,
     config: ConfigOption = None,
     out: Annotated[Path | None, typer.Option(help="Also write the table as JSON here.")] = None,
     fail_on_drift: Annotated[bool, typer.Option("--fail-on-drift", help="Exit with 1 when a variable has drifted.")] = False,

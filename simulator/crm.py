@@ -267,3 +267,13 @@ def write_crm_export(sim: Simulation, out_dir: Path, crm: CrmFormat) -> None:
     if crm not in writers:
         raise ValueError(f"unknown CRM format {crm!r}; one of {list(CRM_FORMATS)}")
     writers[crm](sim, Path(out_dir))
+
+
+def write_export(sim: Simulation, out_dir: Path, export_format: str) -> None:
+    """Write `sim` in the contract's format ("contract", with truth.csv) or as a CRM's export."""
+    if export_format == "contract":
+        from simulator.funnel import write_simulation
+
+        write_simulation(sim, Path(out_dir))
+        return
+    write_crm_export(sim, Path(out_dir), export_format)  # type: ignore[arg-type]  # checked there, named in the error
