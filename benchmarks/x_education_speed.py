@@ -92,7 +92,7 @@ def _cli_train(bundle_dir: Path) -> float:
     """`leadscore train` on the example config, in a child process; its wall time (s)."""
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "leadscore.cli", "train", "--config", str(CONFIG), "--no-mlflow",
+        [sys.executable, "-m", "leadscore", "train", "--config", str(CONFIG), "--no-mlflow",
          "--bundle-out", str(bundle_dir)],
         check=True, capture_output=True, text=True, cwd=PROJECT_ROOT,
     )
