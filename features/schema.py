@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Literal
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -275,26 +275,7 @@ class LeadSchema(BaseModel):
             missing numbers; keys of `attributes` the schema does not declare; problems, one per
             value that cannot be read or attribute given twice).
         """
-        values: dict[str, object] = {}
-        given_as: dict[str, str] = {}
-        unknown: list[str] = []
-        problems: list[SchemaProblem] = []
-        for key, raw in attributes.items():
-            column = self._by_key.get(key)
-            if column is None:
-                unknown.append(key)
-                continue
-            if column.name in given_as:
-                problems.append(
-                    SchemaProblem(f"{prefix}.{key}", f"gives {column.name!r} again (also sent as {given_as[column.name]!r}); send it once")
-                )
-                continue
-            given_as[column.name] = key
-            value, reason = self.value(raw, column)
-            if reason is not None:
-                problems.append(SchemaProblem(f"{prefix}.{key}", reason))
-            values[column.name] = value
-        return values, unknown, problems
+        return _read_keyed(attributes, self._by_key, self.value, prefix)
 
     def instant(self, value: datetime, rule: TimeRule | None = None, zone: str | None = "UTC") -> tuple[datetime | None, str | None]:
         """A timestamp in UTC: zoned ones converted, naive ones read in the rule's (or `zone`'s) zone.
@@ -366,26 +347,7 @@ class LeadSchema(BaseModel):
             (property -> float, NaN when missing; keys the schema does not declare; problems,
             one per value that cannot be read or property given twice).
         """
-        values: dict[str, float] = {}
-        given_as: dict[str, str] = {}
-        unknown: list[str] = []
-        problems: list[SchemaProblem] = []
-        for key, raw in properties.items():
-            column = self._property_by_key.get(key)
-            if column is None:
-                unknown.append(key)
-                continue
-            if column.name in given_as:
-                problems.append(
-                    SchemaProblem(f"{prefix}.{key}", f"gives {column.name!r} again (also sent as {given_as[column.name]!r}); send it once")
-                )
-                continue
-            given_as[column.name] = key
-            number, reason = self.number(raw, column)
-            if reason is not None:
-                problems.append(SchemaProblem(f"{prefix}.{key}", reason))
-            values[column.name] = number
-        return values, unknown, problems
+        return _read_keyed(properties, self._property_by_key, self.number, prefix)
 
     # -- frames (the vectorised path) -----------------------------------------------------
     def normalise_column(self, values: pd.Series, column: AttributeColumn) -> tuple[pd.Series, pd.Series]:
@@ -588,3 +550,40 @@ def merged_type_map(maps: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, 
                 )
             merged[source], origin[source] = target, key
     return merged
+
+
+_Read = TypeVar("_Read")
+
+
+def _read_keyed(
+    given: Mapping[str, object],
+    by_key: Mapping[str, AttributeColumn],
+    read: Callable[[object, AttributeColumn], tuple[_Read, str | None]],
+    prefix: str,
+) -> tuple[dict[str, _Read], list[str], list[SchemaProblem]]:
+    """Values sent under a column's feature name or its export name, each read by `read`.
+
+    Returns:
+        (feature name -> value; keys no column declares; problems: a value `read` cannot read,
+        or a column sent under both of its names).
+    """
+    values: dict[str, _Read] = {}
+    given_as: dict[str, str] = {}
+    unknown: list[str] = []
+    problems: list[SchemaProblem] = []
+    for key, raw in given.items():
+        column = by_key.get(key)
+        if column is None:
+            unknown.append(key)
+            continue
+        if column.name in given_as:
+            problems.append(
+                SchemaProblem(f"{prefix}.{key}", f"gives {column.name!r} again (also sent as {given_as[column.name]!r}); send it once")
+            )
+            continue
+        given_as[column.name] = key
+        value, reason = read(raw, column)
+        if reason is not None:
+            problems.append(SchemaProblem(f"{prefix}.{key}", reason))
+        values[column.name] = value
+    return values, unknown, problems

@@ -368,20 +368,8 @@ def log_training_run(
         mlflow.log_metric("learned_grid.roc_auc", explanations.roc_auc["learned_grid"])
         mlflow.log_artifacts(str(bundle_dir), BUNDLE_ARTIFACT)
 
-        champion, best = rivals_on_rows(registry, client, lambda rival: champion_auc_on_test(data, result, rival))
-        decision_ = gate_decision(
-            gate_evidence(result.metrics, champion, best), config.training.gate, champion_tolerance=tolerance, force=force
-        )
-        version, promoted, decision = _register_and_decide(
-            registry, client, run, model, decision_, champion.version if champion else None,
-            # The rule the decision applied, beside its figures (model.roc_auc, point_grid.roc_auc,
-            # champion.roc_auc_same_test), so that a run says why on its own.
-            tags={"registry.tolerance": str(tolerance),
-                  "registry.baseline_tolerance": str(config.training.gate.baseline_tolerance)},
-        )  # fmt: skip
-        _log_rivals(champion, best)
-        _log_windows(model)
-    return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion.roc_auc if champion else None)
+        rescore = lambda rival: champion_auc_on_test(data, result, rival)  # noqa: E731
+        return _gate_and_register(registry, client, run, exp_id, model, result.metrics, rescore, config, tolerance, force)
 
 
 def write_metrics_json(result: TrainingResult, path: Path) -> Path:
@@ -444,15 +432,32 @@ def log_static_run(
         bundle_dir = model.save(tmp_path / BUNDLE_ARTIFACT)
         mlflow.log_artifacts(str(bundle_dir), BUNDLE_ARTIFACT)
 
-        champion, best = rivals_on_rows(registry, client, lambda rival: champion_auc_on_static_rows(data, result, rival))
-        decision_ = gate_decision(
-            gate_evidence(result.metrics, champion, best), config.training.gate, champion_tolerance=tolerance, force=force
-        )
-        version, promoted, decision = _register_and_decide(
-            registry, client, run, model, decision_, champion.version if champion else None,
-            tags={"registry.tolerance": str(tolerance),
-                  "registry.baseline_tolerance": str(config.training.gate.baseline_tolerance)},
-        )  # fmt: skip
-        _log_rivals(champion, best)
-        _log_windows(model)
+        rescore = lambda rival: champion_auc_on_static_rows(data, result, rival)  # noqa: E731
+        return _gate_and_register(registry, client, run, exp_id, model, result.metrics, rescore, config, tolerance, force)
+
+
+def _gate_and_register(
+    registry: RegistryConfig,
+    client: MlflowClient,
+    run: Any,
+    exp_id: str,
+    model: ScoringModel,
+    metrics: dict[str, Any],
+    rescore: Callable[[ScoringModel], ChampionOnRows],
+    config: ProjectConfig,
+    tolerance: float,
+    force: bool,
+) -> RunRecord:
+    """The promotion gate on the run's test rows (champions re-scored by `rescore`), then registration."""
+    champion, best = rivals_on_rows(registry, client, rescore)
+    decision_ = gate_decision(gate_evidence(metrics, champion, best), config.training.gate, champion_tolerance=tolerance, force=force)
+    version, promoted, decision = _register_and_decide(
+        registry, client, run, model, decision_, champion.version if champion else None,
+        # The rule the decision applied, beside its figures (model.roc_auc, point_grid.roc_auc,
+        # champion.roc_auc_same_test), so that a run says why on its own.
+        tags={"registry.tolerance": str(tolerance),
+              "registry.baseline_tolerance": str(config.training.gate.baseline_tolerance)},
+    )  # fmt: skip
+    _log_rivals(champion, best)
+    _log_windows(model)
     return RunRecord(run.info.run_id, exp_id, str(version), promoted, decision, champion.roc_auc if champion else None)
