@@ -64,7 +64,7 @@ bench: install  ## benchmarks: latency, throughput, features, training, TreeSHAP
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 # SERVICE_BENCH_ARGS=--quick for 10 s runs; --rate, --seconds, --examples (benchmarks/service.py).
-bench-service: install  ## the real service on 127.0.0.1: schemathesis, 50 req/s for 60 s, swap and kill -9 under load
+bench-service: install  ## the real service on 127.0.0.1: schemathesis, 50 req/s for 60 s, swap and kill -9 under load, events in and alerts out
 	nice $(PY) -m benchmarks.service $(SERVICE_BENCH_ARGS)
 
 bench-xeducation: install  ## X Education export: model vs grid vs logistic regression (5-fold CV, ordered split)

@@ -10,11 +10,21 @@ Four proofs, each against the real `bentoml serve` on 127.0.0.1, bounded in requ
    latency, not as a lower rate); latency counts from the scheduled send time;
 3. a swap during load: `POST /admin/reload` to a second model halfway through a paced run;
    every response must be a 200 from the old or the new model, and every request sent after
-   the reload answered must come from the new one;
+   the reload answered must come from the new one; the p99 of the requests sent while the
+   reload ran is compared with the p99 of those sent before it (target: at most 2x);
 4. a kill and restart during load: SIGKILL to the server's process group, a restart with the
    same bundle, the run going on (the client gives up on a request after 5 s, as a CRM would);
    the requests answered after the restart must give the very answers they got before the kill
    (fixed `as_of`), and the failures must all be requests sent while the server was down.
+
+5. `/metrics` after 10,000 unique unauthenticated paths (`--paths`): its size and series before
+   and after, the time of a scrape and the worker's memory; target: unchanged (a few unknown
+   paths are sent first, which make the one series of unknown routes, `/{unknown}`).
+
+6. events (`benchmarks/events.py`): `POST /events` ingested per second with rescoring of the touched
+   leads (target >= 1,000 events/s on 2 cores), event-to-alert latency at a webhook receiver on
+   loopback (target p50 <= 50 ms), and alerts lost across a `kill -9` of the service mid-stream
+   (target 0).
 
 Figures go to benchmarks/results/service.json and are printed. `--quick` shortens every phase.
 """
@@ -214,7 +224,8 @@ def main() -> None:
     # 120 per operation and kind of data: ~1,100 cases (the health endpoints take no input: one case each).
     parser.add_argument("--examples", type=int, default=120, help="schemathesis cases per operation and kind of data")
     parser.add_argument("--quick", action="store_true", help="10 s runs, 20 schemathesis cases")
-    parser.add_argument("--phases", default="schemathesis,load,swap,restart", help="which to run, comma-separated")
+    parser.add_argument("--paths", type=int, default=10_000, help="unique unauthenticated paths of the metrics phase")
+    parser.add_argument("--phases", default="schemathesis,load,swap,restart,metrics,events", help="which to run, comma-separated")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     phases = set(args.phases.split(","))
@@ -266,6 +277,9 @@ def main() -> None:
         if "swap" in phases:
             results["swap"] = swap_run(server, score_headers, admin_headers, new_bundle, args.rate, side_seconds)
             print(f"  {results['swap']}", flush=True)
+        if "metrics" in phases:
+            results["metrics"] = metrics_run(server, args.paths)
+            print(f"  {results['metrics']}", flush=True)
         if "restart" in phases:
             server.stop()  # a fresh server for a run of its own
             server.start()
@@ -274,6 +288,10 @@ def main() -> None:
     finally:
         server.stop()
     results["server_log_emails"] = len(EMAIL.findall(log.read_text(errors="replace")))
+    if "events" in phases:  # a server of its own, its alerts pointed at a receiver (benchmarks/events.py)
+        from benchmarks.events import run_events
+
+        results["events"] = run_events(workdir, old_bundle, side_seconds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
@@ -308,8 +326,15 @@ def swap_run(
     versions = [a.model_version for a in answers]
     after = [a for a in answers if a.sent_s > swap["answered_s"]]
     before = [a for a in answers if a.sent_s + a.latency_ms / 1000 < swap["requested_s"]]
+    during = latency_summary([a for a in answers if swap["requested_s"] <= a.sent_s <= swap["answered_s"]])
+    steady = latency_summary([a for a in answers if a.sent_s < swap["requested_s"]])
     out = {
         **latency_summary(answers),
+        "steady_p99_ms": steady["p99_ms"],
+        "during_reload": during,
+        "reload_p99_over_steady_p99": (
+            round(during["p99_ms"] / steady["p99_ms"], 2) if during["p99_ms"] and steady["p99_ms"] else None
+        ),
         "error_kinds": error_kinds(answers),
         "old_version": old_version,
         "new_version": new_version,
@@ -327,6 +352,57 @@ def swap_run(
         and out["answered_before_reload_by_new"] == 0
     )  # fmt: skip
     return out
+
+
+def metrics_size(url: str) -> dict[str, Any]:
+    """One scrape of `/metrics`: its size, its series (lines that are not comments) and how long it took."""
+    started = time.perf_counter()
+    text = httpx.get(f"{url}/metrics", timeout=300).text
+    series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    return {"bytes": len(text), "series": series, "scrape_ms": round(1000 * (time.perf_counter() - started), 1)}
+
+
+def worker_rss_mib(server: Server) -> float:
+    assert server.process is not None
+    members = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]
+    return round(sum(m.memory_info().rss for m in members) / 2**20, 1)
+
+
+def metrics_run(server: Server, n_paths: int, warm_up: int = 10, concurrency: int = 16) -> dict[str, Any]:
+    """`/metrics` before and after `n_paths` unique unauthenticated paths (GET, no key: 401 each)."""
+    print(f"/metrics after {n_paths:,} unique unauthenticated paths ...", flush=True)
+
+    async def probe(paths: list[str]) -> Counter[int]:
+        statuses: Counter[int] = Counter()
+        gate = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+
+            async def one(path: str) -> None:
+                async with gate:
+                    statuses[(await client.get(path)).status_code] += 1
+
+            await asyncio.gather(*(one(path) for path in paths))
+        return statuses
+
+    token = secrets.token_hex(4)
+    first = metrics_size(server.url)
+    asyncio.run(probe([f"/warm-up-{token}-{i}" for i in range(warm_up)]))
+    before = {**metrics_size(server.url), "worker_rss_mib": worker_rss_mib(server)}
+    started = time.perf_counter()
+    statuses = asyncio.run(probe([f"/probe-{token}-{i}/x" for i in range(n_paths)]))
+    seconds = time.perf_counter() - started
+    after = {**metrics_size(server.url), "worker_rss_mib": worker_rss_mib(server)}
+    return {
+        "paths": n_paths,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "paths_per_s": round(n_paths / seconds, 1),
+        "before_any_unknown_path": first,
+        f"after_{warm_up}_warm_up_paths": before,
+        "after": after,
+        "growth_bytes": after["bytes"] - before["bytes"],
+        "growth_series": after["series"] - before["series"],
+        "unchanged": after["series"] == before["series"] and after["bytes"] - before["bytes"] < 1_000,
+    }
 
 
 def restart_run(server: Server, headers: dict[str, str], rate: float, seconds: float) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from features.schema import LeadSchema, lead_schema_for
+from features.schema import LeadSchema, lead_schema_for, within_frame_range
 from features.spec import FeatureSpec
 
 LEAD_REQUIRED: tuple[str, ...] = ("lead_id", "created_at")
@@ -96,7 +96,7 @@ class ValidationReport:
         out.extend(str(b) for b in self.breaches)
         if self.unknown_types:
             listed = ", ".join(f"{t} ({n})" for t, n in sorted(self.unknown_types.items()))
-            out.append(f"interactions: types outside the vocabulary kept and counted: {listed}")
+            out.append(f"interactions: types outside the vocabulary (features.interaction_types), kept and counted as other events: {listed}")
         return out
 
     def to_dict(self) -> dict[str, object]:
@@ -166,14 +166,15 @@ class Dataset:
 def parse_utc(values: pd.Series) -> pd.Series:
     """Parse timestamps (ISO 8601 or what pandas recognises) into UTC; failures become NaT.
 
-    Naive timestamps are read as UTC; zoned ones are converted to UTC.
+    Naive timestamps are read as UTC; zoned ones are converted to UTC. A time a frame cannot
+    hold (`features.schema.within_frame_range`, e.g. 0001-01-01T00:00:00+14:00) is a failure too.
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC")
+        return within_frame_range(values.dt.tz_convert("UTC"))
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        return values.dt.tz_localize("UTC")
+        return within_frame_range(values.dt.tz_localize("UTC"))
     text = values.astype("string").str.strip()
-    return pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+    return within_frame_range(pd.to_datetime(text, utc=True, errors="coerce", format="mixed"))
 
 
 def _require_columns(frame: pd.DataFrame, required: list[str], table: str) -> None:
@@ -311,11 +312,11 @@ def validate(
     if "converted_at" not in leads.columns:
         leads["converted_at"] = pd.NaT
     created = parse_utc(leads["created_at"])
-    leads = quarantine.take(leads, created.isna(), "leads", "have an unparsable or empty created_at")
+    leads = quarantine.take(leads, created.isna(), "leads", "have an unparsable, out-of-range or empty created_at")
     converted_text = leads["converted_at"].astype("string").str.strip()
     converted = parse_utc(leads["converted_at"])
     unparsable_conv = converted.isna() & converted_text.notna() & (converted_text != "")
-    leads = quarantine.take(leads, unparsable_conv, "leads", "have an unparsable converted_at")
+    leads = quarantine.take(leads, unparsable_conv, "leads", "have an unparsable or out-of-range converted_at")
     leads["created_at"] = parse_utc(leads["created_at"])
     leads["converted_at"] = parse_utc(leads["converted_at"].astype("string").replace("", pd.NA))
     leads = quarantine.take(
@@ -339,7 +340,7 @@ def validate(
     events["type"] = events["type"].astype("string").str.strip()
     events = quarantine.take(events, events["type"].isna() | (events["type"] == ""), "interactions", "have no type")
     occurred = parse_utc(events["occurred_at"])
-    events = quarantine.take(events, occurred.isna(), "interactions", "have an unparsable or empty occurred_at")
+    events = quarantine.take(events, occurred.isna(), "interactions", "have an unparsable, out-of-range or empty occurred_at")
     events["occurred_at"] = parse_utc(events["occurred_at"])
     known = events["lead_id"].isin(leads["lead_id"])
     events = quarantine.take(events, ~known, "interactions", "reference an unknown or quarantined lead_id")
@@ -364,8 +365,10 @@ def validate(
         "repeat the lead_id, type and occurred_at of an earlier row",
         action=COLLAPSED,
     )
-    unknown = events.loc[~events["type"].isin(spec.interaction_types), "type"]
-    report.unknown_types = {str(k): int(v) for k, v in unknown.value_counts().items()}
+    if spec.learn_types is None:
+        # With `learn_types` the vocabulary is not known yet: the learner reports what it folds.
+        unknown = events.loc[~events["type"].isin(spec.interaction_types), "type"]
+        report.unknown_types = {str(k): int(v) for k, v in unknown.value_counts().items()}
     report.data_end, report.data_end_source = _when(end.at), end.source
     events = events.sort_values(["lead_id", "occurred_at"], kind="stable").reset_index(drop=True)
     return Dataset(leads=leads, interactions=events, quarantine=quarantine.frame(), report=report, end=end, schema=schema)

@@ -468,26 +468,43 @@ def parse_time_column(values: pd.Series, timezone: str = "UTC", format: str | No
     """Timestamps in UTC, and the mask of non-empty values that did not parse.
 
     Naive timestamps are read in `timezone` (a daylight-saving ambiguity is NaT, and marked);
-    zoned ones ("Z", "+00:00", "+0200") are converted.
+    zoned ones ("Z", "+00:00", "+0200") are converted. A time whose UTC falls outside what a
+    frame holds (`within_frame_range`) is NaT, and marked, like text that is no time.
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC"), pd.Series(False, index=values.index)
+        utc = within_frame_range(values.dt.tz_convert("UTC"))
+        return utc, utc.isna() & values.notna()
     if pd.api.types.is_datetime64_dtype(values.dtype):
         local = values.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-        return local.dt.tz_convert("UTC"), local.isna() & values.notna()
+        utc = within_frame_range(local.dt.tz_convert("UTC"))
+        return utc, utc.isna() & values.notna()
     text = values.astype("string").str.strip()
     text = text.mask(text == "")
     fmt = format or "mixed"
     zoned = text.str.contains(_ZONED, regex=True).fillna(False).astype(bool)
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
     if zoned.any():
-        parsed[zoned] = pd.to_datetime(text[zoned], errors="coerce", format=fmt, utc=True)
+        parsed[zoned] = within_frame_range(pd.to_datetime(text[zoned], errors="coerce", format=fmt, utc=True))
     if (~zoned).any():
         naive = pd.to_datetime(text[~zoned], errors="coerce", format=fmt)
         if not isinstance(naive.dtype, pd.DatetimeTZDtype):  # a %z in `format` gives zoned values
             naive = naive.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-        parsed[~zoned] = naive.dt.tz_convert("UTC")
+        parsed[~zoned] = within_frame_range(naive.dt.tz_convert("UTC"))
     return parsed, parsed.isna() & text.notna()
+
+
+# What a frame of times holds: pandas' nanosecond timestamps, 1677-09-21 to 2262-04-11 in UTC.
+# pandas 3 parses text and reads Parquet into microseconds (years 1 to 9999, and beyond once a
+# zone moves them: 0001-01-01T00:00:00+14:00), which a nanosecond column cannot take and Python
+# cannot always hold; a lead or an event dated there is a typo, read as a time that is not one.
+FRAME_EARLIEST = pd.Timestamp.min.tz_localize("UTC")
+FRAME_LATEST = pd.Timestamp.max.tz_localize("UTC")
+
+
+def within_frame_range(stamps: pd.Series) -> pd.Series:
+    """UTC timestamps in nanoseconds, NaT where they fall outside `FRAME_EARLIEST` to `FRAME_LATEST`."""
+    inside = (stamps >= FRAME_EARLIEST) & (stamps <= FRAME_LATEST)
+    return stamps.where(inside).dt.as_unit("ns")
 
 
 def _is_missing(value: object) -> bool:

@@ -3,6 +3,19 @@
 A training row is a snapshot of a lead at `created_at + offset`, taken only while the lead is
 still unconverted. Its label is "converted in (as_of, as_of + horizon]", and it is usable only
 once that window has closed before the data ends (a matured label).
+
+A lead has two observation ends. Its events are recorded until `observed_until` (an export
+cut to each lead's first 30 days; NaT or no column: the data end): no snapshot is taken after
+it, since the features would see a lead "go quiet" where only the export stopped. Its outcome
+(the leads' outcome column or an outcome table such as deals) is recorded until the data end
+(the export time), so a label matures when `as_of + horizon <= data end`, for every lead alike.
+A lead observed only 30 days whose deal closed on day 75 therefore has its day-30 snapshot
+labelled 1: the deal table saw the close, and the features of that snapshot need no event after
+day 30. Maturing labels against `observed_until` instead would leave no label of a 30-day window
+with a 90-day horizon, and would drop outcomes the export did record. An export whose outcome
+record also stops at each lead's own end ("converted within 90 days of creation") needs offsets
+and a horizon inside that record (offset + horizon_days <= its length): a window cannot be
+checked against an outcome the export does not hold.
 """
 
 from __future__ import annotations
@@ -32,9 +45,11 @@ def snapshot_times(
     Args:
         leads: `lead_id`, `created_at`, `converted_at` (UTC; NaT when not converted), and
             optionally `observed_until` (UTC): the end of the lead's recorded interactions, after
-            which no snapshot is taken (NaT: no such end).
+            which no snapshot is taken (NaT: no such end). It limits snapshots, not label
+            windows (see the module docstring).
         offsets_days: Days after creation at which to take a snapshot.
-        latest_as_of: No snapshot later than this (use `matured_label_cutoff` for training).
+        latest_as_of: No snapshot later than this (use `matured_label_cutoff` for training: the
+            label windows then close by the data end, where the outcome record ends).
 
     Returns:
         `lead_id`, `as_of` (UTC), `offset_days`, sorted by lead then time.

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from types import FrameType
@@ -280,7 +279,7 @@ def score(
     input: Annotated[Path | None, typer.Option("--input", "-i", help="JSON lines, one lead per line as in POST /score's `lead`; or a data folder (leads + interactions tables), scored in batch. Default: the config's data: section, scored in batch.")] = None,
     bundle: BundleOption = None,
     config: ConfigOption = None,
-    as_of: Annotated[str | None, typer.Option(help="Score as of this time (UTC). Default: now.")] = None,
+    as_of: Annotated[str | None, typer.Option(help="Score as of this time: ISO 8601 (no zone means UTC), from 1970 to now, as the service's as_of. Default: now.")] = None,
     reasons: Annotated[bool, typer.Option("--reasons/--no-reasons", help="Include top reasons.")] = True,
     language: Annotated[str, typer.Option(help="Reason language: en or fr.")] = "en",
     engine: EngineOption = Engine.local,
@@ -292,11 +291,15 @@ def score(
     A data folder is validated like training data and scored in batch with vectorised features
     (the top reason per lead with --reasons): the way to score many leads.
     """
+    from model.scoring import read_as_of
     from training.workflow import load_model, read_config, score_folder, score_lines
 
+    try:
+        when = read_as_of(as_of) if as_of else None
+    except ValueError as error:
+        _fail(f"--as-of {as_of!r}: {error}")
     cfg = _run(read_config, config)
     model = _run(load_model, bundle, cfg)
-    when = datetime.fromisoformat(as_of) if as_of else None
     if input is None or input.is_dir():
         _run(score_folder, input, out, model, when, reasons=reasons, language=language,
              engine=_engine(engine, scheduler), compiled=compiled, console=CONSOLE,
@@ -335,16 +338,46 @@ def serve(
     LEADSCORE_POLL_SECONDS (follow the registry's champion, default 30, 0 = off),
     LEADSCORE_SCORE_LOG (record scores for `leadscore monitor`), LEADSCORE_MAX_BODY_BYTES.
     SIGTERM or SIGINT stops the whole BentoML process tree.
+
+    The bundle is loaded and checked in a child process first: without a champion, or with a
+    bundle that cannot serve, this ends with one line (exit code 2) instead of a server whose
+    worker restarts forever. BentoML runs with a home of its own per address
+    (BENTOML_HOME=<state folder>/bentoml/<host>-<port>), so that each service keeps its own
+    Prometheus folder: BentoML empties that folder when a service starts.
     """
     from model.settings import env_name
+    from model.state import state_dir
 
     env = dict(os.environ)
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     if bundle:
         env[env_name("bundle")] = str(bundle.resolve())
+    _check_bundle_to_serve(bundle.resolve() if bundle else None)
+    env["BENTOML_HOME"] = str((state_dir() / "bentoml" / f"{host}-{port}").resolve())
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LeadScoring", "--host", host, "--port", str(port)]
     typer.echo(f"serving on http://{host}:{port} (API page at /, OpenAPI document at /docs.json)")
     raise typer.Exit(_run_process_group(command, env))
+
+
+def _check_bundle_to_serve(bundle: Path | None) -> None:
+    """Check the bundle `serve` starts with (`bundle`, else where the service finds one) in a child
+    process; fail with one line when there is none or it cannot serve."""
+    from model.check import BundleInvalid, check_in_child
+    from serving.service import BundleLoadError, bundle_location
+
+    if bundle is None:
+        try:
+            bundle, origin, _version = bundle_location()
+        except BundleLoadError as error:
+            _fail(str(error))
+    else:
+        origin = "--bundle"
+    try:
+        notes = check_in_child(bundle)
+    except BundleInvalid as error:
+        _fail(f"the model bundle at {bundle} (from {origin}) cannot serve: {error}")
+    for note in notes:
+        CONSOLE.warn(note)
 
 
 def _run_process_group(command: list[str], env: dict[str, str]) -> int:
@@ -387,12 +420,17 @@ def monitor(
 def forget(
     lead_id: Annotated[str, typer.Argument(help="The lead_id as the CRM sent it (often an email).")],
     log: ScoreLogOption = None,
+    lead_store: Annotated[
+        str | None,
+        typer.Option(help="Lead store (a SQLAlchemy URL). Default: $LEADSCORE_LEAD_STORE, else .leadscore/leads.db when it exists."),
+    ] = None,
 ) -> None:
-    """Erase a lead from the score log (right to erasure) and say how many records went.
+    """Erase a lead from the score log and the lead store (right to erasure) and say how many records went.
 
-    The lead_id is hashed with the service's lead key (LEADSCORE_LEAD_KEY, else
+    For the score log, the lead_id is hashed with the service's lead key (LEADSCORE_LEAD_KEY, else
     .leadscore/lead_key), as the service does when it logs; records with that hash are deleted.
+    The lead store's rows of the lead (attributes, interactions, last score, queued alerts) are deleted.
     """
     from training.workflow import forget as run_forget
 
-    _run(run_forget, lead_id, log, CONSOLE)
+    _run(run_forget, lead_id, log, CONSOLE, lead_store=lead_store)

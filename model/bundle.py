@@ -4,8 +4,9 @@ A bundle is a folder:
 - `model.txt`: LightGBM's text model, or `linear.json` for an additive logistic model
   (`model.linear`; `model_family` in bundle.json says which);
 - `bundle.json`: feature spec and order, the lead schema (how raw CRM values are read), category levels, calibration map, score scale, tier
-  thresholds, MQL threshold, horizon, the point grid scored beside the model, test metrics and
-  training metadata;
+  thresholds, MQL threshold, horizon, the point grid scored beside the model, test metrics,
+  training metadata, and a smoke lead with the probability the model gave it when saved
+  (`model.check` compares it before a bundle serves);
 - optionally, files for people that serving hands out as they are and `ScoringModel.load`
   never needs: `report.html` (the leadership report) and `importance.json` (global drivers).
 
@@ -118,6 +119,20 @@ class DriftReference(BaseModel):
     n_probability_rows: int
 
 
+class SmokeCheck(BaseModel):
+    """A lead and the probability the model gave it when the bundle was saved (`model.check`).
+
+    Serving scores the lead again before the bundle may serve: another probability means
+    bundle.json and the model file do not belong together, or the features changed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    lead: dict[str, Any] = Field(description="The lead as POST /score's `lead` (JSON).")
+    as_of: str = Field(description="ISO 8601 time it was scored at.")
+    probability: float
+
+
 class BundleMeta(BaseModel):
     """The JSON half of a bundle."""
 
@@ -145,6 +160,10 @@ class BundleMeta(BaseModel):
         default=None,
         description="How raw lead values are read (names as exported, missing tokens, number marks, zones, type map); "
         "None in bundles trained before it existed, which read leads by the contract's defaults for their feature spec.",
+    )
+    smoke: SmokeCheck | None = Field(
+        default=None,
+        description="The smoke lead and its probability, written by `ScoringModel.save`; None in bundles saved before it existed.",
     )
 
     def resolved_schema(self) -> LeadSchema:
@@ -291,6 +310,10 @@ class ScoringModel:
         return cls(booster, meta)
 
     def save(self, directory: Path | str) -> Path:
+        """Write the bundle folder, with the smoke lead's probability as this model gives it (`meta.smoke`)."""
+        from model.check import smoke_check_of  # model.check scores leads, which needs this module
+
+        self.meta = self.meta.model_copy(update={"smoke": smoke_check_of(self)})
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / model_file_of(self.meta.model_family)))

@@ -159,6 +159,21 @@ def open_score_log(target: str, *, create: bool = True) -> ScoreLog:
     return JsonLinesScoreLog(Path(target))
 
 
+def _owner_only(path: Path, flags: int) -> None:
+    """Create `path` with mode 0600 when missing; a file of ours that others may read is made 0600.
+
+    A log written by an earlier version (0644) would otherwise stay readable by every user of the
+    machine; a file owned by someone else keeps its mode (changing it is theirs to do).
+    """
+    descriptor = os.open(path, flags | os.O_CREAT, 0o600)
+    try:
+        status = os.fstat(descriptor)
+        if status.st_uid == os.geteuid() and status.st_mode & 0o077:
+            os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
+
+
 def _frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows), columns=list(RECORD_COLUMNS))
     for column in ("logged_at", "as_of"):
@@ -178,7 +193,7 @@ class JsonLinesScoreLog:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+            _owner_only(path, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
             raise ScoreLogError(f"score log {path}: cannot create it: {exc.strerror}") from exc
 
@@ -272,7 +287,7 @@ class SqlScoreLog:
                 database.parent.mkdir(parents=True, exist_ok=True)
                 # Created by us with 0600 before SQLite opens it (it would create it 0644): the
                 # records are pseudonymous, not public.
-                os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
+                _owner_only(database, os.O_RDWR)
             self.engine = sa.create_engine(url, connect_args=connect_args)
             if not create and not sa.inspect(self.engine).has_table("score_log"):
                 raise ScoreLogError(f"score log {self.describe()}: no such database table score_log")

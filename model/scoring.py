@@ -9,18 +9,28 @@ interaction tables in batch with vectorised features (`leadscore score` on a dat
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic.config import JsonDict
 
-from features.engine import FeatureRows, counted_as, lead_features, snapshot_features
+from features.engine import (
+    FeatureRows,
+    assemble_rows,
+    behaviour_matrix,
+    build_event_index,
+    counted_as,
+    lead_features,
+    snapshot_features,
+    type_slots,
+)
 from features.labels import describe_driver, driver_of
+from features.spec import FeatureSpec
 from model.bundle import ScoringModel
 from model.compiled import CompileMode
 
@@ -49,8 +59,15 @@ MAX_SHOWN_CHARS = 100  # of a value quoted in a warning
 UNSEEN = "(unseen)"  # a category value the model did not see in training, as the score log keeps it
 
 
-# Text pydantic would read as seconds since 1970 (or a year alone): digits, a sign, a fraction.
-_NUMERIC_TEXT = re.compile(r"\s*[+-]?\d+(\.\d*)?\s*")
+def _reads_as_a_number(text: str) -> bool:
+    # Any text Python reads as a number ("1717232400", " .5 ", "1.7e9", "2024", "inf"): pydantic
+    # reads several such grammars as seconds since 1970 (or a year alone), more than a pattern of
+    # ours would follow, and no ISO 8601 timestamp is a number.
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _timestamp_not_number(value: object) -> object:
@@ -58,7 +75,7 @@ def _timestamp_not_number(value: object) -> object:
     # schema says ISO 8601 text, and a CRM sending a number has most likely sent the wrong field.
     if isinstance(value, (int, float)):
         raise ValueError("must be an ISO 8601 timestamp (text), not a number")
-    if isinstance(value, str) and _NUMERIC_TEXT.fullmatch(value):
+    if isinstance(value, str) and _reads_as_a_number(value):
         raise ValueError("must be an ISO 8601 timestamp such as 2024-03-01T10:00:00Z, not a number written as text")
     return value
 
@@ -101,6 +118,30 @@ def not_in_the_future(value: datetime) -> datetime:
     if value < EPOCH:
         raise ValueError(f"{value.isoformat()} is before 1970-01-01")
     return value
+
+
+_AS_OF: TypeAdapter[datetime] = TypeAdapter(Timestamp)
+
+
+def read_as_of(text: str) -> datetime:
+    """A scoring time given as text (`leadscore score --as-of`), read as the service reads `as_of`.
+
+    ISO 8601 text (no zone means UTC), not a number, from 1970 to now (plus `CLOCK_SKEW`).
+
+    Returns:
+        The time in UTC.
+
+    Raises:
+        ValueError: Why it cannot be read, without the value.
+    """
+    try:
+        value = _AS_OF.validate_python(text)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        if problem["type"] == "value_error":
+            raise ValueError(str(problem["ctx"]["error"])) from None
+        raise ValueError(f"must be an ISO 8601 timestamp such as 2024-03-01T10:00:00Z ({problem['msg']})") from None
+    return not_in_the_future(value)
 
 
 def _listed(values: list[str]) -> str:
@@ -270,6 +311,46 @@ def score_lead_with_features(
     Raises:
         LeadRejected: As `score_lead`.
     """
+    read = read_lead(model, lead, as_of)
+    rows = lead_features(read.created_s, read.attributes, read.times, read.types, read.as_of_s, model.spec, read.properties)
+    matrix = model.encode(rows)
+    if with_reasons:
+        contrib = model.contributions(matrix)[0]
+        return _scored_row(model, read, rows, 0, float(contrib.sum()), contrib, top_k, language)
+    return _scored_row(model, read, rows, 0, float(model.raw(matrix)[0]), None, top_k, language)
+
+
+@dataclass(frozen=True)
+class LeadRead:
+    """A lead as the model's lead schema reads it, before features: what scoring it needs.
+
+    Attributes:
+        lead_id: Its id.
+        as_of: When it is scored (UTC).
+        created_s, as_of_s: Its creation time and `as_of`, epoch seconds.
+        attributes: Feature name -> normalised value.
+        times, types: Its kept interactions (at or after creation), in the order sent.
+        properties: Event property -> value per kept interaction (NaN where it has none).
+        warnings: What looked odd so far (unseen categories are added when scored).
+    """
+
+    lead_id: str
+    as_of: datetime
+    created_s: int
+    as_of_s: int
+    attributes: dict[str, object]
+    times: list[int]
+    types: list[str]
+    properties: dict[str, list[float]]
+    warnings: list[str]
+
+
+def read_lead(model: ScoringModel, lead: LeadIn, as_of: datetime | None = None) -> LeadRead:
+    """Read one validated lead at `as_of` (now when None) by the model's lead schema, with its warnings.
+
+    Raises:
+        LeadRejected: As `score_lead`.
+    """
     schema = model.schema
     created_at = creation_time(model, lead)
     # A lead created "now" by a client whose clock runs a little ahead is scored at its creation.
@@ -333,29 +414,41 @@ def score_lead_with_features(
     if missing:
         warnings.append(f"attributes missing, scored as unknown: {missing}")
 
-    rows = lead_features(created_s, attributes, times, types, as_of_s, spec, properties)
+    return LeadRead(lead.lead_id, as_of, created_s, as_of_s, attributes, times, types, properties, warnings)
+
+
+def _scored_row(
+    model: ScoringModel,
+    read: LeadRead,
+    rows: FeatureRows,
+    i: int,
+    raw: float,
+    contributions: np.ndarray | None,
+    top_k: int,
+    language: str,
+) -> tuple[ScoreOut, dict[str, object]]:
+    """The answer for row `i` of `rows` (the features of `read`), from its raw score and, for reasons, its contributions."""
+    warnings = list(read.warnings)
     unseen = []
     for name in model.meta.categorical_levels:
-        value = rows.categorical[name][0]
+        value = rows.categorical[name][i]
         if value is not None and value not in model._codes[name]:
             unseen.append(name)
             shown = value if len(value) <= MAX_SHOWN_CHARS else value[:MAX_SHOWN_CHARS] + "..."
             warnings.append(f"attributes.{name}: value {shown!r} unseen in training, scored as unknown")
-    matrix = model.encode(rows)
-    values = rows.row(0)
-    if with_reasons:
-        contrib = model.contributions(matrix)[0]
-        raw = float(contrib.sum())
-        up, down = model.reasons(contrib, values, top_k=top_k, language=language)
-        reasons = {"up": [ReasonOut(**r.to_dict()) for r in up], "down": [ReasonOut(**r.to_dict()) for r in down]}
+    values = rows.row(i)
+    if contributions is not None:
+        up, down = model.reasons(contributions, values, top_k=top_k, language=language)
+        reasons: dict[str, list[ReasonOut]] | None = {
+            "up": [ReasonOut(**r.to_dict()) for r in up], "down": [ReasonOut(**r.to_dict()) for r in down]
+        }
     else:
-        raw = float(model.raw(matrix)[0])
         reasons = None
     probability = float(model.meta.calibration.apply(np.array([raw]))[0])
     points, fired = model.meta.grid.score_row(values)
     return ScoreOut(
-        lead_id=lead.lead_id,
-        as_of=as_of,
+        lead_id=read.lead_id,
+        as_of=read.as_of,
         probability=float(rounded_probability(np.array([probability]))[0]),
         score=int(model.score_0_100(np.array([probability]))[0]),
         tier=model.tier(probability),
@@ -365,6 +458,67 @@ def score_lead_with_features(
         warnings=warnings,
         model_version=model.meta.model_version,
     ), {**values, **dict.fromkeys(unseen, UNSEEN)}
+
+
+def score_read_leads(
+    model: ScoringModel,
+    reads: Sequence[LeadRead],
+    *,
+    with_reasons: bool = False,
+    top_k: int = 3,
+    language: str = "en",
+) -> list[tuple[ScoreOut, dict[str, object]]]:
+    """Score many read leads at once: `score_lead_with_features`' answers, with vectorised features and predictions.
+
+    The features of all leads come from one event index (`features.engine`, the machinery of
+    `snapshot_features`), and the model encodes and predicts (or explains) every row in one
+    call; each answer is then made as for one lead (`_scored_row`), so probabilities, scores,
+    tiers, reasons, grid and warnings are those of `score_lead_with_features` (tests/test_batch_scoring.py).
+
+    Args:
+        model: The loaded bundle.
+        reads: Leads read by `read_lead` (their `as_of` may differ).
+        with_reasons, top_k, language: As `score_lead`.
+
+    Returns:
+        (score, features the model saw) per lead, in order.
+    """
+    if not reads:
+        return []
+    spec = model.spec
+    rows = lead_rows(reads, spec)
+    matrix = model.encode(rows)
+    if with_reasons:
+        contrib = model.contributions(matrix)
+        return [_scored_row(model, r, rows, i, float(contrib[i].sum()), contrib[i], top_k, language) for i, r in enumerate(reads)]
+    raw = model.raw(matrix)
+    return [_scored_row(model, r, rows, i, float(raw[i]), None, top_k, language) for i, r in enumerate(reads)]
+
+
+def lead_rows(reads: Sequence[LeadRead], spec: FeatureSpec) -> FeatureRows:
+    """The features of many read leads, one row each, from one event index: `lead_features` for a batch."""
+    counts = [len(r.times) for r in reads]
+    codes = np.repeat(np.arange(len(reads), dtype=np.int64), counts)
+    times = np.array([t for r in reads for t in r.times], dtype=np.int64)
+    created = np.array([r.created_s for r in reads], dtype=np.int64)
+    properties = None
+    if spec.properties:
+        properties = np.full((times.size, len(spec.properties)), np.nan)
+        for j, name in enumerate(spec.properties):
+            properties[:, j] = np.array([v for r in reads for v in r.properties[name]], dtype=np.float64)
+    index = build_event_index(
+        codes,
+        times,
+        type_slots([t for r in reads for t in r.types], spec),
+        n_leads=len(reads),
+        n_slots=len(spec.interaction_types) + 1,
+        base_s=int(min(created.min(), times.min(initial=created.min()))),
+        properties=properties,
+    )
+    behaviour = behaviour_matrix(
+        index, np.arange(len(reads), dtype=np.int64), np.array([r.as_of_s for r in reads], dtype=np.int64), created, spec
+    )
+    return assemble_rows(spec, {c: [r.attributes.get(c) for r in reads] for c in spec.attribute_columns()}, behaviour)
 
 
 def rounded_probability(probability: np.ndarray) -> np.ndarray:

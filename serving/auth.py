@@ -13,7 +13,9 @@ Roles: `score` may call the scoring endpoints and read the model (`/score`, `/sc
 `/model`, `/report`, `/importance`); `admin` may do that and call `/admin/...` (reloading the
 model). Health and documentation (`/livez`, `/healthz`, `/readyz`, `/metrics`, `/docs.json`,
 the Swagger page `/`) stay open: they carry no lead data, and probes and scrapers hold no key.
-Any other path needs a key (`score`), so a new endpoint is closed until listed here.
+Any other path needs a key (`score`), so a new endpoint is closed until listed here. The CRM
+endpoints (`CRM_PATHS`) need no key: they check HubSpot's signature or Salesforce's org id and
+token instead (`serving.crm`).
 
 A key is compared with every configured key by `hmac.compare_digest`, all of them every time,
 so the answer time says nothing about how much of a key was right, nor which key matched.
@@ -39,6 +41,11 @@ MIN_KEY_LENGTH = 16
 
 OPEN_PATHS = frozenset({"/", "/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/schema.json"})
 OPEN_PREFIXES = ("/static_content/", "/assets/")  # the Swagger page's scripts and styles
+# CRMs cannot send our key: these paths (exactly) prove their caller themselves, by HubSpot's
+# request signature and Salesforce's org id and URL token, before anything is scored (`serving.crm`).
+HUBSPOT_PATH = "/crm/hubspot/action"
+SALESFORCE_PATH = "/crm/salesforce/outbound"
+CRM_PATHS = frozenset({HUBSPOT_PATH, SALESFORCE_PATH})
 ADMIN_PATH = "/admin"  # and everything under it
 
 
@@ -135,8 +142,9 @@ def load_api_keys(environ: Mapping[str, str] | None = None) -> ApiKeys:
 
 
 def required_role(path: str) -> Role | None:
-    """The role a request path needs: None for health and documentation, admin for `/admin/`."""
-    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+    """The role a request path needs: None for health and documentation and for the CRM paths
+    (which verify their caller's own proof), admin for `/admin/`."""
+    if path in OPEN_PATHS or path in CRM_PATHS or path.startswith(OPEN_PREFIXES):
         return None
     return "admin" if path == ADMIN_PATH or path.startswith(ADMIN_PATH + "/") else "score"
 

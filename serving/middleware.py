@@ -11,7 +11,7 @@ Every refusal has the body of BentoML's validation errors,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -140,21 +140,23 @@ class BodySizeLimit:
 
 
 class JsonBodiesOnly:
-    """Answer 415 to a POST whose body is declared as anything but JSON.
+    """Answer 415 to a POST whose body is declared as anything but JSON (or, on the paths of
+    `other_media_types`, one of theirs: Salesforce's SOAP is XML).
 
     BentoML also parses form and multipart bodies, and answers a multipart body without a
     boundary with a 500. The service's clients send JSON; another media type is their mistake,
     and the usual one is `curl -d`, which declares a form.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, other_media_types: Mapping[str, tuple[str, ...]] | None = None) -> None:
         self.app = app
+        self.other_media_types = dict(other_media_types or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             declared = Headers(scope=scope).get("content-type", "")
             media_type = declared.split(";")[0].strip().lower()
-            if media_type not in ACCEPTED_MEDIA_TYPES:
+            if media_type not in ACCEPTED_MEDIA_TYPES + self.other_media_types.get(scope["path"], ()):
                 reason = f"send the body as JSON with Content-Type: application/json, not {media_type}"
                 response = JSONResponse(
                     {

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
 from model.bundle import Tiers
 from model.scoring import IN_RANGE_SCHEMA, LeadIn, ScoreOut, Timestamp, not_in_the_future
@@ -62,12 +62,33 @@ class ScoringOptions(BaseModel):
 
 
 class ScoreRequest(ScoringOptions):
-    """Body of `POST /score`."""
+    """Body of `POST /score`: a lead with its history, or the `lead_id` of a lead in the lead store."""
 
-    model_config = ConfigDict(title="ScoreRequest")
+    model_config = ConfigDict(
+        title="ScoreRequest",
+        # `_one_lead`, in the JSON Schema: exactly one of the two.
+        json_schema_extra={"oneOf": [{"required": ["lead"]}, {"required": ["lead_id"]}]},
+    )
 
-    lead: LeadIn
+    # lead_id first: `_one_lead` reads it when it checks `lead`.
+    lead_id: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="A lead of the lead store (sent by `POST /events`): scored from its stored history."
+    )
+    lead: LeadIn | None = Field(
+        default=None, validate_default=True, description="The lead and its whole history, as the CRM has it."
+    )
     explain: StrictBool = Field(default=True, description="Give the reasons behind the score.")
+
+    @field_validator("lead")
+    @classmethod
+    def _one_lead(cls, value: LeadIn | None, info: ValidationInfo) -> LeadIn | None:
+        # Reported at `lead`, where a client that sends neither looks for it.
+        given_id = info.data.get("lead_id") is not None
+        if value is None and not given_id:
+            raise ValueError("Field required: give lead (the lead and its history) or lead_id (a lead of the lead store)")
+        if value is not None and given_id:
+            raise ValueError("give either lead or lead_id (a lead of the lead store), not both")
+        return value
 
 
 class ScoreBatchRequest(ScoringOptions):

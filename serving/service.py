@@ -6,7 +6,10 @@ the folder named by `LEADSCORE_BUNDLE`, or else the registry's champion
 (`model.registry.champion_bundle_path`, configured by `MLFLOW_TRACKING_URI` and
 `LEADSCORE_MODEL_NAME`).
 
-Every score goes through `model.scoring.score_lead`, the path the batch scorer uses too.
+Every score goes through `model.scoring.score_lead`, the path the batch scorer uses too;
+`POST /score_batch` reads its leads one by one and scores them at once
+(`model.scoring.score_read_leads`), with the same answers. `POST /crm/hubspot/action` and
+`POST /crm/salesforce/outbound` answer CRMs in their own formats (`serving.crm`).
 
 Client mistakes answer 4xx, never 5xx: a body not declared as JSON gets 415, anything else 400
 with the body BentoML gives pydantic validation errors,
@@ -35,7 +38,12 @@ at its start, so a request in flight finishes on the model it started with. `POS
 (role admin) and, when serving the registry's champion, a poll of the `champion` alias every
 `LEADSCORE_POLL_SECONDS` (30; 0 = never) load a bundle in a worker thread, check it
 (`check_bundle`) and swap the reference; a bundle that fails its check is refused and the
-old model keeps serving.
+old model keeps serving. A bundle is untrusted until checked: a damaged model file can make
+LightGBM end the process, so every bundle, at start-up too, is first loaded and checked in a
+child process (`model.check.check_in_child`) and loaded here only if the child succeeded.
+
+`/metrics` labels requests by route, never by raw path (`serving.metrics`): a path no route
+serves counts as `/{unknown}`, so unauthenticated requests to made-up paths add no series.
 
 Score log: with `LEADSCORE_SCORE_LOG` set (a file path or a SQLAlchemy URL), every scored lead
 is recorded without personal data (`model.scorelog`) for `leadscore monitor` and
@@ -46,7 +54,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 import threading
 import time
@@ -59,13 +66,15 @@ from typing import Annotated, Any
 import anyio
 import bentoml
 from bentoml.exceptions import BentoMLException
-from fastapi import Body, Security
+from fastapi import Body, Query, Request, Security
 from lightgbm.basic import LightGBMError
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from features.spec import FeatureSpec
 from model.bundle import IMPORTANCE_FILE, REPORT_FILE, ScoringModel
+from model.check import BundleInvalid, bundle_check, check_in_child
+from model.leadstore import LeadStore, UnknownLead, lead_store_url, open_lead_store
 from model.scorelog import (
     ScoreLog,
     ScoreLogError,
@@ -74,10 +83,24 @@ from model.scorelog import (
     lead_pseudonym,
     open_score_log,
 )
-from model.scoring import LeadIn, LeadRejected, ScoreOut, batch_as_of, score_lead_with_features
+from model.scoring import (
+    LeadIn,
+    LeadRead,
+    LeadRejected,
+    ScoreOut,
+    batch_as_of,
+    read_lead,
+    score_lead_with_features,
+    score_read_leads,
+)
 from model.settings import DEFAULT_MAX_BODY_BYTES, Settings, env_name, load_settings
+from serving.alerts import AlertDelivery, load_alert_config
 from serving.api import bearer, create_api, refusals, service_document
-from serving.auth import ApiKeys, load_api_keys
+from serving.auth import HUBSPOT_PATH, SALESFORCE_PATH, ApiKeys, load_api_keys
+from serving.crm import HUBSPOT_RESPONSES, SALESFORCE_RESPONSES, CrmEndpoints, read_crm_config, score_with_store
+from serving.crm_formats import XML_MEDIA_TYPES, HubSpotActionOut
+from serving.events import LEAD_RESPONSES, EventBatch, EventsOut, LeadScoreQuery, ingest, lead_not_found, score_stored
+from serving.metrics import label_metrics_by_route
 from serving.middleware import ApiKeyAuth, BodySizeLimit, JsonBodiesOnly, refusal
 from serving.schemas import ModelCard, ReloadOut, ReloadRequest, ScoreBatchOut, ScoreBatchRequest, ScoreRequest
 
@@ -158,22 +181,20 @@ def load_bundle(path: Path, origin: str) -> ScoringModel:
         raise BundleLoadError(f"cannot load the model bundle at {path} (from {origin}): {exc}") from exc
 
 
-# The lead every bundle scores before it may serve: nothing unusual, so any failure is the bundle's.
-EXAMPLE_LEAD = LeadIn(
-    lead_id="smoke-test",
-    created_at=datetime(2024, 3, 1, 10, tzinfo=UTC),
-    attributes={
-        "email": "someone@example.com", "industry": "software", "company_size": "50-199", "employee_count": 120,
-        "country": "FR", "job_role": "marketing", "seniority": "director", "source": "webinar",
-        "marketing_consent": "yes",
-    },
-    interactions=[
-        {"type": "page_view", "occurred_at": datetime(2024, 3, 2, 9, tzinfo=UTC)},
-        {"type": "pricing_page_view", "occurred_at": datetime(2024, 3, 20, 9, tzinfo=UTC)},
-        {"type": "demo_request", "occurred_at": datetime(2024, 3, 25, 16, tzinfo=UTC)},
-    ],
-)  # fmt: skip
-EXAMPLE_AS_OF = datetime(2024, 4, 1, tzinfo=UTC)
+def load_checked_bundle(path: Path, origin: str) -> ScoringModel:
+    """Load a bundle here only after a child process loaded and checked it (`model.check.check_in_child`).
+
+    A model file that crashes LightGBM ends the child, not this process.
+
+    Raises:
+        BundleLoadError: The child refused the bundle or crashed, or it cannot be loaded here,
+            naming the folder, where it came from and the problem.
+    """
+    try:
+        check_in_child(path)
+    except BundleInvalid as exc:
+        raise BundleLoadError(f"the model bundle at {path} (from {origin}) cannot serve: {exc}") from None
+    return load_bundle(path, origin)
 
 
 def spec_incompatibilities(candidate: FeatureSpec, served: FeatureSpec) -> list[str]:
@@ -203,16 +224,25 @@ def spec_incompatibilities(candidate: FeatureSpec, served: FeatureSpec) -> list[
     return problems
 
 
-def check_bundle(candidate: ScoringModel, served: ScoringModel | None) -> None:
-    """Refuse a bundle that should not serve: a failed smoke prediction, or clients it cannot serve.
+def check_bundle(candidate: ScoringModel, served: ScoringModel | None) -> list[str]:
+    """Refuse a bundle that should not serve: wrong in meaning, a failed smoke prediction, or
+    clients it cannot serve.
 
-    The bundle format and the model file were checked by `ScoringModel.load`; this scores
-    `EXAMPLE_LEAD` with reasons (every code path of a request) and, when a model is already
-    serving, compares the feature specs (`spec_incompatibilities`).
+    The bundle format and the model file were checked by `ScoringModel.load`;
+    `model.check.bundle_check` reads bundle.json for its meaning (feature order, score
+    quantiles, tiers, calibration) and scores the smoke lead with reasons (every code path of
+    a request), comparing its probability with the one training stored. When a model is
+    already serving, the feature specs are compared too (`spec_incompatibilities`).
+
+    Returns:
+        Notes for the log: what could not be checked (an older bundle without a smoke probability).
 
     Raises:
         BundleRejected: Saying why.
     """
+    found = bundle_check(candidate)
+    if found.problems:
+        raise BundleRejected(f"model {candidate.meta.model_version} cannot serve: {'; '.join(found.problems)}")
     if served is not None:
         problems = spec_incompatibilities(candidate.spec, served.spec)
         if problems:
@@ -220,18 +250,7 @@ def check_bundle(candidate: ScoringModel, served: ScoringModel | None) -> None:
                 f"model {candidate.meta.model_version} {'; '.join(problems)}: restart the service with it to change "
                 "what clients send"
             )
-    try:
-        out, _features = score_lead_with_features(candidate, EXAMPLE_LEAD, EXAMPLE_AS_OF, with_reasons=True)
-    except Exception as exc:  # any failure on a lead every model scores is the bundle's: refuse it, saying what
-        raise BundleRejected(
-            f"model {candidate.meta.model_version} failed the smoke prediction on the example lead: "
-            f"{exc.__class__.__name__}: {exc}"
-        ) from exc
-    if not (math.isfinite(out.probability) and 0.0 <= out.probability <= 1.0):
-        raise BundleRejected(
-            f"model {candidate.meta.model_version} gave the example lead the probability {out.probability}, "
-            "not one in [0, 1]"
-        )
+    return found.notes
 
 
 def rejection(title: str, problems: Sequence[tuple[Location, str]]) -> ValidationError:
@@ -278,6 +297,7 @@ api = create_api(
 )
 KEY = [Security(bearer)]  # declares the key; `ApiKeyAuth` checks it
 TAGS: list[str | Any] = ["Service APIs"]
+CRM_TAGS: list[str | Any] = ["CRM"]
 
 
 def _freeze_long_lived() -> None:
@@ -325,12 +345,28 @@ class LeadScoring:
         self.score_log: ScoreLog | None = open_score_log(settings.score_log) if settings.score_log else None
         if self.score_log is not None:
             logger.info("score log: %s", self.score_log.describe())
+        # What events and CRMs tell about leads, their last scores and the alert outbox (`model.leadstore`),
+        # drained by a thread of this process (`serving.alerts`).
+        self.lead_store: LeadStore = open_lead_store(lead_store_url(settings))
+        alerts = load_alert_config(settings)
+        self.alert_policy = alerts.policy()
+        self.delivery = AlertDelivery(self.lead_store, alerts)
+        if self.alert_policy.targets or self.lead_store.outbox_counts().pending:  # alerts queued earlier are delivered too
+            self.delivery.start()
+        logger.info("lead store: %s; alerts to %d target(s)", self.lead_store.describe(), len(self.alert_policy.targets))
+        self.crm = CrmEndpoints(
+            settings, read_crm_config(settings.crm_config), scoring=score_with_store(self.lead_store, self.alert_policy),
+            record=self._log_scores, lead_ref=self.lead_ref,
+        )  # fmt: skip
+        logger.info("CRM endpoints: %s", self.crm.describe())
         path, origin, version = bundle_location()
-        model = load_bundle(path, origin)
+        model = load_checked_bundle(path, origin)
         try:
-            check_bundle(model, None)
+            notes = check_bundle(model, None)
         except BundleRejected as exc:
             raise BundleLoadError(f"the model bundle at {path} (from {origin}) cannot serve: {exc}") from exc
+        for note in notes:
+            logger.warning("bundle check: %s", note)
         self.served = Served(model, path, origin, version)
         self.from_registry = version is not None  # the mode is fixed at start: a reload does not change it
         logger.info(
@@ -356,11 +392,19 @@ class LeadScoring:
         """How logs name a lead: the keyed hash of its lead_id (which may be an email)."""
         return lead_pseudonym(lead_id, self.lead_key)
 
-    @api.post("/score", tags=TAGS, dependencies=KEY, responses=refusals(400, 401, 403, 413, 415))
-    def score(self, request: ScoreRequest) -> ScoreOut:
-        """Score one lead: probability, 0-100 score, tier, MQL, the main reasons up and down, the point grid's verdict."""
+    @api.post("/score", tags=TAGS, dependencies=KEY, response_model=ScoreOut, responses={**refusals(400, 401, 403, 413, 415), **LEAD_RESPONSES})
+    def score(self, request: ScoreRequest) -> ScoreOut | Response:
+        """Score one lead: probability, 0-100 score, tier, MQL, the main reasons up and down, the point grid's verdict.
+        `lead_id` alone: a lead of the lead store, scored from its stored history (404 when unknown)."""
         started = time.perf_counter()
         model = self.served.model  # once: a swap during this request does not change its model
+        if request.lead_id is not None:
+            return self._score_stored(
+                model, request.lead_id,
+                LeadScoreQuery(as_of=request.as_of, explain=request.explain, top_k=request.top_k, language=request.language),
+                ScoreRequest.__name__, ("lead_id",),
+            )  # fmt: skip
+        assert request.lead is not None  # one of the two: ScoreRequest checks it
         scored = self._score_all(
             model,
             [(("lead",), request.lead)],
@@ -396,6 +440,7 @@ class LeadScoring:
             top_k=request.top_k,
             language=request.language,
             title=ScoreBatchRequest.__name__,
+            vectorised=True,
         )
         self._log_scores(scored)
         results = [out for out, _features in scored]
@@ -406,6 +451,54 @@ class LeadScoring:
             1000 * (time.perf_counter() - started),
         )
         return ScoreBatchOut(model_version=model.meta.model_version, results=results)
+
+    @api.post("/events", tags=TAGS, dependencies=KEY, status_code=202, responses=refusals(400, 401, 403, 413, 415))
+    def events(self, request: EventBatch) -> EventsOut:
+        """Take a Segment batch (`identify` -> attributes, `track` -> interactions, `group` -> account) into the
+        lead store, once per messageId; score the touched leads again and queue their alerts. 202 with counts and,
+        for each refused message, why (serving.events)."""
+        started = time.perf_counter()
+        model = self.served.model
+        out, scored = ingest(self.lead_store, model, self.alert_policy, request)
+        if out.alerts_queued:
+            self.delivery.wake()
+        self._log_scores(scored)
+        logger.info(
+            "events received=%d accepted=%d duplicates=%d refused=%d rescored=%d alerts=%d in %.1f ms",
+            out.received, out.accepted, out.duplicates, out.refused, out.leads_rescored, out.alerts_queued,
+            1000 * (time.perf_counter() - started),
+        )  # fmt: skip
+        return out
+
+    @api.get(
+        "/leads/{lead_id}/score", tags=TAGS, dependencies=KEY, response_model=ScoreOut,
+        responses={**refusals(400, 401, 403), **LEAD_RESPONSES},
+    )  # fmt: skip
+    def lead_score(self, lead_id: str, query: Annotated[LeadScoreQuery, Query()]) -> ScoreOut | Response:
+        """Score a lead of the lead store from its stored history, as of now (or `as_of`), through the one
+        feature definition; 404 naming it when the store has no such lead."""
+        return self._score_stored(self.served.model, lead_id, query, "LeadScoreQuery", ("path", "lead_id"))
+
+    def _score_stored(
+        self, model: ScoringModel, lead_id: str, query: LeadScoreQuery, title: str, where: Location
+    ) -> ScoreOut | Response:
+        started = time.perf_counter()
+        try:
+            (out, features), alerted = score_stored(
+                self.lead_store, model, lead_id, query.as_of, self.alert_policy,
+                explain=query.explain, top_k=query.top_k, language=query.language,
+            )  # fmt: skip
+        except UnknownLead as exc:
+            return lead_not_found(exc, list(where))
+        except LeadRejected as exc:
+            raise rejection(title, [((*exc.field.split("."),), str(exc))]) from None
+        if alerted:
+            self.delivery.wake()
+        self._log_scores([(out, features)])
+        logger.info(
+            "stored lead=%s tier=%s in %.1f ms", self.lead_ref(lead_id), out.tier, 1000 * (time.perf_counter() - started)
+        )
+        return out
 
     @api.get("/model", tags=TAGS, dependencies=KEY, responses=refusals(401, 403))
     def get_model(self) -> ModelCard:
@@ -435,8 +528,9 @@ class LeadScoring:
     async def admin_reload(
         self, wanted: Annotated[ReloadRequest, Body()]
     ) -> Response | ReloadOut:
-        """Load a model bundle off the event loop, check it (format, a smoke prediction, feature spec
-        compatible with the served model) and swap it in; requests in flight finish on the old model.
+        """Load a model bundle off the event loop, check it (first in a child process; format, meaning,
+        a smoke prediction against training's, feature spec compatible with the served model) and
+        swap it in; requests in flight finish on the old model.
         `{}`: load again from where the model came from (the registry's champion, or
         LEADSCORE_BUNDLE). The body is required, so that a reload is always asked for in words.
         Role admin.
@@ -447,6 +541,22 @@ class LeadScoring:
             return refusal(409, "Conflict", "reload_conflict", [], str(exc))
         except BundleRejected as exc:
             return refusal(422, "Unprocessable Content", "bundle_rejected", ["bundle"], str(exc))
+
+    @api.post(HUBSPOT_PATH, tags=CRM_TAGS, response_model=HubSpotActionOut, responses=HUBSPOT_RESPONSES)
+    async def hubspot_action(self, request: Request) -> Response:
+        """A HubSpot workflow custom action: no API key, signed by the app's secret (X-HubSpot-Signature-v3).
+        Scores the enrolled record now from `object.properties` (mapped by LEADSCORE_CRM_CONFIG) and answers
+        `outputFields` (probability, score, tier, top_reason, model_version).
+        """
+        return await self.crm.hubspot_action(request, self.served.model)
+
+    @api.post(SALESFORCE_PATH, tags=CRM_TAGS, response_class=Response, responses=SALESFORCE_RESPONSES)
+    async def salesforce_outbound(self, request: Request) -> Response:
+        """A Salesforce outbound message (SOAP, up to 100 Lead notifications): no API key, checked by its
+        OrganizationId and the URL's `?token=`. Scores each Lead now and answers `<Ack>true</Ack>`; a
+        notification Id already scored is acknowledged, not scored again.
+        """
+        return await self.crm.salesforce_outbound(request, self.served.model)
 
     def model_card(self) -> ModelCard:
         """What `GET /model` answers."""
@@ -473,7 +583,8 @@ class LeadScoring:
         Raises:
             ReloadConflict: Another reload is running, or a registry version is asked of a
                 service that serves `LEADSCORE_BUNDLE`.
-            BundleRejected: The bundle cannot be loaded or fails `check_bundle`.
+            BundleRejected: The bundle fails its check in a child process (or crashes it), cannot
+                be loaded, or fails `check_bundle`.
         """
         if not self._reload_lock.acquire(blocking=False):
             raise ReloadConflict("another reload is running: try again when it has finished")
@@ -481,11 +592,12 @@ class LeadScoring:
             started = time.perf_counter()
             path, origin, registry_version = self._locate(bundle, version)
             try:
-                candidate = load_bundle(path, origin)
+                candidate = load_checked_bundle(path, origin)
             except BundleLoadError as exc:
                 raise BundleRejected(str(exc)) from exc
             previous = self.served
-            check_bundle(candidate, previous.model)
+            for note in check_bundle(candidate, previous.model):
+                logger.warning("bundle check: %s", note)
             self.served = Served(candidate, path, origin, registry_version)  # the swap: one reference
             seconds = round(time.perf_counter() - started, 3)
             logger.info(
@@ -528,15 +640,15 @@ class LeadScoring:
 
     def _follow_champion(self) -> None:
         """Poll the registry's `champion` alias; reload when it moves to another version."""
-        from model.registry import champion_version, registry_from_env
+        from model.registry import RegistryError, champion_version, registry_from_env
 
         registry = registry_from_env()
         seen = self.served.registry_version
         while not self._stop.wait(self.poll_seconds):
             try:
                 current = champion_version(registry, must_exist=True)
-            except Exception as exc:
-                logger.warning("champion poll: registry %s unreachable: %s", registry.resolved_tracking_uri(), exc)
+            except RegistryError as exc:  # named and retried: the poll recovers when the store is back
+                logger.warning("champion poll: %s", exc)
                 continue
             if current is None or current == seen:
                 continue
@@ -550,8 +662,9 @@ class LeadScoring:
 
     @bentoml.on_shutdown
     def stop_following(self) -> None:
-        """Stop the champion poll with the server."""
+        """Stop the champion poll and the alert delivery with the server (undelivered alerts stay in the outbox)."""
         self._stop.set()
+        self.delivery.stop()
 
     def _log_scores(self, scored: Sequence[tuple[ScoreOut, dict[str, object]]]) -> None:
         """Record scores in the score log, if any; a failure to record is logged, not the client's problem."""
@@ -586,6 +699,7 @@ class LeadScoring:
         top_k: int,
         language: str,
         title: str,
+        vectorised: bool = False,
     ) -> list[tuple[ScoreOut, dict[str, object]]]:
         """Score leads in order, or reject them all, naming every lead that cannot be scored.
 
@@ -595,6 +709,8 @@ class LeadScoring:
             as_of: Passed to `score_lead_with_features`.
             explain, top_k, language: Passed to `score_lead_with_features`.
             title: The request model's name, for the error.
+            vectorised: Read every lead first, then compute features and predict for all at once
+                (`model.scoring.score_read_leads`, the same answers): batches.
 
         Returns:
             (score, features the model saw) per lead.
@@ -603,16 +719,22 @@ class LeadScoring:
             ValidationError: Some lead cannot be scored (BentoML answers 400).
         """
         results: list[tuple[ScoreOut, dict[str, object]]] = []
+        reads: list[LeadRead] = []
         problems: list[tuple[Location, str]] = []
         for where, lead in leads:
             try:
-                results.append(
-                    score_lead_with_features(model, lead, as_of, with_reasons=explain, top_k=top_k, language=language)
-                )
+                if vectorised:
+                    reads.append(read_lead(model, lead, as_of))
+                else:
+                    results.append(
+                        score_lead_with_features(model, lead, as_of, with_reasons=explain, top_k=top_k, language=language)
+                    )
             except LeadRejected as exc:  # the client's mistake, named; any other error is ours: a 500
                 problems.append(((*where, *exc.field.split(".")), str(exc)))
         if problems:
             raise rejection(title, problems)
+        if vectorised:
+            return score_read_leads(model, reads, with_reasons=explain, top_k=top_k, language=language)
         return results
 
 
@@ -641,7 +763,10 @@ def current_max_body_bytes() -> int:
 # FastAPI's document of the routes above, with BentoML's health endpoints (`serving.api`).
 api.openapi = lambda: service_document(api, LeadScoring.openapi_spec.asdict())  # type: ignore[method-assign, attr-defined]
 
+# BentoML's traffic metrics, outside every middleware here, label requests by route, not raw path.
+label_metrics_by_route()
+
 # Outermost first: a request without a key is refused before its body is read.
 LeadScoring.add_asgi_middleware(ApiKeyAuth, keys=current_api_keys)  # type: ignore[attr-defined]
 LeadScoring.add_asgi_middleware(BodySizeLimit, max_bytes=current_max_body_bytes)  # type: ignore[attr-defined]
-LeadScoring.add_asgi_middleware(JsonBodiesOnly)  # type: ignore[attr-defined]
+LeadScoring.add_asgi_middleware(JsonBodiesOnly, other_media_types={SALESFORCE_PATH: XML_MEDIA_TYPES})  # type: ignore[attr-defined]

@@ -401,7 +401,10 @@ class ObservedUntil(BaseModel):
 
     Either a column (the lead's own end, e.g. the last sync), or `days_after_created` for an
     export cut to a window ("each lead's events of its first 30 days"). No snapshot of a lead
-    is taken after it, so a lead whose record stops does not look as if it went quiet.
+    is taken after it, so a lead whose record stops does not look as if it went quiet. It bounds
+    the events, not the outcome: the outcome column or table is read as complete up to the
+    export, and labels mature against the data end (`features.snapshots`), so a 30-day window
+    with a 90-day horizon trains, and a deal won on day 75 labels the day-30 snapshot 1.
 
     Attributes:
         column: Column of the leads table holding the time (with `format`, `timezone`).
@@ -1005,12 +1008,20 @@ def source_columns(source: Source, key: str = "data") -> list[str]:
                 return list(connection.execute(_sql_select(source, None).limit(0)).keys())
         finally:
             engine.dispose()
-    return _file_columns(source, source.files(key)[0])
+    return _file_columns(source, source.files(key)[0], key)
 
 
-def _file_columns(source: Source, path: Path) -> list[str]:
+def _file_columns(source: Source, path: Path, key: str = "data") -> list[str]:
+    """The column names of one file of `source`.
+
+    Raises:
+        SourceError: A CSV file without even a header, naming `key` and the file.
+    """
     if source.kind == "csv":
-        header = pd.read_csv(path, nrows=0, **_csv_kwargs(source.csv))
+        try:
+            header = pd.read_csv(path, nrows=0, **_csv_kwargs(source.csv))
+        except pd.errors.EmptyDataError:
+            raise SourceError(f"{key} ({path}): no header and no rows: nothing to read") from None
         return [str(c) for c in header.columns]
     import pyarrow.parquet as pq
 
@@ -1105,7 +1116,9 @@ def read_mapped(source: Source, plan: Sequence[ColumnPlan], missing: Sequence[st
         if source.kind == "sql":
             headers = [(source.describe(), source_columns(source, key))]
         else:
-            headers = [(str(path), _file_columns(source, path)) for path in source.files(key)]
+            headers = [(str(path), _file_columns(source, path, key)) for path in source.files(key)]
+    except SourceError:
+        raise
     except errors as error:
         raise SourceError(f"{key} ({source.describe()}): cannot read it: {error}") from error
     available = headers[0][1]
@@ -1449,6 +1462,9 @@ def load_project_data(data: DataConfig, spec: FeatureSpec, leads_path: Path | No
             raise SourceError(f"{leads_path}: {error.errors()[0]['msg']}") from error
     check_sources(data, leads_path)
     leads, unused_leads = read_mapped(lead_source, _lead_plan(data), data.columns.missing_values, "data.leads")
+    if leads.empty:  # event and attribute tables may be empty; without a lead there is nothing to train on or score
+        rows = "no rows, only a header" if lead_source.kind == "csv" else "no rows"
+        raise SourceError(f"data.leads.source ({lead_source.describe()}): {rows}: nothing to read")
     leads = _with_row_numbers(leads, data.leads)
     leads = _ordered_by_date(leads)
     excluded = set(data.columns.exclude)

@@ -182,3 +182,38 @@ def test_the_report_of_a_served_bundle_uses_only_leads_it_never_saw(training_res
         inputs_from_dataset(served, simulated_dataset, config.training.snapshot_offsets_days)
     measured = inputs_from_dataset(training_result.model, simulated_dataset, config.training.snapshot_offsets_days)
     assert measured.test_start == training_result.split["test_start"] and measured.served_through is None
+
+
+@pytest.mark.parametrize(("folds", "chosen", "kept"), [
+    ([[0.80, 0.82, 0.84], [0.81, 0.83, 0.85]], 1, False),  # ahead on every fold by 0.01: chosen
+    ([[0.80, 0.82, 0.84], [0.83, 0.80, 0.85]], 0, True),   # ahead on the mean, not clearly: the first stays
+    ([[0.80, 0.82, 0.84], [0.79, 0.81, 0.83]], 0, False),  # behind: the first is the best
+])  # fmt: skip
+def test_one_standard_error_rule_keeps_the_first_unless_clearly_beaten(folds, chosen, kept) -> None:
+    from training.selection import one_standard_error_choice
+
+    table = [{"fold_roc_auc": f, "mean_roc_auc": float(np.mean(f))} for f in folds]
+    position, note = one_standard_error_choice(table, ["lightgbm", "linear_bins"])
+    assert position == chosen
+    assert bool(note) == kept
+
+
+def test_timed_selection_fits_each_fold_only_on_labels_closed_before_it() -> None:
+    """Snapshots whose label window runs into a fold's validation period are not fit on."""
+    from training.selection import select_candidate
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    order = np.arange(n, dtype=float)
+    x = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(x - 1.5)))).astype(np.int8)
+    rows = lead_attribute_rows(pd.DataFrame({"source": rng.choice(["a", "b"], n), "minutes": x, "visits": x * 0}), SPEC)
+    selection = SelectionConfig(families=["lightgbm", "linear_slopes"], half_lives=[None])  # type: ignore[list-item]
+    config = TrainingConfig()
+    free = select_candidate(rows, y, order, SPEC, config, selection)
+    horizon = 200.0
+    closed = select_candidate(rows, y, order, SPEC, config, selection, matured_at=order + horizon)
+    assert len(free.folds) == len(closed.folds) == 3
+    for a, b in zip(free.folds, closed.folds, strict=True):
+        # A row at order t closes at t + horizon: the last `horizon` - 1 rows before each fold go.
+        assert b["fit_rows"] == a["fit_rows"] - horizon + 1

@@ -158,6 +158,46 @@ def test_learned_types_get_feature_names_and_labels_in_both_languages() -> None:
         FeatureSpec(interaction_types=["EMAIL", "email"])
 
 
+class _Recorder:
+    def __init__(self) -> None:
+        self.said: list[str] = []
+        self.warned: list[str] = []
+
+    def say(self, message: str) -> None:
+        self.said.append(message)
+
+    def warn(self, message: str) -> None:
+        self.warned.append(message)
+
+
+def test_types_folded_into_other_are_named_with_counts_and_the_setting() -> None:
+    from features.contract import validate
+    from features.spec import VocabularyRule
+    from training.config import TrainingConfig
+    from training.workflow import spec_for_data
+
+    created = pd.date_range("2023-01-01", periods=100, freq="D", tz="UTC")
+    leads = pd.DataFrame({"lead_id": [f"L{i}" for i in range(100)], "created_at": created.astype(str)})
+    events = pd.DataFrame({
+        "lead_id": [f"L{i}" for i in range(100)] + ["L0", "L1", "L99"],
+        "occurred_at": [str(t + pd.Timedelta(days=1)) for t in created] + [str(created[0]), str(created[1]), str(created[99])],
+        "type": ["CALL"] * 100 + ["NOTE", "NOTE", "CHAT"],  # CHAT: only a test-period lead has one
+    })  # fmt: skip
+    spec = FeatureSpec(categorical=[], numeric=[], email_column=None, learn_types=VocabularyRule(min_events=30))
+    data = validate(leads, events, spec, "2024-12-31T00:00:00Z")
+    # Before the vocabulary is learned, validation calls no type unknown (a learned type is not).
+    assert data.report.unknown_types == {}
+    console = _Recorder()
+    learned = spec_for_data(spec, data, TrainingConfig(), console)
+    assert learned.interaction_types == ["CALL"] and learned.learn_types is None
+    assert data.report.unknown_types == {"NOTE": 2, "CHAT": 1}
+    assert console.warned == [
+        "interactions: 2 types seen fewer than features.learn_types.min_events=30 times in the training part are folded "
+        "into other events (n_other_events_total): NOTE (2 in the training part, 2 in all), CHAT (0 in the training part, 1 in all)"
+    ]
+    assert "CALL" in console.said[0] and "NOTE" not in console.said[0]
+
+
 # -- 5. observation windows -----------------------------------------------------------------
 
 
@@ -169,6 +209,30 @@ def test_no_snapshot_after_observed_until() -> None:
     })  # fmt: skip
     snaps = snapshot_times(leads, [0, 7, 30, 60], pd.Timestamp("2025-01-01", tz="UTC"))
     assert snaps.groupby("lead_id")["offset_days"].apply(list).to_dict() == {"a": [0.0, 7.0, 30.0], "b": [0.0, 7.0, 30.0, 60.0]}
+
+
+def test_labels_of_a_30_day_window_mature_against_the_export_with_the_outcome_table(tmp_path: Path) -> None:
+    from features.snapshots import conversion_labels, matured_label_cutoff
+
+    # Events of each lead's first 30 days only; the deals table is complete up to the export.
+    pd.DataFrame({"id": ["a", "b", "c", "d"], "created": ["2024-01-01", "2024-01-01", "2024-01-01", "2024-05-01"],
+                  "industry": ["x", "y", "x", "y"]}).to_csv(tmp_path / "leads.csv", index=False)  # fmt: skip
+    pd.DataFrame({"contact": ["a", "b", "c", "d"], "stage": ["closedwon"] * 4,
+                  "closed": ["2024-03-16", "2024-05-10", "2024-01-21", "2024-05-20"]}).to_csv(tmp_path / "deals.csv", index=False)  # fmt: skip
+    config = ProjectConfig.model_validate({"data": _timed(tmp_path, observed_until={"days_after_created": 30})})
+    dataset = load_project_data(config.data, config.features).dataset  # type: ignore[arg-type]
+    snaps = snapshot_times(dataset.leads, [0, 7, 14, 30, 60, 90], matured_label_cutoff(dataset.data_end, 90))
+    snaps["label"] = conversion_labels(snaps, dataset.leads, 90)
+    labels = snaps.groupby("lead_id")[["offset_days", "label"]].apply(lambda g: list(zip(g["offset_days"], g["label"], strict=True)))
+    # a: won on day 75, after its record stopped (day 30): the deals table saw it, so every
+    # snapshot up to day 30 is labelled 1, not dropped as unobserved nor counted as a loss.
+    assert labels["a"] == [(0.0, 1), (7.0, 1), (14.0, 1), (30.0, 1)]
+    # b: won on day 130, outside the window (30, 120] of its last snapshot.
+    assert labels["b"] == [(0.0, 0), (7.0, 0), (14.0, 0), (30.0, 0)]
+    # c: won on day 20; no snapshot once converted.
+    assert labels["c"] == [(0.0, 1), (7.0, 1), (14.0, 1)]
+    # d: created 31 days before the export: its 90-day window has not closed, whatever the deal says.
+    assert "d" not in labels
 
 
 def _contract_config(folder: Path, interactions: bool, **leads: object) -> dict:

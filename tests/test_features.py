@@ -270,13 +270,13 @@ def test_contract_quarantines_each_rule_with_count_and_examples() -> None:
     # Exported after B's conversion on 2024-02-01: no row is dated after the data end.
     data = validate(_raw_leads(), _raw_events(), SPEC, exported_at="2024-03-01")
     found = {(b.table, b.rule): b for b in data.report.breaches}
-    assert found[("leads", "have an unparsable or empty created_at")].examples == ["D"]
+    assert found[("leads", "have an unparsable, out-of-range or empty created_at")].examples == ["D"]
     assert found[("leads", "have converted_at before created_at")].examples == ["E"]
     assert found[("leads", "share a lead_id with another row")].count == 2
     assert found[("leads", "have a non-numeric or infinite employee_count")].action.startswith("kept")
     assert found[("interactions", "reference an unknown or quarantined lead_id")].examples == ["Z"]
     assert found[("interactions", "occurred before their lead's created_at")].count == 1
-    assert found[("interactions", "have an unparsable or empty occurred_at")].count == 1
+    assert found[("interactions", "have an unparsable, out-of-range or empty occurred_at")].count == 1
     assert data.report.unknown_types == {"chat_started": 1}
     # Nothing is lost: every input row is either kept or in the quarantine.
     assert len(data.leads) + (data.quarantine["table"] == "leads").sum() == len(_raw_leads())

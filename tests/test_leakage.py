@@ -142,3 +142,29 @@ def test_simulated_funnel_attributes_are_not_flagged(simulated_dataset) -> None:
     report = run_guard(data)
     assert report.flagged_columns() == []
     assert not [f for f in report.findings if f.check == "id_or_order"]
+
+
+def test_a_clock_column_is_excluded_and_a_lead_attribute_is_not() -> None:
+    """A campaign month tells the periods apart by itself; the lead's own attributes do not."""
+    from features.contract import validate_static
+    from training.leakage import AUC_CLOCK, guard_input_for_static, run_guard
+
+    rng = np.random.default_rng(5)
+    n = 4000
+    spec = FeatureSpec(categorical=["campaign_month", "source"], numeric=["minutes"], email_column=None, interactions=False)
+    month = np.array([f"m{int(i * 8 / n)}" for i in range(n)])  # eight campaigns, one after the other
+    minutes = rng.gamma(2.0, 5.0, n)
+    frame = pd.DataFrame({
+        "lead_id": [f"L{i}" for i in range(n)], "campaign_month": month, "source": rng.choice(["web", "ref"], n),
+        "minutes": minutes, "converted": (rng.random(n) < 1 / (1 + np.exp(-(minutes / 10 - 2)))).astype(int),
+        "order": np.arange(n, dtype=float),
+    })  # fmt: skip
+    data = validate_static(frame, spec, None)
+    report = run_guard(guard_input_for_static(data, spec, 0.2))
+    clock = [f for f in report.findings if f.check == "clock_column"]
+    assert [f.column for f in clock] == ["campaign_month"], report.table()
+    assert clock[0].value >= AUC_CLOCK
+    assert "campaign_month" in report.excluded() and "minutes" not in report.excluded()
+    # The same export without an order has no clock to tell.
+    unordered = validate_static(frame.drop(columns="order"), spec, None)
+    assert not [f for f in run_guard(guard_input_for_static(unordered, spec, 0.2)).findings if f.check == "clock_column"]

@@ -145,15 +145,28 @@ def within_model_rules(body: Any, numeric: set[str]) -> Any:
     return body
 
 
+def query_within_rules(case: Any) -> Any:
+    """A case whose query `as_of` is in range, as `within_model_rules` puts a body's."""
+    if isinstance(case.query, dict) and isinstance(case.query.get("as_of"), str):
+        case.query["as_of"] = _in_range(case.query["as_of"])
+    return case
+
+
 OPERATIONS = [
     ("POST", "/score"), ("POST", "/score_batch"), ("GET", "/model"), ("GET", "/report"), ("GET", "/importance"),
-    ("POST", "/admin/reload"), ("GET", "/livez"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+    ("POST", "/admin/reload"), ("POST", "/events"), ("GET", "/leads/{lead_id}/score"), ("GET", "/livez"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
 ]  # fmt: skip
+
+
+# Documented, not fuzzed here: their answers need a HubSpot signature or a Salesforce org id and
+# token that generated cases cannot carry (every case would be refused alike); tests/test_crm.py
+# sends them documented and malformed payloads, signed and not, in process and over HTTP.
+CRM_OPERATIONS = [("POST", "/crm/hubspot/action"), ("POST", "/crm/salesforce/outbound")]
 
 
 def test_the_document_lists_these_operations(api_schema) -> None:
     documented = {(op.ok().method.upper(), op.ok().path) for op in api_schema.get_all_operations()}
-    assert documented == set(OPERATIONS)
+    assert documented == set(OPERATIONS) | set(CRM_OPERATIONS)
 
 
 # schemathesis' pytest plugin (`from_fixture`) does not run under pytest 9: the cases are drawn
@@ -169,6 +182,7 @@ def test_every_answer_matches_the_document(api_schema, service_keys, trained_bun
     if mode == GenerationMode.POSITIVE:
         numeric = set(ScoringModel.load(trained_bundle).spec.numeric)
         strategy = strategy.map(lambda case: setattr(case, "body", within_model_rules(case.body, numeric)) or case)
+        strategy = strategy.map(query_within_rules)
 
     @given(case=strategy)
     @settings(

@@ -484,6 +484,8 @@ def test_the_service_follows_the_registry_champion(
         wait_for(lambda: service.model_card().model_version == "v-two", "the swap to version 2")
         client.set_registered_model_alias("leadscore", "champion", "3")  # fails its smoke prediction
         time.sleep(3)
+        # The refused reload checks version 3 in a child process first: it may still be running.
+        wait_for(lambda: not service._reload_lock.locked(), "the end of the refused reload")
         assert service.model_card().model_version == "v-two"
         assert service.reload(version="1").model_version == "v-one"  # an admin may pick a version
     finally:

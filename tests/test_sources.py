@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -302,54 +295,6 @@ def test_sql_url_reads_passwords_from_the_environment(crm_folder: Path, monkeypa
 
     with pytest.raises(SourceError, match=r"url: environment variable\(s\) \['LEADSCORE_TEST_DB'\] are not set"):
         _load(_sql_config("sqlite:///${LEADSCORE_TEST_DB}", crm_folder, 10))
-
-
-def _postgres_binary(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return candidates[-1] if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server (initdb + pg_ctl) on a free port, as a non-root user."""
-    initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
-    is_root = os.geteuid() == 0
-    if initdb is None or pg_ctl is None:
-        if is_root:
-            pytest.fail("PostgreSQL is not installed: `make system-deps` installs it (make test runs it first)")
-        pytest.skip("PostgreSQL is not installed and installing it needs root (make system-deps)")
-    # PostgreSQL refuses to run as root: run it as the `postgres` user in a folder it owns.
-    home = Path(tempfile.mkdtemp(prefix="leadscore-pg-"))
-    prefix: list[str] = []
-    if is_root:
-        prefix = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(home, user="postgres")
-    port = _free_port()
-    data_dir, log = home / "data", home / "server.log"
-    env = {**os.environ, "LC_ALL": "C"}
-    subprocess.run([*prefix, initdb, "-D", str(data_dir), "-U", "leadscore", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"],
-                   check=True, capture_output=True, env=env)
-    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off"
-    started = subprocess.run([*prefix, pg_ctl, "-D", str(data_dir), "-o", options, "-l", str(log), "-w", "-t", "60", "start"],
-                             capture_output=True, env=env)
-    if started.returncode != 0:
-        detail = log.read_text() if log.exists() else started.stderr.decode()
-        shutil.rmtree(home, ignore_errors=True)
-        pytest.fail(f"PostgreSQL did not start: {detail}")
-    try:
-        yield f"postgresql+psycopg2://leadscore@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*prefix, pg_ctl, "-D", str(data_dir), "-m", "immediate", "-w", "stop"], capture_output=True, env=env)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_postgresql_source_equals_the_csv_export(postgres_url: str, crm_folder: Path) -> None:

@@ -252,31 +252,63 @@ def _static_rows(make_export, n: int, seed: int):
     return data, spec, lead_attribute_rows(data.leads, spec)
 
 
-def test_static_served_booster_is_the_calibrated_one(static_export) -> None:
+def test_static_booster_is_refit_on_every_row_and_calibrated_by_its_own_recipe(static_export) -> None:
+    import lightgbm as lgb
+
     from model.bundle import encode_matrix
-    from training.pipeline import _take, fit_calibration
-    from training.static import fit_static_booster
+    from training.crossfit import cross_fitted_raw, latest_blocks
+    from training.pipeline import fit_calibration, lightgbm_params
+    from training.static import fit_static_booster, static_category_levels
 
     data, spec, rows = _static_rows(static_export, 900, 3)
     config = ProjectConfig().training
     y = data.leads["converted"].to_numpy()
     order = data.leads["order"].to_numpy()
     fitted = fit_static_booster(rows, y, spec, config, order=order)
-    # The inner validation part of an ordered export: the last valid_fraction by order.
+    names = spec.feature_names()
+    # Refit on every row (the newest, inner-validation rows included) with the early-stopped trees.
+    assert fitted.booster.num_trees() == fitted.best_iteration
+    assert fitted.levels == static_category_levels(rows, spec)
+    params = {**lightgbm_params(config, names), "num_threads": 1}
+    matrix = encode_matrix(rows, names, fitted.levels)
+    categorical = [names.index(c) for c in spec.categorical_features()]
+
+    def fit_on(mask):
+        booster = lgb.train(params, lgb.Dataset(matrix[mask], y[mask], feature_name=names, categorical_feature=categorical),
+                            num_boost_round=fitted.best_iteration)  # fmt: skip
+        return lambda where: booster.predict(matrix[where], raw_score=True)
+
+    # The calibration map was fit on the same recipe's scores of the latest rows, each scored by
+    # a fit that never saw it, and `valid_probability` is those scores calibrated.
+    held, raw = cross_fitted_raw(fit_on, latest_blocks(order.astype(float)))
+    calibration, _ = fit_calibration(raw, y[held], config.seed)
+    assert calibration == fitted.calibration
+    np.testing.assert_allclose(fitted.calibration.apply(raw), fitted.valid_probability, rtol=1e-9)
+
+
+def test_static_booster_too_small_to_cross_fit_keeps_the_early_stopped_one(static_export) -> None:
+    from model.bundle import encode_matrix
+    from training.pipeline import _take, fit_calibration
+    from training.static import fit_static_booster
+
+    data, spec, rows = _static_rows(static_export, 150, 5)  # 45 latest rows: fewer than a cross-fit needs
+    config = ProjectConfig().training
+    y = data.leads["converted"].to_numpy()
+    order = data.leads["order"].to_numpy()
+    fitted = fit_static_booster(rows, y, spec, config, order=order)
     n_valid = int(round(len(y) * config.valid_fraction))
     held_out = np.argsort(order, kind="stable")[-n_valid:]
     raw = fitted.booster.predict(encode_matrix(_take(rows, held_out), spec.feature_names(), fitted.levels), raw_score=True)
-    # The calibration map was fit on the served booster's own scores of rows it never saw.
+    # Calibrated on the served booster's own scores of the rows it never saw.
     np.testing.assert_allclose(fitted.calibration.apply(raw), fitted.valid_probability, rtol=1e-9)
-    refit, _ = fit_calibration(raw, y[held_out], config.seed)
-    assert refit == fitted.calibration
+    assert fit_calibration(raw, y[held_out], config.seed)[0] == fitted.calibration
 
 
 def test_static_bundle_probabilities_are_those_of_its_booster(static_export) -> None:
     from features.grid import PointGrid
     from model.bundle import encode_matrix
     from training.pipeline import _take
-    from training.static import evaluation_plan, run_static_training
+    from training.static import evaluation_plan, fit_static_booster, run_static_training
 
     data, spec, rows = _static_rows(static_export, 900, 4)
     config = ProjectConfig().training.model_copy(update={"n_bootstrap": 0})
@@ -286,12 +318,15 @@ def test_static_bundle_probabilities_are_those_of_its_booster(static_export) -> 
     plan = evaluation_plan(data, config)
     result = run_static_training(data, spec, config, grid, plan)
     train = plan.splits[0][0]
-    order = data.leads["order"].to_numpy()[train]
-    n_valid = int(round(len(train) * config.valid_fraction))
-    held_out = train[np.argsort(order, kind="stable")[-n_valid:]]
+    fitted = fit_static_booster(_take(rows, train), data.leads["converted"].to_numpy()[train], spec, config,
+                                order=data.leads["order"].to_numpy()[train])  # fmt: skip
     model = result.model
-    p = model.meta.calibration.apply(
-        model.booster.predict(encode_matrix(_take(rows, held_out), spec.feature_names(), model.meta.categorical_levels), raw_score=True)
+    names = spec.feature_names()
+    # The bundle serves the measured booster with the calibration fit for it ...
+    np.testing.assert_allclose(
+        model.booster.predict(encode_matrix(rows, names, model.meta.categorical_levels), raw_score=True),
+        fitted.booster.predict(encode_matrix(rows, names, fitted.levels), raw_score=True),
     )
-    # The tiers come from the served model's probabilities on those held-out rows.
-    assert model.meta.tiers.hot == pytest.approx(float(np.quantile(p, 1 - config.hot_share)))
+    assert model.meta.calibration == fitted.calibration
+    # ... and its tiers come from that recipe's calibrated probabilities of rows it had not seen.
+    assert model.meta.tiers.hot == pytest.approx(float(np.quantile(fitted.valid_probability, 1 - config.hot_share)))

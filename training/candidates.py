@@ -20,7 +20,7 @@ are chosen on time by `training.selection`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import lightgbm as lgb
 import numpy as np
@@ -164,6 +164,34 @@ def refit_candidate(
     return FittedCandidate(fitted.candidate, model, levels, calibration, best, fitted.valid_probability, fitted.calibration_losses)
 
 
+def fit_served_recipe(
+    candidate: Candidate,
+    rows: FeatureRows,
+    y: np.ndarray,
+    spec: FeatureSpec,
+    config: TrainingConfig,
+    *,
+    order: np.ndarray | None = None,
+) -> FittedCandidate:
+    """The candidate fit as the served model is: `fit_candidate` chooses the trees, then a refit on every row.
+
+    What a test period measures should be the recipe that serves: the served model is refit on
+    every row (`training.selection.served_refit`), so the measured one is too, on the rows it
+    may learn from. Its calibration is cross-fitted with that recipe on the latest rows.
+
+    Returns:
+        The refit candidate; `valid_probability` holds the calibrated cross-fitted scores of the
+        latest rows (for the score scale, tiers and MQL threshold).
+
+    Raises:
+        ValueError: Too few recent rows to cross-fit the calibration.
+    """
+    fitted = fit_candidate(candidate, rows, y, spec, config, order=order)
+    calibration, losses, p = cross_fitted_calibration(fitted, rows, y, spec, config, order)
+    refit = refit_candidate(fitted, rows, y, spec, config, calibration, order=order)
+    return replace(refit, valid_probability=p, calibration_losses=losses)
+
+
 def cross_fitted_calibration(
     fitted: FittedCandidate,
     rows: FeatureRows,
@@ -181,23 +209,88 @@ def cross_fitted_calibration(
         The calibration map, its cross-fitted log losses, and the calibrated probabilities of
         the latest rows (for the score scale, tiers and MQL threshold).
     """
-    from training.crossfit import cross_fitted_raw, latest_blocks
-    from training.pipeline import fit_calibration
-
-    names = spec.feature_names()
     levels = static_category_levels(rows, spec)
-    matrix = encode_matrix(rows, names, levels)
-    weights = recency_weights(len(y), fitted.candidate.half_life, order)
+    matrix = encode_matrix(rows, spec.feature_names(), levels)
     clock = np.arange(len(y), dtype=np.float64) if order is None else np.asarray(order, dtype=np.float64)
+    calibration, losses, _positions, p = cross_fit(fitted.candidate, fitted.best_iteration, matrix, y, clock, None, spec, levels, config)
+    return calibration, losses, p
+
+
+def cross_fit(
+    candidate: Candidate,
+    rounds: int,
+    matrix: np.ndarray,
+    y: np.ndarray,
+    order: np.ndarray,
+    groups: np.ndarray | None,
+    spec: FeatureSpec,
+    levels: dict[str, list[str]],
+    config: TrainingConfig,
+) -> tuple[Calibration, dict[str, float], np.ndarray, np.ndarray]:
+    """The calibration of `candidate` refit on every row: the recipe cross-fitted on the latest blocks.
+
+    Args:
+        candidate: Family and settings.
+        rounds: Trees of each fit (as many as early stopping chose; ignored by linear families).
+        matrix: Model matrix of every row.
+        y: Their outcomes.
+        order: When each row came (recency weights and the latest blocks).
+        groups: Per row, its lead: a lead's rows stay in one block (None: a lead a row).
+        spec: Feature specification.
+        levels: Category levels the matrix was encoded with.
+        config: Training settings.
+
+    Returns:
+        The calibration map, its cross-fitted log losses, the positions of the latest rows and
+        their calibrated out-of-block probabilities.
+    """
+    from training.crossfit import cross_fitted_raw, latest_blocks
+
+    weights = recency_weights(len(y), candidate.half_life, order)
 
     def fit_on(mask: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        model, _ = _fit_family(fitted.candidate, matrix[mask], y[mask], None if weights is None else weights[mask],
-                               spec, levels, config, None, rounds=fitted.best_iteration)  # fmt: skip
+        model, _ = _fit_family(candidate, matrix[mask], y[mask], None if weights is None else weights[mask],
+                               spec, levels, config, None, rounds=rounds)  # fmt: skip
         return lambda where: np.asarray(model.predict(matrix[where], raw_score=True))
 
-    positions, raw = cross_fitted_raw(fit_on, latest_blocks(clock))
-    calibration, losses = fit_calibration(raw, y[positions], config.seed)
-    return calibration, losses, calibration.apply(raw)
+    positions, raw = cross_fitted_raw(fit_on, latest_blocks(order, groups))
+    with threadpool_limits(limits=1, user_api="blas"):
+        calibration, losses = fit_calibration(raw, y[positions], config.seed)
+    return calibration, losses, positions, calibration.apply(raw)
+
+
+def fit_rounds(
+    candidate: Candidate,
+    matrix: np.ndarray,
+    y: np.ndarray,
+    order: np.ndarray | None,
+    spec: FeatureSpec,
+    levels: dict[str, list[str]],
+    config: TrainingConfig,
+    rounds: int,
+) -> lgb.Booster | LinearModel:
+    """`candidate` fit on every row with `rounds` trees (linear families: no rounds), recency-weighted by `order`."""
+    model, _ = _fit_family(candidate, matrix, y, recency_weights(len(y), candidate.half_life, order), spec, levels, config,
+                           None, rounds=rounds)  # fmt: skip
+    return model
+
+
+def fit_stopped(
+    candidate: Candidate,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    valid: tuple[np.ndarray, np.ndarray],
+    spec: FeatureSpec,
+    levels: dict[str, list[str]],
+    config: TrainingConfig,
+) -> tuple[lgb.Booster | LinearModel, int]:
+    """`candidate` fit on `train` (matrix, y, order), stopped early on `valid` (LightGBM families).
+
+    Returns:
+        The model and its number of trees (0 for a linear family, which learns from `train` alone).
+    """
+    matrix, y, order = train
+    weights = recency_weights(len(y), candidate.half_life, order)
+    return _fit_family(candidate, matrix, y, weights, spec, levels, config, None if candidate.family.startswith("linear") else valid)
 
 
 def _fit_family(

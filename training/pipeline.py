@@ -30,10 +30,11 @@ from features.grid import PointGrid
 from features.schema import lead_schema_for
 from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
 from features.spec import FeatureSpec
-from model.bundle import BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix
+from model.bundle import BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix, model_family_of
 from model.monitoring import reference_distribution
 from training.config import TrainingConfig
 from training.metrics import scorer_metrics
+from training.selection_config import Candidate, SelectionConfig
 
 Progress = Callable[[str], None]
 SCORERS = ("model", "point_grid", "logistic_regression", "oracle")
@@ -67,6 +68,13 @@ class TrainingResult:
     test: SplitFrames
     timings: dict[str, float]
     logistic: Pipeline
+    # Every snapshot before the test period whose label closed before it: what the measured
+    # model learned from (train, validation and the snapshots whose window crossed into it).
+    fit: SplitFrames | None = None
+    # The chosen family and settings, its trees, and how it was chosen (None: not chosen).
+    candidate: Candidate | None = None
+    rounds: int = 0
+    selection: dict[str, Any] | None = None
 
 
 def _content_bytes(frame: pd.DataFrame) -> bytes:
@@ -168,6 +176,72 @@ def time_split(
 
 TIME_SPLIT_ADVICE = "Add more history, shorten horizon_days, or change valid/test fractions."
 MIN_MATURED_LEADS = 200
+
+def split_snapshots(
+    data: Dataset, config: TrainingConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, object]]:
+    """Every matured snapshot with its label, split into train, validation and test periods.
+
+    Raises:
+        NotEnoughDataError: No label has matured, or a period is too small to learn from or
+            to measure on.
+    """
+    data_end = data.data_end
+    cutoff = matured_label_cutoff(data_end, config.horizon_days)
+    snaps = snapshot_times(data.leads, config.snapshot_offsets_days, cutoff)
+    if snaps.empty:
+        raise NotEnoughDataError(
+            f"no lead is older than horizon_days={config.horizon_days:g} at the data end "
+            f"{data_end.isoformat()}: no label has matured yet"
+        )
+    n_matured = snaps["lead_id"].nunique()
+    if n_matured < MIN_MATURED_LEADS:
+        raise NotEnoughDataError(
+            f"too few matured labels: {n_matured} leads were created at least horizon_days="
+            f"{config.horizon_days:g} before the data end {data_end.date().isoformat()} (need at least "
+            f"{MIN_MATURED_LEADS}); add older leads or shorten horizon_days"
+        )
+    snaps["label"] = conversion_labels(snaps, data.leads, config.horizon_days)
+    train_s, valid_s, test_s, boundaries = time_split(snaps, data.leads, config)
+    check_enough("train period", train_s, 200, 20)
+    check_enough("validation period", valid_s, 100, 10)
+    check_enough("test period", test_s, 100, 10)
+    return snaps, train_s, valid_s, test_s, boundaries
+
+
+# Horizons and snapshot offsets `settings_advice` tries, in days.
+ADVICE_HORIZONS = (7.0, 14.0, 30.0, 60.0, 90.0, 180.0)
+MIN_TREES = 20
+
+
+def settings_advice(data: Dataset, config: TrainingConfig) -> str:
+    """A horizon (and snapshot offsets) that would give this export the most training conversions.
+
+    Tries each of `ADVICE_HORIZONS`, with the configured offsets and with one snapshot at
+    creation, by splitting the snapshots as training would (no features, no fit).
+
+    Returns:
+        e.g. "horizon_days: 30 would give 1,240 training snapshots with 96 conversions", or ""
+        when no other setting gives more.
+    """
+    current = config.snapshot_offsets_days
+    options = []
+    for horizon in ADVICE_HORIZONS:
+        for offsets in ([current] if current == [0.0] else [current, [0.0]]):
+            trial = config.model_copy(update={"horizon_days": horizon, "snapshot_offsets_days": offsets})
+            try:
+                _snaps, train_s, _valid, _test, _bounds = split_snapshots(data, trial)
+            except NotEnoughDataError:
+                continue
+            options.append((int(train_s["label"].sum()), len(train_s), horizon, offsets))
+    here = [o for o in options if o[2] == config.horizon_days and o[3] == current]
+    better = [o for o in options if not here or o[0] > here[0][0]]
+    if not better:
+        return ""
+    conversions, n, horizon, offsets = max(better, key=lambda o: (o[0], -o[2]))
+    setting = f"horizon_days: {horizon:g}" + ("" if offsets == current else f" with snapshot_offsets_days: {offsets}")
+    return f"{setting} would give {n:,} training snapshots with {conversions:,} conversions."
+
 
 
 def _served_like_rows(
@@ -395,6 +469,7 @@ def run_training(
     progress: Progress | None = None,
     build_features: FeatureBuilder = snapshot_features,
     fit_booster: BoosterFitter = fit_lightgbm,
+    selection: SelectionConfig | None = None,
 ) -> TrainingResult:
     """Train the model and score it beside the point grid and a logistic regression.
 
@@ -410,6 +485,8 @@ def run_training(
             function per partition of leads on a Dask cluster (`training.distributed`).
         fit_booster: Fits LightGBM with early stopping; `fit_lightgbm` here, Dask's
             distributed LightGBM in `training.distributed`.
+        selection: Candidates to choose among on rolling-origin folds of the snapshots before
+            the test period (`training.selection`); None: LightGBM under its budget, not chosen.
 
     Returns:
         The bundle-ready model, per-scorer test metrics and the split frames.
@@ -425,25 +502,10 @@ def run_training(
         clock = now
 
     data_end = data.data_end
-    cutoff = matured_label_cutoff(data_end, config.horizon_days)
-    snaps = snapshot_times(data.leads, config.snapshot_offsets_days, cutoff)
-    if snaps.empty:
-        raise NotEnoughDataError(
-            f"no lead is older than horizon_days={config.horizon_days:g} at the data end "
-            f"{data_end.isoformat()}: no label has matured yet"
-        )
-    n_matured = snaps["lead_id"].nunique()
-    if n_matured < MIN_MATURED_LEADS:
-        raise NotEnoughDataError(
-            f"too few matured labels: {n_matured} leads were created at least horizon_days="
-            f"{config.horizon_days:g} before the data end {data_end.date().isoformat()} (need at least "
-            f"{MIN_MATURED_LEADS}); add older leads or shorten horizon_days"
-        )
-    snaps["label"] = conversion_labels(snaps, data.leads, config.horizon_days)
-    train_s, valid_s, test_s, boundaries = time_split(snaps, data.leads, config)
-    check_enough("train period", train_s, 200, 20)
-    check_enough("validation period", valid_s, 100, 10)
-    check_enough("test period", test_s, 100, 10)
+    try:
+        snaps, train_s, valid_s, test_s, boundaries = split_snapshots(data, config)
+    except NotEnoughDataError as error:
+        raise NotEnoughDataError(f"{error} {settings_advice(data, config)}".strip()) from error
     excluded = boundaries["excluded_snapshots"]
     say(
         f"data end {data_end.isoformat()} ({data.data_end_source}); snapshots: train {len(train_s)}, "
@@ -452,52 +514,84 @@ def run_training(
     )
     lap("snapshots")
 
-    all_s = pd.concat([train_s, valid_s, test_s], ignore_index=True)
+    # The measured model learns from every snapshot before the test period whose label closed
+    # before it starts: train, validation, and the train snapshots whose window crossed into
+    # validation. Validation only chooses (the family, the trees); the test period then measures
+    # the method as it serves, fit on everything it may know.
+    test_start = pd.Timestamp(boundaries["test_start"])
+    created_at = data.leads.set_index("lead_id")["created_at"]
+    snap_created = snaps["lead_id"].map(created_at)
+    horizon = pd.Timedelta(days=config.horizon_days)
+    fit_s = snaps[((snap_created < test_start) & (snaps["as_of"] + horizon <= test_start)).to_numpy()].reset_index(drop=True)
+    all_s = pd.concat([fit_s, test_s], ignore_index=True)
     rows = build_features(data.leads, data.interactions, all_s, spec)
-    cuts = np.cumsum([0, len(train_s), len(valid_s), len(test_s)])
-    parts = [_take(rows, np.arange(cuts[i], cuts[i + 1])) for i in range(3)]
+    fit_rows, test_rows = _take(rows, np.arange(len(fit_s))), _take(rows, np.arange(len(fit_s), len(all_s)))
+    keys = pd.MultiIndex.from_frame(fit_s[["lead_id", "as_of"]])
+    train_pos, valid_pos = (keys.get_indexer(pd.MultiIndex.from_frame(part[["lead_id", "as_of"]])) for part in (train_s, valid_s))
     say(f"features: {len(spec.feature_names())} per snapshot")
     lap("features")
 
-    levels = category_levels(parts[0], spec)
+    levels = category_levels(fit_rows, spec)
     names = spec.feature_names()
-    frames = [
-        SplitFrames(s, r, encode_matrix(r, names, levels))
-        for s, r in zip((train_s, valid_s, test_s), parts, strict=True)
-    ]
-    train, valid, test = frames
+    fit = SplitFrames(fit_s, fit_rows, encode_matrix(fit_rows, names, levels))
+    train, valid = (SplitFrames(part, _take(fit_rows, pos), fit.matrix[pos]) for part, pos in ((train_s, train_pos), (valid_s, valid_pos)))
+    test = SplitFrames(test_s, test_rows, encode_matrix(test_rows, names, levels))
+    # Lead creation, in seconds: the order of recency weights and of the cross-fitted blocks.
+    fit_order = ((fit_s["lead_id"].map(created_at) - created_at.min()).dt.total_seconds()).to_numpy(dtype=np.float64)
+
+    from training.candidates import cross_fit, fit_rounds, fit_stopped
+    from training.selection import select_candidate
+
+    candidate, chosen_how = Candidate(family="lightgbm"), None
+    if selection is not None and len(selection.candidates()) > 1:
+        as_of = (fit_s["as_of"] - created_at.min()).dt.total_seconds().to_numpy(dtype=np.float64)
+        chosen = select_candidate(fit_rows, fit.y, as_of, spec, config, selection, say,
+                                  matured_at=as_of + horizon.total_seconds())  # fmt: skip
+        candidate, chosen_how = chosen.chosen, chosen.to_dict()
+        lap("selection")
 
     params = config.lightgbm
-    lgb_params = lightgbm_params(config, names)
-    booster = fit_booster(
-        lgb_params,
-        (train.matrix, train.y),
-        (valid.matrix, valid.y),
-        feature_names=names,
-        categorical=[names.index(c) for c in spec.categorical_features()],
-        max_rounds=params.max_rounds,
-        early_stopping_rounds=params.early_stopping_rounds,
-    )
-    best = booster.current_iteration()
-    say(f"LightGBM: {best} trees (early stopping on validation)")
+    if candidate == Candidate(family="lightgbm"):
+        booster = fit_booster(
+            lightgbm_params(config, names),
+            (train.matrix, train.y),
+            (valid.matrix, valid.y),
+            feature_names=names,
+            categorical=[names.index(c) for c in spec.categorical_features()],
+            max_rounds=params.max_rounds,
+            early_stopping_rounds=params.early_stopping_rounds,
+        )
+        rounds = booster.current_iteration()
+    else:
+        _stopped, rounds = fit_stopped(candidate, (train.matrix, train.y, fit_order[train_pos]), (valid.matrix, valid.y), spec, levels, config)
+    say(f"{candidate.name}: {rounds} trees (early stopping on validation)" if rounds else f"{candidate.name}: fit")
+    warnings = []
+    if not candidate.family.startswith("linear") and rounds < MIN_TREES:
+        advice = settings_advice(data, config)
+        warnings.append(
+            f"early stopping kept {rounds} trees (fewer than {MIN_TREES}): the validation period gains little from "
+            f"trees at horizon_days={config.horizon_days:g}, snapshot_offsets_days={config.snapshot_offsets_days}"
+            + (f"; {advice}" if advice else "")
+        )
+        say(f"warning: {warnings[-1]}")
     lap("lightgbm")
 
-    valid_raw = np.asarray(booster.predict(valid.matrix, raw_score=True))
     # One BLAS thread: these fits are many small products, and BLAS threads that spin-wait
     # made the logistic regression 4x slower on a busy 2-core machine (benchmarks/README.md).
-    with threadpool_limits(limits=1, user_api="blas"):
-        calibration, cal_losses = fit_calibration(valid_raw, valid.y, config.seed)
+    groups = fit_s["lead_id"].to_numpy()
+    calibration, cal_losses, recent, p_recent = cross_fit(candidate, rounds, fit.matrix, fit.y, fit_order, groups, spec, levels, config)
+    model_fit = fit_rounds(candidate, fit.matrix, fit.y, fit_order, spec, levels, config, rounds)
     lap("calibration")
 
     with threadpool_limits(limits=1, user_api="blas"):
         logistic = logistic_baseline(spec, config.seed)
-        logistic.fit(_logistic_frame(train.rows, spec), train.y)
+        logistic.fit(_logistic_frame(fit.rows, spec), fit.y)
     lap("logistic_regression")
 
     grid_valid = grid.score_frame(valid.rows.to_frame(spec))
     grid_cal = _fit_one("platt", grid_valid, valid.y)
     for frame in (valid, test):
-        frame.scores["model"] = calibration.apply(np.asarray(booster.predict(frame.matrix, raw_score=True)))
+        frame.scores["model"] = calibration.apply(np.asarray(model_fit.predict(frame.matrix, raw_score=True)))
         frame.scores["logistic_regression"] = logistic.predict_proba(_logistic_frame(frame.rows, spec))[:, 1]
         frame.snapshots["grid_points"] = grid.score_frame(frame.rows.to_frame(spec))
         frame.scores["point_grid"] = grid_cal.apply(frame.snapshots["grid_points"].to_numpy())
@@ -519,15 +613,18 @@ def run_training(
     say("metrics: test period, bootstrap by lead")
     lap("metrics")
 
-    p_valid = valid.scores["model"]
-    grid_mql_share = float(np.mean(grid.is_mql(valid.snapshots["grid_points"].to_numpy())))
+    # Scale, tiers and MQL threshold from the cross-fitted probabilities of the latest leads
+    # before the test period: scores of models of this recipe that had not seen them.
+    p_valid = p_recent
+    grid_mql_share = float(np.mean(grid.is_mql(grid.score_frame(_take(fit.rows, recent).to_frame(spec)))))
     # The model's MQL flag takes as many leads as the grid's MQL did on validation: same
     # sales capacity, better leads.
     mql_probability = float(np.quantile(p_valid, 1 - grid_mql_share)) if grid_mql_share > 0 else 1.0
     trained_at = datetime.now(UTC).isoformat(timespec="seconds")
     fingerprint = data_fingerprint(data)
     meta = BundleMeta(
-        model_version=f"{trained_at[:10].replace('-', '')}-{content_hash(booster.model_to_string().encode())[:8]}",
+        model_version=f"{trained_at[:10].replace('-', '')}-{content_hash(model_fit.model_to_string().encode())[:8]}",
+        model_family=model_family_of(model_fit),
         trained_at=trained_at,
         horizon_days=config.horizon_days,
         feature_spec=spec,
@@ -546,19 +643,23 @@ def run_training(
         training={
             "data": fingerprint,
             "split": boundaries,
-            "n_snapshots": {"train": len(train_s), "validation": len(valid_s), "test": len(test_s)},
-            "best_iteration": int(best),
+            "n_snapshots": {"train": len(train_s), "validation": len(valid_s), "test": len(test_s), "fit": len(fit_s)},
+            "best_iteration": int(rounds),
+            "fit": "every snapshot before the test period whose label closed before it starts; "
+                   "validation chose the trees, a cross-fit on the latest leads the calibration",
+            **({"selection": chosen_how} if chosen_how else {}),
+            **({"warnings": warnings} if warnings else {}),
             "calibration_log_loss": cal_losses,
             "grid_mql_share_validation": grid_mql_share,
         },
         # What `leadscore monitor` compares served leads with (PSI per feature and probability).
         reference=reference_distribution(_served_like_rows(snaps, data, spec, boundaries, build_features), p_valid),
     )
-    model = ScoringModel(booster, meta)
+    model = ScoringModel(model_fit, meta)
     split = {
         **boundaries,
         "n_snapshots": meta.training["n_snapshots"],
         "data_end": data_end.isoformat(),
         "data_end_source": data.data_end_source,
     }
-    return TrainingResult(model, metrics, split, train, valid, test, timings, logistic)
+    return TrainingResult(model, metrics, split, train, valid, test, timings, logistic, fit, candidate, int(rounds), chosen_how)

@@ -15,7 +15,6 @@ created X to Y by a model that never saw them; served model trained on leads up 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import lightgbm as lgb
@@ -25,11 +24,12 @@ from features.contract import Dataset
 from features.engine import snapshot_features
 from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
 from features.spec import FeatureSpec
-from model.bundle import ScoringModel, Tiers, content_hash, encode_matrix
+from model.bundle import ScoringModel, Tiers, content_hash, encode_matrix, model_family_of
 from model.monitoring import reference_distribution
+from training.candidates import cross_fit, fit_rounds
 from training.config import TrainingConfig
-from training.crossfit import cross_fitted_raw, latest_blocks
-from training.pipeline import FeatureBuilder, TrainingResult, category_levels, fit_calibration, lightgbm_params
+from training.pipeline import FeatureBuilder, TrainingResult, category_levels
+from training.selection_config import Candidate
 
 
 def measured_window(result: TrainingResult, data: Dataset) -> dict[str, Any]:
@@ -63,6 +63,7 @@ def refit_on_matured(
         cutoff (data end minus the horizon) and whose `training.measured_on` names the test
         period that measured the method.
     """
+    measured = result.model
     cutoff = matured_label_cutoff(data.data_end, config.horizon_days)
     snaps = snapshot_times(data.leads, config.snapshot_offsets_days, cutoff)
     y = conversion_labels(snaps, data.leads, config.horizon_days)
@@ -70,31 +71,14 @@ def refit_on_matured(
     names = spec.feature_names()
     levels = category_levels(rows, spec)
     matrix = encode_matrix(rows, names, levels)
-    measured = result.model
-    if not isinstance(measured.booster, lgb.Booster):
-        raise TypeError(f"refit_on_matured: the measured model is {measured.meta.model_family}; run_training fits LightGBM")
-    trees = measured.booster.current_iteration()
-    params = lightgbm_params(config, names)
-    categorical = [names.index(c) for c in spec.categorical_features()]
-
-    def fit_on(mask: np.ndarray) -> lgb.Booster:
-        train_set = lgb.Dataset(matrix[mask], y[mask], feature_name=names, categorical_feature=categorical)
-        return lgb.Booster(model_str=lgb.train(params, train_set, num_boost_round=trees).model_to_string())
-
-    booster = fit_on(np.ones(len(y), dtype=bool))
+    candidate = result.candidate or Candidate(family="lightgbm")
+    trees = result.rounds or (measured.booster.current_iteration() if isinstance(measured.booster, lgb.Booster) else 0)
     # Calibrated as itself: the refit recipe cross-fitted on the latest leads (a lead's snapshots
     # in one block), not the measured model's test scores (other trees, another score scale).
     created = snaps["lead_id"].map(data.leads.set_index("lead_id")["created_at"])
     clock = (created - created.min()).dt.total_seconds().to_numpy(dtype=np.float64)
-    blocks = latest_blocks(clock, snaps["lead_id"].to_numpy())
-
-    def predictor(mask: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        model = fit_on(mask)
-        return lambda where: np.asarray(model.predict(matrix[where], raw_score=True))
-
-    positions, held_out_raw = cross_fitted_raw(predictor, blocks)
-    calibration, losses = fit_calibration(held_out_raw, y[positions], config.seed)
-    p = calibration.apply(held_out_raw)
+    calibration, losses, _recent, p = cross_fit(candidate, trees, matrix, y, clock, snaps["lead_id"].to_numpy(), spec, levels, config)
+    booster = fit_rounds(candidate, matrix, y, clock, spec, levels, config, trees)
     meta = measured.meta
     grid_share = float(meta.training.get("grid_mql_share_validation", 0.0))
     text = booster.model_to_string()
@@ -107,6 +91,7 @@ def refit_on_matured(
         "refit": "every snapshot with a matured label (train, validation and test), the measured settings carried over",
     }
     update = {
+        "model_family": model_family_of(booster),
         "model_version": f"{meta.trained_at[:10].replace('-', '')}-{content_hash(text.encode())[:8]}",
         "categorical_levels": levels,
         "calibration": calibration,

@@ -27,7 +27,14 @@ from features.engine import FeatureRows, lead_attribute_rows
 from features.grid import PointGrid
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel, Tiers, content_hash, encode_matrix, model_family_of
-from training.candidates import Candidate, FittedCandidate, cross_fitted_calibration, fit_candidate, refit_candidate
+from training.candidates import (
+    Candidate,
+    FittedCandidate,
+    cross_fitted_calibration,
+    fit_candidate,
+    fit_served_recipe,
+    refit_candidate,
+)
 from training.config import TrainingConfig
 from training.pipeline import Progress, _take
 from training.selection_config import SelectionConfig
@@ -53,6 +60,7 @@ class Selection:
     table: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     note: str = ""
+    rule: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,7 +69,10 @@ class Selection:
             "how": "rolling-origin validation over the rows before the test period (expanding window)",
             "folds": self.folds,
             "candidates": self.table,
+            "rule": "best mean ROC AUC over the folds; the first candidate stays unless the best's paired gain over "
+                    "it exceeds one standard error",
             **({"note": self.note} if self.note else {}),
+            **({"kept_first": self.rule} if self.rule else {}),
         }
 
     def lines(self) -> list[str]:
@@ -69,7 +80,7 @@ class Selection:
         if self.note:
             return [f"{self.chosen.name}, {self.note}"]
         ranked = sorted(self.table, key=lambda r: -r["mean_roc_auc"])
-        return [
+        return ([self.rule] if self.rule else []) + [
             f"{'*' if r['candidate'] == self.chosen.name else ' '} {r['candidate']}: mean ROC AUC {r['mean_roc_auc']:.3f} "
             f"(folds {', '.join(f'{a:.3f}' for a in r['fold_roc_auc'])})"
             for r in ranked
@@ -94,6 +105,29 @@ def rolling_origin_folds(n: int, n_folds: int, block_fraction: float, min_rows: 
     return folds
 
 
+def one_standard_error_choice(table: Sequence[dict[str, Any]], names: Sequence[str]) -> tuple[int, str]:
+    """The candidate with the best mean fold ROC AUC, unless it is not clearly ahead of the first.
+
+    The one-standard-error rule, paired by fold: the best replaces the first (today's LightGBM)
+    only when its mean gain over the folds exceeds the standard error of its per-fold gains.
+    Fold means a few thousandths apart are noise on folds of a few thousand rows.
+
+    Args:
+        table: Per candidate, `fold_roc_auc` (the same folds for all) and `mean_roc_auc`.
+        names: Candidate names, for the note.
+
+    Returns:
+        The chosen position and, when the first was kept although another was ahead, why.
+    """
+    best = max(range(len(table)), key=lambda i: (table[i]["mean_roc_auc"], -i))
+    gains = np.asarray(table[best]["fold_roc_auc"]) - np.asarray(table[0]["fold_roc_auc"])
+    margin = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else 0.0
+    if best == 0 or gains.mean() > margin:
+        return best, ""
+    return 0, (f"kept {names[0]}: {names[best]} was ahead by {gains.mean():.4f} on the folds' mean, within one "
+               f"standard error of the paired fold gains ({margin:.4f})")  # fmt: skip
+
+
 def select_candidate(
     rows: FeatureRows,
     y: np.ndarray,
@@ -102,6 +136,8 @@ def select_candidate(
     config: TrainingConfig,
     selection: SelectionConfig,
     progress: Progress | None = None,
+    *,
+    matured_at: np.ndarray | None = None,
 ) -> Selection:
     """Score every candidate on rolling-origin folds of these (training) rows; choose the best.
 
@@ -113,6 +149,9 @@ def select_candidate(
         config: Training settings (each fit stops early and calibrates as `fit_candidate` does).
         selection: Candidates and folds.
         progress: Called with a line per candidate.
+        matured_at: Per row, when its label closed, on the scale of `order` (snapshots: as_of
+            plus the horizon). A fold fits only on rows whose label closed before its validation
+            period starts. None: a row's label is known when it comes (one row per lead).
 
     Raises:
         NotEnoughDataError: No fold has enough rows and conversions to validate on.
@@ -120,11 +159,13 @@ def select_candidate(
     say = progress or (lambda _msg: None)
     clock = time.perf_counter()
     ranked = np.argsort(order, kind="stable")
-    folds = [
-        (ranked[fit], ranked[valid])
-        for fit, valid in rolling_origin_folds(len(y), selection.n_folds, selection.block_fraction, MIN_FOLD_ROWS)
-        if MIN_FOLD_CONVERSIONS <= y[ranked[valid]].sum() < len(valid)
-    ]
+    folds = []
+    for fit, valid in rolling_origin_folds(len(y), selection.n_folds, selection.block_fraction, MIN_FOLD_ROWS):
+        fit_rows, valid_rows = ranked[fit], ranked[valid]
+        if matured_at is not None:
+            fit_rows = fit_rows[matured_at[fit_rows] <= order[valid_rows].min()]
+        if len(fit_rows) >= 2 * MIN_FOLD_ROWS and MIN_FOLD_CONVERSIONS <= y[valid_rows].sum() < len(valid_rows):
+            folds.append((fit_rows, valid_rows))
     candidates = selection.candidates()
     if not folds or len(candidates) == 1:
         why = "one candidate" if folds else (
@@ -145,9 +186,11 @@ def select_candidate(
             "fold_roc_auc": [round(a, 4) for a in aucs], "mean_roc_auc": round(float(np.mean(aucs)), 4),
         })  # fmt: skip
         say(f"{candidate.name}: mean ROC AUC {np.mean(aucs):.3f} over {len(folds)} rolling-origin folds")
-    best = max(range(len(table)), key=lambda i: (table[i]["mean_roc_auc"], -i))
+    best, note = one_standard_error_choice(table, [c.name for c in candidates])
+    if note:
+        say(note)
     fold_facts = [{"fit_rows": int(len(f)), "first_row": int(v.min()), "last_row": int(v.max())} for f, v in folds]
-    return Selection(candidates[best], fold_facts, table, round(time.perf_counter() - clock, 3))
+    return Selection(candidates[best], fold_facts, table, round(time.perf_counter() - clock, 3), rule=note)
 
 
 def served_refit(
@@ -234,7 +277,7 @@ def run_chosen_static_training(
     fits: list[FittedCandidate] = []
 
     def fit_chosen(rows_: FeatureRows, y_: np.ndarray, spec_: FeatureSpec, config_: TrainingConfig, *, order: np.ndarray | None = None) -> FittedCandidate:
-        fits.append(fit_candidate(chosen.chosen, rows_, y_, spec_, config_, order=order))
+        fits.append(fit_served_recipe(chosen.chosen, rows_, y_, spec_, config_, order=order))
         return fits[-1]
 
     measured = run_static_training(data, spec, config, grid, plan, progress, {**notes, "selection": chosen.to_dict()}, fit_model=fit_chosen)

@@ -9,10 +9,11 @@ Without time there are no snapshots and no matured-label windows, so evaluation 
   did not see it.
 
 In both, the model, the point grid and the logistic regression are scored on the same rows.
-Each LightGBM fit stops early on an inner validation part of its training rows (the last
-`valid_fraction` by order, or a stratified random part) and is calibrated on that part: the
-booster that is scored and served is that early-stopped one, so its calibration was fit on its
-own scores of rows it never saw. The bundle's model is the ordered split's, or, with
+Each LightGBM fit chooses its number of trees by early stopping on an inner validation part of
+its training rows (the last `valid_fraction` by order, or a stratified random part), is refit on
+all its training rows with that many trees, and is calibrated on scores of that same recipe for
+rows it had not seen (cross-fitted on the latest rows, `training.crossfit`): the booster that is
+scored is the one whose calibration was fit. The bundle's model is the ordered split's, or, with
 cross-validation, one fit the same way on every lead. Either way it is a standard bundle:
 `leadscore score` and the service use it, with an empty behaviour block.
 """
@@ -39,6 +40,7 @@ from features.schema import lead_schema_for
 from features.spec import FeatureSpec
 from model.bundle import MISSING_LEVEL, BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix, model_family_of
 from training.config import TrainingConfig
+from training.crossfit import cross_fitted_raw, latest_blocks
 from training.metrics import scorer_metrics
 from training.pipeline import (
     NotEnoughDataError,
@@ -173,20 +175,31 @@ def fit_static_booster(
     order: np.ndarray | None = None,
     params: dict[str, Any] | None = None,
 ) -> FittedBooster:
-    """Early stopping on an inner validation part, and the calibration of that booster on that part.
+    """Trees chosen by early stopping on an inner validation part, then refit on every row.
+
+    The number of trees is chosen on the inner validation part (the last `valid_fraction` by
+    order, else a stratified random part); the booster is then refit on every row with that many
+    trees, so it learns from the newest leads too (in an ordered export the inner validation
+    part is the most recent one, the closest to what is scored next). A refit has no held-out
+    rows of its own, so its calibration is cross-fitted (`training.crossfit`): each block of the
+    latest rows is scored by the same recipe (these settings, that many trees) fit on every
+    other row, and the map is fit on those scores, as for the served refit of timed training.
+    With too few rows to cross-fit, the early-stopped booster is kept, calibrated on its own
+    scores of the inner validation part.
 
     Args:
         rows: Features of the training leads.
         y: Their outcomes.
         spec: Feature specification.
         config: LightGBM settings, `valid_fraction` and `seed`.
-        order: Acquisition order of the rows: the inner validation is then the last
-            `valid_fraction` by order; else a stratified random part.
+        order: Acquisition order of the rows: the inner validation and the latest blocks are
+            then the last rows by order; else a stratified random part and the last rows by
+            position.
         params: LightGBM parameters instead of the config's (used by tuning).
 
     Returns:
-        The early-stopped booster (its best iteration only), with the levels it was fit on and
-        the calibration fit on its inner validation scores.
+        The booster with the levels it was fit on, its calibration, and its calibrated
+        held-out probabilities (`valid_probability`: for the score scale, tiers and MQL threshold).
     """
     positions = np.arange(len(y))
     if order is not None:
@@ -216,17 +229,34 @@ def fit_static_booster(
         callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)],
     )
     best = stopped.best_iteration or stopped.current_iteration()
-    # The calibrated booster is the one served. A refit on every row with `best` trees would
-    # learn other trees on more rows per leaf, so its raw scores sit on another scale and a map
-    # fit on the early-stopped booster's scores would misstate its probabilities; cross-fitting
-    # the refit calibrates sibling boosters, not the one served. Held-out rows of exactly this
-    # booster are the sound basis, at the price of not learning from the inner validation part
-    # (as in the timed pipeline, where validation is fit on the same way).
-    served = lgb.Booster(model_str=stopped.model_to_string(num_iteration=best))
-    valid_raw = np.asarray(served.predict(valid_matrix, raw_score=True))
+    clock = positions.astype(np.float64) if order is None else np.asarray(order, dtype=np.float64)
+    try:
+        blocks = latest_blocks(clock)
+    except ValueError:
+        early = lgb.Booster(model_str=stopped.model_to_string(num_iteration=best))
+        valid_raw = np.asarray(early.predict(valid_matrix, raw_score=True))
+        with threadpool_limits(limits=1, user_api="blas"):
+            calibration, losses = fit_calibration(valid_raw, y[valid_part], config.seed)
+        return FittedBooster(early, levels, calibration, best, calibration.apply(valid_raw), losses)
+
+    # A refit learns other trees on more rows per leaf: its raw scores sit on another scale than
+    # the early-stopped booster's, so its map is fit on scores of the refit recipe itself.
+    levels = static_category_levels(rows, spec)
+    matrix = encode_matrix(rows, names, levels)
+
+    def refit(mask: np.ndarray) -> lgb.Booster:
+        data = lgb.Dataset(matrix[mask], y[mask], feature_name=names, categorical_feature=categorical)
+        return lgb.train(lgb_params, data, num_boost_round=best)
+
+    def fit_on(mask: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        booster = refit(mask)
+        return lambda where: np.asarray(booster.predict(matrix[where], raw_score=True))
+
+    held, held_raw = cross_fitted_raw(fit_on, blocks)
     with threadpool_limits(limits=1, user_api="blas"):
-        calibration, losses = fit_calibration(valid_raw, y[valid_part], config.seed)
-    return FittedBooster(served, levels, calibration, best, calibration.apply(valid_raw), losses)
+        calibration, losses = fit_calibration(held_raw, y[held], config.seed)
+    served = refit(np.ones(len(y), dtype=bool))
+    return FittedBooster(served, levels, calibration, best, calibration.apply(held_raw), losses)
 
 
 @dataclass
@@ -347,7 +377,7 @@ def run_static_training(
 
     clock = time.perf_counter()
     # The served model keeps its own calibration (see fit_static_booster); tiers, score
-    # quantiles and the MQL threshold come from its probabilities on its held-out rows.
+    # quantiles and the MQL threshold come from its recipe's probabilities of held-out rows.
     final = fits[0] if plan.kind == "ordered_split" else fit(rows, y, spec, config)
     reference_p = final.valid_probability
     calibration_losses = final.calibration_losses

@@ -138,8 +138,10 @@ def spec_for_data(spec: FeatureSpec, dataset: Dataset, training: TrainingConfig,
     No interaction at all: no interaction features (the lead's age at the snapshot stays).
     With `learn_types`: every type seen at least `min_events` times among the events of the
     training part (the leads before the validation and test periods, by creation, among those
-    with a matured label), plus `include`, gets features of its own; rarer types are counted as
-    other events. The learned list is what the bundle stores.
+    with a matured label), plus `include`, gets features of its own; rarer types, and types seen
+    only outside the training part, are folded into other events (`n_other_events_total`) and
+    named in a warning with their counts. The learned list is what the bundle stores, as a
+    given vocabulary (`learn_types` is then None: scoring the model later learns nothing).
     """
     from features.snapshots import matured_label_cutoff
     from features.vocabulary import frequent_types
@@ -156,17 +158,25 @@ def spec_for_data(spec: FeatureSpec, dataset: Dataset, training: TrainingConfig,
     events = dataset.interactions[dataset.interactions["lead_id"].isin(training_leads)]
     counts = {str(t): int(n) for t, n in events["type"].astype(str).value_counts().items()}
     vocabulary = frequent_types(counts, rule.min_events, rule.include)
-    rare = {t: n for t, n in counts.items() if t not in vocabulary}
-    dataset.report.unknown_types = {
-        str(t): int(n) for t, n in dataset.interactions.loc[~dataset.interactions["type"].isin(vocabulary), "type"].value_counts().items()
-    }
+    every = {str(t): int(n) for t, n in dataset.interactions["type"].astype(str).value_counts().items()}
+    folded = {t: n for t, n in every.items() if t not in vocabulary}
+    dataset.report.unknown_types = folded
+    included = [t for t in rule.include if counts.get(t, 0) < rule.min_events]
     console.say(
-        f"interactions: vocabulary learned from the training part ({len(events)} events of {len(training_leads)} leads, "
-        f"at least {rule.min_events} events a type): {vocabulary}"
-        + (f"; counted as other events: {dict(sorted(rare.items()))}" if rare else "")
+        f"interactions: {len(vocabulary)} types with features of their own, learned from the training part "
+        f"({len(events)} events of {len(training_leads)} leads; seen at least features.learn_types.min_events="
+        f"{rule.min_events} times{', or in features.learn_types.include' if included else ''}): {vocabulary}"
     )
+    if folded:
+        listed = ", ".join(
+            f"{t} ({counts.get(t, 0)} in the training part, {n} in all)" for t, n in sorted(folded.items(), key=lambda i: (-i[1], i[0]))
+        )
+        console.warn(
+            f"interactions: {len(folded)} types seen fewer than features.learn_types.min_events={rule.min_events} times "
+            f"in the training part are folded into other events (n_other_events_total): {listed}"
+        )
     try:
-        return FeatureSpec.model_validate({**spec.model_dump(), "interaction_types": vocabulary})
+        return FeatureSpec.model_validate({**spec.model_dump(), "interaction_types": vocabulary, "learn_types": None})
     except ValueError as error:
         raise WorkflowError(f"features.learn_types: {error}") from error
 
@@ -324,7 +334,8 @@ def train(request: TrainRequest, console: Console) -> None:
         try:
             with request.engine() as dask:
                 hooks = {} if dask is None else {"build_features": dask.snapshot_features, "fit_booster": dask.fit_booster}
-                result = run_training(dataset, spec, cfg.training, point_grid, truth, progress, **hooks)
+                result = run_training(dataset, spec, cfg.training, point_grid, truth, progress, **hooks,
+                                      selection=cfg.training.selection)
                 # The test period measured the method; the served model learns from every matured label.
                 served = refit_on_matured(result, dataset, spec, cfg.training, **{k: v for k, v in hooks.items() if k == "build_features"})
         except NotEnoughDataError as error:
@@ -648,13 +659,15 @@ def open_log(target: str | None) -> Any:
 def parse_since(text: str) -> datetime:
     """`7d`, `12h` (before now) or an ISO date/time (UTC when no zone) as a UTC datetime."""
     units = {"d": "days", "h": "hours"}
-    if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
     try:
+        if text[-1:] in units and text[:-1].isdigit():
+            return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
         moment = datetime.fromisoformat(text)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise WorkflowError(f"--since must look like 7d, 12h or 2025-06-01, got {text!r}") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    except OverflowError:  # 100000000d, or 0001-01-01T00:00:00+14:00: before the year 1 in UTC
+        raise WorkflowError(f"--since {text!r} is out of range: in UTC it falls outside the years 1 to 9999") from None
 
 
 def monitor(
@@ -727,17 +740,46 @@ def monitor(
     return drifted
 
 
-def forget(lead_id: str, log: str | None, console: Console) -> int:
-    """Erase a lead from the score log (right to erasure); returns how many records went."""
-    from model.scorelog import ScoreLogError, lead_key, lead_pseudonym
+def forget(lead_id: str, log: str | None, console: Console, lead_store: str | None = None) -> int:
+    """Erase a lead from the score log and the lead store (right to erasure); returns how many records went.
 
-    store = open_log(log)
-    try:
-        pseudonym = lead_pseudonym(lead_id, lead_key(create=False))
-        deleted = int(store.forget(pseudonym))
-    except (ScoreLogError, ValueError) as error:
-        raise WorkflowError(str(error)) from error
-    console.say(f"deleted {deleted} records of lead {pseudonym} from {store.describe()}")
+    The score log is `log`, else `$LEADSCORE_SCORE_LOG`; the lead store is `lead_store`, else
+    `$LEADSCORE_LEAD_STORE`, else the state folder's `leads.db` when it exists. Each one given
+    or configured must exist (a mistyped target is refused, never created empty); with neither,
+    there is nothing to erase from, which is an error too.
+    """
+    from model.leadstore import LeadStoreError, lead_store_url, open_lead_store
+    from model.scorelog import SCORE_LOG_ENV, ScoreLogError, lead_key, lead_pseudonym
+    from model.settings import load_settings
+
+    settings = load_settings()
+    has_log = bool(log or settings.score_log)
+    store_url = lead_store or lead_store_url(settings)
+    has_store = lead_store is not None or settings.lead_store is not None or (settings.state_dir / "leads.db").is_file()
+    if not has_log and not has_store:
+        raise WorkflowError(
+            f"nothing to erase from: no score log (--log, {SCORE_LOG_ENV}) and no lead store (--lead-store, "
+            f"LEADSCORE_LEAD_STORE, or {settings.state_dir / 'leads.db'})"
+        )
+    deleted = 0
+    if has_log:
+        store = open_log(log)
+        try:
+            pseudonym = lead_pseudonym(lead_id, lead_key(create=False))
+            from_log = int(store.forget(pseudonym))
+        except (ScoreLogError, ValueError) as error:
+            raise WorkflowError(str(error)) from error
+        console.say(f"deleted {from_log} records of lead {pseudonym} from {store.describe()}")
+        deleted += from_log
+    if has_store:
+        try:
+            leads = open_lead_store(store_url, create=False)
+            from_store = leads.forget(lead_id)
+        except LeadStoreError as error:
+            raise WorkflowError(str(error)) from error
+        # The lead store holds the lead_id itself: the message names the lead by what was typed.
+        console.say(f"deleted {from_store} rows of the lead from the lead store {leads.describe()}")
+        deleted += from_store
     return deleted
 
 
