@@ -25,8 +25,15 @@ wins by the time of the observation, not of its arrival).
 Where: `LEADSCORE_LEAD_STORE` (a SQLAlchemy URL), else `sqlite:///<state dir>/leads.db`. SQLite
 files are created 0600 (they hold personal data: ids that may be emails, attributes); SQLite runs
 in WAL mode and every transaction takes the write lock first (`BEGIN IMMEDIATE`), so that
-read-modify-write of a lead is serialised across threads and processes. PostgreSQL locks the
-lead's row (`SELECT ... FOR UPDATE`). Other backends are refused.
+read-modify-write of a lead is serialised across threads and processes. The threads of one
+process also queue on a lock of their own before `BEGIN IMMEDIATE`: SQLite's busy handler
+sleeps and retries (1 ms, 2 ms, 5 ms, ... up to 100 ms), which leaves the database idle while
+waiters sleep, and serves them in no order. A transaction that records what a client was
+answered (events, scores, alerts queued) is synced to disk at commit (`synchronous=FULL`: on
+disk across a power loss); the outbox's own bookkeeping (leases, deliveries made) is not
+(`synchronous=NORMAL`: on disk across a crash of the process, lost at most in a power loss,
+which only delivers an alert again). PostgreSQL locks the leads' rows (`SELECT ... FOR UPDATE`).
+Other backends are refused.
 
 Times are stored as UTC without a zone, which every SQL backend keeps as written.
 """
@@ -35,7 +42,9 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +64,7 @@ LEAD_STORE_FILE = "leads.db"
 MAX_ID_CHARS = 200
 MAX_TYPE_CHARS = 100
 MAX_ERROR_CHARS = 500
+LOCK_TIMEOUT_S = 30.0  # as SQLite's busy timeout
 CHANNEL = "channel"  # the key of an interaction's properties that holds its channel (`InteractionIn.channel`)
 BACKENDS = ("sqlite", "postgresql")
 
@@ -122,6 +132,25 @@ class StoredInteraction:
     def numeric_properties(self) -> dict[str, AttributeValue]:
         """The properties but the channel: what `InteractionIn.properties` takes."""
         return {k: v for k, v in self.properties.items() if k != CHANNEL}
+
+
+@dataclass(frozen=True)
+class LeadUpdate:
+    """What one observation tells of a lead (an identify, a group, a CRM record): `StoreSession.upsert_leads` takes them.
+
+    Attributes:
+        lead_id: The CRM's id.
+        attributes: Attribute -> raw value; attributes not given keep their stored value.
+        account_id: Its account; None keeps the stored one.
+        created_at: Its declared creation time; None keeps the stored one.
+        observed_at: When these values were true; None: now.
+    """
+
+    lead_id: str
+    attributes: Mapping[str, AttributeValue]
+    account_id: str | None = None
+    created_at: datetime | None = None
+    observed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -333,11 +362,15 @@ class LeadStore:
         self.backend = parsed.get_backend_name()
         if self.backend not in BACKENDS:
             raise LeadStoreError(f"lead store {self.describe()}: backend {self.backend!r} is not supported (use {' or '.join(BACKENDS)})")
+        # SQLite: the threads of this process take the write lock in turn (see the module's docstring).
+        self._lock: threading.Lock | None = threading.Lock() if self.backend == "sqlite" else None
         try:
             if self.backend == "sqlite":
-                self.engine = self._sqlite_engine(parsed, create)
+                self.engine = self._sqlite_engine(parsed, create, synchronous="FULL")
+                self._bookkeeping_engine = self._sqlite_engine(parsed, create, synchronous="NORMAL")
             else:
                 self.engine = sa.create_engine(url, pool_pre_ping=True)
+                self._bookkeeping_engine = self.engine
             if not create:
                 missing = [t for t in self.tables.metadata.tables if not sa.inspect(self.engine).has_table(t)]
                 if missing:
@@ -346,7 +379,7 @@ class LeadStore:
         except (SQLAlchemyError, OSError) as exc:
             raise LeadStoreError(f"lead store {self.describe()}: cannot open: {exc.__class__.__name__}: {exc}") from exc
 
-    def _sqlite_engine(self, parsed: sa.URL, create: bool) -> Engine:
+    def _sqlite_engine(self, parsed: sa.URL, create: bool, *, synchronous: Literal["FULL", "NORMAL"]) -> Engine:
         if parsed.database in (None, "", ":memory:"):
             raise LeadStoreError(f"lead store {self.describe()}: an in-memory SQLite store would be lost with the process: give a file")
         database = Path(parsed.database)
@@ -364,7 +397,7 @@ class LeadStore:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")  # a 202 means on disk
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
@@ -381,17 +414,28 @@ class LeadStore:
             return "an unparsable URL"
 
     @contextmanager
-    def session(self) -> Iterator[StoreSession]:
+    def session(self, *, synced: bool = True) -> Iterator[StoreSession]:
         """One transaction: committed when the block ends, rolled back if it raises.
 
+        Args:
+            synced: Sync the commit to disk (SQLite `synchronous=FULL`), for what a client is
+                answered; False for the outbox's bookkeeping, which a power loss may undo without
+                losing an alert (see the module's docstring).
+
         Raises:
-            LeadStoreError: The database failed (the transaction is rolled back).
+            LeadStoreError: The database failed (the transaction is rolled back), or this
+                process's other threads held the store for `LOCK_TIMEOUT_S`.
         """
+        if self._lock is not None and not self._lock.acquire(timeout=LOCK_TIMEOUT_S):
+            raise LeadStoreError(f"lead store {self.describe()}: busy: another thread held it for {LOCK_TIMEOUT_S:g} s")
         try:
-            with self.engine.begin() as connection:
+            with (self.engine if synced else self._bookkeeping_engine).begin() as connection:
                 yield StoreSession(self, connection)
         except SQLAlchemyError as exc:
             raise LeadStoreError(f"lead store {self.describe()}: {exc.__class__.__name__}: {exc}") from exc
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     # -- one transaction each -------------------------------------------------------------
     def upsert_lead(
@@ -435,7 +479,7 @@ class LeadStore:
         """
         now = _naive_utc(now or datetime.now(UTC))
         t = self.tables.outbox
-        with self.session() as s:
+        with self.session(synced=False) as s:
             query = (
                 sa.select(t).where(t.c.status == "pending", t.c.next_attempt_at <= now).order_by(t.c.id).limit(limit)
             )
@@ -455,28 +499,39 @@ class LeadStore:
         ]  # fmt: skip
 
     def mark_delivered(self, ids: Sequence[int], now: datetime | None = None) -> None:
-        t = self.tables.outbox
-        with self.session() as s:
-            s.connection.execute(
-                t.update().where(t.c.id.in_(list(ids))).values(
-                    status="delivered", delivered_at=_naive_utc(now or datetime.now(UTC)), attempts=t.c.attempts + 1
-                )
-            )
+        self.settle(ids, [], now)
 
     def mark_failed(self, ids: Sequence[int], error: str, retry_at: datetime | None) -> None:
         """Record a failed attempt: due again at `retry_at`, or given up on (`dead`) when None."""
+        self.settle([], [(ids, error, retry_at)])
+
+    def settle(
+        self,
+        delivered: Sequence[int],
+        failed: Sequence[tuple[Sequence[int], str, datetime | None]],
+        now: datetime | None = None,
+    ) -> None:
+        """Record how deliveries went, in one transaction: those delivered, and each failure as
+        (rows, error, due again at, or None: given up on, `dead`)."""
         t = self.tables.outbox
-        values: dict[str, Any] = {"attempts": t.c.attempts + 1, "last_error": error[:MAX_ERROR_CHARS]}
-        if retry_at is None:
-            values["status"] = "dead"
-        else:
-            values["next_attempt_at"] = _naive_utc(retry_at)
-        with self.session() as s:
-            s.connection.execute(t.update().where(t.c.id.in_(list(ids))).values(**values))
+        with self.session(synced=False) as s:
+            if delivered:
+                s.connection.execute(
+                    t.update().where(t.c.id.in_(list(delivered))).values(
+                        status="delivered", delivered_at=_naive_utc(now or datetime.now(UTC)), attempts=t.c.attempts + 1
+                    )
+                )
+            for ids, error, retry_at in failed:
+                values: dict[str, Any] = {"attempts": t.c.attempts + 1, "last_error": error[:MAX_ERROR_CHARS]}
+                if retry_at is None:
+                    values["status"] = "dead"
+                else:
+                    values["next_attempt_at"] = _naive_utc(retry_at)
+                s.connection.execute(t.update().where(t.c.id.in_(list(ids))).values(**values))
 
     def outbox_counts(self) -> OutboxCounts:
         t = self.tables.outbox
-        with self.session() as s:
+        with self.session(synced=False) as s:
             rows = s.connection.execute(sa.select(t.c.status, sa.func.count()).group_by(t.c.status)).all()
         found: dict[str, int] = {str(status): int(n) for status, n in rows}
         return OutboxCounts(found.get("pending", 0), found.get("delivered", 0), found.get("dead", 0))
@@ -484,7 +539,7 @@ class LeadStore:
     def next_due(self) -> datetime | None:
         """When the earliest pending delivery is due (UTC), or None when none is pending."""
         t = self.tables.outbox
-        with self.session() as s:
+        with self.session(synced=False) as s:
             found = s.connection.execute(sa.select(sa.func.min(t.c.next_attempt_at)).where(t.c.status == "pending")).scalar()
         return None if found is None else _aware(found)
 
@@ -498,6 +553,49 @@ def alert_kinds(previous: LastScore | None, out: ScoreOut, policy: AlertPolicy) 
     if previous is not None and policy.score_jump > 0 and out.score - previous.score >= policy.score_jump:
         kinds.append("score_jump")
     return kinds
+
+
+def _merge(row: dict[str, Any], update: LeadUpdate, now: datetime) -> None:
+    """Merge an observation into a lead's row (a dict of `StoreSession._locked_leads`), in place:
+    each value is kept from the latest observation of it; a declared creation time replaces the
+    stored one, an earlier observation lowers one not declared."""
+    at = update.observed_at or now
+    stamp = _stamp(at)
+    merged, merged_at = row["attributes"], row["attributes_at"]
+    for name, value in update.attributes.items():
+        if merged_at.get(name, "") <= stamp:
+            merged[name], merged_at[name] = _json_safe(value), stamp
+    if update.account_id is not None and (row["account_at"] is None or row["account_at"] <= _naive_utc(at)):
+        row["account_id"], row["account_at"] = update.account_id, _naive_utc(at)
+    if update.created_at is not None:
+        row["created_at"], row["created_at_declared"] = _naive_utc(update.created_at), True
+    elif not row["created_at_declared"] and _naive_utc(at) < row["created_at"]:
+        row["created_at"] = _naive_utc(at)
+    row["updated_at"] = _naive_utc(now)
+
+
+def _alert(lead_id: str, out: ScoreOut, previous: LastScore | None, kinds: list[AlertKind], now: datetime) -> Alert:
+    top = (out.reasons or {}).get("up") or []
+    alert_id = str(uuid.uuid4())
+    return Alert(
+        alert_id=alert_id,
+        lead_id=lead_id,
+        kinds=tuple(kinds),
+        payload={
+            "alert_id": alert_id,
+            "kinds": kinds,
+            "lead_id": lead_id,
+            "score": out.score,
+            "previous_score": None if previous is None else previous.score,
+            "tier": out.tier,
+            "previous_tier": None if previous is None else previous.tier,
+            "probability": out.probability,
+            "model_version": out.model_version,
+            "as_of": out.as_of.astimezone(UTC).isoformat(),
+            "alerted_at": now.isoformat(),
+            "top_reason": top[0].label if top else None,
+        },
+    )
 
 
 def stored_lead_in(lead: StoredLead, interactions: Sequence[StoredInteraction]) -> LeadIn:
@@ -531,33 +629,53 @@ class StoreSession:
         # INSERT ... ON CONFLICT DO NOTHING, in the backend's dialect.
         return (postgresql.insert if self.store.backend == "postgresql" else sqlite.insert)(table)
 
-    def _locked_lead(self, lead_id: str) -> sa.RowMapping | None:
+    def _locked_leads(self, lead_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The rows of these leads (those stored), locked, as dicts to merge into (`_write_leads`)."""
         leads = self.t.leads
-        query = sa.select(leads).where(leads.c.lead_id == lead_id)
+        # In one order, so that two transactions locking overlapping leads cannot deadlock.
+        query = sa.select(leads).where(leads.c.lead_id.in_(sorted(set(lead_ids)))).order_by(leads.c.lead_id)
         if self.store.backend == "postgresql":
             query = query.with_for_update()
-        return self.connection.execute(query).mappings().first()
+        return {
+            r["lead_id"]: {**r, "attributes": dict(r["attributes"]), "attributes_at": dict(r["attributes_at"])}
+            for r in self.connection.execute(query).mappings()
+        }
 
-    def _ensure_lead(self, lead_id: str, first_seen: datetime, created_at: datetime | None) -> sa.RowMapping:
-        """The lead's row, locked; inserted (empty, created at `created_at` or `first_seen`) when missing."""
+    def _ensure_leads(
+        self, first_seen: Mapping[str, tuple[datetime, datetime | None]]
+    ) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """The leads' rows, locked; those missing inserted first (empty, created at their declared
+        creation time, else when first seen).
+
+        Args:
+            first_seen: Lead id -> (when first seen, declared creation time or None).
+
+        Returns:
+            (lead id -> its row as a dict, the ids that were inserted).
+        """
         now = datetime.now(UTC).replace(tzinfo=None)
+        leads = self.t.leads
+        rows: list[dict[str, Any]] = [
+            {"lead_id": lead_id, "created_at": _naive_utc(created_at or seen), "created_at_declared": created_at is not None,
+             "account_id": None, "account_at": None, "attributes": {}, "attributes_at": {}, "updated_at": now}
+            for lead_id, (seen, created_at) in first_seen.items()
+        ]  # fmt: skip
+        statement = self._insert(leads).on_conflict_do_nothing(index_elements=["lead_id"]).returning(leads.c.lead_id)
+        inserted = {row[0] for row in self.connection.execute(statement, rows)}
+        found = self._locked_leads(list(first_seen))
+        assert len(found) == len(first_seen)  # inserted or already there, in this transaction
+        return found, inserted
+
+    def _write_leads(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write back rows of `_locked_leads` changed in place (one statement for all)."""
+        if not rows:
+            return
+        leads = self.t.leads
+        changing = ("created_at", "created_at_declared", "account_id", "account_at", "attributes", "attributes_at", "updated_at")
         self.connection.execute(
-            self._insert(self.t.leads)
-            .values(
-                lead_id=lead_id,
-                created_at=_naive_utc(created_at or first_seen),
-                created_at_declared=created_at is not None,
-                account_id=None,
-                account_at=None,
-                attributes={},
-                attributes_at={},
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["lead_id"])
+            leads.update().where(leads.c.lead_id == sa.bindparam("b_lead_id")),
+            [{"b_lead_id": row["lead_id"], **{name: row[name] for name in changing}} for row in rows],
         )
-        row = self._locked_lead(lead_id)
-        assert row is not None  # inserted or already there, in this transaction
-        return row
 
     def has_message(self, message_id: str) -> bool:
         m = self.t.messages
@@ -601,29 +719,29 @@ class StoreSession:
         Returns:
             True when the lead was new.
         """
-        _checked_id("lead_id", lead_id)
-        if account_id is not None:
-            _checked_id("account_id", account_id)
-        at = observed_at or datetime.now(UTC)
-        existed = self._locked_lead(lead_id) is not None
-        row = self._ensure_lead(lead_id, at, created_at)
-        stamp = _stamp(at)
-        values: dict[str, Any] = {"updated_at": datetime.now(UTC).replace(tzinfo=None)}
-        if attributes:
-            merged, merged_at = dict(row["attributes"]), dict(row["attributes_at"])
-            for name, value in attributes.items():
-                if merged_at.get(name, "") <= stamp:
-                    merged[name], merged_at[name] = _json_safe(value), stamp
-            values["attributes"], values["attributes_at"] = merged, merged_at
-        if account_id is not None and (row["account_at"] is None or row["account_at"] <= _naive_utc(at)):
-            values["account_id"], values["account_at"] = account_id, _naive_utc(at)
-        if created_at is not None:
-            values["created_at"], values["created_at_declared"] = _naive_utc(created_at), True
-        elif not row["created_at_declared"] and _naive_utc(at) < row["created_at"]:
-            values["created_at"] = _naive_utc(at)
-        leads = self.t.leads
-        self.connection.execute(leads.update().where(leads.c.lead_id == lead_id).values(**values))
-        return not existed
+        update = LeadUpdate(lead_id, attributes, account_id=account_id, created_at=created_at, observed_at=observed_at)
+        return lead_id in self.upsert_leads([update])
+
+    def upsert_leads(self, updates: Sequence[LeadUpdate]) -> set[str]:
+        """`upsert_lead` for many updates, applied in order, in three statements whatever their number.
+
+        Returns:
+            The ids of the leads that were new.
+        """
+        now = datetime.now(UTC)
+        first_seen: dict[str, tuple[datetime, datetime | None]] = {}
+        for update in updates:
+            _checked_id("lead_id", update.lead_id)
+            if update.account_id is not None:
+                _checked_id("account_id", update.account_id)
+            first_seen.setdefault(update.lead_id, (update.observed_at or now, update.created_at))
+        if not first_seen:
+            return set()
+        rows, inserted = self._ensure_leads(first_seen)
+        for update in updates:
+            _merge(rows[update.lead_id], update, now)
+        self._write_leads([rows[lead_id] for lead_id in first_seen])
+        return inserted
 
     def add_interactions(self, lead_id: str, interactions: Sequence[Interaction]) -> InteractionCounts:
         """Store interactions of a lead (created when unknown); an event id it already has is a duplicate.
@@ -635,28 +753,41 @@ class StoreSession:
             lead_id: The CRM's id.
             interactions: (event id, type as sent, occurred at, properties or None) tuples.
         """
-        _checked_id("lead_id", lead_id)
-        rows: list[dict[str, Any]] = []
-        for event_id, event_type, occurred_at, properties in interactions:
-            _checked_id("event_id", event_id)
-            if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > MAX_TYPE_CHARS:
-                raise ValueError(f"interaction {event_id!r}: type must be text of 1 to {MAX_TYPE_CHARS} characters")
-            rows.append({
-                "lead_id": lead_id, "event_id": event_id, "type": event_type, "occurred_at": _naive_utc(occurred_at),
-                "properties": {k: _json_safe(v) for k, v in (properties or {}).items()},
-            })  # fmt: skip
-        if not rows:
-            return InteractionCounts(0, 0)
-        distinct = list({r["event_id"]: r for r in rows}.values())
-        earliest: datetime = min(r["occurred_at"] for r in distinct)
-        row = self._ensure_lead(lead_id, _aware(earliest), None)
+        return self.add_interactions_of({lead_id: interactions})[lead_id]
+
+    def add_interactions_of(self, interactions: Mapping[str, Sequence[Interaction]]) -> dict[str, InteractionCounts]:
+        """`add_interactions` for many leads (lead id -> its interactions), in four statements at most."""
+        sent: dict[str, int] = {}
+        distinct: dict[str, list[dict[str, Any]]] = {}
+        for lead_id, of_lead in interactions.items():
+            _checked_id("lead_id", lead_id)
+            rows: list[dict[str, Any]] = []
+            for event_id, event_type, occurred_at, properties in of_lead:
+                _checked_id("event_id", event_id)
+                if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > MAX_TYPE_CHARS:
+                    raise ValueError(f"interaction {event_id!r}: type must be text of 1 to {MAX_TYPE_CHARS} characters")
+                rows.append({
+                    "lead_id": lead_id, "event_id": event_id, "type": event_type, "occurred_at": _naive_utc(occurred_at),
+                    "properties": {k: _json_safe(v) for k, v in (properties or {}).items()},
+                })  # fmt: skip
+            sent[lead_id] = len(rows)
+            if rows:
+                distinct[lead_id] = list({r["event_id"]: r for r in rows}.values())
+        if not distinct:
+            return {lead_id: InteractionCounts(0, 0) for lead_id in sent}
+        earliest = {lead_id: min(r["occurred_at"] for r in rows) for lead_id, rows in distinct.items()}
+        leads, _ = self._ensure_leads({lead_id: (_aware(at), None) for lead_id, at in earliest.items()})
         i = self.t.interactions
-        statement = self._insert(i).on_conflict_do_nothing(index_elements=["lead_id", "event_id"]).returning(i.c.id)
-        added = len(self.connection.execute(statement, distinct).all())
-        if added and not row["created_at_declared"] and earliest < row["created_at"]:
-            leads = self.t.leads
-            self.connection.execute(leads.update().where(leads.c.lead_id == lead_id).values(created_at=earliest))
-        return InteractionCounts(added=added, duplicates=len(rows) - added)
+        statement = self._insert(i).on_conflict_do_nothing(index_elements=["lead_id", "event_id"]).returning(i.c.lead_id)
+        added = Counter(row[0] for row in self.connection.execute(statement, [r for rows in distinct.values() for r in rows]))
+        lowered = []
+        for lead_id, at in earliest.items():
+            row = leads[lead_id]
+            if added[lead_id] and not row["created_at_declared"] and at < row["created_at"]:
+                row["created_at"] = at
+                lowered.append(row)
+        self._write_leads(lowered)
+        return {lead_id: InteractionCounts(added=added[lead_id], duplicates=n - added[lead_id]) for lead_id, n in sent.items()}
 
     def history(self, lead_id: str) -> tuple[StoredLead, list[StoredInteraction]]:
         """A lead and its interactions in time order (then in the order they were stored).
@@ -664,30 +795,55 @@ class StoreSession:
         Raises:
             UnknownLead: No such lead.
         """
-        row = self.connection.execute(sa.select(self.t.leads).where(self.t.leads.c.lead_id == lead_id)).mappings().first()
-        if row is None:
+        found = self.histories([lead_id])
+        if lead_id not in found:
             raise UnknownLead(lead_id)
+        return found[lead_id]
+
+    def histories(self, lead_ids: Sequence[str]) -> dict[str, tuple[StoredLead, list[StoredInteraction]]]:
+        """`history` of many leads, in two queries: lead id -> (lead, interactions); a lead not stored is left out."""
+        wanted = sorted(set(lead_ids))
+        if not wanted:
+            return {}
+        leads = self.t.leads
+        rows = self.connection.execute(sa.select(leads).where(leads.c.lead_id.in_(wanted))).mappings()
+        found: dict[str, tuple[StoredLead, list[StoredInteraction]]] = {
+            row["lead_id"]: (
+                StoredLead(
+                    lead_id=row["lead_id"],
+                    created_at=_aware(row["created_at"]),
+                    created_at_declared=bool(row["created_at_declared"]),
+                    account_id=row["account_id"],
+                    attributes=dict(row["attributes"]),
+                ),
+                [],
+            )
+            for row in rows
+        }
         i = self.t.interactions
         events = self.connection.execute(
-            sa.select(i.c.event_id, i.c.type, i.c.occurred_at, i.c.properties)
-            .where(i.c.lead_id == lead_id)
+            sa.select(i.c.lead_id, i.c.event_id, i.c.type, i.c.occurred_at, i.c.properties)
+            .where(i.c.lead_id.in_(wanted))
             .order_by(i.c.occurred_at, i.c.id)
-        ).all()
-        lead = StoredLead(
-            lead_id=row["lead_id"],
-            created_at=_aware(row["created_at"]),
-            created_at_declared=bool(row["created_at_declared"]),
-            account_id=row["account_id"],
-            attributes=dict(row["attributes"]),
         )
-        return lead, [StoredInteraction(e.event_id, e.type, _aware(e.occurred_at), dict(e.properties)) for e in events]
+        for e in events:
+            found[e.lead_id][1].append(StoredInteraction(e.event_id, e.type, _aware(e.occurred_at), dict(e.properties)))
+        return found
 
     def last_score(self, lead_id: str) -> LastScore | None:
+        return self.last_scores([lead_id]).get(lead_id)
+
+    def last_scores(self, lead_ids: Sequence[str]) -> dict[str, LastScore]:
+        """The last recorded score of each of these leads that has one."""
+        wanted = sorted(set(lead_ids))
+        if not wanted:
+            return {}
         s = self.t.scores
-        row = self.connection.execute(sa.select(s).where(s.c.lead_id == lead_id)).mappings().first()
-        if row is None:
-            return None
-        return LastScore(row["probability"], row["score"], row["tier"], row["model_version"], _aware(row["as_of"]))
+        rows = self.connection.execute(sa.select(s).where(s.c.lead_id.in_(wanted))).mappings()
+        return {
+            row["lead_id"]: LastScore(row["probability"], row["score"], row["tier"], row["model_version"], _aware(row["as_of"]))
+            for row in rows
+        }
 
     def record_score(self, lead_id: str, out: ScoreOut, policy: AlertPolicy) -> Alert | None:
         """Record a lead's new score; queue an alert for every target when it is one.
@@ -698,54 +854,60 @@ class StoreSession:
         Returns:
             The alert queued, or None.
         """
-        previous = self.last_score(lead_id)
-        kinds = alert_kinds(previous, out, policy)
-        now = datetime.now(UTC)
-        values = {
-            "probability": out.probability, "score": out.score, "tier": out.tier,
-            "model_version": out.model_version, "as_of": _naive_utc(out.as_of), "scored_at": _naive_utc(now),
-        }  # fmt: skip
-        s = self.t.scores
+        return self.record_scores({lead_id: out}, policy).get(lead_id)
+
+    def record_scores(
+        self, scores: Mapping[str, ScoreOut], policy: AlertPolicy, previous: Mapping[str, LastScore] | None = None
+    ) -> dict[str, Alert]:
+        """`record_score` for many leads (lead id -> new score), in three statements at most.
+
+        Args:
+            scores: Lead id -> its new score.
+            policy: When a score is an alert, and where it goes.
+            previous: The leads' last recorded scores (`last_scores`), when the caller read them in
+                this transaction; read here when None.
+
+        Returns:
+            Lead id -> the alert queued, for the leads whose score is one.
+        """
+        if not scores:
+            return {}
         if previous is None:
-            self.connection.execute(s.insert().values(lead_id=lead_id, **values))
-        else:
-            self.connection.execute(s.update().where(s.c.lead_id == lead_id).values(**values))
-        if not kinds or not policy.targets:
-            return None
-        top = (out.reasons or {}).get("up") or []
-        alert_id = str(uuid.uuid4())
-        alert = Alert(
-            alert_id=alert_id,
-            lead_id=lead_id,
-            kinds=tuple(kinds),
-            payload={
-                "alert_id": alert_id,
-                "kinds": kinds,
-                "lead_id": lead_id,
-                "score": out.score,
-                "previous_score": None if previous is None else previous.score,
-                "tier": out.tier,
-                "previous_tier": None if previous is None else previous.tier,
-                "probability": out.probability,
-                "model_version": out.model_version,
-                "as_of": out.as_of.astimezone(UTC).isoformat(),
-                "alerted_at": now.isoformat(),
-                "top_reason": top[0].label if top else None,
-            },
-        )
-        naive_now = _naive_utc(now)
+            previous = self.last_scores(list(scores))
+        now = datetime.now(UTC)
+        s = self.t.scores
+        upsert = self._insert(s)
+        kept = ("probability", "score", "tier", "model_version", "as_of", "scored_at")
         self.connection.execute(
-            self.t.outbox.insert(),
+            upsert.on_conflict_do_update(index_elements=["lead_id"], set_={name: upsert.excluded[name] for name in kept}),
             [
-                {
-                    "alert_id": alert.alert_id, "lead_id": lead_id, "target": target, "payload": alert.payload,
-                    "created_at": naive_now, "status": "pending", "attempts": 0, "next_attempt_at": naive_now,
-                    "delivered_at": None, "last_error": None,
-                }
-                for target in policy.targets
+                {"lead_id": lead_id, "probability": out.probability, "score": out.score, "tier": out.tier,
+                 "model_version": out.model_version, "as_of": _naive_utc(out.as_of), "scored_at": _naive_utc(now)}
+                for lead_id, out in scores.items()
             ],
         )  # fmt: skip
-        return alert
+        if not policy.targets:
+            return {}
+        alerts: dict[str, Alert] = {}
+        for lead_id, out in scores.items():
+            kinds = alert_kinds(previous.get(lead_id), out, policy)
+            if kinds:
+                alerts[lead_id] = _alert(lead_id, out, previous.get(lead_id), kinds, now)
+        naive_now = _naive_utc(now)
+        if alerts:
+            self.connection.execute(
+                self.t.outbox.insert(),
+                [
+                    {
+                        "alert_id": alert.alert_id, "lead_id": alert.lead_id, "target": target, "payload": alert.payload,
+                        "created_at": naive_now, "status": "pending", "attempts": 0, "next_attempt_at": naive_now,
+                        "delivered_at": None, "last_error": None,
+                    }
+                    for alert in alerts.values()
+                    for target in policy.targets
+                ],
+            )  # fmt: skip
+        return alerts
 
     def forget(self, lead_id: str) -> int:
         """Erase a lead: its row, interactions, last score and queued alerts; returns the rows deleted.

@@ -69,6 +69,7 @@ REQUEST_TIMEOUT_S = 5.0
 LEASE = timedelta(seconds=15)  # longer than a request may take
 IDLE_POLL_S = 1.0  # looks for due rows (retries, other workers' alerts) at least this often
 CLAIM_LIMIT = 100
+SETTLE_EVERY_S = 1.0  # while a claim's deliveries take longer, how often what they did is recorded
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,10 @@ class AlertDelivery:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            # Cleared before looking, not after waiting: an alert queued from here on sets it
+            # again and the wait below returns at once (cleared after the wait, a wake that came
+            # while the outbox was being read would be lost until the next poll).
+            self._wake.clear()
             try:
                 delivered_any = self.drain_once()
             except LeadStoreError as exc:
@@ -204,7 +209,6 @@ class AlertDelivery:
             if delivered_any:
                 continue  # more may be due
             self._wake.wait(self._idle_wait())
-            self._wake.clear()
 
     def _idle_wait(self) -> float:
         try:
@@ -216,20 +220,38 @@ class AlertDelivery:
         return min(IDLE_POLL_S, max(0.0, (due - datetime.now(UTC)).total_seconds()))
 
     def drain_once(self) -> bool:
-        """Deliver what is due now; True when something was claimed."""
+        """Deliver what is due now; True when something was claimed.
+
+        How the attempts went is recorded together, in one transaction, when all are made, or
+        every `SETTLE_EVERY_S` while they take longer (a crash in between delivers them again).
+        """
         items = self.store.claim_due(CLAIM_LIMIT, LEASE)
         if not items:
             return False
         hubspot = [i for i in items if i.target == HUBSPOT_TARGET]
+        outcomes: list[tuple[Sequence[OutboxItem], Attempt]] = []
+        settled_at = time.monotonic()
+
+        def made(batch: Sequence[OutboxItem], attempt: Attempt) -> None:
+            nonlocal settled_at
+            outcomes.append((batch, attempt))
+            if time.monotonic() - settled_at > SETTLE_EVERY_S:
+                self._settle_all(outcomes)
+                outcomes.clear()
+                settled_at = time.monotonic()
+
         for item in items:
             if self._stop.is_set():
                 break  # claimed rows are delivered when their lease ends
             if item.target.startswith(WEBHOOK_PREFIX):
-                self._settle([item], self._send_webhook(item))
+                made([item], self._send_webhook(item))
             elif item.target != HUBSPOT_TARGET:
-                self._settle([item], Attempt(False, f"unknown target {item.target!r}", retryable=False))
+                made([item], Attempt(False, f"unknown target {item.target!r}", retryable=False))
         for batch in _hubspot_batches(hubspot):
-            self._settle(batch, self._send_hubspot(batch))
+            if self._stop.is_set():
+                break
+            made(batch, self._send_hubspot(batch))
+        self._settle_all(outcomes)
         return True
 
     def _send_webhook(self, item: OutboxItem) -> Attempt:
@@ -265,28 +287,38 @@ class AlertDelivery:
         return _attempt_of(response)
 
     def _settle(self, items: Sequence[OutboxItem], attempt: Attempt) -> None:
-        ids = [i.id for i in items]
-        if attempt.delivered:
-            self.store.mark_delivered(ids)
+        self._settle_all([(items, attempt)])
+
+    def _settle_all(self, outcomes: Sequence[tuple[Sequence[OutboxItem], Attempt]]) -> None:
+        """Record attempts in the outbox, in one transaction: delivered, due again after a backoff, or dead."""
+        if not outcomes:
             return
-        error = attempt.error or "failed"
-        if not attempt.retryable:
-            self.store.mark_failed(ids, error, None)
-            logger.error(
-                "alert delivery to %s refused (%s): not retried; the outbox keeps %d alert(s) as dead",
-                _shown_target(items[0].target), error, len(ids),
+        delivered: list[int] = []
+        failed: list[tuple[list[int], str, datetime | None]] = []
+        for items, attempt in outcomes:
+            ids = [i.id for i in items]
+            if attempt.delivered:
+                delivered.extend(ids)
+                continue
+            error = attempt.error or "failed"
+            if not attempt.retryable:
+                failed.append((ids, error, None))
+                logger.error(
+                    "alert delivery to %s refused (%s): not retried; the outbox keeps %d alert(s) as dead",
+                    _shown_target(items[0].target), error, len(ids),
+                )  # fmt: skip
+                continue
+            attempts = min(i.attempts for i in items)
+            # Up to 20 % more, so that receivers that came back are not hit by every retry at once.
+            wait = min(self.config.retry_s * 2**attempts * random.uniform(1.0, 1.2), self.config.retry_max_s)
+            if attempt.retry_after_s is not None:
+                wait = max(wait, min(attempt.retry_after_s, self.config.retry_max_s))
+            failed.append((ids, error, datetime.now(UTC) + timedelta(seconds=wait)))
+            logger.warning(
+                "alert delivery to %s failed (%s), attempt %d: retrying in %.1f s", _shown_target(items[0].target), error,
+                attempts + 1, wait,
             )  # fmt: skip
-            return
-        attempts = min(i.attempts for i in items)
-        # Up to 20 % more, so that receivers that came back are not hit by every retry at once.
-        wait = min(self.config.retry_s * 2**attempts * random.uniform(1.0, 1.2), self.config.retry_max_s)
-        if attempt.retry_after_s is not None:
-            wait = max(wait, min(attempt.retry_after_s, self.config.retry_max_s))
-        self.store.mark_failed(ids, error, datetime.now(UTC) + timedelta(seconds=wait))
-        logger.warning(
-            "alert delivery to %s failed (%s), attempt %d: retrying in %.1f s", _shown_target(items[0].target), error,
-            attempts + 1, wait,
-        )  # fmt: skip
+        self.store.settle(delivered, failed)
 
 
 def _hubspot_value(value: object) -> str:

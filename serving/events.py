@@ -43,12 +43,23 @@ from model.leadstore import (
     AlertPolicy,
     Interaction,
     LeadStore,
+    LeadUpdate,
     StoreSession,
     UnknownLead,
     alert_kinds,
     stored_lead_in,
 )
-from model.scoring import IN_RANGE_SCHEMA, LeadRejected, ScoreOut, Timestamp, not_in_the_future, score_lead_with_features
+from model.scoring import (
+    IN_RANGE_SCHEMA,
+    LeadRead,
+    LeadRejected,
+    ScoreOut,
+    Timestamp,
+    not_in_the_future,
+    read_lead,
+    score_lead_with_features,
+    score_read_leads,
+)
 from serving.schemas import MAX_TOP_K, ErrorBody, Language
 
 MAX_EVENT_MESSAGES = 2_000
@@ -299,39 +310,61 @@ def read_batch(model: ScoringModel, batch: Sequence[object]) -> ReadBatch:
 
 def apply_changes(session: StoreSession, changes: Sequence[Change]) -> None:
     """Identify and group messages in order (the store keeps the newest observation of each value),
-    then each lead's interactions in one call."""
+    then the interactions of every lead, each in a few statements for the whole batch."""
+    updates: list[LeadUpdate] = []
     tracks: dict[str, list[Interaction]] = {}
     for change in changes:
         if change.kind == "identify":
-            session.upsert_lead(change.lead_id, change.attributes, created_at=change.created_at, observed_at=change.at)
+            updates.append(LeadUpdate(change.lead_id, change.attributes, created_at=change.created_at, observed_at=change.at))
         elif change.kind == "group":
-            session.upsert_lead(change.lead_id, {}, account_id=change.account_id, observed_at=change.at)
+            updates.append(LeadUpdate(change.lead_id, {}, account_id=change.account_id, observed_at=change.at))
         else:
             assert change.event_type is not None
             tracks.setdefault(change.lead_id, []).append((change.message_id, change.event_type, change.at, change.properties))
-    for lead_id, interactions in tracks.items():
-        session.add_interactions(lead_id, interactions)
+    session.upsert_leads(updates)
+    session.add_interactions_of(tracks)
+
+
+@dataclass
+class Rescored:
+    """What `rescore` did: the new scores, the leads that could not be scored, the alerts queued."""
+
+    scored: list[Scored]
+    rejected: dict[str, LeadRejected]
+    alerts: int
 
 
 def rescore(
-    session: StoreSession, model: ScoringModel, lead_id: str, policy: AlertPolicy, *, language: str = "en"
-) -> tuple[Scored, bool]:
-    """Score a stored lead as of now, record the score and queue its alert, in `session`.
+    session: StoreSession, model: ScoringModel, lead_ids: Sequence[str], policy: AlertPolicy, *, language: str = "en"
+) -> Rescored:
+    """Score stored leads as of now, record their scores and queue their alerts, in `session`.
 
-    Scored without reasons unless the score is an alert (the alert names its strongest reason up).
-
-    Returns:
-        ((score, features), whether an alert was queued).
+    The leads are read in one query and scored in one vectorised call (`score_read_leads`,
+    the answers of `score_lead_with_features`); only those whose score is an alert are scored
+    again with reasons (the alert names the strongest reason up), together.
 
     Raises:
-        UnknownLead: No such lead.
-        LeadRejected: Its stored history cannot be scored now.
+        UnknownLead: A lead not in the store.
     """
-    lead = stored_lead_in(*session.history(lead_id))
-    scored = score_lead_with_features(model, lead, None, with_reasons=False)
-    if policy.targets and alert_kinds(session.last_score(lead_id), scored[0], policy):
-        scored = score_lead_with_features(model, lead, scored[0].as_of, with_reasons=True, top_k=1, language=language)
-    return scored, session.record_score(lead_id, scored[0], policy) is not None
+    histories = session.histories(lead_ids)
+    reads: list[LeadRead] = []
+    rejected: dict[str, LeadRejected] = {}
+    for lead_id in lead_ids:
+        if lead_id not in histories:
+            raise UnknownLead(lead_id)
+        try:
+            reads.append(read_lead(model, stored_lead_in(*histories[lead_id])))
+        except LeadRejected as exc:
+            rejected[lead_id] = exc
+    scored = score_read_leads(model, reads)
+    previous = session.last_scores([r.lead_id for r in reads])
+    if policy.targets:
+        alerting = [i for i, (out, _) in enumerate(scored) if alert_kinds(previous.get(out.lead_id), out, policy)]
+        explained = score_read_leads(model, [reads[i] for i in alerting], with_reasons=True, top_k=1, language=language)
+        for i, one in zip(alerting, explained, strict=True):
+            scored[i] = one
+    alerts = session.record_scores({out.lead_id: out for out, _ in scored}, policy, previous)
+    return Rescored(scored, rejected, len(alerts))
 
 
 def ingest(store: LeadStore, model: ScoringModel, policy: AlertPolicy, request: EventBatch) -> tuple[EventsOut, list[Scored]]:
@@ -344,23 +377,15 @@ def ingest(store: LeadStore, model: ScoringModel, policy: AlertPolicy, request: 
         LeadStoreError: The store failed; nothing of the batch was applied.
     """
     read = read_batch(model, request.batch)
-    scored: list[Scored] = []
     notes = list(read.notes)
-    alerts = 0
     with store.session() as session:
         new = session.claim_messages([(c.message_id, c.lead_id, c.kind) for c in read.changes])
         applied = [c for c in read.changes if c.message_id in new]
         apply_changes(session, applied)
-        touched = list(dict.fromkeys(c.lead_id for c in applied))
-        for lead_id in touched:
-            try:
-                one, alerted = rescore(session, model, lead_id, policy)
-            except LeadRejected as exc:
-                index = next(c.index for c in applied if c.lead_id == lead_id)
-                notes.append(EventNote(index=index, messageId=None, note=f"lead not scored again: {exc}"))
-                continue
-            scored.append(one)
-            alerts += alerted
+        rescored = rescore(session, model, list(dict.fromkeys(c.lead_id for c in applied)), policy)
+    for lead_id, exc in rescored.rejected.items():
+        index = next(c.index for c in applied if c.lead_id == lead_id)
+        notes.append(EventNote(index=index, messageId=None, note=f"lead not scored again: {exc}"))
     out = EventsOut(
         received=len(request.batch),
         accepted=len(applied),
@@ -368,11 +393,11 @@ def ingest(store: LeadStore, model: ScoringModel, policy: AlertPolicy, request: 
         refused=len(read.refusals),
         refusals=read.refusals,
         notes=notes,
-        leads_rescored=len(scored),
-        alerts_queued=alerts,
+        leads_rescored=len(rescored.scored),
+        alerts_queued=rescored.alerts,
         model_version=model.meta.model_version,
     )
-    return out, scored
+    return out, rescored.scored
 
 
 def score_stored(

@@ -66,8 +66,15 @@ class ScoreRequest(ScoringOptions):
 
     model_config = ConfigDict(
         title="ScoreRequest",
-        # `_one_lead`, in the JSON Schema: exactly one of the two.
-        json_schema_extra={"oneOf": [{"required": ["lead"]}, {"required": ["lead_id"]}]},
+        # `_one_lead`, in the JSON Schema: exactly one of the two is given and not null (both
+        # properties take null, so `required` alone would let `{"lead": null, "lead_id": "L-1"}`
+        # match both branches and `{"lead": null}` match one).
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["lead"], "properties": {"lead": {"type": "object"}, "lead_id": {"type": "null"}}},
+                {"required": ["lead_id"], "properties": {"lead_id": {"type": "string"}, "lead": {"type": "null"}}},
+            ]
+        },
     )
 
     # lead_id first: `_one_lead` reads it when it checks `lead`.

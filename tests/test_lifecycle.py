@@ -63,7 +63,8 @@ def test_backtest_reports_each_period(simulated_dataset) -> None:
         first_cutoff=simulated_dataset.leads["created_at"].min() + pd.Timedelta(days=300),
     )
     assert list(table.columns) == [
-        "period_start", "period_end", "n_snapshots", "n_conversions", "retrained_auc", "never_retrained_auc", "grid_auc",
+        "period_start", "period_end", "n_snapshots", "n_conversions", "retrained_auc", "not_refit_auc", "never_retrained_auc",
+        "grid_auc",
     ]
     assert len(table) >= 2
     # The first period is scored by the same model either way.

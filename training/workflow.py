@@ -497,9 +497,10 @@ def backtest(
     except NotEnoughDataError as error:
         raise WorkflowError(str(error)) from error
     console.say(table.to_markdown(index=False, floatfmt=".3f"))
-    means = table[["retrained_auc", "never_retrained_auc", "grid_auc"]].mean()
+    means = table[["retrained_auc", "not_refit_auc", "never_retrained_auc", "grid_auc"]].mean()
     console.say(
-        f"mean AUC: retrained {means['retrained_auc']:.3f}, never retrained {means['never_retrained_auc']:.3f}, grid {means['grid_auc']:.3f}"
+        f"mean AUC: retrained {means['retrained_auc']:.3f}, not refit on its newest leads {means['not_refit_auc']:.3f}, "
+        f"never retrained {means['never_retrained_auc']:.3f}, grid {means['grid_auc']:.3f}"
     )
     if out:
         table.to_csv(out, index=False)
