@@ -58,7 +58,7 @@ MAX_PLATT_SLOPE = 100.0
 MAX_ABS_LOG_ODDS = 1_000.0
 # How long the child may take to load and check a bundle on a busy machine.
 CHILD_TIMEOUT_S = 120.0
-CHILD_NICENESS = 10  # the child competes with requests being served: it yields to them
+CHILD_NICENESS = 10  # more than the server's: the child competes with requests being served, it yields to them
 
 
 class BundleInvalid(ValueError):
@@ -229,6 +229,18 @@ def _last_words(stderr: str) -> str:
     return (fatal or lines or ["(no output)"])[-1][:300]
 
 
+def _yield_to_requests(pid: int) -> None:
+    """Give the child `CHILD_NICENESS` more than this process, from its start.
+
+    Set here rather than by the child itself: its imports alone take seconds of CPU, which
+    would otherwise compete with the requests being served at their priority.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICENESS))
+    except ProcessLookupError:  # already ended (and reaped): nothing left to lower
+        return
+
+
 def check_in_child(directory: Path, timeout_s: float = CHILD_TIMEOUT_S) -> list[str]:
     """Load and check a bundle in a child process, where a crash of the model library ends only the child.
 
@@ -246,13 +258,18 @@ def check_in_child(directory: Path, timeout_s: float = CHILD_TIMEOUT_S) -> list[
     root = str(Path(__file__).resolve().parents[1])  # the folder `model` is imported from
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     env.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "model.check", str(directory)],
-            capture_output=True, text=True, errors="replace", timeout=timeout_s, env=env, cwd=root, check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise BundleInvalid(f"model bundle {directory}: the check did not finish within {timeout_s:.0f} s") from None
+    with subprocess.Popen(
+        [sys.executable, "-m", "model.check", str(directory)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=env, cwd=root,
+    ) as child:  # fmt: skip
+        _yield_to_requests(child.pid)
+        try:
+            stdout, stderr = child.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise BundleInvalid(f"model bundle {directory}: the check did not finish within {timeout_s:.0f} s") from None
+    done = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     lines = done.stdout.strip().splitlines()
     answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
     if done.returncode == 0 and answer is not None:
@@ -269,8 +286,10 @@ def check_in_child(directory: Path, timeout_s: float = CHILD_TIMEOUT_S) -> list[
 
 
 def main(argv: Sequence[str]) -> int:
-    """`python -m model.check BUNDLE`: one JSON line, `{"notes": [...]}` (exit 0) or `{"problem": "..."}` (exit 1)."""
-    os.nice(CHILD_NICENESS)
+    """`python -m model.check BUNDLE`: one JSON line, `{"notes": [...]}` (exit 0) or `{"problem": "..."}` (exit 1).
+
+    `check_in_child` lowers its priority from the start (`_yield_to_requests`).
+    """
     if len(argv) != 1:
         print(json.dumps({"problem": "usage: python -m model.check BUNDLE_DIR"}))
         return 1

@@ -67,6 +67,7 @@ MAX_ERROR_CHARS = 500
 LOCK_TIMEOUT_S = 30.0  # as SQLite's busy timeout
 CHANNEL = "channel"  # the key of an interaction's properties that holds its channel (`InteractionIn.channel`)
 BACKENDS = ("sqlite", "postgresql")
+SCORE_VALUES = ("probability", "score", "tier", "model_version", "as_of", "scored_at")  # of `lead_scores`, but its key
 
 AttributeValue = str | int | float | bool | None
 Interaction = tuple[str, str, datetime, Mapping[str, Any] | None]
@@ -364,6 +365,11 @@ class LeadStore:
             raise LeadStoreError(f"lead store {self.describe()}: backend {self.backend!r} is not supported (use {' or '.join(BACKENDS)})")
         # SQLite: the threads of this process take the write lock in turn (see the module's docstring).
         self._lock: threading.Lock | None = threading.Lock() if self.backend == "sqlite" else None
+        # Built once: constructing an upsert costs more than running it.
+        upsert = (postgresql.insert if self.backend == "postgresql" else sqlite.insert)(self.tables.scores)
+        self.score_upsert = upsert.on_conflict_do_update(
+            index_elements=["lead_id"], set_={name: upsert.excluded[name] for name in SCORE_VALUES}
+        )
         try:
             if self.backend == "sqlite":
                 self.engine = self._sqlite_engine(parsed, create, synchronous="FULL")
@@ -875,11 +881,8 @@ class StoreSession:
         if previous is None:
             previous = self.last_scores(list(scores))
         now = datetime.now(UTC)
-        s = self.t.scores
-        upsert = self._insert(s)
-        kept = ("probability", "score", "tier", "model_version", "as_of", "scored_at")
         self.connection.execute(
-            upsert.on_conflict_do_update(index_elements=["lead_id"], set_={name: upsert.excluded[name] for name in kept}),
+            self.store.score_upsert,
             [
                 {"lead_id": lead_id, "probability": out.probability, "score": out.score, "tier": out.tier,
                  "model_version": out.model_version, "as_of": _naive_utc(out.as_of), "scored_at": _naive_utc(now)}

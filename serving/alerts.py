@@ -197,10 +197,6 @@ class AlertDelivery:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            # Cleared before looking, not after waiting: an alert queued from here on sets it
-            # again and the wait below returns at once (cleared after the wait, a wake that came
-            # while the outbox was being read would be lost until the next poll).
-            self._wake.clear()
             try:
                 delivered_any = self.drain_once()
             except LeadStoreError as exc:
@@ -209,6 +205,7 @@ class AlertDelivery:
             if delivered_any:
                 continue  # more may be due
             self._wake.wait(self._idle_wait())
+            self._wake.clear()
 
     def _idle_wait(self) -> float:
         try:

@@ -1484,6 +1484,7 @@ def load_project_data(data: DataConfig, spec: FeatureSpec, leads_path: Path | No
     leads = leads.drop(columns=recorded_columns)
 
     leads = _reject_bad_outcomes(leads, data, rejections)
+    leads = _converted_on_the_creation_day(leads, data.leads.outcome)
     # What the bundle stores: the rules the mapping above applied, for the columns `spec` reads.
     try:
         schema = data.lead_schema().for_spec(spec)
@@ -1554,6 +1555,36 @@ def _unset_recorded_after(
             )
             recorded[column] = recorded[column].mask(late)
     return recorded
+
+
+def _converted_on_the_creation_day(leads: pd.DataFrame, outcome: Outcome) -> pd.DataFrame:
+    """A conversion dated by its day alone, on the day the lead was created: at that day's end.
+
+    A date without a time (Salesforce's `CloseDate`) reads as the day's first instant, which on
+    the lead's creation day falls before its creation time, as if it converted before it
+    existed. The date says only that it converted that day, after it was created: read as the
+    end of that day, the lead is kept and its snapshot at creation is labelled converted. Other
+    days keep the first instant (no snapshot is taken on a day the lead may have converted).
+
+    Args:
+        leads: `created_at`, `converted_at` (UTC), as mapped.
+        outcome: The outcome; its time column's zone says where a day starts.
+
+    Returns:
+        `leads` with those conversions moved to the last second of their day.
+    """
+    time = outcome.date if outcome.kind == "flag" else outcome.as_time_column()
+    if time is None or "created_at" not in leads or "converted_at" not in leads:
+        return leads
+    converted = leads["converted_at"].dt.tz_convert(time.timezone)
+    day = converted.dt.normalize()
+    creation_day = leads["created_at"].dt.tz_convert(time.timezone).dt.normalize()
+    dated_by_day = (converted == day) & (day == creation_day) & (leads["converted_at"] < leads["created_at"])
+    if dated_by_day.any():
+        leads = leads.copy()
+        day_end = day[dated_by_day] + pd.DateOffset(days=1) - pd.Timedelta(seconds=1)
+        leads.loc[dated_by_day, "converted_at"] = day_end.dt.tz_convert("UTC")
+    return leads
 
 
 def _reject_bad_outcomes(leads: pd.DataFrame, data: DataConfig, rejections: _Rejections) -> pd.DataFrame:

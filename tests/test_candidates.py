@@ -83,7 +83,7 @@ def test_the_selector_picks_a_model_that_extrapolates() -> None:
     rng = np.random.default_rng(0)
     n = 4000
     t = np.arange(n) / n
-    minutes = rng.uniform(0, 10 + 30 * t)  # each period reaches past every earlier one
+    minutes = rng.uniform(0, 10, n) + 40 * t  # each period lies past every earlier one
     visits = rng.poisson(2, n).astype(float)
     logit = -4.0 + 0.12 * minutes
     frame = pd.DataFrame({

@@ -73,8 +73,11 @@ def test_the_served_static_model_carries_its_own_cross_fitted_calibration(static
 
     monkeypatch.setattr(crossfit, "cross_fitted_raw", spy)
     result, _ = run_chosen_static_training(data, spec, config, grid, evaluation_plan(data, config), SelectionConfig())
-    assert len(calls) == 1, "the served model's calibration comes from one cross-fit"
-    positions, raw = calls[0]
+    # One cross-fit calibrates the measured recipe (on the rows before the test part), the last
+    # one the served refit (on every row, so its latest blocks are in the test part).
+    assert len(calls) == 2, "one cross-fit for the measured model, one for the served refit"
+    positions, raw = calls[-1]
+    assert positions.max() == n - 1
     y = data.leads["converted"].to_numpy()
     expected, _ = fit_calibration(raw, y[positions], config.seed)
     assert result.model.meta.calibration == expected

@@ -23,7 +23,7 @@ from benchmarks.bench_model import EXAMPLE_ATTRIBUTES
 from features.engine import snapshot_features
 from leadscore.cli import app as cli
 from model.bundle import ScoringModel
-from model.leadstore import open_lead_store, stored_lead_in
+from model.leadstore import AlertPolicy, open_lead_store, stored_lead_in
 from model.scoring import rounded_probability, score_lead_with_features
 
 AS_OF = "2025-03-01T00:00:00Z"
@@ -133,6 +133,43 @@ async def test_stored_history_scores_as_the_whole_lead_and_as_the_training_path(
                 assert isinstance(value, float) and np.isnan(value), (lead_id, name)
             else:
                 assert value == trained or (value == "(unseen)" and trained not in model._codes[name]), (lead_id, name, value, trained)
+
+
+def test_leads_rescored_together_score_as_each_alone(trained_bundle: Path, tmp_path: Path) -> None:
+    from serving.events import rescore
+
+    model = ScoringModel.load(trained_bundle)
+    store = open_lead_store(f"sqlite:///{tmp_path / 'leads.db'}")
+    now = datetime.now(UTC)
+    cold = {**EXAMPLE_ATTRIBUTES, "seniority": "individual_contributor", "source": "cold_outbound", "company_size": "1-9"}
+    with store.session() as s:
+        s.upsert_lead("hot", dict(EXAMPLE_ATTRIBUTES), created_at=now - timedelta(days=3))
+        s.add_interactions("hot", [("h1", "demo_request", now - timedelta(minutes=5), None)])
+        s.upsert_lead("cold", cold, created_at=now - timedelta(days=40))
+        s.add_interactions("cold", [("c1", "page_view", now - timedelta(days=2), {"channel": "web"}), ("c2", "webinar", now, None)])
+        # Stored before a model that cannot read it was served: this model refuses it, its neighbours are scored.
+        s.upsert_lead("unreadable", {"employee_count": "two hundred"}, created_at=now - timedelta(days=1))
+    policy = AlertPolicy(targets=("webhook:http://a",))
+
+    with store.session() as s:
+        done = rescore(s, model, ["hot", "unreadable", "cold"], policy)
+
+    assert list(done.rejected) == ["unreadable"] and "employee_count" in str(done.rejected["unreadable"])
+    assert [out.lead_id for out, _ in done.scored] == ["hot", "cold"]
+    by_id = {out.lead_id: (out, features) for out, features in done.scored}
+    assert by_id["hot"][0].tier == "hot" and by_id["cold"][0].tier != "hot"
+    assert done.alerts == 1 and store.outbox_counts().pending == 1
+    for lead_id, (out, features) in by_id.items():
+        alone, alone_features = score_lead_with_features(
+            model, stored_lead_in(*store.history(lead_id)), out.as_of, with_reasons=out.reasons is not None, top_k=1
+        )
+        assert out == alone, lead_id
+        assert features.keys() == alone_features.keys()
+        assert all(features[k] == alone_features[k] or (features[k] != features[k] and alone_features[k] != alone_features[k])
+                   for k in features), lead_id  # fmt: skip
+    assert by_id["hot"][0].reasons is not None and by_id["cold"][0].reasons is None  # reasons for the alert only
+    [item] = store.claim_due(10, timedelta(seconds=30))
+    assert item.lead_id == "hot" and item.payload["top_reason"] == by_id["hot"][0].reasons["up"][0].label  # type: ignore[index]
 
 
 def messages_traits(leads: pd.DataFrame, i: int, attributes: list[str]) -> dict[str, Any]:

@@ -7,11 +7,13 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from model.leadstore import AlertPolicy, LeadStore, LeadStoreError, UnknownLead, open_lead_store
+import model.leadstore
+from model.leadstore import AlertPolicy, LeadStore, LeadStoreError, LeadUpdate, UnknownLead, open_lead_store
 from model.scoring import GridOut, ScoreOut
 
 T0 = datetime(2024, 3, 1, 10, tzinfo=UTC)
@@ -80,6 +82,103 @@ def test_interactions_are_idempotent_on_event_ids_and_late_ones_are_accepted(sto
     assert [(i.event_id, i.type) for i in interactions] == [("e1", "page_view"), ("e3", "pricing_page_view"), ("e2", "demo_request")]
     assert interactions[0].channel == "web" and interactions[0].numeric_properties() == {"pages": 3}
     assert interactions[0].occurred_at == T0 + timedelta(hours=1)
+
+
+def observations(prefix: str) -> tuple[list[LeadUpdate], dict[str, list[Any]]]:
+    """Identifies, groups and tracks of three leads, late ones and replays among them."""
+    a, b, c = f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"
+    updates = [
+        LeadUpdate(a, {"industry": "software", "country": "FR"}, observed_at=T0 + timedelta(days=2)),
+        LeadUpdate(b, {"industry": "retail"}, created_at=T0 + timedelta(days=1), observed_at=T0 + timedelta(days=4)),
+        LeadUpdate(a, {"industry": "retail", "seniority": "director"}, observed_at=T0 + timedelta(days=1)),  # late
+        LeadUpdate(a, {}, account_id="acc-1", observed_at=T0 + timedelta(days=3)),
+        LeadUpdate(a, {}, account_id="acc-0", observed_at=T0 + timedelta(days=2)),  # late
+        LeadUpdate(b, {"country": "DE"}, observed_at=T0 + timedelta(days=5)),
+    ]
+    tracks: dict[str, list[Any]] = {
+        a: [("e1", "page_view", T0 + timedelta(hours=30), {"channel": "web"}), ("e0", "demo_request", T0, None)],  # before first seen
+        b: [("e2", "page_view", T0, None), ("e2", "page_view", T0, None)],  # before the declared creation; twice
+        c: [("e3", "pricing_page_view", T0 + timedelta(days=6), {"pages": 2})],  # a lead first seen by its events
+    }
+    return updates, tracks
+
+
+def test_a_batch_stores_what_one_observation_at_a_time_stores(store: LeadStore) -> None:
+    one_updates, one_tracks = observations("one")
+    with store.session() as s:
+        new_one = {u.lead_id for u in one_updates if s.upsert_lead(
+            u.lead_id, u.attributes, account_id=u.account_id, created_at=u.created_at, observed_at=u.observed_at
+        )}  # fmt: skip
+        counts_one = {lead_id: s.add_interactions(lead_id, events) for lead_id, events in one_tracks.items()}
+    batch_updates, batch_tracks = observations("batch")
+    with store.session() as s:
+        new_batch = s.upsert_leads(batch_updates)
+        counts_batch = s.add_interactions_of(batch_tracks)
+
+    assert {i.split("-", 1)[1] for i in new_one} == {i.split("-", 1)[1] for i in new_batch} == {"a", "b"}
+    assert [(c.added, c.duplicates) for c in counts_one.values()] == [(c.added, c.duplicates) for c in counts_batch.values()]
+    for name in "abc":
+        lead_one, events_one = store.history(f"one-{name}")
+        lead_batch, events_batch = store.history(f"batch-{name}")
+        assert (lead_one.created_at, lead_one.created_at_declared, lead_one.account_id, lead_one.attributes) == (
+            lead_batch.created_at, lead_batch.created_at_declared, lead_batch.account_id, lead_batch.attributes
+        ), name  # fmt: skip
+        assert events_one == events_batch, name
+    lead, events = store.history("batch-a")
+    assert lead.attributes == {"industry": "software", "country": "FR", "seniority": "director"} and lead.account_id == "acc-1"
+    assert lead.created_at == T0 and [e.event_id for e in events] == ["e0", "e1"]
+
+
+def test_scores_recorded_together_queue_the_alerts_recorded_one_at_a_time_queue(store: LeadStore) -> None:
+    policy = AlertPolicy(score_jump=20, targets=("webhook:http://a",))
+    store.record_score("L-warm", a_score(40, "warm", "L-warm"), policy)
+    store.record_score("L-hot", a_score(91, "hot", "L-hot"), policy)
+    scores = {"L-warm": a_score(65, "warm", "L-warm"), "L-hot": a_score(93, "hot", "L-hot"), "L-new": a_score(95, "hot", "L-new")}
+
+    with store.session() as s:
+        alerts = s.record_scores(scores, policy)
+        last = s.last_scores(list(scores))
+
+    assert {lead_id: alert.kinds for lead_id, alert in alerts.items()} == {"L-warm": ("score_jump",), "L-new": ("entered_hot",)}
+    assert alerts["L-warm"].payload["previous_score"] == 40 and alerts["L-new"].payload["previous_score"] is None
+    assert {lead_id: (one.score, one.tier) for lead_id, one in last.items()} == {
+        "L-warm": (65, "warm"), "L-hot": (93, "hot"), "L-new": (95, "hot")
+    }  # fmt: skip
+    assert store.outbox_counts().pending == 1 + 2  # L-hot's first score, then these two
+
+
+def test_answered_writes_are_synced_to_disk_and_the_outbox_bookkeeping_is_not(tmp_path: Path) -> None:
+    store = open_lead_store(f"sqlite:///{tmp_path / 'leads.db'}")
+    with store.session() as s:
+        synced = s.connection.exec_driver_sql("PRAGMA synchronous").scalar()
+    with store.session(synced=False) as s:
+        bookkeeping = s.connection.exec_driver_sql("PRAGMA synchronous").scalar()
+    with store.session() as s:
+        journal = s.connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+
+    assert (synced, bookkeeping, journal) == (2, 1, "wal")  # FULL for events, scores, alerts queued; NORMAL for leases
+
+
+def test_a_store_held_too_long_by_another_thread_is_an_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model.leadstore, "LOCK_TIMEOUT_S", 0.2)
+    store = open_lead_store(f"sqlite:///{tmp_path / 'leads.db'}")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.session():
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    try:
+        with pytest.raises(LeadStoreError, match=r"leads\.db.*busy: another thread held it for 0.2 s"):
+            store.upsert_lead("L-1", {})
+    finally:
+        release.set()
+        holder.join()
+    assert store.upsert_lead("L-1", {}) is True  # the lock is free again
 
 
 def test_an_unknown_lead_is_named(store: LeadStore) -> None:

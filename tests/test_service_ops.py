@@ -8,11 +8,13 @@ The real server over HTTP, with schemathesis, is in test_service_contract.py.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +31,7 @@ from model.bundle import read_meta
 from model.scorelog import lead_pseudonym
 from model.scoring import LeadIn
 from serving.auth import ApiKeyConfigError, load_api_keys, required_role
-from serving.schemas import ScoreBatchRequest
+from serving.schemas import ScoreBatchRequest, ScoreRequest
 from serving.service import BundleRejected, LeadScoring, ReloadConflict, check_bundle, spec_incompatibilities
 
 AS_OF = "2024-05-01T00:00:00Z"
@@ -405,16 +407,18 @@ def test_a_request_keeps_the_model_it_started_with(
     direct_service: LeadScoring, ops: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     newer_model = service_module.load_bundle(relabelled(ops["bundle"], tmp_path / "newer", "v-newer"), "test")
-    score = service_module.score_lead_with_features
+    # A batch reads every lead (`read_lead`), then scores them together: the reload lands while
+    # the batch is half read.
+    read = service_module.read_lead
     calls = []
 
     def swap_after_first_lead(model, lead, *args, **kwargs):
         calls.append(model.meta.model_version)
-        if len(calls) == 1:  # a reload lands while the batch is half scored
+        if len(calls) == 1:
             direct_service.served = service_module.Served(newer_model, tmp_path / "newer", "test", None)
-        return score(model, lead, *args, **kwargs)
+        return read(model, lead, *args, **kwargs)
 
-    monkeypatch.setattr(service_module, "score_lead_with_features", swap_after_first_lead)
+    monkeypatch.setattr(service_module, "read_lead", swap_after_first_lead)
     batch = ScoreBatchRequest(leads=[LeadIn(**a_lead(f"L-{i}")) for i in range(3)], as_of=AS_OF)
     out = direct_service.score_batch(batch)
 
@@ -432,6 +436,30 @@ def test_a_second_reload_while_one_runs_is_a_conflict(direct_service: LeadScorin
     finally:
         direct_service._reload_lock.release()
     assert direct_service.reload().model_version == "v-original"
+
+
+def test_a_reload_collects_only_what_is_not_frozen_and_frees_the_old_model(
+    direct_service: LeadScoring, ops: dict[str, Path], tmp_path: Path
+) -> None:
+    # A collection that walks the whole heap stops every request for hundreds of milliseconds.
+    direct_service.score(ScoreRequest(lead=LeadIn(**a_lead()), as_of=AS_OF))  # with reasons: its tables built
+    old_model = weakref.ref(direct_service.served.model)
+    frozen_while_collecting: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            frozen_while_collecting.append(gc.get_freeze_count())
+
+    gc.callbacks.append(record)
+    try:
+        out = direct_service.reload(str(relabelled(ops["bundle"], tmp_path / "newer", "v-newer")))
+    finally:
+        gc.callbacks.remove(record)
+
+    assert out.model_version == "v-newer"
+    assert frozen_while_collecting, "a reload adds the new model to the frozen objects after a collection"
+    assert min(frozen_while_collecting) > 0, "a collection during the reload walked the unfrozen long-lived heap"
+    assert old_model() is None, "the swapped-out model was not freed"
 
 
 def test_spec_compatibility(direct_service: LeadScoring) -> None:

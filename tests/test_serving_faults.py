@@ -20,10 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
+import model.check as model_check
 from benchmarks.bench_model import example_lead
 from benchmarks.local_server import PROJECT_ROOT, free_port, start_server, stop
 from model.bundle import read_meta
-from model.check import BundleInvalid, check_in_child, load_and_check
+from model.check import CHILD_NICENESS, BundleInvalid, check_in_child, load_and_check
 from serving.metrics import UNKNOWN_ROUTE, RouteLabels, route_templates
 from serving.service import BundleRejected, LeadScoring
 
@@ -122,6 +123,20 @@ def test_a_model_file_that_crashes_lightgbm_ends_only_the_check_process(trained_
 
     with pytest.raises(BundleInvalid, match=r"crashed the check process \(it was killed by SIGABRT\): .*\[Fatal\]"):
         check_in_child(bad)
+
+
+def test_the_check_process_yields_to_requests_from_its_start(trained_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its imports take seconds of CPU: lowered by the child itself, after them, they ran at the server's priority.
+    seen: list[int] = []
+    lower = model_check._yield_to_requests
+
+    def lower_and_look(pid: int) -> None:
+        lower(pid)
+        seen.append(os.getpriority(os.PRIO_PROCESS, pid))  # before the child has been waited for
+
+    monkeypatch.setattr(model_check, "_yield_to_requests", lower_and_look)
+    assert check_in_child(trained_bundle) == []
+    assert seen == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICENESS)]
 
 
 # -- 1 and 2 over HTTP: bounded /metrics; a crashing bundle refused with 422 -----------------------

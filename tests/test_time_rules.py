@@ -330,3 +330,20 @@ def test_static_bundle_probabilities_are_those_of_its_booster(static_export) -> 
     assert model.meta.calibration == fitted.calibration
     # ... and its tiers come from that recipe's calibrated probabilities of rows it had not seen.
     assert model.meta.tiers.hot == pytest.approx(float(np.quantile(fitted.valid_probability, 1 - config.hot_share)))
+
+
+def test_too_few_labels_names_a_setting_computed_from_the_data(simulated_dataset) -> None:
+    """The refusal names a horizon and what it would give, and those figures are the split's own."""
+    import re
+
+    from sources.grids import load_grid
+    from training.pipeline import NotEnoughDataError, run_training, split_snapshots
+
+    config = ProjectConfig().training.model_copy(update={"horizon_days": 240.0})
+    with pytest.raises(NotEnoughDataError) as refused:
+        run_training(simulated_dataset, ProjectConfig().features, config, load_grid("default"))
+    said = re.search(r"horizon_days: (\d+) would give ([\d,]+) training snapshots with ([\d,]+) conversions", str(refused.value))
+    assert said, str(refused.value)
+    horizon, n, conversions = float(said[1]), int(said[2].replace(",", "")), int(said[3].replace(",", ""))
+    _snaps, train, _valid, _test, _bounds = split_snapshots(simulated_dataset, config.model_copy(update={"horizon_days": horizon}))
+    assert (len(train), int(train["label"].sum())) == (n, conversions)

@@ -643,7 +643,8 @@ def run_training(
         training={
             "data": fingerprint,
             "split": boundaries,
-            "n_snapshots": {"train": len(train_s), "validation": len(valid_s), "test": len(test_s), "fit": len(fit_s)},
+            "n_snapshots": {"train": len(train_s), "validation": len(valid_s), "test": len(test_s)},
+            "n_fit_snapshots": len(fit_s),
             "best_iteration": int(rounds),
             "fit": "every snapshot before the test period whose label closed before it starts; "
                    "validation chose the trees, a cross-fit on the latest leads the calibration",
