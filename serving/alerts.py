@@ -34,6 +34,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -69,7 +70,10 @@ REQUEST_TIMEOUT_S = 5.0
 LEASE = timedelta(seconds=15)  # longer than a request may take
 IDLE_POLL_S = 1.0  # looks for due rows (retries, other workers' alerts) at least this often
 CLAIM_LIMIT = 100
-SETTLE_EVERY_S = 1.0  # while a claim's deliveries take longer, how often what they did is recorded
+# Deliveries under way at once. One at a time, a receiver answering in 50 ms caps delivery at 20
+# alerts/s and every alert after waits for the ones before it; rows are claimed only for a free
+# sender, so a claimed row is settled within a request's timeout, well inside its lease.
+MAX_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True)
@@ -171,15 +175,21 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class AlertDelivery:
-    """The outbox drainer: a daemon thread, woken when an alert is queued, polling for retries."""
+    """The outbox drainer: a daemon thread, woken when an alert is queued, polling for retries,
+    that claims due rows for free senders (`MAX_IN_FLIGHT` threads) and goes on claiming while they send."""
 
     def __init__(self, store: LeadStore, config: AlertConfig, client: httpx.Client | None = None) -> None:
         self.store = store
         self.config = config
-        self.client = client or httpx.Client(timeout=REQUEST_TIMEOUT_S, follow_redirects=False)
+        self.client = client or httpx.Client(
+            timeout=REQUEST_TIMEOUT_S, follow_redirects=False, limits=httpx.Limits(max_connections=MAX_IN_FLIGHT)
+        )
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._senders = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix="leadscore-alert-send")
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="leadscore-alert-delivery", daemon=True)
@@ -194,18 +204,44 @@ class AlertDelivery:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        # Sends under way finish (within their timeout); claimed rows not settled are delivered when their lease ends.
+        self._senders.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                delivered_any = self.drain_once()
-            except LeadStoreError as exc:
-                logger.error("alert delivery: %s", exc)
-                delivered_any = False
-            if delivered_any:
+            with self._in_flight_lock:
+                free = MAX_IN_FLIGHT - self._in_flight
+            claimed = False
+            if free > 0:
+                try:
+                    claimed = self._dispatch(self.store.claim_due(free, LEASE))
+                except LeadStoreError as exc:
+                    logger.error("alert delivery: %s", exc)
+            if claimed:
                 continue  # more may be due
-            self._wake.wait(self._idle_wait())
+            # A sender that finishes wakes this too: with every sender busy, wait for one.
+            self._wake.wait(self._idle_wait() if free > 0 else IDLE_POLL_S)
             self._wake.clear()
+
+    def _dispatch(self, items: Sequence[OutboxItem]) -> bool:
+        """Hand each delivery of these claimed rows to a sender; True when there was any."""
+        for delivery in _deliveries(items):
+            with self._in_flight_lock:
+                self._in_flight += 1
+            self._senders.submit(self._deliver, delivery)
+        return bool(items)
+
+    def _deliver(self, items: Sequence[OutboxItem]) -> None:
+        try:
+            self._settle(items, self._attempt(items))
+        except LeadStoreError as exc:
+            logger.error("alert delivery: %s (delivered again when the lease ends)", exc)
+        except Exception:  # a sender's thread would drop it unseen; the row is delivered again when its lease ends
+            logger.exception("alert delivery to %s failed unexpectedly", _shown_target(items[0].target))
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+            self._wake.set()
 
     def _idle_wait(self) -> float:
         try:
@@ -217,39 +253,26 @@ class AlertDelivery:
         return min(IDLE_POLL_S, max(0.0, (due - datetime.now(UTC)).total_seconds()))
 
     def drain_once(self) -> bool:
-        """Deliver what is due now; True when something was claimed.
+        """Deliver what is due now, `MAX_IN_FLIGHT` at a time, and wait for it; True when something was claimed.
 
-        How the attempts went is recorded together, in one transaction, when all are made, or
-        every `SETTLE_EVERY_S` while they take longer (a crash in between delivers them again).
+        How the attempts went is recorded together, in one transaction, when all are made (a
+        crash before delivers them again when their lease ends).
         """
         items = self.store.claim_due(CLAIM_LIMIT, LEASE)
         if not items:
             return False
-        hubspot = [i for i in items if i.target == HUBSPOT_TARGET]
-        outcomes: list[tuple[Sequence[OutboxItem], Attempt]] = []
-        settled_at = time.monotonic()
-
-        def made(batch: Sequence[OutboxItem], attempt: Attempt) -> None:
-            nonlocal settled_at
-            outcomes.append((batch, attempt))
-            if time.monotonic() - settled_at > SETTLE_EVERY_S:
-                self._settle_all(outcomes)
-                outcomes.clear()
-                settled_at = time.monotonic()
-
-        for item in items:
-            if self._stop.is_set():
-                break  # claimed rows are delivered when their lease ends
-            if item.target.startswith(WEBHOOK_PREFIX):
-                made([item], self._send_webhook(item))
-            elif item.target != HUBSPOT_TARGET:
-                made([item], Attempt(False, f"unknown target {item.target!r}", retryable=False))
-        for batch in _hubspot_batches(hubspot):
-            if self._stop.is_set():
-                break
-            made(batch, self._send_hubspot(batch))
-        self._settle_all(outcomes)
+        deliveries = _deliveries(items)
+        self._settle_all(list(zip(deliveries, self._senders.map(self._attempt, deliveries), strict=True)))
         return True
+
+    def _attempt(self, items: Sequence[OutboxItem]) -> Attempt:
+        """One delivery: a webhook's row, or a batch of HubSpot rows (`_deliveries`)."""
+        target = items[0].target
+        if target == HUBSPOT_TARGET:
+            return self._send_hubspot(items)
+        if target.startswith(WEBHOOK_PREFIX):
+            return self._send_webhook(items[0])
+        return Attempt(False, f"unknown target {target!r}", retryable=False)
 
     def _send_webhook(self, item: OutboxItem) -> Attempt:
         body = encode(item.payload)
@@ -321,6 +344,11 @@ class AlertDelivery:
 def _hubspot_value(value: object) -> str:
     # HubSpot takes property values as text; an empty text clears a property.
     return "" if value is None else str(value)
+
+
+def _deliveries(items: Sequence[OutboxItem]) -> list[list[OutboxItem]]:
+    """Claimed rows as deliveries: each webhook's row alone, HubSpot's rows in batches (`_hubspot_batches`)."""
+    return [[i] for i in items if i.target != HUBSPOT_TARGET] + _hubspot_batches([i for i in items if i.target == HUBSPOT_TARGET])
 
 
 def _hubspot_batches(items: Sequence[OutboxItem]) -> list[list[OutboxItem]]:

@@ -385,3 +385,25 @@ def test_scored_reasons_name_the_feature_whose_value_they_quote(trained_bundle: 
             assert reason.value == expected, reason
             checked += 1
     assert checked > 50
+
+
+def test_the_report_says_what_changed_over_time_and_what_was_done(training_result, explanations) -> None:
+    import dataclasses
+
+    from training.drift import drift_report
+    from training.report import explain, inputs_from_training
+    from training.selection_config import Candidate
+
+    assert "What changed over time" not in explanations.html  # a bundle without the drift guard's findings
+    drift = drift_report(training_result.train.rows, training_result.test.rows, training_result.model.spec)
+    actions = drift.actions(Candidate(family="linear_slopes", half_life=0.25), "2025-03-26", ["campaign_month"])
+    assert [row["feature"] for row in actions[:5]] == [name for name, _ in drift.shifted[:5]]
+    meta = training_result.model.meta
+    model = ScoringModel(training_result.model.booster, meta.model_copy(
+        update={"training": {**meta.training, "drift": {**drift.to_dict(), "actions": actions}}}))  # fmt: skip
+    page = explain(dataclasses.replace(inputs_from_training(training_result), model=model)).html
+    assert "What changed over time" in page
+    for row in actions:
+        assert f"<td>{row['feature']}</td>" in page and row["done"] in page
+    assert "recent leads weigh more (half-life 25% of the rows)" in page
+    assert "campaign_month</td><td class='num'></td><td class='num'></td><td>left out before training by the leakage guard" in page

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from features.contract import StaticDataset
 from features.engine import FeatureRows, lead_attribute_rows
 from features.spec import FeatureSpec
 from model.bundle import encode_matrix
+from training.selection_config import Candidate
 from training.static import EvaluationPlan
 
 ADVERSARIAL_PARAMS = {
@@ -36,6 +38,8 @@ OUT_OF_RANGE_SHARE = 0.01
 # Adversarial ROC AUC from which old and recent rows differ enough to say so.
 SHIFT_AUC = 0.6
 TOP = 5
+# Families whose score keeps changing past the largest (or smallest) number they were trained on.
+EXTRAPOLATING_FAMILIES = ("linear_slopes", "lightgbm_linear_tree")
 
 
 @dataclass
@@ -67,6 +71,39 @@ class DriftReport:
             "shifted": [{"feature": n, "gain_share": round(s, 4)} for n, s in self.shifted[:TOP]],
             "out_of_range": {k: round(v, 4) for k, v in self.out_of_range.items()},
         }
+
+    def actions(self, candidate: Candidate, served_through: str | None, left_out: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Per top shifted feature (and each number out of the training range), what training did about it.
+
+        Args:
+            candidate: The chosen family and settings.
+            served_through: Up to when the served model learned, in words ("2025-03-26", "row number 45211").
+            left_out: Columns the leakage guard left out before training (clock columns among them).
+
+        Returns:
+            Rows of `feature`, `gain_share`, `out_of_range`, `done` (in words).
+        """
+        extrapolates = candidate.family in EXTRAPOLATING_FAMILIES
+        rows = []
+        features = dict.fromkeys([name for name, _ in self.shifted[:TOP]] + list(self.out_of_range))
+        shares = dict(self.shifted)
+        for name in features:
+            done = []
+            out = self.out_of_range.get(name)
+            if out is not None:
+                done.append(f"the chosen model ({candidate.family}) carries its trend past the training range" if extrapolates
+                            else f"scored as the edge of the training range: the chosen model ({candidate.family}) does not "
+                                 "extrapolate")  # fmt: skip
+            if candidate.half_life is not None:
+                done.append(f"recent leads weigh more (half-life {candidate.half_life:.0%} of the rows)")
+            if served_through:
+                done.append(f"the served model also learned from the recent leads (up to {served_through})")
+            rows.append({"feature": name, "gain_share": round(shares.get(name, 0.0), 4),
+                         "out_of_range": None if out is None else round(out, 4),
+                         "done": "; ".join(done) or "kept as it is"})  # fmt: skip
+        rows.extend({"feature": name, "gain_share": None, "out_of_range": None, "done": "left out before training by the leakage guard"}
+                    for name in left_out)  # fmt: skip
+        return rows
 
 
 def _stack(old: FeatureRows, new: FeatureRows) -> FeatureRows:

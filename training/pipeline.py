@@ -506,13 +506,6 @@ def run_training(
         snaps, train_s, valid_s, test_s, boundaries = split_snapshots(data, config)
     except NotEnoughDataError as error:
         raise NotEnoughDataError(f"{error} {settings_advice(data, config)}".strip()) from error
-    excluded = boundaries["excluded_snapshots"]
-    say(
-        f"data end {data_end.isoformat()} ({data.data_end_source}); snapshots: train {len(train_s)}, "
-        f"validation {len(valid_s)}, test {len(test_s)}; left out because their label window crosses into "
-        f"the next period: {excluded['train']} train, {excluded['validation']} validation"  # type: ignore[index]
-    )
-    lap("snapshots")
 
     # The measured model learns from every snapshot before the test period whose label closed
     # before it starts: train, validation, and the train snapshots whose window crossed into
@@ -523,6 +516,14 @@ def run_training(
     snap_created = snaps["lead_id"].map(created_at)
     horizon = pd.Timedelta(days=config.horizon_days)
     fit_s = snaps[((snap_created < test_start) & (snaps["as_of"] + horizon <= test_start)).to_numpy()].reset_index(drop=True)
+    excluded = boundaries["excluded_snapshots"]
+    say(
+        f"data end {data_end.isoformat()} ({data.data_end_source}); snapshots: train {len(train_s)}, "
+        f"validation {len(valid_s)}, test {len(test_s)}; the measured model learns from the {len(fit_s)} snapshots "
+        f"whose label closed before the test period (train and validation choose its settings; "
+        f"{excluded['train']} of them crossed from train into validation)"  # type: ignore[index]
+    )
+    lap("snapshots")
     all_s = pd.concat([fit_s, test_s], ignore_index=True)
     rows = build_features(data.leads, data.interactions, all_s, spec)
     fit_rows, test_rows = _take(rows, np.arange(len(fit_s))), _take(rows, np.arange(len(fit_s), len(all_s)))

@@ -28,6 +28,7 @@ from model.compiled import CompileMode
 from sources.folder import load_dataset
 from sources.grids import load_grid
 from training.config import ConfigError, ProjectConfig, TrainingConfig, load_config
+from training.selection_config import Candidate
 
 if TYPE_CHECKING:
     from sources.loader import ProjectData
@@ -281,6 +282,14 @@ class TrainRequest:
     on_dask: bool = False
 
 
+def say_drift(console: Console, lines: list[str], actions: list[dict[str, Any]]) -> None:
+    """The drift guard's lines, then what training did about each shifted feature."""
+    for line in lines:
+        console.say(line)
+    for row in actions:
+        console.say(f"  {row['feature']}: {row['done']}")
+
+
 def train(request: TrainRequest, console: Console) -> None:
     """Train on historical leads beside the grid and a logistic regression; save, log, register.
 
@@ -344,8 +353,12 @@ def train(request: TrainRequest, console: Console) -> None:
     console.say(f"\nTest period from {str(result.split['test_start'])[:10]}: {n_test} snapshots")
     console.say(metrics_table(result.metrics))
     console.say(dates_sentence(served.meta.training) or "")
-    for line in drift_report(result.train.rows, result.test.rows, spec, cfg.training.seed).lines():
-        console.say(line)
+    drift = drift_report(result.train.rows, result.test.rows, spec, cfg.training.seed)
+    changed = {**drift.to_dict(), "actions": drift.actions(result.candidate or Candidate(family="lightgbm"),
+                                                           served.meta.training["served"]["trained_through"][:10], leakage.excluded())}  # fmt: skip
+    for model in (result.model, served):  # the report reads it from the bundle
+        model.meta.training["drift"] = changed
+    say_drift(console, drift.lines(), changed["actions"])
     if request.metrics_out:
         write_metrics_json(result, request.metrics_out)
         console.say(f"metrics written to {request.metrics_out}")
@@ -431,6 +444,12 @@ def train_static(
         raise WorkflowError(f"refusing to train: {error}") from error
     except ValueError as error:  # a setting that does not fit the data, e.g. monotone_increasing
         raise WorkflowError(str(error)) from error
+    if "drift" in result.model.meta.training:
+        chosen = selection.chosen if selection is not None else Candidate(family="lightgbm")
+        through = result.model.meta.training.get("served", {}).get("trained_through_order")
+        actions = drift.actions(chosen, None if through is None else f"{cfg.data.leads.order_name()} {through:g}", leakage.excluded())
+        result.model.meta.training["drift"]["actions"] = actions
+        say_drift(console, [], actions)
     summary = result.summary()
     if selection is not None:
         console.say(f"\nchosen on {len(selection.folds)} rolling-origin folds before the test part (ROC AUC per fold):")
