@@ -2,7 +2,8 @@
 
 tests/test_alerts.py and `make bench-service` (benchmarks/events.py) point the service's alerts
 at it. `answer(key, n)` gives the status of the n-th request (from 0) for a key: the alert id
-of a webhook (`X-Leadscore-Alert-Id`), the body of any other request; `down` answers 503 to all.
+of a webhook (`X-Leadscore-Alert-Id`), the body of any other request; `down` answers 503 to all;
+`delay_s` holds every answer that long (a slow receiver; requests are still taken side by side).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Receiver:
     def __init__(self, answer: Callable[[str, int], int] = always_ok) -> None:
         self.answer = answer
         self.down = False
+        self.delay_s = 0.0
         self.received: list[Received] = []
         self.seen: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -56,6 +58,7 @@ class Receiver:
                     status = 503 if receiver.down else receiver.answer(key, receiver.seen[key])
                     receiver.seen[key] += 1
                     receiver.received.append(Received(self.path, dict(self.headers), body, status, arrived))
+                time.sleep(receiver.delay_s)
                 self.send_response(status)
                 if status == 429:
                     self.send_header("Retry-After", "0")

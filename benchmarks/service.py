@@ -376,6 +376,7 @@ def swap_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "median_reload_p99_over_steady_p99": median_ratio,
         "target_met": median_ratio is not None and median_ratio <= 2.0,
         "clean": all(r["clean"] for r in runs),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),  # the machine's, beside the figures it made
         "runs": runs,
     }
 

@@ -52,7 +52,11 @@ IMPORTANCE_FILE = "importance.json"
 class Calibration(BaseModel):
     """Map from the booster's raw log-odds to a calibrated probability.
 
-    `isotonic`: piecewise-linear through (x, y) knots (np.interp, flat outside).
+    `isotonic`: piecewise-linear through (x, y) knots (np.interp, flat outside), blended with
+    `blend` of sigmoid(a * raw + b). Isotonic steps are flat, and so is the map past its last
+    knot: alone, it ties leads the model tells apart, and under drift most new leads can score
+    past the knots and tie at the top (on Bank Marketing it took a period's ROC AUC from 0.70
+    to 0.58). A small share of a Platt map keeps the order strictly the model's.
     `platt`: sigmoid(a * raw + b).
     """
 
@@ -63,11 +67,14 @@ class Calibration(BaseModel):
     y: list[float] = Field(default_factory=list)
     a: float = 1.0
     b: float = 0.0
+    blend: float = Field(default=0.0, ge=0.0, lt=1.0)
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)
         if self.method == "isotonic":
             calibrated: np.ndarray = np.interp(raw, self.x, self.y)
+            if self.blend:
+                calibrated = (1.0 - self.blend) * calibrated + self.blend / (1.0 + np.exp(-(self.a * raw + self.b)))
             return calibrated
         return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
 

@@ -165,6 +165,8 @@ def _calibration_problems(meta: BundleMeta) -> list[str]:
         return [f"calibration: isotonic knots must be finite, x within ±{MAX_ABS_LOG_ODDS:g}"]
     if min(c.y) < 0.0 or max(c.y) > 1.0 or not (_non_decreasing(c.x) and _non_decreasing(c.y)):
         return ["calibration: isotonic knots must increase in x, and in y within [0, 1]"]
+    if c.blend and (not _finite([c.a, c.b]) or not 0.0 < c.a <= MAX_PLATT_SLOPE or abs(c.b) > MAX_ABS_LOG_ODDS):
+        return [f"calibration: the isotonic map's Platt share has slope a={c.a:g} or intercept b={c.b:g} that is not a fit of log-odds"]
     return []
 
 

@@ -28,6 +28,7 @@ from model.scoring import GridOut, ReasonOut, ScoreOut
 from serving.alerts import (
     ALERT_ID_HEADER,
     HUBSPOT_BATCH_UPDATE,
+    MAX_IN_FLIGHT,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AlertConfig,
@@ -108,6 +109,28 @@ def test_every_alert_arrives_signed_through_failures(receiver: Receiver, tmp_pat
     hubspot_headers = [r.headers for r in receiver.received if r.path == HUBSPOT_BATCH_UPDATE]
     assert all(h["Authorization"] == f"Bearer {TOKEN}" for h in hubspot_headers)
     assert store.outbox_counts().delivered == 24
+
+
+def test_a_slow_receiver_delays_its_own_answers_not_the_alerts_behind_them(tmp_path: Path) -> None:
+    slow = Receiver()
+    slow.delay_s = 0.4  # one delivery at a time, the alerts below would take MAX_IN_FLIGHT * 0.4 s
+    store = open_lead_store(f"sqlite:///{tmp_path / 'leads.db'}")
+    alerts = config(slow.url, hubspot_token=None)
+    delivery = AlertDelivery(store, alerts)
+    delivery.start()
+    try:
+        started = time.monotonic()
+        with store.session() as s:
+            s.record_scores({f"L-{i}": a_score(f"L-{i}", 95, "hot") for i in range(MAX_IN_FLIGHT)}, alerts.policy())
+        delivery.wake()
+        assert wait_for(lambda: store.outbox_counts().delivered == MAX_IN_FLIGHT), store.outbox_counts()
+        took = time.monotonic() - started
+    finally:
+        delivery.stop()
+        slow.close()
+
+    assert took < MAX_IN_FLIGHT * 0.4 / 2, took
+    assert len(slow.delivered()) == MAX_IN_FLIGHT
 
 
 def test_a_refusal_that_retrying_cannot_fix_is_kept_as_dead(tmp_path: Path) -> None:

@@ -162,3 +162,19 @@ def test_snapshot_features_reject_unknown_snapshot_lead(simulated_dataset) -> No
     snaps = pd.DataFrame({"lead_id": ["nope"], "as_of": [pd.Timestamp("2024-05-01", tz="UTC")]})
     with pytest.raises(ValueError, match="unknown lead_id"):
         snapshot_features(simulated_dataset.leads, simulated_dataset.interactions, snaps, ProjectConfig().features)
+
+
+def test_an_isotonic_calibration_keeps_the_model_order_inside_steps_and_past_its_knots() -> None:
+    """Flat isotonic steps would tie leads the model tells apart; new leads past the last knot would all tie."""
+    from training.pipeline import _fit_one
+
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=3000)
+    y = (rng.random(3000) < 1 / (1 + np.exp(-2 * raw))).astype(int)
+    calibration = _fit_one("isotonic", raw, y)
+    alone = calibration.model_copy(update={"blend": 0.0})
+    grid = np.linspace(raw.min() - 3, raw.max() + 3, 2000)  # past both ends of the knots
+    assert np.unique(alone.apply(grid)).size < grid.size / 2  # the flat map ties most of them
+    p = calibration.apply(grid)
+    assert (np.diff(p) > 0).all()
+    assert np.abs(p - alone.apply(grid)).max() <= 0.05

@@ -347,12 +347,20 @@ def fit_calibration(raw: np.ndarray, y: np.ndarray, seed: int) -> tuple[Calibrat
     return _fit_one(best, raw, y), losses
 
 
+# Share of a Platt map in an isotonic calibration: enough to keep the model's order (no ties in
+# a flat step or past the last knot), too little to move a probability by more than 0.05.
+ISOTONIC_PLATT_SHARE = 0.05
+
+
 def _fit_one(method: str, raw: np.ndarray, y: np.ndarray) -> Calibration:
+    lr = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), y)
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
     if method == "isotonic":
         iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(raw, y)
-        return Calibration(method="isotonic", x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
-    lr = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), y)
-    return Calibration(method="platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+        # A Platt slope that is not positive would turn the order around: then isotonic alone.
+        share = ISOTONIC_PLATT_SHARE if a > 0 else 0.0
+        return Calibration(method="isotonic", x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist(), a=a, b=b, blend=share)
+    return Calibration(method="platt", a=a, b=b)
 
 
 def category_levels(rows: FeatureRows, spec: FeatureSpec) -> dict[str, list[str]]:
