@@ -311,9 +311,9 @@ def _freeze_long_lived() -> None:
     Frozen, a full collection scans only what requests allocate. Called at start-up and after
     a reload. Nothing is unfrozen: a collection of the whole heap after a reload stopped every
     request for 370-430 ms; this one walks only what is not frozen yet (the new model, about a
-    thousand objects: under a millisecond). The swapped-out model stays frozen until its last
-    request ends and is then freed by reference counting: it holds no reference cycles
-    (tests/test_service_ops.py checks that it is freed).
+    thousand objects, and what requests keep: 10-20 ms in the benchmark's worker, py-spy). The
+    swapped-out model stays frozen until its last request ends and is then freed by reference
+    counting: it holds no reference cycles (tests/test_service_ops.py checks that it is freed).
     """
     gc.collect()
     gc.freeze()

@@ -371,8 +371,9 @@ def test_a_spec_without_events_computes_the_same_age_on_both_paths() -> None:
 # -- 8. the simulated HubSpot and Salesforce exports, trained by config alone ---------------
 
 
-# One funnel, three exports. 3,000 leads: the three runs take about a minute; the CRM-shaped
-# runs stayed within 0.004 ROC AUC of the contract run over seeds 1-5 and 11 at this size.
+# One funnel, three exports. 3,000 leads: the three runs take about a minute of CPU; at this
+# size, over seeds 1-5 and 11, HubSpot stayed within 0.0036 ROC AUC of the contract run and
+# Salesforce within 0.0056 (the model choice on time may differ between two runs).
 CRM_FUNNEL_LEADS, CRM_FUNNEL_SEED = 3_000, 11
 SAME_FUNNEL_AUC = 0.01  # issue 13: each CRM-shaped run within 0.01 ROC AUC of the contract run
 
@@ -453,7 +454,8 @@ def test_a_crm_export_scores_as_well_as_the_contract_export_of_its_funnel(
     data, expected = run.training["data"], contract.training["data"]
     for fact in ("n_leads", "n_conversions", "n_interactions", "quarantined_rows", "data_end", "first_created_at", "last_created_at"):
         assert data[fact] == expected[fact], fact
-    assert run.training["split"] == contract.training["split"]
+    boundaries = ("valid_start", "test_start", "train_label_cutoff", "valid_label_cutoff")
+    assert {k: run.training["split"][k] for k in boundaries} == {k: contract.training["split"][k] for k in boundaries}
     # The same test rows, but for one thing: Salesforce's CloseDate is a date, read as its first
     # instant, so no snapshot is taken on the day a lead converted, where the contract (which has
     # the time) still has one before the conversion. HubSpot's closedate has the time.
