@@ -260,7 +260,7 @@ def evaluate(
     data: Annotated[Path | None, typer.Option(help="Folder with leads and interactions. With a config that has a data: section, the leads export to read instead of the configured one (optional).")] = None,
     bundle: BundleOption = None,
     config: ConfigOption = None,
-    since: Annotated[str | None, typer.Option(help="Only leads created at or after this date (UTC).")] = None,
+    since: Annotated[str | None, typer.Option(help="Only leads created at or after this: a date (UTC when no zone), or 30d, 12h before now.")] = None,
     metrics_out: Annotated[Path | None, typer.Option(help="Write metrics JSON here.")] = None,
 ) -> None:
     """Score a trained model and its point grid on a data set's matured snapshots.

@@ -457,3 +457,24 @@ def test_duplicate_ids_behind_a_bad_date_in_an_export_are_all_set_aside(tmp_path
     assert dataset.leads["lead_id"].tolist() == ["b"]
     assert dataset.quarantine.groupby("rule")["lead_id"].apply(list).to_dict() == {"share a lead_id with another row": ["a", "a", "c", "c"]}
     assert len(dataset.leads) + len(dataset.quarantine) == len(export)
+
+
+@pytest.mark.parametrize(("since", "says"), [("last tuesday", "--since must look like"), ("0001-01-01T00:00:00+14:00", "is out of range")])
+def test_evaluate_since_that_is_not_a_date_is_one_line(trained_bundle: Path, simulated_dir: Path, since: str, says: str) -> None:
+    result = CliRunner().invoke(cli, ["evaluate", "--bundle", str(trained_bundle), "--data", str(simulated_dir), "--since", since])
+
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0], result.output
+
+
+def test_training_on_data_whose_every_lead_is_set_aside_says_so(tmp_path: Path) -> None:
+    sample = pd.read_csv(Path(__file__).parents[1] / "data" / "sample" / "leads.csv.gz", nrows=3, dtype=str)
+    sample.assign(created_at="not a date").to_csv(tmp_path / "leads.csv", index=False)
+    (tmp_path / "interactions.csv").write_text("lead_id,type,occurred_at\n")
+
+    result = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--no-mlflow", "--quarantine-out", str(tmp_path / "q.csv")])
+
+    assert result.exit_code == 2, result.output
+    assert f"error: no valid lead: every lead of the data was set aside (3 rows in {tmp_path / 'q.csv'}" in result.output
+    assert "point grid" not in result.output and "leakage guard" not in result.output

@@ -82,6 +82,13 @@ def report_validation(dataset: Any, console: Console, quarantine_out: Path | Non
         with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as sink:
             dataset.quarantine.to_csv(sink, index=False)
         console.warn(f"  {len(dataset.quarantine)} rows set aside in {target}")
+    if dataset.leads.empty:
+        # Said here, before the leakage guard or the grid have nothing to look at.
+        raise WorkflowError(
+            "no valid lead: every lead of the data was set aside"
+            + (f" ({len(dataset.quarantine)} rows in {quarantine_out or DEFAULT_QUARANTINE}, each with the rule it broke)"
+               if len(dataset.quarantine) else "")  # fmt: skip
+        )
 
 
 def read_folder(data: Path, spec: FeatureSpec, console: Console, quarantine_out: Path | None = None) -> Dataset:
@@ -563,7 +570,7 @@ def evaluate(
     dataset = read_timed(cfg, data, model.spec, console)
     leads = dataset.leads
     if since:
-        leads = leads[leads["created_at"] >= pd.Timestamp(since, tz="UTC")]
+        leads = leads[leads["created_at"] >= pd.Timestamp(parse_since(since))]
     horizon = model.meta.horizon_days
     snaps = snapshot_times(leads, cfg.training.snapshot_offsets_days, matured_label_cutoff(dataset.data_end, horizon))
     if snaps.empty:
