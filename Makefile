@@ -48,7 +48,7 @@ PYTEST_WORKERS ?= 2
 test: install system-deps lint  ## lint, then the whole test suite (unit, property, model, service over HTTP, browser)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
-test-fast: install  ## the tests that start no server and no browser (about a minute)
+test-fast: install  ## the tests that start no server and no browser (about 4 minutes on 2 cores)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
 
 train: install  ## train on data/sample, print model vs grid vs logistic regression
