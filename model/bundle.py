@@ -140,6 +140,34 @@ class SmokeCheck(BaseModel):
     probability: float
 
 
+SUBSCORE_QUANTILES = 101  # as score_quantiles: the 0-100 percentile scale
+SubScoreCell = Literal["A1", "A2", "A3", "B1", "B2", "B3", "C1", "C2", "C3"]
+
+
+class SubScoreScale(BaseModel):
+    """Where a lead's fit and engagement stand among the reference leads, saved at training time.
+
+    A lead's fit is the sum of its attribute features' exact log-odds contributions (declared
+    categorical and numeric attributes, the email domain kind), its engagement that of its
+    behaviour features (interaction counts, recencies, engagement, activity, lead age): with the
+    expected value, the two add up to the raw score. The reference leads are those the 0-100
+    score scale (`BundleMeta.score_quantiles`) comes from.
+
+    Attributes:
+        fit_quantiles: 101 quantiles (0 %, 1 %, ..., 100 %) of the reference leads' fit sums.
+        engagement_quantiles: The same for their engagement sums.
+        fit_cuts: The 1/3 and 2/3 quantiles of the fit sums: the C | B | A thirds of the cell.
+        engagement_cuts: The same for engagement: the 3 | 2 | 1 thirds of the cell.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fit_quantiles: list[float] = Field(min_length=SUBSCORE_QUANTILES, max_length=SUBSCORE_QUANTILES)
+    engagement_quantiles: list[float] = Field(min_length=SUBSCORE_QUANTILES, max_length=SUBSCORE_QUANTILES)
+    fit_cuts: list[float] = Field(min_length=2, max_length=2)
+    engagement_cuts: list[float] = Field(min_length=2, max_length=2)
+
+
 class BundleMeta(BaseModel):
     """The JSON half of a bundle."""
 
@@ -171,6 +199,11 @@ class BundleMeta(BaseModel):
     smoke: SmokeCheck | None = Field(
         default=None,
         description="The smoke lead and its probability, written by `ScoringModel.save`; None in bundles saved before it existed.",
+    )
+    subscores: SubScoreScale | None = Field(
+        default=None,
+        description="The fit and engagement scales; None in bundles trained before they existed (their scores have no "
+        "sub-scores), and for models without both attribute and behaviour features.",
     )
 
     def resolved_schema(self) -> LeadSchema:
@@ -277,6 +310,9 @@ class ScoringModel:
             for name, levels in meta.categorical_levels.items()
         }
         self._drivers = [driver_of(f, self.spec) for f in self.feature_names]
+        attributes = set(self.spec.categorical_features()) | set(self.spec.numeric)
+        # Column j of the contributions is an attribute (fit) feature; the others are behaviour.
+        self._is_fit = np.array([f in attributes for f in self.feature_names], dtype=bool)
         self._quantiles = np.asarray(meta.score_quantiles)
         self._compiled: CompiledForest | None = None
         self._compiled_looked_up = False  # the cache had no compiled forest for this model
@@ -375,6 +411,73 @@ class ScoringModel:
             self._exact = ExactContributions.from_booster(self.booster)
         return self._exact.contributions(matrix)
 
+    def contributions_are_cheap(self) -> bool:
+        """Whether `contributions` costs about a prediction: a linear model, or a forest whose every tree is tabulated."""
+        if isinstance(self.booster, LinearModel):
+            return True
+        if self._exact is None:
+            self._exact = ExactContributions.from_booster(self.booster)
+        return self._exact.tabulated == self._exact.n_trees
+
+    def fit_engagement_sums(self, contributions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's summed log-odds contributions of its attribute features (fit) and behaviour features (engagement).
+
+        Args:
+            contributions: `contributions` of some rows (features then base value), or one row.
+
+        Returns:
+            (fit, engagement), one value per row: fit + engagement + base value = the raw score.
+        """
+        features = np.atleast_2d(contributions)[:, :-1]
+        fit: np.ndarray = features[:, self._is_fit].sum(axis=1)
+        engagement: np.ndarray = features[:, ~self._is_fit].sum(axis=1)
+        return fit, engagement
+
+    def subscore_scale_of(self, matrix: np.ndarray) -> SubScoreScale | None:
+        """The fit and engagement scales over reference rows, from this model's own exact contributions.
+
+        Args:
+            matrix: The encoded reference rows (those `score_quantiles` come from).
+
+        Returns:
+            The scale; None when the model lacks attribute or behaviour features (one of the
+            two sub-scores would be the same for every lead) or there are no rows.
+        """
+        if not self._is_fit.any() or self._is_fit.all() or len(matrix) == 0:
+            return None
+        fit, engagement = self.fit_engagement_sums(self.contributions(matrix))
+        grid = np.linspace(0, 1, SUBSCORE_QUANTILES)
+        return SubScoreScale(
+            fit_quantiles=np.quantile(fit, grid).tolist(),
+            engagement_quantiles=np.quantile(engagement, grid).tolist(),
+            fit_cuts=np.quantile(fit, [1 / 3, 2 / 3]).tolist(),
+            engagement_cuts=np.quantile(engagement, [1 / 3, 2 / 3]).tolist(),
+        )
+
+    def with_subscore_scale(self, matrix: np.ndarray) -> ScoringModel:
+        """This model with `meta.subscores` set from reference rows (`subscore_scale_of`)."""
+        return ScoringModel(self.booster, self.meta.model_copy(update={"subscores": self.subscore_scale_of(matrix)}))
+
+    def subscores(self, fit: float, engagement: float) -> tuple[int, int, SubScoreCell] | None:
+        """A lead's fit and engagement sub-scores (0-100 percentiles) and its fit x engagement cell.
+
+        Args:
+            fit, engagement: The lead's sums from `fit_engagement_sums`.
+
+        Returns:
+            (fit 0-100, engagement 0-100, cell "A1".."C3": A is the top third of fit, 1 the top
+            third of engagement), or None when the bundle has no scales.
+        """
+        scale = self.meta.subscores
+        if scale is None:
+            return None
+        fit_score = _percentile(scale.fit_quantiles, fit)
+        engagement_score = _percentile(scale.engagement_quantiles, engagement)
+        letter = "A" if fit >= scale.fit_cuts[1] else ("B" if fit >= scale.fit_cuts[0] else "C")
+        digit = "1" if engagement >= scale.engagement_cuts[1] else ("2" if engagement >= scale.engagement_cuts[0] else "3")
+        cell: SubScoreCell = _CELLS[letter + digit]
+        return fit_score, engagement_score, cell
+
     def reasons(
         self,
         contrib_row: np.ndarray,
@@ -420,6 +523,17 @@ class ScoringModel:
         up = [r for r in reasons if r.log_odds > 0]
         down = [r for r in reasons if r.log_odds < 0]
         return up, down
+
+
+_CELLS: dict[str, SubScoreCell] = {
+    "A1": "A1", "A2": "A2", "A3": "A3", "B1": "B1", "B2": "B2", "B3": "B3", "C1": "C1", "C2": "C2", "C3": "C3",
+}  # fmt: skip
+
+
+def _percentile(quantiles: list[float], value: float) -> int:
+    # As `score_0_100`: the number of reference quantiles at or below the value, less one, in 0..100.
+    rank = int(np.searchsorted(quantiles, value, side="right")) - 1
+    return min(max(rank, 0), SUBSCORE_QUANTILES - 1)
 
 
 def model_family_of(model: lgb.Booster | LinearModel) -> ModelFamily:

@@ -31,7 +31,7 @@ from features.engine import (
 )
 from features.labels import describe_driver, driver_of
 from features.spec import FeatureSpec
-from model.bundle import ScoringModel
+from model.bundle import ScoringModel, SubScoreCell
 from model.compiled import CompileMode
 
 AttributeValue = str | int | float | bool | None
@@ -231,6 +231,21 @@ class ScoreOut(BaseModel):
     point_grid: GridOut
     warnings: list[str]
     model_version: str
+    fit: int | None = Field(
+        default=None,
+        description="0-100: the percentile, among the reference leads of the score scale, of the log-odds the lead's "
+        "attributes (firmographics, role, source, email domain kind) contribute; null for bundles without the scale",
+    )
+    engagement: int | None = Field(
+        default=None,
+        description="0-100: the same for its behaviour (interaction counts and recencies, engagement, activity, lead age); "
+        "null for bundles without the scale",
+    )
+    cell: SubScoreCell | None = Field(
+        default=None,
+        description="The fit x engagement cell: A/B/C the top/middle/bottom third of fit, 1/2/3 of engagement, "
+        "thirds of the reference leads; null for bundles without the scale",
+    )
 
 
 def creation_time(model: ScoringModel, lead: LeadIn) -> datetime:
@@ -315,9 +330,30 @@ def score_lead_with_features(
     rows = lead_features(read.created_s, read.attributes, read.times, read.types, read.as_of_s, model.spec, read.properties)
     matrix = model.encode(rows)
     if with_reasons:
-        contrib = model.contributions(matrix)[0]
-        return _scored_row(model, read, rows, 0, float(contrib.sum()), contrib, top_k, language)
-    return _scored_row(model, read, rows, 0, float(model.raw(matrix)[0]), None, top_k, language)
+        contrib = model.contributions(matrix)
+        sums = _fit_engagement(model, matrix, contrib)
+        return _scored_row(model, read, rows, 0, float(contrib[0].sum()), contrib[0], _row_of(sums, 0), top_k, language)
+    sums = _fit_engagement(model, matrix, None)
+    return _scored_row(model, read, rows, 0, float(model.raw(matrix)[0]), None, _row_of(sums, 0), top_k, language)
+
+
+def _fit_engagement(model: ScoringModel, matrix: np.ndarray, contributions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rows' fit and engagement log-odds sums, or None when the bundle has no sub-score scale.
+
+    From the contributions already computed for reasons; without them, computed only when that
+    costs about a prediction (`ScoringModel.contributions_are_cheap`), else None (no sub-scores).
+    """
+    if model.meta.subscores is None:
+        return None
+    if contributions is None:
+        if not model.contributions_are_cheap():
+            return None
+        contributions = model.contributions(matrix)
+    return model.fit_engagement_sums(contributions)
+
+
+def _row_of(sums: tuple[np.ndarray, np.ndarray] | None, i: int) -> tuple[float, float] | None:
+    return None if sums is None else (float(sums[0][i]), float(sums[1][i]))
 
 
 @dataclass(frozen=True)
@@ -424,10 +460,12 @@ def _scored_row(
     i: int,
     raw: float,
     contributions: np.ndarray | None,
+    fit_engagement: tuple[float, float] | None,
     top_k: int,
     language: str,
 ) -> tuple[ScoreOut, dict[str, object]]:
-    """The answer for row `i` of `rows` (the features of `read`), from its raw score and, for reasons, its contributions."""
+    """The answer for row `i` of `rows` (the features of `read`): from its raw score, for reasons its contributions,
+    and for sub-scores its fit and engagement log-odds sums (`_fit_engagement`)."""
     warnings = list(read.warnings)
     unseen = []
     for name in model.meta.categorical_levels:
@@ -446,6 +484,8 @@ def _scored_row(
         reasons = None
     probability = float(model.meta.calibration.apply(np.array([raw]))[0])
     points, fired = model.meta.grid.score_row(values)
+    subscores = model.subscores(*fit_engagement) if fit_engagement is not None else None
+    fit, engagement, cell = subscores if subscores is not None else (None, None, None)
     return ScoreOut(
         lead_id=read.lead_id,
         as_of=read.as_of,
@@ -457,6 +497,9 @@ def _scored_row(
         point_grid=GridOut(points=points, mql=bool(model.meta.grid.is_mql(points)), rules_fired=fired),
         warnings=warnings,
         model_version=model.meta.model_version,
+        fit=fit,
+        engagement=engagement,
+        cell=cell,
     ), {**values, **dict.fromkeys(unseen, UNSEEN)}
 
 
@@ -490,9 +533,14 @@ def score_read_leads(
     matrix = model.encode(rows)
     if with_reasons:
         contrib = model.contributions(matrix)
-        return [_scored_row(model, r, rows, i, float(contrib[i].sum()), contrib[i], top_k, language) for i, r in enumerate(reads)]
+        sums = _fit_engagement(model, matrix, contrib)
+        return [
+            _scored_row(model, r, rows, i, float(contrib[i].sum()), contrib[i], _row_of(sums, i), top_k, language)
+            for i, r in enumerate(reads)
+        ]
     raw = model.raw(matrix)
-    return [_scored_row(model, r, rows, i, float(raw[i]), None, top_k, language) for i, r in enumerate(reads)]
+    sums = _fit_engagement(model, matrix, None)
+    return [_scored_row(model, r, rows, i, float(raw[i]), None, _row_of(sums, i), top_k, language) for i, r in enumerate(reads)]
 
 
 def lead_rows(reads: Sequence[LeadRead], spec: FeatureSpec) -> FeatureRows:

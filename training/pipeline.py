@@ -665,7 +665,8 @@ def run_training(
         # What `leadscore monitor` compares served leads with (PSI per feature and probability).
         reference=reference_distribution(_served_like_rows(snaps, data, spec, boundaries, build_features), p_valid),
     )
-    model = ScoringModel(model_fit, meta)
+    # Fit and engagement are placed among the same latest leads as the score, by this model's own contributions.
+    model = ScoringModel(model_fit, meta).with_subscore_scale(fit.matrix[recent])
     split = {
         **boundaries,
         "n_snapshots": meta.training["n_snapshots"],

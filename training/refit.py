@@ -77,7 +77,7 @@ def refit_on_matured(
     # in one block), not the measured model's test scores (other trees, another score scale).
     created = snaps["lead_id"].map(data.leads.set_index("lead_id")["created_at"])
     clock = (created - created.min()).dt.total_seconds().to_numpy(dtype=np.float64)
-    calibration, losses, _recent, p = cross_fit(candidate, trees, matrix, y, clock, snaps["lead_id"].to_numpy(), spec, levels, config)
+    calibration, losses, recent, p = cross_fit(candidate, trees, matrix, y, clock, snaps["lead_id"].to_numpy(), spec, levels, config)
     booster = fit_rounds(candidate, matrix, y, clock, spec, levels, config, trees)
     meta = measured.meta
     grid_share = float(meta.training.get("grid_mql_share_validation", 0.0))
@@ -103,4 +103,5 @@ def refit_on_matured(
         "training": {**meta.training, "measured_model_version": meta.model_version, "calibration_log_loss": losses,
                      "measured_on": measured_window(result, data), "served": served},
     }  # fmt: skip
-    return ScoringModel(booster, meta.model_copy(update=update))
+    # Fit and engagement are placed among the rows of the score scale, by the refit model's own contributions.
+    return ScoringModel(booster, meta.model_copy(update=update)).with_subscore_scale(matrix[recent])
