@@ -8,7 +8,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,30 @@ def service_app():
     from serving.service import LeadScoring
 
     return LeadScoring.to_asgi()
+
+
+StartService = Callable[..., AbstractAsyncContextManager[object]]
+
+
+@pytest.fixture(scope="session")
+def start_service(service_app, service_env: dict[str, str], service_keys: ServiceKeys, tmp_path_factory: pytest.TempPathFactory) -> StartService:
+    """`start_service(bundle, role="score", **env)`: the session's ASGI app started on a bundle with
+    `service_env` and these variables (its lifespan creates a new service instance), and an httpx
+    client calling it with a key of that role. For a module's `client` fixture."""
+    import httpx
+
+    @asynccontextmanager
+    async def started(bundle: Path, role: str = "score", **variables: str) -> AsyncIterator[httpx.AsyncClient]:
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in {**service_env, "LEADSCORE_BUNDLE": str(bundle),
+                                "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml")), **variables}.items():  # fmt: skip
+                env.setenv(name, value)
+            async with service_app.router.lifespan_context(service_app):
+                transport = httpx.ASGITransport(app=service_app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://leadscore.test", headers=service_keys.header(role)) as http:
+                    yield http
+
+    return started
 
 
 @pytest.fixture(scope="session")

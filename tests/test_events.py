@@ -40,21 +40,9 @@ def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-async def client(
-    trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory, service_app, service_env, service_keys, store_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in service_env.items():
-            env.setenv(name, value)
-        env.setenv("LEADSCORE_BUNDLE", str(trained_bundle))
-        env.setenv("LEADSCORE_LEAD_STORE", store_url)
-        env.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml")))
-        async with service_app.router.lifespan_context(service_app):
-            transport = httpx.ASGITransport(app=service_app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://leadscore.test", headers=service_keys.header("score")
-            ) as http:
-                yield http
+async def client(trained_bundle: Path, start_service, store_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with start_service(trained_bundle, LEADSCORE_LEAD_STORE=store_url) as http:
+        yield http
 
 
 def iso(value: Any) -> str:

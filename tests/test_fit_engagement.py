@@ -107,21 +107,10 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-async def client(
-    trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory, service_app, service_env, service_keys
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The session's ASGI app started on the trained bundle, called with a key of role score (as in test_service.py)."""
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in service_env.items():
-            env.setenv(name, value)
-        env.setenv("LEADSCORE_BUNDLE", str(trained_bundle))
-        env.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml")))
-        async with service_app.router.lifespan_context(service_app):
-            transport = httpx.ASGITransport(app=service_app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://leadscore.test", headers=service_keys.header("score")
-            ) as http:
-                yield http
+async def client(trained_bundle: Path, start_service) -> AsyncIterator[httpx.AsyncClient]:
+    """The session's ASGI app started on the trained bundle, called with a key of role score."""
+    async with start_service(trained_bundle) as http:
+        yield http
 
 
 @pytest.mark.anyio

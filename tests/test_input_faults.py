@@ -61,22 +61,10 @@ def score_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def client(
-    trained_bundle: Path, score_log: Path, tmp_path_factory: pytest.TempPathFactory, service_app, service_env, service_keys
-) -> AsyncIterator[httpx.AsyncClient]:
+async def client(trained_bundle: Path, score_log: Path, start_service) -> AsyncIterator[httpx.AsyncClient]:
     """The ASGI app serving the trained bundle with a SQLite score log, called with a score key."""
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in service_env.items():
-            env.setenv(name, value)
-        env.setenv("LEADSCORE_BUNDLE", str(trained_bundle))
-        env.setenv("LEADSCORE_SCORE_LOG", f"sqlite:///{score_log}")
-        env.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml")))
-        async with service_app.router.lifespan_context(service_app):
-            transport = httpx.ASGITransport(app=service_app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://leadscore.test", headers=service_keys.header()
-            ) as http:
-                yield http
+    async with start_service(trained_bundle, LEADSCORE_SCORE_LOG=f"sqlite:///{score_log}") as http:
+        yield http
 
 
 def refused_at(response: httpx.Response, loc: list[str | int]) -> str:

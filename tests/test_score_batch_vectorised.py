@@ -119,22 +119,10 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-async def client(
-    trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory, service_app, service_env, service_keys
-) -> AsyncIterator[httpx.AsyncClient]:
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in service_env.items():
-            env.setenv(name, value)
-        env.setenv("LEADSCORE_BUNDLE", str(trained_bundle))
-        env.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml")))
-        env.setenv("LEADSCORE_LEAD_STORE", f"sqlite:///{tmp_path_factory.mktemp('store') / 'leads.db'}")
-        async with (
-            service_app.router.lifespan_context(service_app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=service_app), base_url="http://leadscore.test", headers=service_keys.header("score")
-            ) as http,
-        ):
-            yield http
+async def client(trained_bundle: Path, start_service, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
+    store = f"sqlite:///{tmp_path_factory.mktemp('store') / 'leads.db'}"
+    async with start_service(trained_bundle, LEADSCORE_LEAD_STORE=store) as http:
+        yield http
 
 
 @pytest.mark.anyio
