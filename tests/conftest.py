@@ -76,6 +76,23 @@ def service_app():
     return LeadScoring.to_asgi()
 
 
+# The service sets it in its own process at start-up (serving.service): restored after each start.
+POOL_ENV = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS"
+
+
+def undo_after(env: pytest.MonkeyPatch, name: str) -> None:
+    """Have `env` restore `name` as it is now, even when something else sets it meanwhile."""
+    env.setenv(name, os.environ.get(name, ""))
+    if not os.environ[name]:
+        env.delenv(name)
+
+
+@pytest.fixture
+def service_pool_env_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a test that creates a service instance itself: `POOL_ENV` is put back after it."""
+    undo_after(monkeypatch, POOL_ENV)
+
+
 StartService = Callable[..., AbstractAsyncContextManager[object]]
 
 
@@ -92,6 +109,7 @@ def start_service(service_app, service_env: dict[str, str], service_keys: Servic
             for name, value in {**service_env, "LEADSCORE_BUNDLE": str(bundle),
                                 "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml")), **variables}.items():  # fmt: skip
                 env.setenv(name, value)
+            undo_after(env, POOL_ENV)
             async with service_app.router.lifespan_context(service_app):
                 transport = httpx.ASGITransport(app=service_app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://leadscore.test", headers=service_keys.header(role)) as http:

@@ -40,14 +40,6 @@ PERSONAL = "jane.doe@example.com"
 OUT_OF_RANGE = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
 
 
-POOL_ENV = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS"  # the service sets it in its process
-
-
-def undo_after(env: pytest.MonkeyPatch, name: str) -> None:
-    """Have `env` restore `name` as it is now, even when something else sets it meanwhile."""
-    env.setenv(name, os.environ.get(name, ""))
-    if not os.environ[name]:
-        env.delenv(name)
 
 
 def a_lead(lead_id: str = "L-1", **changes: Any) -> dict[str, Any]:
@@ -65,23 +57,10 @@ def score_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def client(
-    trained_bundle: Path, score_log: Path, tmp_path_factory: pytest.TempPathFactory, service_app, service_env, service_keys
-) -> AsyncIterator[httpx.AsyncClient]:
+async def client(trained_bundle: Path, score_log: Path, start_service) -> AsyncIterator[httpx.AsyncClient]:
     """The ASGI app serving the trained bundle with a SQLite score log, called with a score key."""
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in service_env.items():
-            env.setenv(name, value)
-        env.setenv("LEADSCORE_BUNDLE", str(trained_bundle))
-        env.setenv("LEADSCORE_SCORE_LOG", f"sqlite:///{score_log}")
-        env.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml")))
-        undo_after(env, POOL_ENV)
-        async with service_app.router.lifespan_context(service_app):
-            transport = httpx.ASGITransport(app=service_app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://leadscore.test", headers=service_keys.header()
-            ) as http:
-                yield http
+    async with start_service(trained_bundle, LEADSCORE_SCORE_LOG=f"sqlite:///{score_log}") as http:
+        yield http
 
 
 def refused_at(response: httpx.Response, loc: list[str | int]) -> str:
@@ -290,7 +269,8 @@ def _register_in_a_child(uri: str, bundle: Path) -> None:
 
 
 def test_the_service_recovers_when_its_registry_is_restored(
-    trained_bundle: Path, service_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained_bundle: Path, service_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    service_pool_env_restored: None,
 ) -> None:
     database = tmp_path / "registry" / "mlflow.db"
     database.parent.mkdir()
@@ -300,7 +280,6 @@ def test_the_service_recovers_when_its_registry_is_restored(
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("LEADSCORE_BUNDLE", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    undo_after(monkeypatch, POOL_ENV)
     service = LeadScoring()
     try:
         assert service.served.registry_version == "1"
