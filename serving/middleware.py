@@ -168,3 +168,40 @@ class JsonBodiesOnly:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class JsonNotFound:
+    """A 404 in the service's error shape for a path no route serves.
+
+    BentoML's router answers a path that matches none of its routes (and none of the mounted
+    app's) with a plain-text "Not Found"; a CRM reading `{"error", "detail"}` from every refusal
+    would fail to parse it. This rewrites that one answer; every other response, a 404 naming an
+    unknown lead included, passes as it was sent.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def send_json_404(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 404:
+                media_type = Headers(raw=message.get("headers", [])).get("content-type", "")
+                if media_type.startswith("text/plain"):
+                    replaced = True
+                    response = refusal(
+                        404, "Not Found", "unknown_path", ["path"],
+                        f"no endpoint serves {scope['method']} {scope['path']}: the service's document is at /docs.json",
+                    )  # fmt: skip
+                    await response(scope, receive, send)
+                    return
+            if replaced:  # the plain-text body, already answered
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_json_404)

@@ -103,7 +103,7 @@ from serving.crm import HUBSPOT_RESPONSES, SALESFORCE_RESPONSES, CrmEndpoints, r
 from serving.crm_formats import XML_MEDIA_TYPES, HubSpotActionOut
 from serving.events import LEAD_RESPONSES, EventBatch, EventsOut, LeadScoreQuery, ingest, lead_not_found, score_stored
 from serving.metrics import label_metrics_by_route
-from serving.middleware import ApiKeyAuth, BodySizeLimit, JsonBodiesOnly, refusal
+from serving.middleware import ApiKeyAuth, BodySizeLimit, JsonBodiesOnly, JsonNotFound, refusal
 from serving.schemas import ModelCard, ReloadOut, ReloadRequest, ScoreBatchOut, ScoreBatchRequest, ScoreRequest
 
 BUNDLE_ENV = env_name("bundle")
@@ -795,7 +795,9 @@ api.openapi = lambda: service_document(api, LeadScoring.openapi_spec.asdict())  
 # BentoML's traffic metrics, outside every middleware here, label requests by route, not raw path.
 label_metrics_by_route()
 
-# Outermost first: a request without a key is refused before its body is read.
+# Outermost first: a request without a key is refused before its body is read; a path no route
+# serves is answered in the error shape of every other refusal.
+LeadScoring.add_asgi_middleware(JsonNotFound)  # type: ignore[attr-defined]
 LeadScoring.add_asgi_middleware(ApiKeyAuth, keys=current_api_keys)  # type: ignore[attr-defined]
 LeadScoring.add_asgi_middleware(BodySizeLimit, max_bytes=current_max_body_bytes)  # type: ignore[attr-defined]
 LeadScoring.add_asgi_middleware(JsonBodiesOnly, other_media_types={SALESFORCE_PATH: XML_MEDIA_TYPES})  # type: ignore[attr-defined]

@@ -243,6 +243,18 @@ def test_over_http_a_scoring_request_without_a_key_is_refused(contract_server: t
         assert httpx.get(f"{url}{path}", timeout=10).status_code == 200, path
 
 
+@pytest.mark.parametrize("path", ["/nope", "/leads/a%2Fb/score", "/leads/a/b/score", "/leads//score", "/leads/./score", "/leads/%0A/score"])
+def test_over_http_a_path_no_route_serves_is_a_json_404(contract_server: tuple[str, Path], service_keys, path: str) -> None:
+    url, _log = contract_server
+
+    response = httpx.get(f"{url}{path}", headers=service_keys.header("admin"), timeout=10)
+
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["detail"][0]["type"] == "unknown_path"
+    assert response.json()["detail"][0]["loc"] == ["path"]
+
+
 def test_over_http_a_body_over_5_mib_is_413(contract_server: tuple[str, Path], service_keys) -> None:
     url, _log = contract_server
     body = b'{"leads": [' + b",".join([b'{"lead_id": "a", "created_at": "2024-03-01"}'] * 130_000) + b"]}"
