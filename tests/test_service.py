@@ -5,6 +5,7 @@ The real server in a subprocess is tested in test_service_http.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -93,7 +94,7 @@ def assert_rejected(response: httpx.Response, loc: list[str | int], message: str
 
 
 def test_direct_score_of_a_good_lead(service: LeadScoring, bundle_env: Path) -> None:
-    out = service.score(ScoreRequest(lead=LeadIn(**a_lead()), as_of=AS_OF, top_k=2))
+    out = asyncio.run(service.score(ScoreRequest(lead=LeadIn(**a_lead()), as_of=AS_OF, top_k=2)))
 
     assert out.lead_id == "L-1"
     assert out.model_version == read_meta(bundle_env)["model_version"]

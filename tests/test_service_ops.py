@@ -8,6 +8,7 @@ The real server over HTTP, with schemathesis, is in test_service_contract.py.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import re
@@ -442,7 +443,7 @@ def test_a_reload_collects_only_what_is_not_frozen_and_frees_the_old_model(
     direct_service: LeadScoring, ops: dict[str, Path], tmp_path: Path
 ) -> None:
     # A collection that walks the whole heap stops every request for hundreds of milliseconds.
-    direct_service.score(ScoreRequest(lead=LeadIn(**a_lead()), as_of=AS_OF))  # with reasons: its tables built
+    asyncio.run(direct_service.score(ScoreRequest(lead=LeadIn(**a_lead()), as_of=AS_OF)))  # with reasons: its tables built
     old_model = weakref.ref(direct_service.served.model)
     frozen_while_collecting: list[int] = []
 
