@@ -73,6 +73,8 @@ def _reads_as_a_number(text: str) -> bool:
 def _timestamp_not_number(value: object) -> object:
     # pydantic would read a number, or text of one ("1717232400"), as seconds since 1970; the
     # schema says ISO 8601 text, and a CRM sending a number has most likely sent the wrong field.
+    if isinstance(value, str) and ":" in value:  # a time of day: never a number (float() reads no ':')
+        return value
     if isinstance(value, (int, float)):
         raise ValueError("must be an ISO 8601 timestamp (text), not a number")
     if isinstance(value, str) and _reads_as_a_number(value):
@@ -83,7 +85,7 @@ def _timestamp_not_number(value: object) -> object:
 def _representable_in_utc(value: datetime) -> datetime:
     # 0001-01-01T00:00:00+14:00 is a valid ISO 8601 time whose UTC falls before year 1, which
     # Python cannot hold: converting it raises OverflowError, which would be a 500.
-    if value.tzinfo is not None:
+    if value.tzinfo is not None and value.year in (1, 9999):  # only the first and last years can leave UTC's range
         try:
             value.astimezone(UTC)
         except OverflowError:
