@@ -26,6 +26,8 @@ app = typer.Typer(
     "track runs in MLflow, score leads, serve the API.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    # Markdown: a docstring's paragraphs are rewrapped to the terminal, not cut at its own line ends.
+    rich_markup_mode="markdown",
 )
 
 T = TypeVar("T")
@@ -342,7 +344,7 @@ def serve(
     The bundle is loaded and checked in a child process first: without a champion, or with a
     bundle that cannot serve, this ends with one line (exit code 2) instead of a server whose
     worker restarts forever. BentoML runs with a home of its own per address
-    (BENTOML_HOME=<state folder>/bentoml/<host>-<port>), so that each service keeps its own
+    (`BENTOML_HOME=STATE_FOLDER/bentoml/HOST-PORT`), so that each service keeps its own
     Prometheus folder: BentoML empties that folder when a service starts.
     """
     from model.settings import env_name
