@@ -420,10 +420,10 @@ class LeadScoring:
         """How logs name a lead: the keyed hash of its lead_id (which may be an email)."""
         return lead_pseudonym(lead_id, self.lead_key)
 
-    @api.post("/score", tags=TAGS, dependencies=KEY, response_model=ScoreOut, responses={**refusals(400, 401, 403, 413, 415), **LEAD_RESPONSES})
+    # The route is `score` below the class: a method route gets its instance from a dependency
+    # FastAPI calls in a worker thread, a hop per request (issue 16's profile).
     async def score(self, request: ScoreRequest) -> ScoreOut | Response:
-        """Score one lead: probability, 0-100 score, tier, MQL, the main reasons up and down, the point grid's verdict.
-        `lead_id` alone: a lead of the lead store, scored from its stored history (404 when unknown)."""
+        """`POST /score` (the route below the class) on this instance."""
         # A lead in the body is scored on the event loop: a millisecond or two of CPU, cheaper there
         # than the hop to a worker thread and back (0.6 ms a request, profiled for issue 16). A
         # lead of the lead store waits on its database: that runs in a worker thread.
@@ -777,6 +777,16 @@ def current_service() -> LeadScoring | None:
         return bentoml.get_current_service()
     except BentoMLException:
         return None
+
+
+@api.post("/score", tags=TAGS, dependencies=KEY, response_model=ScoreOut, responses={**refusals(400, 401, 403, 413, 415), **LEAD_RESPONSES})
+async def score(request: ScoreRequest) -> ScoreOut | Response:
+    """Score one lead: probability, 0-100 score, tier, MQL, the main reasons up and down, the point grid's verdict.
+    `lead_id` alone: a lead of the lead store, scored from its stored history (404 when unknown)."""
+    service = current_service()
+    if service is None:  # before start-up `ApiKeyAuth` has already answered 503
+        return refusal(503, "Service Unavailable", "starting", [], "the service is starting: try again")
+    return await service.score(request)
 
 
 def current_api_keys() -> ApiKeys | None:
