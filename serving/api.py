@@ -94,9 +94,9 @@ class JsonBodyRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         model = _body_model(self.body_field.field_info.annotation) if self.body_field is not None else None
-        if model is None:
+        if model is None or self.body_field is None:
             return handler
-        required = self.body_field is not None and self.body_field.field_info.is_required()
+        required = self.body_field.field_info.is_required()
         # The model is the whole body (not one field of it): FastAPI can take the validated instance.
         whole_body = len(self.dependant.body_params) == 1 and not getattr(self.body_field.field_info, "embed", False)
 
