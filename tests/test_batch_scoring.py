@@ -120,3 +120,36 @@ def test_cli_refuses_dask_for_json_lines(trained_bundle: Path, tmp_path: Path) -
     )
     assert result.exit_code == 2
     assert "scores a data folder" in result.output
+
+
+@pytest.mark.parametrize("reasons", [False, True])
+def test_json_lines_are_scored_in_chunks_as_score_lead_scores_each_and_bad_lines_are_named(
+    training_result, simulated_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reasons: bool
+) -> None:
+    import training.workflow as workflow
+
+    model, data = training_result.model, simulated_dataset
+    as_of = (data.data_end - pd.Timedelta(days=100)).to_pydatetime()
+    leads = data.leads[data.leads["created_at"] <= as_of].sample(7, random_state=3)
+    by_lead = dict(tuple(data.interactions.groupby("lead_id")))
+    columns = ProjectConfig().features.attribute_columns()
+    good = [_lead_in(lead, by_lead.get(lead["lead_id"], data.interactions.iloc[:0]), columns) for _, lead in leads.iterrows()]
+    late = good[0].model_copy(update={"lead_id": "late", "created_at": as_of + pd.Timedelta(days=1)})
+    text = [g.model_dump_json() for g in good[:3]] + ["{not json", "", late.model_dump_json()] + [g.model_dump_json() for g in good[3:]]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(text) + "\n")
+    monkeypatch.setattr(workflow, "LINES_PER_CHUNK", 3)  # the bad lines fall in the second chunk of three
+
+    class Quiet:
+        def say(self, message: str) -> None: ...
+        def warn(self, message: str) -> None: ...
+
+    errors = workflow.score_lines(source, tmp_path / "out.jsonl", model, as_of, reasons=reasons, language="en", console=Quiet())
+
+    assert [e["line"] for e in errors] == [4, 6]
+    assert "is after as_of" in " ".join(errors[1]["error"])
+    scored = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [s["lead_id"] for s in scored] == [g.lead_id for g in good]
+    for s, lead in zip(scored, good, strict=True):
+        one = score_lead(model, lead, as_of, with_reasons=reasons).model_dump(mode="json")
+        assert s == one
