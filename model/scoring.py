@@ -410,18 +410,27 @@ def read_lead(model: ScoringModel, lead: LeadIn, as_of: datetime | None = None) 
     # Property -> value per kept event, aligned with `times` (NaN where an event has none).
     properties: dict[str, list[float]] = {name: [] for name in spec.properties}
     unused_properties: set[str] = set()
+    # A lead's events repeat a few types and channels: each pair is read by the schema once.
+    type_of: dict[tuple[str, str | None], str | None] = {}
+    no_properties: dict[str, float] = {}
     for i, event in enumerate(lead.interactions):
         occurred_at, problem = schema.instant(event.occurred_at, zone=schema.interaction_timezone)
         if occurred_at is None:
             raise LeadRejected(f"interactions.{i}.occurred_at", problem or "cannot be read")
-        event_type = schema.interaction_type(event.type, event.channel)
+        key = (event.type, event.channel)
+        if key not in type_of:
+            type_of[key] = schema.interaction_type(event.type, event.channel)
+        event_type = type_of[key]
         if event_type is None:  # only whitespace: training sets such a row aside ("have no type")
             untyped += 1
             continue
-        read, unused, property_problems = schema.normalise_event_properties(event.properties or {}, f"interactions.{i}.properties")
-        if property_problems:
-            raise LeadRejected(property_problems[0].field, property_problems[0].reason)
-        unused_properties.update(unused)
+        if event.properties:
+            read, unused, property_problems = schema.normalise_event_properties(event.properties, f"interactions.{i}.properties")
+            if property_problems:
+                raise LeadRejected(property_problems[0].field, property_problems[0].reason)
+            unused_properties.update(unused)
+        else:
+            read = no_properties
         t = int(occurred_at.timestamp())
         if t < created_s:
             early += 1
@@ -440,7 +449,7 @@ def read_lead(model: ScoringModel, lead: LeadIn, as_of: datetime | None = None) 
         warnings.append(f"interactions: {future} after as_of not seen by this score")
     if not spec.interactions and types:
         warnings.append(f"interactions: {len(types)} ignored: this model was trained on a static export (attributes only)")
-    unknown = sorted({t for t in types if counted_as(t, spec) is None}) if spec.interactions else []
+    unknown = sorted(t for t in set(types) if counted_as(t, spec) is None) if spec.interactions else []
     if unknown:
         warnings.append(f"interactions: types outside the vocabulary counted as other: {_listed(unknown)}")
     if unused_properties:
