@@ -106,6 +106,7 @@ from serving.events import LEAD_RESPONSES, EventBatch, EventsOut, LeadScoreQuery
 from serving.metrics import label_metrics_by_route
 from serving.middleware import ApiKeyAuth, BodySizeLimit, JsonBodiesOnly, JsonNotFound, refusal
 from serving.schemas import ModelCard, ReloadOut, ReloadRequest, ScoreBatchOut, ScoreBatchRequest, ScoreRequest
+from serving.timeouts import cancel_timers_when_answered
 
 BUNDLE_ENV = env_name("bundle")
 
@@ -808,6 +809,8 @@ api.openapi = lambda: service_document(api, LeadScoring.openapi_spec.asdict())  
 
 # BentoML's traffic metrics, outside every middleware here, label requests by route, not raw path.
 label_metrics_by_route()
+# BentoML's request timeout lets go of each request once it is answered (`serving.timeouts`).
+cancel_timers_when_answered()
 
 # Outermost first: a request without a key is refused before its body is read; a path no route
 # serves is answered in the error shape of every other refusal.
