@@ -278,7 +278,7 @@ def evaluate(
 @app.command()
 def score(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output: .jsonl (full responses) or .csv (one row per lead); .csv or .parquet for a data folder.")],
-    input: Annotated[Path | None, typer.Option("--input", "-i", help="JSON lines, one lead per line as in POST /score's `lead`; or a data folder (leads + interactions tables), scored in batch. Default: the config's data: section, scored in batch.")] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="JSON lines, one lead per line as in POST /score's `lead`; or a data folder (leads + interactions tables), scored in batch; a folder of parts (leadscore prepare) is scored one part at a time. Default: the config's data: section, scored in batch.")] = None,
     bundle: BundleOption = None,
     config: ConfigOption = None,
     as_of: Annotated[str | None, typer.Option(help="Score as of this time: ISO 8601 (no zone means UTC), from 1970 to now, as the service's as_of. Default: now.")] = None,
@@ -292,6 +292,12 @@ def score(
 
     A data folder is validated like training data and scored in batch with vectorised features
     (the top reason per lead with --reasons): the way to score many leads.
+
+    A folder of parts (leads/part-*.parquet and interactions/part-*.parquet, each lead's
+    interactions in its own part, as `leadscore prepare` writes them) is streamed: each part is
+    read, validated, scored and appended to --out before the next one, so memory is bounded by
+    the largest part, not by the data. The validation report and the quarantine file cover
+    every part, as for a flat folder.
     """
     from model.scoring import read_as_of
     from training.workflow import load_model, read_config, score_folder, score_lines
@@ -303,14 +309,35 @@ def score(
     cfg = _run(read_config, config)
     model = _run(load_model, bundle, cfg)
     if input is None or input.is_dir():
+        from model.accounts import load_account_model
+
+        # A bundle folder with an account model also scores the accounts (a file beside --out).
+        account_model = _run(load_account_model, bundle) if bundle is not None else None
         _run(score_folder, input, out, model, when, reasons=reasons, language=language,
              engine=_engine(engine, scheduler), compiled=compiled, console=CONSOLE,
-             cfg=cfg if input is None else None)  # fmt: skip
+             cfg=cfg if input is None else None, account_model=account_model)  # fmt: skip
         return
     if engine is not Engine.local:
         _fail("--engine dask scores a data folder; a JSON-lines file is scored here, lead by lead")
     if _run(score_lines, input, out, model, when, reasons=reasons, language=language, console=CONSOLE):
         raise typer.Exit(code=1)
+
+
+@app.command()
+def prepare(
+    input: Annotated[Path, typer.Option("--input", "-i", help="A flat data folder: leads and interactions as .parquet, .csv or .csv.gz (docs/byo-data.md).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The folder of parts to write (leads/, interactions/, meta.json); must not hold parts yet.")],
+    parts: Annotated[int | None, typer.Option(min=1, help="How many parts. Default: one per 200,000 leads.")] = None,
+) -> None:
+    """Cut a data folder too big for memory into parts by lead id, for `leadscore score` to stream.
+
+    Rows are read in batches and moved to the part of a hash of their lead id, so every
+    interaction lands in its lead's part; nothing is judged or dropped here (a bad row is
+    reported when `score` validates its part). Memory stays at a few million rows.
+    """
+    from training.streaming import prepare_folder
+
+    _run(prepare_folder, input, out, parts, CONSOLE)
 
 
 @app.command()

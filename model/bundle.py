@@ -34,8 +34,10 @@ from features.labels import describe_driver, driver_of
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.compiled import COMPILE_MIN_ROWS, CompiledForest, CompileMode
+from model.hazard import HazardModel, HazardSettings
 from model.linear import LINEAR_FAMILY, LinearModel
 from model.treeshap import ExactContributions
+from model.trend import TrendThresholds
 
 BUNDLE_FORMAT = 1
 # A category level standing for "missing" when training kept missing as a level (static exports).
@@ -205,6 +207,16 @@ class BundleMeta(BaseModel):
         description="The fit and engagement scales; None in bundles trained before they existed (their scores have no "
         "sub-scores), and for models without both attribute and behaviour features.",
     )
+    hazard: HazardSettings | None = Field(
+        default=None,
+        description="The discrete-time hazard (hazard.txt, `model.hazard`): probabilities by horizon and expected days "
+        "to convert; None in bundles trained without it.",
+    )
+    trend: TrendThresholds | None = Field(
+        default=None,
+        description="Where a lead's 7-day score change makes it improving or declining, set on validation "
+        "(`model.trend`); None in bundles trained before it existed and for static exports (their scores have no trend).",
+    )
 
     def resolved_schema(self) -> LeadSchema:
         """The lead schema every scoring path applies: the stored one, or the feature spec's defaults."""
@@ -297,9 +309,14 @@ class Reason:
 class ScoringModel:
     """A loaded bundle: encodes features, predicts calibrated probabilities, explains them."""
 
-    def __init__(self, booster: lgb.Booster | LinearModel, meta: BundleMeta) -> None:
+    def __init__(self, booster: lgb.Booster | LinearModel, meta: BundleMeta, hazard: HazardModel | None = None) -> None:
         if model_family_of(booster) != meta.model_family:
             raise ValueError(f"bundle.json says model_family {meta.model_family}, the model is {model_family_of(booster)}")
+        if hazard is not None and meta.hazard != hazard.settings:
+            meta = meta.model_copy(update={"hazard": hazard.settings})
+        if hazard is None and meta.hazard is not None:
+            raise ValueError("bundle.json has hazard settings but no hazard model was given (hazard.txt)")
+        self.hazard = hazard
         self.booster = booster
         self.meta = meta
         self.spec = meta.feature_spec
@@ -327,8 +344,8 @@ class ScoringModel:
     def load(cls, directory: Path | str) -> ScoringModel:
         """Load a bundle folder; errors name the file and what is wrong.
 
-        Only bundle.json and model.txt are read: other files of the folder (report.html,
-        importance.json) are optional.
+        Only bundle.json and model.txt (and hazard.txt when bundle.json has `hazard`) are read:
+        other files of the folder (report.html, importance.json) are optional.
         """
         directory = Path(directory)
         meta_path = directory / META_FILE
@@ -350,7 +367,8 @@ class ScoringModel:
                 f"model bundle {directory}: {model_path.name} has {booster.num_feature()} features, "
                 f"bundle.json lists {len(meta.feature_names)}"
             )
-        return cls(booster, meta)
+        hazard = HazardModel.load(directory, meta.hazard) if meta.hazard is not None else None
+        return cls(booster, meta, hazard)
 
     def save(self, directory: Path | str) -> Path:
         """Write the bundle folder, with the smoke lead's probability as this model gives it (`meta.smoke`)."""
@@ -360,6 +378,8 @@ class ScoringModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / model_file_of(self.meta.model_family)))
+        if self.hazard is not None:
+            self.hazard.save(directory)
         (directory / META_FILE).write_text(self.meta.model_dump_json(indent=2))
         return directory
 
@@ -456,7 +476,12 @@ class ScoringModel:
 
     def with_subscore_scale(self, matrix: np.ndarray) -> ScoringModel:
         """This model with `meta.subscores` set from reference rows (`subscore_scale_of`)."""
-        return ScoringModel(self.booster, self.meta.model_copy(update={"subscores": self.subscore_scale_of(matrix)}))
+        return ScoringModel(self.booster, self.meta.model_copy(update={"subscores": self.subscore_scale_of(matrix)}), self.hazard)
+
+    def with_hazard(self, hazard: HazardModel | None) -> ScoringModel:
+        """This model with a hazard (`model.hazard`) over its own encoded features, or without one (None)."""
+        meta = self.meta if hazard is not None else self.meta.model_copy(update={"hazard": None})
+        return ScoringModel(self.booster, meta, hazard)
 
     def subscores(self, fit: float, engagement: float) -> tuple[int, int, SubScoreCell] | None:
         """A lead's fit and engagement sub-scores (0-100 percentiles) and its fit x engagement cell.

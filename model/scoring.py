@@ -25,7 +25,6 @@ from features.engine import (
     behaviour_matrix,
     build_event_index,
     counted_as,
-    lead_features,
     snapshot_features,
     type_slots,
 )
@@ -33,6 +32,7 @@ from features.labels import describe_driver, driver_of
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel, SubScoreCell
 from model.compiled import CompileMode
+from model.trend import TREND_LABELS, TREND_PAST_DAYS, TrendLabel, past_instants
 
 AttributeValue = str | int | float | bool | None
 
@@ -248,6 +248,29 @@ class ScoreOut(BaseModel):
         description="The fit x engagement cell: A/B/C the top/middle/bottom third of fit, 1/2/3 of engagement, "
         "thirds of the reference leads; null for bundles without the scale",
     )
+    trend: TrendLabel | None = Field(
+        default=None,
+        description="improving / steady / declining: the score now against the score 7 days before, by thresholds set "
+        "on validation leads at training time (model.trend); null when the lead did not exist 7 days before, or for "
+        "bundles without thresholds",
+    )
+    score_7d_ago: int | None = Field(
+        default=None,
+        description="0-100: the score 7 days before as_of, from the lead's history cut there (later events unseen); "
+        "null when the lead did not exist then, or for bundles without trend thresholds",
+    )
+    score_30d_ago: int | None = Field(default=None, description="0-100: the same 30 days before as_of")
+    probability_by_horizon: dict[str, float] | None = Field(
+        default=None,
+        description="Days after as_of (\"7\", \"30\", the model's horizon) -> the probability of converting within them, "
+        "from the bundle's discrete-time hazard (`model.hazard`; its horizon figure is the hazard's, not `probability`); "
+        "null for bundles without a hazard",
+    )
+    expected_days_to_convert: float | None = Field(
+        default=None,
+        description="Mean days from as_of to conversion given that the lead converts within the horizon (the hazard's "
+        "conversion-time distribution, constant hazard within each interval); null without a hazard or any chance",
+    )
 
 
 def creation_time(model: ScoringModel, lead: LeadIn) -> datetime:
@@ -328,15 +351,24 @@ def score_lead_with_features(
     Raises:
         LeadRejected: As `score_lead`.
     """
-    read = read_lead(model, lead, as_of)
-    rows = lead_features(read.created_s, read.attributes, read.times, read.types, read.as_of_s, model.spec, read.properties)
-    matrix = model.encode(rows)
-    if with_reasons:
-        contrib = model.contributions(matrix)
-        sums = _fit_engagement(model, matrix, contrib)
-        return _scored_row(model, read, rows, 0, float(contrib[0].sum()), contrib[0], _row_of(sums, 0), top_k, language)
-    sums = _fit_engagement(model, matrix, None)
-    return _scored_row(model, read, rows, 0, float(model.raw(matrix)[0]), None, _row_of(sums, 0), top_k, language)
+    # One lead is a batch of one: its rows now, 7 and 30 days before (the trend) in one matrix, one predict.
+    return score_read_leads(model, [read_lead(model, lead, as_of)], with_reasons=with_reasons, top_k=top_k, language=language)[0]
+
+
+When = tuple[dict[str, float], float | None] | None
+
+
+def _when(model: ScoringModel, matrix: np.ndarray) -> list[When]:
+    """Each row's probability by horizon and expected days to convert from the bundle's hazard; None per row without one."""
+    if model.hazard is None:
+        return [None] * len(matrix)
+    within, days = model.hazard.by_horizon(matrix)
+    keys = model.hazard.horizon_keys()
+    within = rounded_probability(within)
+    return [
+        ({k: float(p) for k, p in zip(keys, within[i], strict=True)}, None if np.isnan(days[i]) else round(float(days[i]), 2))
+        for i in range(len(matrix))
+    ]
 
 
 def _fit_engagement(model: ScoringModel, matrix: np.ndarray, contributions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -474,9 +506,10 @@ def _scored_row(
     fit_engagement: tuple[float, float] | None,
     top_k: int,
     language: str,
+    when: When = None,
 ) -> tuple[ScoreOut, dict[str, object]]:
     """The answer for row `i` of `rows` (the features of `read`): from its raw score, for reasons its contributions,
-    and for sub-scores its fit and engagement log-odds sums (`_fit_engagement`)."""
+    for sub-scores its fit and engagement log-odds sums (`_fit_engagement`), and for the horizons `_when`'s row."""
     warnings = list(read.warnings)
     unseen = []
     for name in model.meta.categorical_levels:
@@ -511,6 +544,8 @@ def _scored_row(
         fit=fit,
         engagement=engagement,
         cell=cell,
+        probability_by_horizon=when[0] if when is not None else None,
+        expected_days_to_convert=when[1] if when is not None else None,
     ), {**values, **dict.fromkeys(unseen, UNSEEN)}
 
 
@@ -539,23 +574,62 @@ def score_read_leads(
     """
     if not reads:
         return []
-    spec = model.spec
-    rows = lead_rows(reads, spec)
+    n = len(reads)
+    with_trend = model.meta.trend is not None
+    # Rows 0..n-1 are the leads now; with a trend, then n rows 7 days before and n 30 days before.
+    rows = lead_rows(reads, model.spec, with_past=with_trend)
     matrix = model.encode(rows)
-    if with_reasons:
-        contrib = model.contributions(matrix)
-        sums = _fit_engagement(model, matrix, contrib)
-        return [
-            _scored_row(model, r, rows, i, float(contrib[i].sum()), contrib[i], _row_of(sums, i), top_k, language)
-            for i, r in enumerate(reads)
-        ]
-    raw = model.raw(matrix)
-    sums = _fit_engagement(model, matrix, None)
-    return [_scored_row(model, r, rows, i, float(raw[i]), None, _row_of(sums, i), top_k, language) for i, r in enumerate(reads)]
+    when = _when(model, matrix[:n])
+    # One pass over every row (now and the past instants): contributions for reasons (the raw score
+    # is their sum), else the raw score; without reasons the sub-scores' contributions of the rows
+    # of now alone, when they cost about a prediction (`_fit_engagement`).
+    contrib = model.contributions(matrix) if with_reasons else None
+    raw = contrib.sum(axis=1) if contrib is not None else model.raw(matrix)
+    sums = _fit_engagement(model, matrix[:n], None if contrib is None else contrib[:n])
+    scored = [
+        _scored_row(model, r, rows, i, float(raw[i]), None if contrib is None else contrib[i], _row_of(sums, i), top_k, language,
+                    when[i])
+        for i, r in enumerate(reads)
+    ]  # fmt: skip
+    if with_trend:
+        past = past_scores(model, raw[n:], np.array([r.created_s for r in reads]), np.array([r.as_of_s for r in reads]))
+        for i, (out, _features) in enumerate(scored):
+            _set_trend(model, out, past[:, i])
+    return scored
 
 
-def lead_rows(reads: Sequence[LeadRead], spec: FeatureSpec) -> FeatureRows:
-    """The features of many read leads, one row each, from one event index: `lead_features` for a batch."""
+def past_scores(model: ScoringModel, raw_past: np.ndarray, created_s: np.ndarray, as_of_s: np.ndarray) -> np.ndarray:
+    """The leads' 0-100 scores at the trend's past instants (`model.trend.past_instants`), -1 where a lead did not exist yet.
+
+    Args:
+        model: The loaded bundle.
+        raw_past: Raw scores of the rows at the past instants: one block of n leads per instant.
+        created_s, as_of_s: Each lead's creation time and scoring time, epoch seconds.
+
+    Returns:
+        int (len(TREND_PAST_DAYS), n).
+    """
+    n = len(created_s)
+    scores = model.score_0_100(model.meta.calibration.apply(raw_past)).reshape(len(TREND_PAST_DAYS), n)
+    scores[past_instants(as_of_s) < np.asarray(created_s)[None, :]] = -1
+    return scores
+
+
+def _set_trend(model: ScoringModel, out: ScoreOut, past: np.ndarray) -> None:
+    # `past`: the lead's scores 7 and 30 days before (-1: it did not exist yet).
+    thresholds = model.meta.trend
+    assert thresholds is not None  # past scores are computed only with thresholds
+    week, month = (None if s < 0 else int(s) for s in past)
+    out.score_7d_ago, out.score_30d_ago = week, month
+    out.trend = thresholds.label(out.score, week)
+
+
+def lead_rows(reads: Sequence[LeadRead], spec: FeatureSpec, *, with_past: bool = False) -> FeatureRows:
+    """The features of many read leads, one row each, from one event index: `lead_features` for a batch.
+
+    With `with_past`, also each lead 7 and 30 days before its `as_of` (`model.trend.past_instants`:
+    its history cut there, later events unseen): rows 0..n-1 now, then n rows per past instant.
+    """
     counts = [len(r.times) for r in reads]
     codes = np.repeat(np.arange(len(reads), dtype=np.int64), counts)
     times = np.array([t for r in reads for t in r.times], dtype=np.int64)
@@ -574,10 +648,11 @@ def lead_rows(reads: Sequence[LeadRead], spec: FeatureSpec) -> FeatureRows:
         base_s=int(min(created.min(), times.min(initial=created.min()))),
         properties=properties,
     )
-    behaviour = behaviour_matrix(
-        index, np.arange(len(reads), dtype=np.int64), np.array([r.as_of_s for r in reads], dtype=np.int64), created, spec
-    )
-    return assemble_rows(spec, {c: [r.attributes.get(c) for r in reads] for c in spec.attribute_columns()}, behaviour)
+    as_of_s = np.array([r.as_of_s for r in reads], dtype=np.int64)
+    instants = np.concatenate([as_of_s, *past_instants(as_of_s)]) if with_past else as_of_s
+    k = len(instants) // len(reads)
+    behaviour = behaviour_matrix(index, np.tile(np.arange(len(reads), dtype=np.int64), k), instants, np.tile(created, k), spec)
+    return assemble_rows(spec, {c: [r.attributes.get(c) for r in reads] * k for c in spec.attribute_columns()}, behaviour)
 
 
 def rounded_probability(probability: np.ndarray) -> np.ndarray:
@@ -621,7 +696,17 @@ def schema_applied(model: ScoringModel, leads: pd.DataFrame, interactions: pd.Da
 
 TABLE_COLUMNS: tuple[str, ...] = (
     "lead_id", "as_of", "probability", "score", "tier", "mql", "model_version", "grid_points", "top_reason",
+    "fit", "engagement", "cell", "score_7d_ago", "score_30d_ago", "trend",
 )
+# With a hazard in the bundle, `score_table` adds `probability_within_{days}d` per horizon and `expected_days_to_convert`.
+HORIZON_COLUMN_PREFIX = "probability_within_"
+
+
+def table_columns(model: ScoringModel) -> list[str]:
+    """The columns `score_table` gives for this bundle: `TABLE_COLUMNS`, then the hazard's when it has one."""
+    if model.hazard is None:
+        return list(TABLE_COLUMNS)
+    return [*TABLE_COLUMNS, *(f"{HORIZON_COLUMN_PREFIX}{k}d" for k in model.hazard.horizon_keys()), "expected_days_to_convert"]
 
 
 def score_table(
@@ -656,7 +741,13 @@ def score_table(
 
     Returns:
         One row per scored lead, in the order of `leads`, with the columns `TABLE_COLUMNS`
-        (`top_reason` is None without reasons or when nothing lifts the score).
+        (`top_reason` is None without reasons or when nothing lifts the score); with a hazard
+        in the bundle, then `probability_within_{days}d` per horizon and `expected_days_to_convert`.
+        `fit`, `engagement` (nullable integers) and `cell` are `ScoreOut`'s, missing for a bundle
+        without the scale, or without reasons when contributions cost more than a prediction;
+        `score_7d_ago`, `score_30d_ago` and `trend` are `ScoreOut`'s too, from snapshots of the
+        leads at those instants in the same feature pass, missing where a lead did not exist yet
+        or the bundle has no trend thresholds.
     """
     as_of = _to_utc(as_of)
     stamp = pd.Timestamp(as_of)
@@ -668,15 +759,21 @@ def score_table(
     same = np.zeros(len(snapshots), dtype=np.int8)
     out = pd.DataFrame({"lead_id": snapshots["lead_id"], "as_of": pd.Categorical.from_codes(same, [as_of.isoformat()])})
     if scorable.empty:
-        return out.reindex(columns=list(TABLE_COLUMNS))
-    rows = snapshot_features(leads, interactions, snapshots, model.spec)
-    matrix = model.encode(rows)
+        return out.reindex(columns=table_columns(model))
+    n = len(snapshots)
+    # With a trend, the leads 7 and 30 days before (those created by then) follow the n rows of now.
+    past, past_at = _past_snapshots(scorable, stamp) if model.meta.trend is not None else (snapshots.iloc[:0], np.empty(0, np.int64))
+    rows_all = snapshot_features(leads, interactions, pd.concat([snapshots, past], ignore_index=True), model.spec)
+    matrix_all = model.encode(rows_all)
+    rows = FeatureRows({k: v[:n] for k, v in rows_all.categorical.items()}, {k: v[:n] for k, v in rows_all.numeric.items()})
+    matrix = matrix_all[:n]
     if with_reasons:
         contrib = model.contributions(matrix)
         raw = contrib.sum(axis=1)
+        raw_past = _batch_raw(model, matrix_all[n:], compiled)
     else:
-        forest = model.compiled_forest(len(matrix), compiled)
-        raw = model.raw(matrix) if forest is None else forest.raw(matrix)
+        raw_all = _batch_raw(model, matrix_all, compiled)
+        raw, raw_past = raw_all[:n], raw_all[n:]
     probability = model.meta.calibration.apply(raw)
     tiers = model.meta.tiers
     out["probability"] = rounded_probability(probability)
@@ -690,7 +787,72 @@ def score_table(
     values = {**rows.categorical, **rows.numeric}
     out["grid_points"] = grid.score_frame(pd.DataFrame({f: values[f] for f in grid.required_features() if f in values}))
     out["top_reason"] = strongest_reasons_up(model, contrib, rows, language) if with_reasons else [None] * len(out)
+    out["fit"], out["engagement"], out["cell"] = subscore_columns(model, _fit_engagement(model, matrix, contrib if with_reasons else None), n)
+    week = month = np.full(n, -1, dtype=np.int64)
+    if model.meta.trend is not None:
+        scores = np.full(2 * n, -1, dtype=np.int64)
+        scores[past_at] = model.score_0_100(model.meta.calibration.apply(raw_past))
+        week, month = scores[:n], scores[n:]
+        out["trend"] = pd.Categorical.from_codes(model.meta.trend.label_codes(out["score"].to_numpy(), week), categories=list(TREND_LABELS))
+    else:
+        out["trend"] = pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), categories=list(TREND_LABELS))
+    out["score_7d_ago"], out["score_30d_ago"] = (pd.arrays.IntegerArray(s, s < 0) for s in (week, month))
+    out = out[list(TABLE_COLUMNS)]
+    if model.hazard is not None:
+        within, days = model.hazard.by_horizon(matrix)
+        for j, key in enumerate(model.hazard.horizon_keys()):
+            out[f"{HORIZON_COLUMN_PREFIX}{key}d"] = rounded_probability(within[:, j])
+        out["expected_days_to_convert"] = np.round(days, 2)
     return out
+
+
+def _batch_raw(model: ScoringModel, matrix: np.ndarray, compiled: CompileMode) -> np.ndarray:
+    # Raw scores of a batch: the compiled forest when `compiled` and the batch size call for it.
+    forest = model.compiled_forest(len(matrix), compiled)
+    return model.raw(matrix) if forest is None else forest.raw(matrix)
+
+
+def _past_snapshots(scorable: pd.DataFrame, stamp: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
+    """The leads at the trend's past instants, those created by then: snapshots, and each one's position in (instant, lead) order.
+
+    Returns:
+        (`lead_id`, `as_of` rows: 7 days before, then 30 days before; for each row i * n + j,
+        instant i and lead j of `scorable`'s n).
+    """
+    lead_ids = scorable["lead_id"].to_numpy()
+    parts, positions = [], []
+    for i, instant in enumerate(stamp - pd.Timedelta(days=d) for d in TREND_PAST_DAYS):
+        existed = np.flatnonzero((scorable["created_at"] <= instant).to_numpy())
+        parts.append(pd.DataFrame({"lead_id": lead_ids[existed], "as_of": instant}))
+        positions.append(i * len(scorable) + existed)
+    return pd.concat(parts, ignore_index=True), np.concatenate(positions)
+
+
+def subscore_columns(
+    model: ScoringModel, sums: tuple[np.ndarray, np.ndarray] | None, n: int
+) -> tuple[pd.arrays.IntegerArray, pd.arrays.IntegerArray, pd.Categorical]:
+    """`ScoringModel.subscores` of many rows at once: fit and engagement (nullable 0-100) and the cell.
+
+    Args:
+        model: The loaded bundle.
+        sums: The rows' fit and engagement log-odds sums (`_fit_engagement`); None: no sub-scores.
+        n: Number of rows.
+    """
+    cells = ["A1", "A2", "A3", "B1", "B2", "B3", "C1", "C2", "C3"]
+    scale = model.meta.subscores
+    if scale is None or sums is None:
+        missing = pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
+        return missing, missing.copy(), pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), categories=cells)
+    fit, engagement = sums
+    none = np.zeros(n, dtype=bool)
+    percentiles = [
+        pd.arrays.IntegerArray(np.clip(np.searchsorted(q, v, side="right") - 1, 0, 100).astype(np.int64), none.copy())
+        for q, v in ((scale.fit_quantiles, fit), (scale.engagement_quantiles, engagement))
+    ]
+    # Thirds counted from the top: A/1 = 0 cuts below the value missed, C/3 = 2.
+    letter = 2 - (fit >= scale.fit_cuts[0]).astype(np.int8) - (fit >= scale.fit_cuts[1])
+    digit = 2 - (engagement >= scale.engagement_cuts[0]).astype(np.int8) - (engagement >= scale.engagement_cuts[1])
+    return percentiles[0], percentiles[1], pd.Categorical.from_codes(3 * letter + digit, categories=cells)
 
 
 def strongest_reasons_up(model: ScoringModel, contributions: np.ndarray, rows: FeatureRows, language: str = "en") -> list[str | None]:

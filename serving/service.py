@@ -97,6 +97,7 @@ from model.scoring import (
     score_read_leads,
 )
 from model.settings import DEFAULT_MAX_BODY_BYTES, Settings, env_name, load_settings
+from serving.accounts import ACCOUNT_RESPONSES, AccountModels, AccountQuery, AccountScoreOut, not_found, score_stored_account
 from serving.alerts import AlertDelivery, load_alert_config
 from serving.api import bearer, create_api, refusals, service_document
 from serving.auth import HUBSPOT_PATH, SALESFORCE_PATH, ApiKeys, load_api_keys
@@ -377,6 +378,7 @@ class LeadScoring:
         # What events and CRMs tell about leads, their last scores and the alert outbox (`model.leadstore`),
         # drained by a thread of this process (`serving.alerts`).
         self.lead_store: LeadStore = open_lead_store(lead_store_url(settings))
+        self.account_models = AccountModels()  # the served bundle's optional account model, loaded on first use
         alerts = load_alert_config(settings)
         self.alert_policy = alerts.policy()
         self.delivery = AlertDelivery(self.lead_store, alerts)
@@ -510,6 +512,27 @@ class LeadScoring:
         """Score a lead of the lead store from its stored history, as of now (or `as_of`), through the one
         feature definition; 404 naming it when the store has no such lead."""
         return self._score_stored(self.served.model, lead_id, query, "LeadScoreQuery", ("path", "lead_id"))
+
+    @api.get(
+        "/accounts/{account_id}", tags=TAGS, dependencies=KEY, response_model=AccountScoreOut,
+        responses={**refusals(400, 401, 403), **ACCOUNT_RESPONSES},
+    )  # fmt: skip
+    def account_score(self, account_id: str, query: Annotated[AccountQuery, Query()]) -> AccountScoreOut | Response:
+        """Score an account from its contacts in the lead store (serving.accounts): probability, tier, top reasons
+        and the contacts ranked by contribution; 404 when the store has no contact of it or the bundle no account model."""
+        served = self.served
+        account_model = self.account_models.of(served.bundle_dir, served.model)
+        if account_model is None:
+            return not_found("no_account_model", f"the bundle of model {served.model.meta.model_version} has no account model: "
+                             "train on data whose leads carry an account_id", [])  # fmt: skip
+        try:
+            out = score_stored_account(self.lead_store, served.model, account_model, account_id, query)
+        except LeadRejected as exc:
+            raise rejection("AccountQuery", [((*exc.field.split("."),), str(exc))]) from None
+        if out is None:
+            return not_found("unknown_account", f"no contact of account {account_id!r} in the lead store (send a group call with POST /events)",
+                             ["path", "account_id"])  # fmt: skip
+        return out
 
     def _score_stored(
         self, model: ScoringModel, lead_id: str, query: LeadScoreQuery, title: str, where: Location

@@ -450,6 +450,8 @@ class LeadsTable(BaseModel):
             order.
         observed_until: Exports with time: until when each lead's interactions are recorded
             (`ObservedUntil`); no snapshot is taken after it.
+        account_id: Column with the lead's account (its company): the contacts of one buying
+            group share it, and `leadscore train` then also trains the account model.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -460,6 +462,7 @@ class LeadsTable(BaseModel):
     outcome: Outcome
     order: str | OrderColumn | RowNumber | None = None
     observed_until: ObservedUntil | None = None
+    account_id: Annotated[str, Field(min_length=1)] | None = None
 
     @field_validator("order", mode="before")
     @classmethod
@@ -1211,6 +1214,8 @@ def _lead_plan(data: DataConfig) -> list[ColumnPlan]:
     observed = leads.observed_until
     if observed is not None and observed.column is not None:
         plan.append(ColumnPlan(observed.column, OBSERVED_UNTIL, "time", "data.leads.observed_until", time=observed.as_time_column()))
+    if leads.account_id is not None:
+        plan.append(ColumnPlan(leads.account_id, "account_id", "text", "data.leads.account_id"))
     from_tables = {t.prefix + c for t in data.attributes for c in t.columns}
     for column in cols.categorical:
         if column not in from_tables:

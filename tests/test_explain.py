@@ -242,10 +242,11 @@ def test_report_is_one_offline_page_with_every_part(explanations, training_resul
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "@import" not in page
     assert not re.search(r"url\((?!#)", page)  # only references inside the page (SVG clip paths)
-    assert page.count("<svg") == 5  # gains, lift, calibration, tiers, drivers
+    assert page.count("<svg") == 6  # gains, lift, calibration, tiers, fit x engagement cells, drivers
     meta = training_result.model.meta
     for text in (meta.model_version, meta.trained_at, "more conversions out of every", "Gains", "Lift",
-                 "Calibration", "Conversion rate per tier", "What drives the score", "Your grid against what the data says"):
+                 "Calibration", "Conversion rate per tier", "What drives the score", "Your grid against what the data says",
+                 "Fit and engagement", "<h2>Trend</h2>"):
         assert text in page, text
     for rule in meta.grid.rules:
         assert rule.label in page
@@ -272,7 +273,7 @@ def test_cli_report_writes_the_page(trained_bundle: Path, simulated_dir: Path, t
     assert result.exit_code == 0, result.output
     assert "learned grid" in result.output
     page = out.read_text()
-    assert page.count("<svg") == 5
+    assert page.count("<svg") == 6
     assert ScoringModel.load(trained_bundle).meta.model_version in page
 
 

@@ -39,7 +39,7 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars",
     "--remote-debugging-port=0",  # Chromium picks a free port and writes it to DevToolsActivePort
 ]
-N_CHARTS = 5  # gains, lift, calibration, tiers, drivers
+N_CHARTS = 6  # gains, lift, calibration, tiers, fit x engagement cells, drivers
 
 
 @pytest.fixture(scope="module")

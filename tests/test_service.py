@@ -226,7 +226,8 @@ async def test_score_of_a_good_lead(client: httpx.AsyncClient, bundle_env: Path)
     body = response.json()
     assert set(body) == {
         "lead_id", "as_of", "probability", "score", "tier", "mql", "reasons", "point_grid", "warnings", "model_version",
-        "fit", "engagement", "cell",
+        "fit", "engagement", "cell", "probability_by_horizon", "expected_days_to_convert",
+        "trend", "score_7d_ago", "score_30d_ago",
     }  # fmt: skip
     assert body["model_version"] == read_meta(bundle_env)["model_version"]
     assert body["as_of"] == "2024-05-01T00:00:00Z"

@@ -154,7 +154,7 @@ def query_within_rules(case: Any) -> Any:
 
 OPERATIONS = [
     ("POST", "/score"), ("POST", "/score_batch"), ("GET", "/model"), ("GET", "/report"), ("GET", "/importance"),
-    ("POST", "/admin/reload"), ("POST", "/events"), ("GET", "/leads/{lead_id}/score"), ("GET", "/livez"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+    ("POST", "/admin/reload"), ("POST", "/events"), ("GET", "/leads/{lead_id}/score"), ("GET", "/accounts/{account_id}"), ("GET", "/livez"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
 ]  # fmt: skip
 
 

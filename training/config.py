@@ -44,6 +44,8 @@ class LightGBMParams(BaseModel):
     cat_l2: float = Field(default=10.0, ge=0)
     # Numeric features whose increase may never lower the score (e.g. time on the website).
     monotone_increasing: list[str] = Field(default_factory=list)
+    # Numeric features whose increase may never raise the score (e.g. days since the last demo request).
+    monotone_decreasing: list[str] = Field(default_factory=list)
     max_rounds: int = Field(default=2000, ge=1)
     early_stopping_rounds: int = Field(default=150, ge=1)
     num_threads: int = 0

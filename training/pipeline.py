@@ -75,6 +75,8 @@ class TrainingResult:
     candidate: Candidate | None = None
     rounds: int = 0
     selection: dict[str, Any] | None = None
+    # Each test snapshot's trend label (`training.trend.snapshot_trends`); None without thresholds.
+    test_trend: np.ndarray | None = None
 
 
 def _content_bytes(frame: pd.DataFrame) -> bytes:
@@ -298,18 +300,25 @@ def lightgbm_params(config: TrainingConfig, feature_names: list[str] | None = No
 
     Args:
         config: Training settings.
-        feature_names: The model's features, in order; needed for `monotone_increasing`.
+        feature_names: The model's features, in order; needed for `monotone_increasing` and `monotone_decreasing`.
 
     Raises:
-        ValueError: `monotone_increasing` names a feature the model does not have.
+        ValueError: `monotone_increasing` or `monotone_decreasing` names a feature the model does
+            not have, or both name one.
     """
     params = config.lightgbm
     monotone = {}
-    if params.monotone_increasing:
-        unknown = [f for f in params.monotone_increasing if f not in (feature_names or [])]
-        if unknown:
-            raise ValueError(f"training.lightgbm.monotone_increasing: {unknown} are not features of this model")
-        monotone = {"monotone_constraints": [int(f in params.monotone_increasing) for f in feature_names or []]}
+    if params.monotone_increasing or params.monotone_decreasing:
+        for key in ("monotone_increasing", "monotone_decreasing"):
+            unknown = [f for f in getattr(params, key) if f not in (feature_names or [])]
+            if unknown:
+                raise ValueError(f"training.lightgbm.{key}: {unknown} are not features of this model")
+        both = sorted(set(params.monotone_increasing) & set(params.monotone_decreasing))
+        if both:
+            raise ValueError(f"training.lightgbm: {both} are in both monotone_increasing and monotone_decreasing")
+        monotone = {"monotone_constraints": [
+            int(f in params.monotone_increasing) - int(f in params.monotone_decreasing) for f in feature_names or []
+        ]}  # fmt: skip
     return {
         "objective": "binary",
         "metric": "binary_logloss",
@@ -667,10 +676,18 @@ def run_training(
     )
     # Fit and engagement are placed among the same latest leads as the score, by this model's own contributions.
     model = ScoringModel(model_fit, meta).with_subscore_scale(fit.matrix[recent])
+    # Trend thresholds from the 7-day score changes of the validation snapshots (`training.trend`).
+    from training.trend import snapshot_trends, validation_trend_thresholds, with_trend_thresholds
+
+    model = with_trend_thresholds(model, validation_trend_thresholds(model, data, valid_s, valid.matrix, build_features))
+    test_trend = snapshot_trends(model, data, test_s, test.matrix, build_features)
+    lap("trend")
     split = {
         **boundaries,
         "n_snapshots": meta.training["n_snapshots"],
         "data_end": data_end.isoformat(),
         "data_end_source": data.data_end_source,
     }
-    return TrainingResult(model, metrics, split, train, valid, test, timings, logistic, fit, candidate, int(rounds), chosen_how)
+    return TrainingResult(
+        model, metrics, split, train, valid, test, timings, logistic, fit, candidate, int(rounds), chosen_how, test_trend
+    )

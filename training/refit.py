@@ -104,4 +104,12 @@ def refit_on_matured(
                      "measured_on": measured_window(result, data), "served": served},
     }  # fmt: skip
     # Fit and engagement are placed among the rows of the score scale, by the refit model's own contributions.
-    return ScoringModel(booster, meta.model_copy(update=update)).with_subscore_scale(matrix[recent])
+    served_model = ScoringModel(booster, meta.model_copy(update=update)).with_subscore_scale(matrix[recent])
+    # Trend thresholds on the refit model's own 7-day score changes of the validation snapshots (`training.trend`).
+    from training.trend import validation_trend_thresholds, with_trend_thresholds
+
+    valid = result.valid.snapshots
+    thresholds = validation_trend_thresholds(
+        served_model, data, valid, served_model.encode(build_features(data.leads, data.interactions, valid, spec)), build_features
+    )
+    return with_trend_thresholds(served_model, thresholds)

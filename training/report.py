@@ -46,6 +46,8 @@ from training.drivers import driver_contributions, global_drivers
 from training.learned_grid import LearnedGrid, compare_with_grid, learn_grid, sample_rows
 from training.metrics import CAPTURE_TOP_SHARE, gains_curve, lift_curve
 from training.pipeline import TrainingResult
+from training.report_segments import cell_table, cells_chart, trend_table
+from training.trend import snapshot_trends
 
 LEARNED_GRID_FILE = "learned_grid.yaml"
 TOP_DRIVERS = 10
@@ -70,6 +72,8 @@ class ReportInputs:
         data: Data window: first_created_at, last_created_at, data_end (ISO).
         served_through: The served model learned from snapshots up to this time (ISO), when it
             was refit after the test period measured the method (`training.refit`).
+        test_trend: Each test snapshot's trend label or None (`training.trend.snapshot_trends`);
+            None when the model has no trend thresholds.
     """
 
     model: ScoringModel
@@ -83,6 +87,7 @@ class ReportInputs:
     test_start: str
     data: dict[str, str]
     served_through: str | None = None
+    test_trend: np.ndarray | None = None
 
 
 def _concat_rows(parts: Sequence[FeatureRows]) -> FeatureRows:
@@ -105,6 +110,7 @@ def inputs_from_training(result: TrainingResult) -> ReportInputs:
         fit_matrix=np.vstack([result.train.matrix, result.valid.matrix]),
         fit_y=np.concatenate([result.train.y, result.valid.y]),
         test_start=str(result.split["test_start"]),
+        test_trend=result.test_trend,
         data={k: str(data[k]) for k in ("first_created_at", "last_created_at", "data_end")},
     )
 
@@ -155,6 +161,7 @@ def inputs_from_dataset(model: ScoringModel, data: Dataset, offsets_days: Sequen
         fit_y=fit["label"].to_numpy(),
         test_start=test_start.isoformat(),
         served_through=served.get("trained_through"),
+        test_trend=snapshot_trends(model, data, test, test_matrix),
         data={
             "first_created_at": data.leads["created_at"].min().isoformat(),
             "last_created_at": data.leads["created_at"].max().isoformat(),
@@ -436,6 +443,9 @@ def render_html(
         "tiers": _tier_chart(tiers, overall),
         "drivers": _drivers_chart(drivers["drivers"]),
     }
+    cells = cell_table(model, inputs.test_matrix, y, inputs.test_lead_ids)
+    if cells is not None:
+        charts["cells"] = cells_chart(cells, _svg)
     template = _report_environment().get_template("report.html.j2")
     return template.render(
         css=Markup(_CSS),
@@ -468,6 +478,9 @@ def render_html(
         odds_step=_odds_step(overall, 1.0),
         comparison=comparison,
         mapping=list(zip(mapping_points, (float(q) for q in mapping), strict=True)),
+        cells=cells,
+        trends=trend_table(inputs.test_trend, y, inputs.test_lead_ids),
+        trend_thresholds=meta.trend,
     )
 
 

@@ -34,6 +34,7 @@ from model.registry import (
 from training import plots
 from training.config import ProjectConfig
 from training.gate import BEST_CHAMPION_TAG, FORCED_TAG, ChampionOnRows, GateDecision, gate_decision, gate_evidence
+from training.hazard import flat_metrics as hazard_flat_metrics
 from training.leakage import LeakageReport
 from training.pipeline import TrainingResult
 from training.report import Explanations, explain, inputs_from_training, write_bundle_files
@@ -348,6 +349,9 @@ def log_training_run(
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         _log_model_and_metrics(config, model, result.metrics)
+        if model.hazard is not None:  # the hazard's test-period figures (`training.hazard`)
+            mlflow.log_metrics(hazard_flat_metrics(model.hazard.settings.metrics))
+            mlflow.log_param("hazard.trees", model.hazard.settings.trees)
         for step, seconds in result.timings.items():
             mlflow.log_metric(f"seconds.{step}", seconds)
         mlflow.log_dict(result.metrics, "metrics.json")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import numpy as np
 import pandas as pd
 
+from features.accounts import ACCOUNT_ID
 from features.contract import ContractError, Dataset, StaticDataset
 from features.grid import PointGrid
 from features.spec import FeatureSpec
@@ -31,6 +32,7 @@ from training.config import ConfigError, ProjectConfig, TrainingConfig, load_con
 from training.selection_config import Candidate
 
 if TYPE_CHECKING:
+    from model.accounts import AccountModel
     from sources.loader import ProjectData
     from training.leakage import GuardInput, LeakageReport
 
@@ -306,6 +308,7 @@ def train(request: TrainRequest, console: Console) -> None:
     from tqdm import tqdm
 
     from training.drift import drift_report
+    from training.hazard import fit_when
     from training.leakage import guard_input_for_dataset
     from training.metrics import metrics_table
     from training.pipeline import NotEnoughDataError, run_training
@@ -354,11 +357,15 @@ def train(request: TrainRequest, console: Console) -> None:
                                       selection=cfg.training.selection)
                 # The test period measured the method; the served model learns from every matured label.
                 served = refit_on_matured(result, dataset, spec, cfg.training, **{k: v for k, v in hooks.items() if k == "build_features"})
+                # When: a hazard over the same periods, measured on the test period, refit as the served model is.
+                served, _when, when_line = fit_when(result, served, dataset, spec, cfg.training, truth,
+                                                    **{k: v for k, v in hooks.items() if k == "build_features"})  # fmt: skip
         except NotEnoughDataError as error:
             raise WorkflowError(f"refusing to train: {error}") from error
     n_test = cast(dict[str, int], result.split["n_snapshots"])["test"]
     console.say(f"\nTest period from {str(result.split['test_start'])[:10]}: {n_test} snapshots")
     console.say(metrics_table(result.metrics))
+    console.say(when_line)
     console.say(dates_sentence(served.meta.training) or "")
     drift = drift_report(result.train.rows, result.test.rows, spec, cfg.training.seed)
     changed = {**drift.to_dict(), "actions": drift.actions(result.candidate or Candidate(family="lightgbm"),
@@ -384,6 +391,12 @@ def train(request: TrainRequest, console: Console) -> None:
         )
     if request.bundle_out and explanations is not None:
         served.save(request.bundle_out)
+        if ACCOUNT_ID in dataset.leads.columns:
+            from training.accounts import train_accounts_for_bundle
+
+            accounts = train_accounts_for_bundle(dataset, spec, cfg.training, data if cfg.data is None else None, console.say)
+            if accounts is not None:
+                accounts.model.save(request.bundle_out)
         write_bundle_files(explanations, request.bundle_out)
         console.say(f"bundle saved to {request.bundle_out} (with report.html, importance.json, learned_grid.yaml)")
     if request.mlflow:
@@ -822,12 +835,27 @@ def score_folder(
     compiled: CompileMode,
     console: Console,
     cfg: ProjectConfig | None = None,
-) -> pd.DataFrame:
-    """`leadscore score` on a data folder, or on the config's `data:` section: validated tables in, one row per lead out."""
+    account_model: AccountModel | None = None,
+) -> pd.DataFrame | None:
+    """`leadscore score` on a data folder, or on the config's `data:` section: validated tables in, one row per lead out.
+
+    A folder of parts (`sources.partitioned`, `leadscore prepare`) is read, validated and scored
+    one part at a time (`training.streaming`); None is returned then, the rows being in `out` only.
+    """
     from model.scoring import score_table
+    from sources.partitioned import is_partitioned
 
     if out.suffix not in (".csv", ".parquet"):
         raise WorkflowError(f"--out {out}: a data folder is scored to .csv or .parquet")
+    if data is not None and (cfg is None or cfg.data is None) and is_partitioned(data):
+        from training.streaming import score_parts_folder
+
+        score_parts_folder(data, out, model, as_of or datetime.now(UTC), reasons=reasons, language=language,
+                           engine=engine, compiled=compiled, console=console)
+        if account_model is not None:
+            # Parts are cut by lead, so an account's leads may be in several parts.
+            console.warn("account scores not written: a folder of parts is scored lead by lead; score a flat folder for them")
+        return None
     if cfg is not None and cfg.data is not None:
         dataset = read_timed(cfg, data, model.spec, console)
     elif data is None:
@@ -846,6 +874,13 @@ def score_folder(
         table.to_csv(out, index=False)
     later = len(dataset.leads) - len(table)
     console.say(f"scored {len(table)} leads to {out}" + (f"; {later} created after as_of not scored" if later else ""))
+    if account_model is not None and ACCOUNT_ID in dataset.leads.columns:
+        from model.accounts import account_scores_table
+
+        accounts = account_scores_table(account_model, model, dataset.leads, dataset.interactions, pd.Timestamp(when))
+        accounts_out = out.with_name(f"{out.stem}_accounts{out.suffix}")
+        accounts.to_parquet(accounts_out, index=False) if out.suffix == ".parquet" else accounts.to_csv(accounts_out, index=False)
+        console.say(f"scored {len(accounts)} accounts to {accounts_out}")
     return table
 
 
@@ -899,9 +934,10 @@ def score_lines(
 
 
 def _flat_score(response: dict[str, Any]) -> dict[str, Any]:
-    # One CSV row of a /score response: the headline fields, the grid's points and the top reason.
+    # One CSV row of a /score response: the headline fields, the grid's points and the top reason, then
+    # the sub-scores and the trend (the columns of `model.scoring.TABLE_COLUMNS`, in its order).
     up = (response.get("reasons") or {}).get("up") or []
     return {k: response[k] for k in ("lead_id", "as_of", "probability", "score", "tier", "mql", "model_version")} | {
         "grid_points": response["point_grid"]["points"],
         "top_reason": up[0].get("label") if up else None,
-    }
+    } | {k: response[k] for k in ("fit", "engagement", "cell", "score_7d_ago", "score_30d_ago", "trend")}
