@@ -177,6 +177,26 @@ def explanations(training_result):
 
 
 @pytest.fixture(scope="session")
+def account_training():
+    """The account model trained on 2,000 simulated accounts: (simulation, validated data, result)."""
+    from features.contract import validate
+    from simulator.accounts import simulate_accounts, true_account_conversion_probability
+    from training.accounts import run_account_training
+    from training.config import ProjectConfig
+
+    sim = simulate_accounts(2000, seed=3)
+    config = ProjectConfig()
+    config.training.n_bootstrap = 50
+    config.training.seed = 3
+    data = validate(sim.leads, sim.interactions, config.features, sim.export_at)
+    result = run_account_training(
+        data.leads, data.interactions, config.features, config.training, data.data_end, accounts=sim.accounts,
+        oracle=lambda snaps, h: true_account_conversion_probability(sim.truth, snaps["account_id"], snaps["as_of"], h),
+    )  # fmt: skip
+    return sim, data, result
+
+
+@pytest.fixture(scope="session")
 def bundle_with_report(training_result, explanations, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of the trained bundle with report.html, importance.json and learned_grid.yaml."""
     from training.report import write_bundle_files

@@ -20,7 +20,6 @@ from features.accounts import (
     account_snapshot_times,
     buying_role,
 )
-from features.contract import validate
 from features.snapshots import conversion_labels
 from leadscore.cli import app as cli
 from model.accounts import load_account_model, score_accounts
@@ -34,8 +33,6 @@ from simulator.accounts import (
     write_account_simulation,
 )
 from simulator.funnel import simulate
-from training.accounts import run_account_training
-from training.config import ProjectConfig
 
 HORIZON = 90.0
 
@@ -50,19 +47,7 @@ def small_sim():
     return simulate_accounts(600, seed=5)
 
 
-@pytest.fixture(scope="module")
-def account_training():
-    """The account model trained on 2,000 simulated accounts (the size the assertions below hold at)."""
-    sim = simulate_accounts(2000, seed=3)
-    config = ProjectConfig()
-    config.training.n_bootstrap = 50
-    config.training.seed = 3
-    data = validate(sim.leads, sim.interactions, config.features, sim.export_at)
-    result = run_account_training(
-        data.leads, data.interactions, config.features, config.training, data.data_end, accounts=sim.accounts,
-        oracle=lambda snaps, h: true_account_conversion_probability(sim.truth, snaps["account_id"], snaps["as_of"], h),
-    )  # fmt: skip
-    return sim, data, result
+# `account_training` (2,000 simulated accounts, the size the assertions below hold at): tests/conftest.py.
 
 
 # -- the simulator ---------------------------------------------------------------------------

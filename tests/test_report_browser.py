@@ -39,19 +39,37 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars",
     "--remote-debugging-port=0",  # Chromium picks a free port and writes it to DevToolsActivePort
 ]
-N_CHARTS = 6  # gains, lift, calibration, tiers, fit x engagement cells, drivers
+N_CHARTS = 7  # gains, lift, calibration, tiers, fit x engagement cells, accounts, drivers
+
+
+@pytest.fixture(scope="module")
+def report_bundle(bundle_with_report: Path, training_result, account_training, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's bundle, its report rendered with the accounts section of a real account model."""
+    import dataclasses
+    import shutil
+
+    from model.bundle import REPORT_FILE
+    from training.report import explain, inputs_from_training
+    from training.report_accounts import account_section
+
+    folder = tmp_path_factory.mktemp("report_with_accounts") / "bundle"
+    shutil.copytree(bundle_with_report, folder)
+    _sim, _data, accounts = account_training
+    inputs = dataclasses.replace(inputs_from_training(training_result), accounts=account_section(accounts))
+    (folder / REPORT_FILE).write_text(explain(inputs).html, encoding="utf-8")
+    return folder
 
 
 @pytest.fixture(scope="module")
 def server_url(
-    bundle_with_report: Path, tmp_path_factory: pytest.TempPathFactory, service_env: dict[str, str]
+    report_bundle: Path, tmp_path_factory: pytest.TempPathFactory, service_env: dict[str, str]
 ) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("report_server")
     log = workdir / "server.log"
     env = {
         **os.environ,
         **service_env,  # API keys: /report and /importance need the role score
-        "LEADSCORE_BUNDLE": str(bundle_with_report),
+        "LEADSCORE_BUNDLE": str(report_bundle),
         "BENTOML_HOME": str(workdir / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "true",
     }
@@ -153,7 +171,9 @@ def rendered(server_url: str, browser: DevTools, artifacts_dir: Path, service_ke
             });
             const images = [...document.images].map(i => ({src: i.src.slice(0, 60), drawn: i.complete && i.naturalWidth > 0}));
             const canvases = [...document.querySelectorAll("canvas")].map(c => ({width: c.width, height: c.height}));
-            return {charts, images, canvases, title: document.title,
+            const tables = Object.fromEntries([...document.querySelectorAll("table[id]")].map(t => [t.id, t.rows.length]));
+            const sections = [...document.querySelectorAll("h2")].map(h => h.innerText);
+            return {charts, images, canvases, tables, sections, title: document.title,
                     headline: (document.querySelector(".headline") || {}).innerText || "",
                     height: document.documentElement.scrollHeight};
         })()"""
@@ -170,11 +190,11 @@ def rendered(server_url: str, browser: DevTools, artifacts_dir: Path, service_ke
     return {"page": page, "events": list(browser.events), "screenshot": screenshot, "documents": documents}
 
 
-def test_report_endpoint_serves_the_bundle_s_html(server_url: str, bundle_with_report: Path, service_keys) -> None:
+def test_report_endpoint_serves_the_bundle_s_html(server_url: str, report_bundle: Path, service_keys) -> None:
     response = httpx.get(f"{server_url}/report", timeout=30, headers=service_keys.header("score"))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert response.text == (bundle_with_report / "report.html").read_text(encoding="utf-8")
+    assert response.text == (report_bundle / "report.html").read_text(encoding="utf-8")
 
 
 def test_importance_endpoint_serves_the_drivers(server_url: str, bundle_with_report: Path, service_keys) -> None:
@@ -219,3 +239,16 @@ def test_screenshot_is_kept(rendered: dict[str, Any]) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert width == 1280 and height >= 2000, (width, height)
+
+
+def test_the_issue_15_sections_drew(rendered: dict[str, Any]) -> None:
+    page = rendered["page"]
+    for section in ("Fit and engagement", "Trend", "Accounts"):
+        assert section in page["sections"], page["sections"]
+    labels = [chart["label"] for chart in page["charts"]]
+    assert "Conversion rate per fit and engagement cell" in labels
+    assert "Account model and roll-ups: ROC AUC on the test accounts" in labels
+    assert page["tables"]["cells"] == 4  # a header and the fit thirds A, B, C
+    assert page["tables"]["trend"] >= 3  # a header and at least two labels seen in the test period
+    assert page["tables"]["account-gains"] == 3  # a header, the max and the noisy-or roll-ups
+    assert page["tables"]["top-accounts"] == 11  # a header and the ten accounts ranked first

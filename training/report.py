@@ -46,6 +46,7 @@ from training.drivers import driver_contributions, global_drivers
 from training.learned_grid import LearnedGrid, compare_with_grid, learn_grid, sample_rows
 from training.metrics import CAPTURE_TOP_SHARE, gains_curve, lift_curve
 from training.pipeline import TrainingResult
+from training.report_accounts import AccountSection, accounts_chart
 from training.report_segments import cell_table, cells_chart, trend_table
 from training.trend import snapshot_trends
 
@@ -74,6 +75,8 @@ class ReportInputs:
             was refit after the test period measured the method (`training.refit`).
         test_trend: Each test snapshot's trend label or None (`training.trend.snapshot_trends`);
             None when the model has no trend thresholds.
+        accounts: The account model on its test accounts beside the roll-ups
+            (`training.report_accounts.account_section`); None without an account model.
     """
 
     model: ScoringModel
@@ -88,6 +91,7 @@ class ReportInputs:
     data: dict[str, str]
     served_through: str | None = None
     test_trend: np.ndarray | None = None
+    accounts: AccountSection | None = None
 
 
 def _concat_rows(parts: Sequence[FeatureRows]) -> FeatureRows:
@@ -446,6 +450,8 @@ def render_html(
     cells = cell_table(model, inputs.test_matrix, y, inputs.test_lead_ids)
     if cells is not None:
         charts["cells"] = cells_chart(cells, _svg)
+    if inputs.accounts is not None:
+        charts["accounts"] = accounts_chart(inputs.accounts, _svg)
     template = _report_environment().get_template("report.html.j2")
     return template.render(
         css=Markup(_CSS),
@@ -481,6 +487,7 @@ def render_html(
         cells=cells,
         trends=trend_table(inputs.test_trend, y, inputs.test_lead_ids),
         trend_thresholds=meta.trend,
+        accounts=inputs.accounts,
     )
 
 

@@ -377,13 +377,20 @@ def train(request: TrainRequest, console: Console) -> None:
         write_metrics_json(result, request.metrics_out)
         console.say(f"metrics written to {request.metrics_out}")
     explanations = None
+    accounts = None
+    if request.bundle_out and ACCOUNT_ID in dataset.leads.columns:
+        from training.accounts import train_accounts_for_bundle
+
+        accounts = train_accounts_for_bundle(dataset, spec, cfg.training, data if cfg.data is None else None, console.say)
     if request.bundle_out or request.mlflow:
         from training.report import explain, inputs_from_training, write_bundle_files
+        from training.report_accounts import account_section
 
         # Computed once: written into the bundle folder and logged with the MLflow run.
         explanations = explain(
-            dataclasses.replace(inputs_from_training(result), served_through=served.meta.training["served"]["trained_through"])
-        )
+            dataclasses.replace(inputs_from_training(result), served_through=served.meta.training["served"]["trained_through"],
+                                accounts=account_section(accounts) if accounts is not None else None)
+        )  # fmt: skip
         console.say(
             "learned grid ROC AUC on the test period: "
             f"{explanations.roc_auc['learned_grid']:.3f} (model {explanations.roc_auc['model']:.3f}, "
@@ -391,12 +398,8 @@ def train(request: TrainRequest, console: Console) -> None:
         )
     if request.bundle_out and explanations is not None:
         served.save(request.bundle_out)
-        if ACCOUNT_ID in dataset.leads.columns:
-            from training.accounts import train_accounts_for_bundle
-
-            accounts = train_accounts_for_bundle(dataset, spec, cfg.training, data if cfg.data is None else None, console.say)
-            if accounts is not None:
-                accounts.model.save(request.bundle_out)
+        if accounts is not None:
+            accounts.model.save(request.bundle_out)
         write_bundle_files(explanations, request.bundle_out)
         console.say(f"bundle saved to {request.bundle_out} (with report.html, importance.json, learned_grid.yaml)")
     if request.mlflow:
