@@ -67,6 +67,18 @@ def service_env(service_keys: ServiceKeys, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """The event loop of every async test and fixture (anyio's pytest plugin)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def lead_store_url(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], str]:
+    """`lead_store_url(name)`: the URL of a new SQLite lead store, for a module's service."""
+    return lambda name: f"sqlite:///{tmp_path_factory.mktemp(name) / 'leads.db'}"
+
+
+@pytest.fixture(scope="session")
 def service_app():
     """The service's ASGI app, one per test session: BentoML registers Prometheus metrics when
     an app first runs, and a second app in the same process fails with "Duplicated timeseries".

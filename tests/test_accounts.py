@@ -38,11 +38,6 @@ HORIZON = 90.0
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def small_sim():
     return simulate_accounts(600, seed=5)
 
@@ -221,8 +216,8 @@ def account_bundle(trained_bundle: Path, account_training, tmp_path_factory: pyt
 
 
 @pytest.fixture(scope="module")
-def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('accounts') / 'leads.db'}"
+def store_url(lead_store_url) -> str:
+    return lead_store_url("accounts")
 
 
 @pytest.fixture(scope="module")

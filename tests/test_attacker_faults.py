@@ -47,11 +47,6 @@ def a_lead(lead_id: str = "L-1", **changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def score_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("attacks") / "logs" / "scores.db"
 

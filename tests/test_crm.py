@@ -290,11 +290,6 @@ def test_crm_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def crm_env(trained_bundle: Path, service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     workdir = tmp_path_factory.mktemp("crm")
     return {

@@ -30,13 +30,8 @@ AS_OF = "2025-03-01T00:00:00Z"
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('events') / 'leads.db'}"
+def store_url(lead_store_url) -> str:
+    return lead_store_url("events")
 
 
 @pytest.fixture(scope="module")

@@ -102,11 +102,6 @@ def test_an_older_bundle_still_scores_without_sub_scores(trained_bundle: Path, t
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 async def client(trained_bundle: Path, start_service) -> AsyncIterator[httpx.AsyncClient]:
     """The session's ASGI app started on the trained bundle, called with a key of role score."""
     async with start_service(trained_bundle) as http:

@@ -219,19 +219,13 @@ def test_score_and_the_batch_table_carry_the_horizons(when, simulated_dataset) -
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def hazard_bundle(when, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return when[0].save(tmp_path_factory.mktemp("hazard") / "bundle")
 
 
 @pytest.fixture(scope="module")
-async def client(hazard_bundle: Path, start_service, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
-    store = f"sqlite:///{tmp_path_factory.mktemp('hazard-store') / 'leads.db'}"
-    async with start_service(hazard_bundle, LEADSCORE_LEAD_STORE=store) as http:
+async def client(hazard_bundle: Path, start_service, lead_store_url) -> AsyncIterator[httpx.AsyncClient]:
+    async with start_service(hazard_bundle, LEADSCORE_LEAD_STORE=lead_store_url('hazard-store')) as http:
         yield http
 
 

@@ -114,14 +114,8 @@ def test_vectorised_scores_leads_at_different_times(training_result, simulated_b
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-async def client(trained_bundle: Path, start_service, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
-    store = f"sqlite:///{tmp_path_factory.mktemp('store') / 'leads.db'}"
-    async with start_service(trained_bundle, LEADSCORE_LEAD_STORE=store) as http:
+async def client(trained_bundle: Path, start_service, lead_store_url) -> AsyncIterator[httpx.AsyncClient]:
+    async with start_service(trained_bundle, LEADSCORE_LEAD_STORE=lead_store_url('store')) as http:
         yield http
 
 

@@ -66,11 +66,6 @@ def service(bundle_env: Path) -> LeadScoring:
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 async def client(trained_bundle: Path, start_service) -> AsyncIterator[httpx.AsyncClient]:
     """The session's ASGI app started on the trained bundle, called with a key of role score."""
     async with start_service(trained_bundle) as http:

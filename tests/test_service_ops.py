@@ -61,11 +61,6 @@ def relabelled(bundle: Path, destination: Path, model_version: str, **meta_chang
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def ops(tmp_path_factory: pytest.TempPathFactory, trained_bundle: Path) -> dict[str, Path]:
     """Folders of this module: the bundle it serves (a copy, so reloads can replace it), and its score log."""
     root = tmp_path_factory.mktemp("ops")

@@ -29,11 +29,6 @@ def live_timers() -> int:
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 async def client(trained_bundle: Path, start_service) -> AsyncIterator[httpx.AsyncClient]:
     async with start_service(trained_bundle) as http:
         yield http

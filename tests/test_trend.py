@@ -205,14 +205,8 @@ def test_json_lines_to_csv_carry_the_columns(trained_bundle: Path, model: Scorin
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-async def client(trained_bundle: Path, start_service, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
-    store = f"sqlite:///{tmp_path_factory.mktemp('trend') / 'leads.db'}"
-    async with start_service(trained_bundle, LEADSCORE_LEAD_STORE=store) as http:
+async def client(trained_bundle: Path, start_service, lead_store_url) -> AsyncIterator[httpx.AsyncClient]:
+    async with start_service(trained_bundle, LEADSCORE_LEAD_STORE=lead_store_url('trend')) as http:
         yield http
 
 
