@@ -197,7 +197,8 @@ def behaviour_matrix(
         last_rel = index.type_key[np.minimum(np.maximum(seen_last, 0), index.type_key.size - 1)] & _TIME_MAX
     else:
         last_rel = np.zeros_like(seen_last)
-    days_since = np.where(total > 0, (rel_now[:, None] - last_rel) / SECONDS_PER_DAY, np.nan)
+    never = np.nan if spec.never_seen_days is None else spec.never_seen_days
+    days_since = np.where(total > 0, (rel_now[:, None] - last_rel) / SECONDS_PER_DAY, never)
 
     per_type = np.empty((n_snap, n_types, n_win + 2), dtype=np.float64)
     per_type[:, :, :n_win] = in_window[:, :n_types, :]

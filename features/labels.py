@@ -504,9 +504,12 @@ def describe_bucket(
     missing = low is None and high is None
     for event_type in spec.interaction_types:
         if feature == recency_feature(event_type):
-            if missing:
+            never = spec.never_seen_days
+            if missing or (never is not None and low is not None and low >= never):
                 return f"{title}{sep}{'jamais' if fr else 'never'}"
             ago = _range(low, high, True, language)
+            if never is not None and (high is None or high > never):  # "never" is the far end of the range
+                return f"{title}{sep}{f'la dernière il y a {ago} jours, ou jamais' if fr else f'last one {ago} days ago, or never'}"
             return f"{title}{sep}{f'la dernière il y a {ago} jours' if fr else f'last one {ago} days ago'}"
         if feature == count_feature(event_type, None):
             where = f"{title} depuis la création" if fr else f"{title} since the lead was created"

@@ -135,6 +135,12 @@ class FeatureSpec(BaseModel):
             max over none is missing.
         property_labels: Property -> language ("en", "fr") -> its label; without one, labels
             are generated from the property's name.
+        never_seen_days: `days_since_<type>` of a type the lead has not shown by the snapshot.
+            None leaves it missing. A number beyond any real recency (`NEVER_SEEN_DAYS`, 100
+            years) orders "never" after every "last one d days ago", which a monotone
+            constraint on the recency needs (`training.lightgbm.monotone_decreasing`): LightGBM
+            does not order a missing value against numbers, so the first event of a type could
+            lower the score. `leadscore.yaml` sets it when such a constraint is declared.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -152,6 +158,7 @@ class FeatureSpec(BaseModel):
     type_labels: dict[str, dict[Literal["en", "fr"], TypeLabel]] = Field(default_factory=dict)
     properties: dict[str, list[PropertyAggregate]] = Field(default_factory=dict)
     property_labels: dict[str, dict[Literal["en", "fr"], PropertyLabel]] = Field(default_factory=dict)
+    never_seen_days: float | None = Field(default=None, gt=0)
 
     @field_validator("properties")
     @classmethod

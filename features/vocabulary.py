@@ -44,6 +44,10 @@ ENGAGEMENT_WEIGHTS: dict[str, float] = {
 
 DEFAULT_WINDOWS_DAYS: tuple[int, ...] = (7, 30, 90)
 DEFAULT_HALFLIFE_DAYS: float = 14.0
+# `days_since_<type>` of a type never shown, when the spec orders "never" after every real
+# recency (`FeatureSpec.never_seen_days`): 100 years.
+NEVER_SEEN_DAYS: float = 36_500.0
+RECENCY_PREFIX = "days_since_"
 
 EMAIL_DOMAIN_KIND = "email_domain_kind"
 EMAIL_DOMAIN_KINDS: tuple[str, ...] = ("corporate", "free", "disposable", "invalid")
@@ -73,8 +77,8 @@ def count_feature(event_type: str, window_days: int | None) -> str:
 
 
 def recency_feature(event_type: str) -> str:
-    """Name of the days since the last `event_type` event (NaN when there was none)."""
-    return f"days_since_{type_slug(event_type)}"
+    """Name of the days since the last `event_type` event (none: missing, or `FeatureSpec.never_seen_days`)."""
+    return f"{RECENCY_PREFIX}{type_slug(event_type)}"
 
 
 # A type split by a categorical column (`split_by`) is "<type>__<value slug>"; a split the

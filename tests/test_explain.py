@@ -135,6 +135,21 @@ def test_bucket_labels(feature: str, low: float | None, high: float | None, engl
     assert describe_bucket(feature, low, high, SPEC, language) == {"en": english, "fr": french}[language]
 
 
+@pytest.mark.parametrize(
+    ("low", "high", "english"),
+    [
+        (0, 7, "Demo requests: last one 0–6 days ago"),
+        (30, None, "Demo requests: last one 30 or more days ago, or never"),
+        (30, 20_000, "Demo requests: last one 30–19,999 days ago"),
+        (36_500, None, "Demo requests: never"),
+    ],
+)
+def test_a_recency_that_reads_never_as_a_number_says_never(low: float, high: float | None, english: str) -> None:
+    # With features.never_seen_days, "never" is the far end of the recency's range, not a missing value.
+    spec = SPEC.model_copy(update={"never_seen_days": 36_500.0})
+    assert describe_bucket("days_since_demo_request", low, high, spec, "en") == english
+
+
 def test_reason_points_are_probability_points(training_result) -> None:
     """A reason's contribution is 100 * (p - p without the driver's log-odds), as documented."""
     model, rows, matrix = training_result.model, training_result.test.rows, training_result.test.matrix

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from benchmarks.bench_model import example_lead
 from features.engine import snapshot_features
+from features.vocabulary import NEVER_SEEN_DAYS, recency_feature
 from model.bundle import META_FILE, ScoringModel
 from model.scoring import TABLE_COLUMNS, LeadIn, ScoreOut, score_lead, score_table
 from model.trend import TREND_LABEL_DAYS, TrendThresholds, trend_thresholds_from_changes
@@ -250,17 +251,44 @@ def monotone_model(simulated_dataset) -> ScoringModel:
     from training.config import ProjectConfig
     from training.pipeline import run_training
 
-    config = ProjectConfig()
-    config.training.n_bootstrap = 0
-    spec = config.features
     up, down = set(), set()
     for event_type in POSITIVE_TYPES:
-        raises, lowers = positive_signal_features(spec, event_type)
+        raises, lowers = positive_signal_features(ProjectConfig().features, event_type)
         up.update(raises)
         down.update(lowers)
-    config.training.lightgbm.monotone_increasing = sorted(up)
-    config.training.lightgbm.monotone_decreasing = sorted(down)
-    return run_training(simulated_dataset, spec, config.training, load_grid(config.training.grid)).model
+    # As leadscore.yaml declares it: the config then orders "never" after every recency.
+    config = ProjectConfig.model_validate({"training": {
+        "n_bootstrap": 0, "lightgbm": {"monotone_increasing": sorted(up), "monotone_decreasing": sorted(down)},
+    }})  # fmt: skip
+    assert config.features.never_seen_days == NEVER_SEEN_DAYS
+    return run_training(simulated_dataset, config.features, config.training, load_grid(config.training.grid)).model
+
+
+def test_a_constrained_recency_without_a_never_value_is_refused_by_name(simulated_dataset) -> None:
+    from sources.grids import load_grid
+    from training.config import ProjectConfig
+    from training.pipeline import run_training
+
+    config = ProjectConfig()
+    config.training.lightgbm.monotone_decreasing = [recency_feature("pricing_page_view")]  # set after the config was read
+    assert config.features.never_seen_days is None
+    with pytest.raises(ValueError, match=r"monotone_decreasing: \['days_since_pricing_page_view'\].*features\.never_seen_days"):
+        run_training(simulated_dataset, config.features, config.training, load_grid(config.training.grid))
+
+
+def test_never_seen_days_is_the_recency_of_a_type_never_shown_on_both_paths(model: ScoringModel) -> None:
+    spec = model.spec.model_copy(update={"never_seen_days": NEVER_SEEN_DAYS})
+    created = AS_OF - 20 * DAY
+    lead = _lead("L-never", created, [{"type": "pricing_page_view", "occurred_at": (created + 3 * DAY).isoformat()}])
+    from model.scoring import lead_rows, read_lead
+
+    row = lead_rows([read_lead(model, lead, AS_OF)], spec).row(0)
+    assert row[recency_feature("pricing_page_view")] == pytest.approx(17.0)
+    for event_type in spec.interaction_types:
+        if event_type != "pricing_page_view":
+            assert row[recency_feature(event_type)] == NEVER_SEEN_DAYS, event_type
+    missing = lead_rows([read_lead(model, lead, AS_OF)], model.spec).row(0)
+    assert all(np.isnan(missing[recency_feature(t)]) for t in spec.interaction_types if t != "pricing_page_view")
 
 
 def test_the_monotone_model_has_exactly_the_positive_signals_it_was_constrained_on(monotone_model: ScoringModel, model: ScoringModel) -> None:
@@ -307,12 +335,6 @@ def test_the_trend_is_monotone_as_positive_signals_are_added(monotone_model: Sco
     _assert_monotone_replay(monotone_model, age_days, events, seen_at_creation=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LightGBM's monotone constraints do not order a missing value against numbers: the first event of a type "
-    "turns days_since_<type> from missing into a number, and a split may send missing to the recent side "
-    "(found: a first pricing page view 10 days before lowered the score then from 98 to 97)",
-)
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(age_days=st.integers(1, 120), events=positive_events)
 def test_the_trend_is_monotone_from_the_first_positive_signal(monotone_model: ScoringModel, age_days: int, events: list[tuple[str, float]]) -> None:

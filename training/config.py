@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from features.snapshots import DEFAULT_HORIZON_DAYS, DEFAULT_OFFSETS_DAYS
 from features.spec import FeatureSpec, VocabularyRule
+from features.vocabulary import NEVER_SEEN_DAYS, RECENCY_PREFIX
 from model.registry import RegistryConfig
 from sources.grids import is_builtin_grid
 from sources.loader import CONFIG_FOLDER, DataConfig
@@ -20,6 +21,11 @@ from training.gate import GateConfig
 from training.selection_config import SelectionConfig
 
 DEFAULT_CONFIG_FILE = Path("leadscore.yaml")
+
+
+def constrained_recencies(monotone_decreasing: list[str]) -> list[str]:
+    """The recency features (`days_since_<type>`) among monotone-decreasing ones."""
+    return [f for f in monotone_decreasing if f.startswith(RECENCY_PREFIX)]
 
 
 class LightGBMParams(BaseModel):
@@ -133,6 +139,14 @@ class ProjectConfig(BaseModel):
             # An export as it comes: its own event types become feature families (features.learn_types).
             derived = derived.model_copy(update={"learn_types": VocabularyRule()})
         self.features = derived
+        return self
+
+    @model_validator(mode="after")
+    def _never_seen_after_every_recency(self) -> ProjectConfig:
+        # A recency constrained decreasing needs "never" ordered after every real recency
+        # (features.never_seen_days), or the first event of a type could lower the score.
+        if self.features.never_seen_days is None and constrained_recencies(self.training.lightgbm.monotone_decreasing):
+            self.features = self.features.model_copy(update={"never_seen_days": NEVER_SEEN_DAYS})
         return self
 
 

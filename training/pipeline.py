@@ -30,9 +30,10 @@ from features.grid import PointGrid
 from features.schema import lead_schema_for
 from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
 from features.spec import FeatureSpec
+from features.vocabulary import NEVER_SEEN_DAYS
 from model.bundle import BundleMeta, Calibration, ScoringModel, Tiers, content_hash, encode_matrix, model_family_of
 from model.monitoring import reference_distribution
-from training.config import TrainingConfig
+from training.config import TrainingConfig, constrained_recencies
 from training.metrics import scorer_metrics
 from training.selection_config import Candidate, SelectionConfig
 
@@ -509,6 +510,14 @@ def run_training(
         The bundle-ready model, per-scorer test metrics and the split frames.
     """
     say = progress or (lambda _msg: None)
+    recencies = constrained_recencies(config.lightgbm.monotone_decreasing)
+    if recencies and spec.never_seen_days is None:
+        # LightGBM does not order a missing value against numbers: the first event of a type
+        # would turn the missing recency into a number on either side of a split.
+        raise ValueError(
+            f"training.lightgbm.monotone_decreasing: {recencies} are missing for a type never shown, which a monotone "
+            f"constraint cannot order; set features.never_seen_days (e.g. {NEVER_SEEN_DAYS:g}, what leadscore.yaml sets)"
+        )
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
