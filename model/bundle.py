@@ -16,6 +16,7 @@ module depends on `features` only, so serving never imports training.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from collections.abc import Sequence
@@ -557,7 +558,8 @@ _CELLS: dict[str, SubScoreCell] = {
 
 def _percentile(quantiles: list[float], value: float) -> int:
     # As `score_0_100`: the number of reference quantiles at or below the value, less one, in 0..100.
-    rank = int(np.searchsorted(quantiles, value, side="right")) - 1
+    # bisect on the stored list: np.searchsorted would convert the list to an array on every call.
+    rank = bisect.bisect_right(quantiles, value) - 1
     return min(max(rank, 0), SUBSCORE_QUANTILES - 1)
 
 
