@@ -168,6 +168,25 @@ def training_result(simulated_dir: Path, simulated_dataset):
 
 
 @pytest.fixture(scope="session")
+def when_fit(training_result, simulated_dataset, simulated_dir: Path):
+    """The trained model with a hazard fit on the same periods (served over the measured model's encoding), and the fit."""
+    from simulator.funnel import read_truth, true_conversion_probability
+    from training.config import ProjectConfig
+    from training.hazard import fit_when
+
+    truth = read_truth(simulated_dir / "truth.csv")
+    config = ProjectConfig()
+    config.training.n_bootstrap = 50
+
+    def oracle(snaps, days: float):
+        return true_conversion_probability(truth, snaps["lead_id"].to_numpy(), snaps["as_of"], days)
+
+    model, fit, line = fit_when(training_result, training_result.model, simulated_dataset, config.features, config.training, oracle)
+    assert fit is not None, line
+    return model, fit
+
+
+@pytest.fixture(scope="session")
 def trained_bundle(training_result, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of a bundle trained on the simulated set."""
     return training_result.model.save(tmp_path_factory.mktemp("bundle") / "bundle")

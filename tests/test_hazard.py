@@ -18,7 +18,7 @@ from benchmarks.bench_model import example_lead
 from model.bundle import META_FILE, ScoringModel
 from model.hazard import HAZARD_FILE, expected_days, within_days
 from model.scoring import HORIZON_COLUMN_PREFIX, TABLE_COLUMNS, LeadIn, score_lead, score_table, table_columns
-from training.hazard import fit_when, interval_ends_for, paired_auc_difference, person_period, weighted_roc_auc
+from training.hazard import interval_ends_for, paired_auc_difference, person_period, weighted_roc_auc
 
 T0 = pd.Timestamp("2024-01-01T00:00:00Z")
 ENDS = [7.0, 14.0, 30.0]
@@ -127,21 +127,9 @@ def test_weighted_roc_auc_is_scikit_learn_s_with_sample_weights_ties_included() 
 
 
 @pytest.fixture(scope="module")
-def when(training_result, simulated_dataset, simulated_dir: Path):
-    """The trained model with a hazard fit on the same periods (served over the measured model's encoding)."""
-    from simulator.funnel import read_truth, true_conversion_probability
-    from training.config import ProjectConfig
-
-    truth = read_truth(simulated_dir / "truth.csv")
-    config = ProjectConfig()
-    config.training.n_bootstrap = 50
-
-    def oracle(snaps: pd.DataFrame, days: float) -> np.ndarray:
-        return true_conversion_probability(truth, snaps["lead_id"].to_numpy(), snaps["as_of"], days)
-
-    model, fit, line = fit_when(training_result, training_result.model, simulated_dataset, config.features, config.training, oracle)
-    assert fit is not None, line
-    return model, fit
+def when(when_fit):
+    """The trained model with a hazard fit on the same periods (conftest's `when_fit`)."""
+    return when_fit
 
 
 def test_the_hazard_ranks_like_the_main_model_and_is_calibrated_at_short_horizons(when) -> None:
@@ -254,3 +242,29 @@ async def test_the_service_answers_probability_by_horizon(client: httpx.AsyncCli
     stored = await client.get(f"/leads/{lead['lead_id']}/score", params={"as_of": AS_OF, "explain": "false"})
     assert stored.status_code == 200, stored.text
     assert stored.json()["probability_by_horizon"] == expected.probability_by_horizon
+
+
+def test_the_curve_and_the_report_section_come_from_the_same_test_rows(when, training_result) -> None:
+    import dataclasses
+
+    from training.report import explain, inputs_from_training
+    from training.report_when import when_section
+
+    _model, fit = when
+    curve, ibs = fit.metrics["curve"], fit.metrics["integrated_brier"]
+    assert curve["days"] == list(range(1, 91))
+    for name in ("observed", "hazard", "oracle"):
+        assert len(curve[name]) == 90 and (np.diff(curve[name]) >= -1e-12).all(), name  # shares converted by day
+    # The last day's observed share is the horizon's conversion rate on the integrated Brier's rows.
+    horizon = fit.metrics["horizons"]["90"]
+    assert ibs["n_snapshots"] == horizon["n_snapshots"]
+    assert curve["observed"][-1] == pytest.approx(horizon["n_conversions"] / horizon["n_snapshots"])
+    assert abs(curve["hazard"][-1] - curve["observed"][-1]) < 0.03  # calibrated over the horizon
+
+    section = when_section(fit.metrics)
+    assert section is not None and [h["days"] for h in section.horizons] == ["7", "30", "90"]
+    html = explain(dataclasses.replace(inputs_from_training(training_result), when=section)).html
+    assert "<h2>When</h2>" in html and html.count("days</td>") >= 3
+    assert f"{horizon['hazard']['roc_auc']['value']:.3f}" in html
+    assert "<h2>When</h2>" not in explain(inputs_from_training(training_result)).html  # no hazard, no section
+    assert when_section({"horizons": {}, "integrated_brier": {}}) is None  # metrics saved before the curve was kept

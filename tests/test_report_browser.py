@@ -39,23 +39,27 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars",
     "--remote-debugging-port=0",  # Chromium picks a free port and writes it to DevToolsActivePort
 ]
-N_CHARTS = 7  # gains, lift, calibration, tiers, fit x engagement cells, accounts, drivers
+N_CHARTS = 9  # gains, lift, calibration, tiers, fit x engagement cells, when (curve, AUC), accounts, drivers
 
 
 @pytest.fixture(scope="module")
-def report_bundle(bundle_with_report: Path, training_result, account_training, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's bundle, its report rendered with the accounts section of a real account model."""
+def report_bundle(
+    bundle_with_report: Path, training_result, account_training, when_fit, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The session's bundle, its report rendered with the accounts section of a real account model and the hazard's when section."""
     import dataclasses
     import shutil
 
     from model.bundle import REPORT_FILE
     from training.report import explain, inputs_from_training
     from training.report_accounts import account_section
+    from training.report_when import when_section
 
     folder = tmp_path_factory.mktemp("report_with_accounts") / "bundle"
     shutil.copytree(bundle_with_report, folder)
     _sim, _data, accounts = account_training
-    inputs = dataclasses.replace(inputs_from_training(training_result), accounts=account_section(accounts))
+    inputs = dataclasses.replace(inputs_from_training(training_result), accounts=account_section(accounts),
+                                 when=when_section(when_fit[1].metrics))  # fmt: skip
     (folder / REPORT_FILE).write_text(explain(inputs).html, encoding="utf-8")
     return folder
 
@@ -243,11 +247,14 @@ def test_screenshot_is_kept(rendered: dict[str, Any]) -> None:
 
 def test_the_issue_15_sections_drew(rendered: dict[str, Any]) -> None:
     page = rendered["page"]
-    for section in ("Fit and engagement", "Trend", "Accounts"):
+    for section in ("Fit and engagement", "Trend", "When", "Accounts"):
         assert section in page["sections"], page["sections"]
     labels = [chart["label"] for chart in page["charts"]]
     assert "Conversion rate per fit and engagement cell" in labels
     assert "Account model and roll-ups: ROC AUC on the test accounts" in labels
+    assert "When leads convert: share converted by day, observed and predicted" in labels
+    assert "Timing model and main model: ROC AUC per horizon" in labels
+    assert page["tables"]["when"] == 4  # a header and the 7-, 30- and 90-day horizons
     assert page["tables"]["cells"] == 4  # a header and the fit thirds A, B, C
     assert page["tables"]["trend"] >= 3  # a header and at least two labels seen in the test period
     assert page["tables"]["account-gains"] == 3  # a header, the max and the noisy-or roll-ups

@@ -243,7 +243,8 @@ def evaluate_hazard(
     Returns:
         ``{"horizons": {"7": {"n_snapshots", "n_conversions", "hazard"|"model"|"oracle":
         {"roc_auc": {value, ci_low, ci_high}, "brier": {...}}}}, "integrated_brier": {"days",
-        "n_snapshots", "hazard"|"oracle": {value, ci_low, ci_high}}}``; the main model's
+        "n_snapshots", "hazard"|"oracle": {value, ci_low, ci_high}}, "curve": {"days", "observed",
+        "hazard"|"oracle": [mean P(within day)]}}`` (the curve on the integrated Brier's rows); the main model's
         `brier` is that of a horizon probability, comparable at the horizon only.
     """
     as_of = pd.DatetimeIndex(snapshots["as_of"])
@@ -280,6 +281,9 @@ def evaluate_hazard(
         per_row = ((curve - y_days) ** 2).mean(axis=1)
         ibs[name] = grouped_mean_interval(per_row, groups[rows], n_bootstrap=n_bootstrap, seed=seed)
     out["integrated_brier"] = ibs
+    # When they convert, on the same rows: the share converted by each day beside the mean P(within day).
+    out["curve"] = {"days": days.tolist(), "observed": y_days.mean(axis=0).tolist(),
+                    **{name: curve.mean(axis=0).tolist() for name, curve in curves.items()}}  # fmt: skip
     return out
 
 

@@ -48,6 +48,8 @@ from training.metrics import CAPTURE_TOP_SHARE, gains_curve, lift_curve
 from training.pipeline import TrainingResult
 from training.report_accounts import AccountSection, accounts_chart
 from training.report_segments import cell_table, cells_chart, trend_table
+from training.report_when import SCORER_NAMES as WHEN_SCORERS
+from training.report_when import WhenSection, when_auc_chart, when_curve_chart, when_section
 from training.trend import snapshot_trends
 
 LEARNED_GRID_FILE = "learned_grid.yaml"
@@ -77,6 +79,8 @@ class ReportInputs:
             None when the model has no trend thresholds.
         accounts: The account model on its test accounts beside the roll-ups
             (`training.report_accounts.account_section`); None without an account model.
+        when: The timing model's test-period figures (`training.report_when.when_section`);
+            None: read from the model's hazard when it has one.
     """
 
     model: ScoringModel
@@ -92,6 +96,7 @@ class ReportInputs:
     served_through: str | None = None
     test_trend: np.ndarray | None = None
     accounts: AccountSection | None = None
+    when: WhenSection | None = None
 
 
 def _concat_rows(parts: Sequence[FeatureRows]) -> FeatureRows:
@@ -452,6 +457,10 @@ def render_html(
         charts["cells"] = cells_chart(cells, _svg)
     if inputs.accounts is not None:
         charts["accounts"] = accounts_chart(inputs.accounts, _svg)
+    when = inputs.when or when_section(meta.hazard.metrics if meta.hazard is not None else None)
+    if when is not None:
+        charts["when_curve"] = when_curve_chart(when, _svg)
+        charts["when_auc"] = when_auc_chart(when, _svg)
     template = _report_environment().get_template("report.html.j2")
     return template.render(
         css=Markup(_CSS),
@@ -488,6 +497,8 @@ def render_html(
         trends=trend_table(inputs.test_trend, y, inputs.test_lead_ids),
         trend_thresholds=meta.trend,
         accounts=inputs.accounts,
+        when=when,
+        when_names=WHEN_SCORERS,
     )
 
 

@@ -358,7 +358,7 @@ def train(request: TrainRequest, console: Console) -> None:
                 # The test period measured the method; the served model learns from every matured label.
                 served = refit_on_matured(result, dataset, spec, cfg.training, **{k: v for k, v in hooks.items() if k == "build_features"})
                 # When: a hazard over the same periods, measured on the test period, refit as the served model is.
-                served, _when, when_line = fit_when(result, served, dataset, spec, cfg.training, truth,
+                served, when, when_line = fit_when(result, served, dataset, spec, cfg.training, truth,
                                                     **{k: v for k, v in hooks.items() if k == "build_features"})  # fmt: skip
         except NotEnoughDataError as error:
             raise WorkflowError(f"refusing to train: {error}") from error
@@ -385,11 +385,13 @@ def train(request: TrainRequest, console: Console) -> None:
     if request.bundle_out or request.mlflow:
         from training.report import explain, inputs_from_training, write_bundle_files
         from training.report_accounts import account_section
+        from training.report_when import when_section
 
         # Computed once: written into the bundle folder and logged with the MLflow run.
         explanations = explain(
             dataclasses.replace(inputs_from_training(result), served_through=served.meta.training["served"]["trained_through"],
-                                accounts=account_section(accounts) if accounts is not None else None)
+                                accounts=account_section(accounts) if accounts is not None else None,
+                                when=when_section(when.metrics) if when is not None else None)
         )  # fmt: skip
         console.say(
             "learned grid ROC AUC on the test period: "
