@@ -267,4 +267,11 @@ def test_the_curve_and_the_report_section_come_from_the_same_test_rows(when, tra
     assert "<h2>When</h2>" in html and html.count("days</td>") >= 3
     assert f"{horizon['hazard']['roc_auc']['value']:.3f}" in html
     assert "<h2>When</h2>" not in explain(inputs_from_training(training_result)).html  # no hazard, no section
+    # Real data has no oracle: the section renders without its column, its curve and its Brier.
+    real = json.loads(json.dumps(fit.metrics))
+    for entry in (*real["horizons"].values(), real["integrated_brier"], real["curve"]):
+        entry.pop("oracle")
+    html = explain(dataclasses.replace(inputs_from_training(training_result), when=when_section(real))).html
+    when_html = html[html.index("<h2>When</h2>"):html.index("<h2>Accounts</h2>") if "<h2>Accounts</h2>" in html else None]
+    assert "<table id=\"when\">" in when_html and "simulated truth" not in when_html
     assert when_section({"horizons": {}, "integrated_brier": {}}) is None  # metrics saved before the curve was kept
