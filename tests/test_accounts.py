@@ -203,6 +203,32 @@ def test_account_model_round_trip(account_training, tmp_path: Path) -> None:
         load_account_model(tmp_path)
 
 
+def test_the_served_account_model_learns_from_every_matured_account(account_training, tmp_path: Path) -> None:
+    from training.accounts import refit_account_model
+    from training.config import ProjectConfig
+
+    sim, data, result = account_training
+    config = ProjectConfig()
+    config.training.seed = 3  # as the fixture's measured run
+    served = refit_account_model(result, data.leads, data.interactions, config.features, config.training, data.data_end, sim.accounts)
+    trained, measured = served.meta.training["served"], result.model.meta
+    cutoff = data.data_end - pd.Timedelta(days=HORIZON)
+    assert trained["labels_through"] == cutoff.isoformat()
+    # It learned from the test period's accounts too, never from a label still open at the data end.
+    assert pd.Timestamp(result.split["test_start"]) < pd.Timestamp(trained["trained_through"]) <= cutoff
+    assert trained["n_snapshots"] >= measured.training["n_fit_snapshots"] + len(result.test.y)
+    # The measured settings carry over; the figures stay the measured model's.
+    assert served.booster.current_iteration() == measured.training["trees"]
+    assert served.meta.calibration == measured.calibration and served.meta.tiers == measured.tiers
+    assert served.meta.metrics == measured.metrics and served.meta.feature_names == measured.feature_names
+    p = served.probability(served.matrix(result.test.rows))
+    assert ((p > 0) & (p < 1)).all()
+    assert pd.Series(p).corr(pd.Series(result.test.scores["account_model"]), method="spearman") > 0.8
+    loaded = load_account_model(served.save(tmp_path))
+    assert loaded is not None and loaded.meta.training["served"] == trained
+    np.testing.assert_allclose(loaded.probability(loaded.matrix(result.test.rows)), p)
+
+
 # -- shipping: the endpoint and the accounts file --------------------------------------------
 
 

@@ -23,6 +23,7 @@ the account oracle; 95 % bootstrap intervals resample whole accounts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -189,6 +190,62 @@ def _account_folds(account_ids: np.ndarray, seed: int) -> dict[str, int]:
     return dict(zip(unique.tolist(), fold.tolist(), strict=True))
 
 
+def _account_params(config: TrainingConfig) -> dict[str, Any]:
+    # Fewer rows than lead snapshots: smaller leaves than the lead model's.
+    return {**lightgbm_params(config), "min_child_samples": min(config.lightgbm.min_child_samples, 50)}
+
+
+def _columns(frames: AccountFrames, attributes: tuple[list[str], list[str]]) -> tuple[list[str], dict[str, list[str]], list[int]]:
+    """The account model's feature names, its category levels (those of `frames`) and the categorical positions."""
+    categorical = [ACCOUNT_ATTRIBUTE_PREFIX + c for c in attributes[0]]
+    names = [*categorical, *ACCOUNT_FEATURES, *(ACCOUNT_ATTRIBUTE_PREFIX + c for c in attributes[1])]
+    levels = {name: sorted({v for v in frames.rows.categorical[name] if v is not None}) for name in categorical}
+    return names, levels, list(range(len(categorical)))
+
+
+def _matured_snapshots(table: pd.DataFrame, config: TrainingConfig, data_end: pd.Timestamp) -> pd.DataFrame:
+    """Account snapshots whose label window closed by `data_end`, with their 0/1 label."""
+    snaps = account_snapshot_times(table, config.snapshot_offsets_days, matured_label_cutoff(data_end, config.horizon_days))
+    snaps["label"] = conversion_labels(snaps.rename(columns={ACCOUNT_ID: "lead_id"}), table.rename(columns={ACCOUNT_ID: "lead_id"}), config.horizon_days)
+    return snaps
+
+
+def _company_attributes(leads: pd.DataFrame, spec: FeatureSpec) -> tuple[list[str], list[str]]:
+    """The company's attributes (categorical, numeric): those its contacts agree on, among `leads`."""
+    company = account_level_attributes(leads, [*spec.categorical, *spec.numeric])
+    return [c for c in company if c in spec.categorical], [c for c in company if c in spec.numeric]
+
+
+def _cross_fitted_frames(
+    learn_from: pd.DataFrame,
+    leads: pd.DataFrame,
+    interactions: pd.DataFrame,
+    snapshots: pd.DataFrame,
+    spec: FeatureSpec,
+    config: TrainingConfig,
+    label_cutoff: pd.Timestamp,
+    attributes: tuple[list[str], list[str]],
+) -> AccountFrames:
+    """Features of account snapshots whose contacts are scored cross-fitted by account.
+
+    The snapshots' accounts are cut into `LEAD_FOLDS` folds; a fold's contacts are scored by a
+    lead model fit on `learn_from` (labels closed by `label_cutoff`) without any lead of the fold's accounts.
+    """
+    folds = _account_folds(snapshots[ACCOUNT_ID].to_numpy(), config.seed)
+    account_of_lead = leads.set_index("lead_id")[ACCOUNT_ID]
+    fold_scorers = []
+    for k in range(LEAD_FOLDS):
+        fold_accounts = {a for a, f in folds.items() if f == k}
+        excluded = set(account_of_lead[account_of_lead.isin(fold_accounts)].index.astype(str))
+        fold_scorers.append(fit_lead_scorer(learn_from, interactions, spec, config, label_cutoff, excluded))
+
+    def cross_fitted(account_ids: np.ndarray) -> list[tuple[np.ndarray, LeadScorer]]:
+        fold_of = np.array([folds[str(a)] for a in account_ids], dtype=np.int64)
+        return [(fold_of == k, fold_scorers[k]) for k in range(LEAD_FOLDS)]
+
+    return _frames(leads, interactions, snapshots, cross_fitted, attributes)
+
+
 def _frames(
     leads: pd.DataFrame,
     interactions: pd.DataFrame,
@@ -241,8 +298,7 @@ def run_account_training(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     table = account_outcomes(leads, accounts)
-    snaps = account_snapshot_times(table, config.snapshot_offsets_days, matured_label_cutoff(data_end, config.horizon_days))
-    snaps["label"] = conversion_labels(snaps.rename(columns={ACCOUNT_ID: "lead_id"}), table.rename(columns={ACCOUNT_ID: "lead_id"}), config.horizon_days)
+    snaps = _matured_snapshots(table, config, data_end)
     as_leads = table.rename(columns={ACCOUNT_ID: "lead_id"})
     train_s, valid_s, test_s, boundaries = time_split(snaps.rename(columns={ACCOUNT_ID: "lead_id"}), as_leads, config)
     train_s, valid_s, test_s = (part.rename(columns={"lead_id": ACCOUNT_ID}) for part in (train_s, valid_s, test_s))
@@ -256,37 +312,19 @@ def run_account_training(
     say(f"account snapshots: train {len(train_s)}, validation {len(valid_s)}, test {len(test_s)} (test accounts from {test_start.date()})")
 
     # Contacts' lead scores: the period before for the test period, cross-fitted by account before it.
-    folds = _account_folds(fit_s[ACCOUNT_ID].to_numpy(), config.seed)
-    account_of_lead = leads.set_index("lead_id")[ACCOUNT_ID]
     before_test = leads[leads["created_at"] < test_start]
-    fold_scorers = []
-    for k in range(LEAD_FOLDS):
-        fold_accounts = {a for a, f in folds.items() if f == k}
-        excluded = set(account_of_lead[account_of_lead.isin(fold_accounts)].index.astype(str))
-        fold_scorers.append(fit_lead_scorer(before_test, interactions, spec, config, test_start, excluded))
+    attributes = _company_attributes(before_test, spec)
+    fit = _cross_fitted_frames(before_test, leads, interactions, fit_s, spec, config, test_start, attributes)
     test_scorer = fit_lead_scorer(before_test, interactions, spec, config, test_start)
-    timings["lead_models"] = round(time.perf_counter() - clock, 3)
-    say(f"lead models for the contacts' scores: {LEAD_FOLDS} cross-fitted folds and one for the test period")
-
-    def cross_fitted(account_ids: np.ndarray) -> list[tuple[np.ndarray, LeadScorer]]:
-        fold_of = np.array([folds[str(a)] for a in account_ids], dtype=np.int64)
-        return [(fold_of == k, fold_scorers[k]) for k in range(LEAD_FOLDS)]
-
-    # The company's attributes: those its contacts agree on, among the accounts before the test period.
-    company = account_level_attributes(before_test, [*spec.categorical, *spec.numeric])
-    attributes = ([c for c in company if c in spec.categorical], [c for c in company if c in spec.numeric])
-    fit = _frames(leads, interactions, fit_s, cross_fitted, attributes)
     test = _frames(leads, interactions, test_s, lambda ids: [(np.ones(ids.size, dtype=bool), test_scorer)], attributes)
+    timings["lead_models_and_features"] = round(time.perf_counter() - clock, 3)
+    say(f"lead models for the contacts' scores: {LEAD_FOLDS} cross-fitted folds and one for the test period")
     keys = pd.MultiIndex.from_frame(fit_s[[ACCOUNT_ID, "as_of"]])
     train_pos, valid_pos = (keys.get_indexer(pd.MultiIndex.from_frame(part[[ACCOUNT_ID, "as_of"]])) for part in (train_s, valid_s))
     train, valid = (AccountFrames(part, _take(fit.rows, pos)) for part, pos in ((train_s, train_pos), (valid_s, valid_pos)))
-    timings["features"] = round(time.perf_counter() - clock - timings["lead_models"], 3)
 
-    categorical = [ACCOUNT_ATTRIBUTE_PREFIX + c for c in attributes[0]]
-    names = [*categorical, *ACCOUNT_FEATURES, *(ACCOUNT_ATTRIBUTE_PREFIX + c for c in attributes[1])]
-    levels = {name: sorted({v for v in fit.rows.categorical[name] if v is not None}) for name in categorical}
-    params = {**lightgbm_params(config), "min_child_samples": min(config.lightgbm.min_child_samples, 50)}
-    positions = list(range(len(categorical)))
+    names, levels, positions = _columns(fit, attributes)
+    params = _account_params(config)
     dtrain = lgb.Dataset(train.matrix(names, levels), train.y, feature_name=names, categorical_feature=positions, free_raw_data=False)
     dvalid = lgb.Dataset(valid.matrix(names, levels), valid.y, reference=dtrain)
     stopped = lgb.train(params, dtrain, num_boost_round=config.lightgbm.max_rounds, valid_sets=[dvalid],
@@ -295,7 +333,8 @@ def run_account_training(
     calibration = _fit_one("platt", np.asarray(stopped.predict(valid.matrix(names, levels), num_iteration=rounds, raw_score=True)), valid.y)
     p_valid = calibration.apply(np.asarray(stopped.predict(valid.matrix(names, levels), num_iteration=rounds, raw_score=True)))
     # The measured and saved model learns from every snapshot whose label closed before the test period.
-    booster = lgb.train(params, lgb.Dataset(fit.matrix(names, levels), fit.y, feature_name=names, categorical_feature=positions), num_boost_round=rounds)
+    booster = lgb.train(params, lgb.Dataset(fit.matrix(names, levels), fit.y, feature_name=names, categorical_feature=positions),
+                        num_boost_round=rounds)  # fmt: skip
     say(f"account model: {rounds} trees (early stopping on validation), refit on {len(fit_s)} snapshots")
 
     meta = AccountMeta(
@@ -332,6 +371,57 @@ def run_account_training(
     timings["total"] = round(time.perf_counter() - clock, 3)
     split = {**boundaries, "n_test_accounts": int(test.snapshots[ACCOUNT_ID].nunique()), "data_end": data_end.isoformat()}
     return AccountTrainingResult(model, metrics, gains, split, train, valid, test, timings)
+
+
+SERVED_LEAD_SCORES = (
+    f"cross-fitted by account ({LEAD_FOLDS} folds): each fold's contacts scored by a lead model fit on every lead "
+    "snapshot whose label closed by the data end, without any lead of that fold's accounts"
+)
+
+
+def refit_account_model(
+    result: AccountTrainingResult,
+    leads: pd.DataFrame,
+    interactions: pd.DataFrame,
+    spec: FeatureSpec,
+    config: TrainingConfig,
+    data_end: pd.Timestamp,
+    accounts: pd.DataFrame | None = None,
+) -> AccountModel:
+    """The served account model: the measured settings refit on every account snapshot whose label closed by the data end.
+
+    As the lead model is (`training.refit`): the test period measured the method; the served
+    model then learns from the newest matured accounts too, with the trees early stopping chose.
+    The contacts' scores of those rows are cross-fitted by account on every matured lead
+    snapshot. Calibration and tiers stay the measured model's (from its validation period), and
+    so do its metrics; `training.served` says what the served model learned from.
+
+    Raises:
+        NotEnoughDataError: Too few lead snapshots for a fold's lead model.
+    """
+    table = account_outcomes(leads, accounts)
+    snaps = _matured_snapshots(table, config, data_end)
+    attributes = _company_attributes(leads, spec)
+    frames = _cross_fitted_frames(leads, leads, interactions, snaps, spec, config, data_end, attributes)
+    names, levels, positions = _columns(frames, attributes)
+    measured = result.model.meta
+    rounds = int(measured.training["trees"])
+    booster = lgb.train(_account_params(config), lgb.Dataset(frames.matrix(names, levels), frames.y, feature_name=names,
+                        categorical_feature=positions), num_boost_round=rounds)  # fmt: skip
+    served = {
+        "labels_through": matured_label_cutoff(data_end, config.horizon_days).isoformat(),
+        "trained_through": pd.Timestamp(snaps["as_of"].max()).isoformat(),
+        "n_snapshots": len(snaps),
+        "n_conversions": int(frames.y.sum()),
+        "refit": f"{rounds} trees (the measured model's) on every account snapshot whose label closed by the data end; "
+                 "calibration, tiers and metrics are the measured model's",
+    }  # fmt: skip
+    meta = measured.model_copy(update={
+        "feature_names": names, "categorical_levels": levels, "company_categorical": attributes[0],
+        "company_numeric": attributes[1], "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "lead_scores": SERVED_LEAD_SCORES, "training": {**measured.training, "served": served},
+    })  # fmt: skip
+    return AccountModel(booster, meta)
 
 
 def paired_auc_gain(
@@ -444,4 +534,12 @@ def train_accounts_for_bundle(
         say(f"accounts: no account model: {error}")
         return None
     say("accounts (test period):\n" + metrics_table({n: {"roc_auc": m["roc_auc"]} for n, m in result.metrics.items()}))
-    return result
+    try:
+        served = refit_account_model(result, dataset.leads, dataset.interactions, spec, config, dataset.data_end, accounts)
+    except NotEnoughDataError as error:
+        say(f"accounts: the served account model is the measured one (the refit on every matured account could not fit: {error})")
+        return result
+    trained = served.meta.training["served"]
+    say(f"accounts: served model refit on {trained['n_snapshots']:,} account snapshots whose label closed by "
+        f"{trained['labels_through'][:10]} (measured on accounts first seen from {str(result.split['test_start'])[:10]})")  # fmt: skip
+    return dataclasses.replace(result, model=served)
