@@ -229,6 +229,24 @@ def test_the_served_account_model_learns_from_every_matured_account(account_trai
     np.testing.assert_allclose(loaded.probability(loaded.matrix(result.test.rows)), p)
 
 
+def test_train_saves_the_refit_account_model_and_says_both_windows(account_training) -> None:
+    from training.accounts import train_accounts_for_bundle
+    from training.config import ProjectConfig
+
+    _sim, data, _measured = account_training
+    config = ProjectConfig()
+    config.training.n_bootstrap, config.training.seed = 50, 3
+    said: list[str] = []
+    result = train_accounts_for_bundle(data, config.features, config.training, None, said.append)
+    assert result is not None
+    served = result.model.meta.training["served"]
+    assert any("served model refit on" in line and served["labels_through"][:10] in line for line in said), said
+    # No accounts.csv here: an account converts with its first converted contact. The figures the
+    # bundle keeps are the measured model's, on its test accounts (which the refit then learned from).
+    assert result.model.meta.metrics == {n: {m: v["value"] for m, v in ms.items()} for n, ms in result.metrics.items()}
+    assert pd.Timestamp(served["trained_through"]) > pd.Timestamp(result.split["test_start"])
+
+
 # -- shipping: the endpoint and the accounts file --------------------------------------------
 
 
