@@ -126,18 +126,12 @@ def test_weighted_roc_auc_is_scikit_learn_s_with_sample_weights_ties_included() 
 # -- the hazard fit on the simulated leads ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def when(when_fit):
-    """The trained model with a hazard fit on the same periods (conftest's `when_fit`)."""
-    return when_fit
-
-
-def test_the_hazard_ranks_like_the_main_model_and_is_calibrated_at_short_horizons(when) -> None:
+def test_the_hazard_ranks_like_the_main_model_and_is_calibrated_at_short_horizons(when_fit) -> None:
     # At 3,000 leads the shorter horizons' ranking is within the bootstrap noise of the main model
     # (the benchmark at 20,000 leads measures that); what holds here: the 90-day ranking is about the
     # main model's, and at 7 and 30 days the hazard's probabilities are far better probabilities
     # of converting within t than the main model's horizon probability.
-    _model, fit = when
+    _model, fit = when_fit
     horizons = fit.metrics["horizons"]
     assert list(horizons) == ["7", "30", "90"]
     for t, entry in horizons.items():
@@ -153,8 +147,8 @@ def test_the_hazard_ranks_like_the_main_model_and_is_calibrated_at_short_horizon
     assert horizons["90"]["n_snapshots"] > 500
 
 
-def test_the_bundle_round_trips_the_hazard_and_older_bundles_still_load(when, tmp_path: Path, training_result) -> None:
-    model, _fit = when
+def test_the_bundle_round_trips_the_hazard_and_older_bundles_still_load(when_fit, tmp_path: Path, training_result) -> None:
+    model, _fit = when_fit
     bundle = model.save(tmp_path / "with_hazard")
     loaded = ScoringModel.load(bundle)
     assert loaded.hazard is not None and loaded.meta.hazard == model.meta.hazard
@@ -183,8 +177,8 @@ EVENTS = (
 )
 
 
-def test_score_and_the_batch_table_carry_the_horizons(when, simulated_dataset) -> None:
-    model, _fit = when
+def test_score_and_the_batch_table_carry_the_horizons(when_fit, simulated_dataset) -> None:
+    model, _fit = when_fit
     out = score_lead(model, LeadIn(**example_lead("L-when", CREATED_AT, EVENTS)), as_of=datetime.fromisoformat(AS_OF))
     assert out.probability_by_horizon is not None and list(out.probability_by_horizon) == ["7", "30", "90"]
     values = list(out.probability_by_horizon.values())
@@ -207,8 +201,8 @@ def test_score_and_the_batch_table_carry_the_horizons(when, simulated_dataset) -
 
 
 @pytest.fixture(scope="module")
-def hazard_bundle(when, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return when[0].save(tmp_path_factory.mktemp("hazard") / "bundle")
+def hazard_bundle(when_fit, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return when_fit[0].save(tmp_path_factory.mktemp("hazard") / "bundle")
 
 
 @pytest.fixture(scope="module")
@@ -244,13 +238,13 @@ async def test_the_service_answers_probability_by_horizon(client: httpx.AsyncCli
     assert stored.json()["probability_by_horizon"] == expected.probability_by_horizon
 
 
-def test_the_curve_and_the_report_section_come_from_the_same_test_rows(when, training_result) -> None:
+def test_the_curve_and_the_report_section_come_from_the_same_test_rows(when_fit, training_result) -> None:
     import dataclasses
 
     from training.report import explain, inputs_from_training
     from training.report_when import when_section
 
-    _model, fit = when
+    _model, fit = when_fit
     curve, ibs = fit.metrics["curve"], fit.metrics["integrated_brier"]
     assert curve["days"] == list(range(1, 91))
     for name in ("observed", "hazard", "oracle"):

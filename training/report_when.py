@@ -82,19 +82,15 @@ def when_auc_chart(section: WhenSection, svg: Callable[[plt.Figure, str], str]) 
     width = 0.8 / len(scorers)
     fig, ax = plt.subplots(figsize=(7.0, 3.6))
     base = np.arange(len(section.horizons))
-    lows = []
+    bottom = max(0.5, min(float(np.nanmin([h[s]["ci_low"] for s in scorers])) for h in section.horizons) - 0.03)
     for i, scorer in enumerate(scorers):
         stats = [h[scorer] for h in section.horizons]
         values = np.array([s["value"] for s in stats])
         errors = np.nan_to_num(np.array([[v - s["ci_low"], s["ci_high"] - v] for v, s in zip(values, stats, strict=True)]).T)
         x = base + (i - (len(scorers) - 1) / 2) * width
         ax.bar(x, values, width=width, color=SCORER_COLOURS[scorer], yerr=errors, capsize=3, label=SCORER_NAMES[scorer])
-        lows.append(float(np.nanmin([s["ci_low"] for s in stats])))
-    bottom = max(0.5, min(lows) - 0.03)
-    for i, scorer in enumerate(scorers):  # each value written inside its bar, clear of the interval
-        x = base + (i - (len(scorers) - 1) / 2) * width
-        for xi, h in zip(x, section.horizons, strict=True):
-            ax.text(xi, bottom + 0.004, f"{h[scorer]['value']:.3f}", ha="center", va="bottom", fontsize=7, color="white")
+        for xi, v in zip(x, values, strict=True):  # each value written inside its bar, clear of the interval
+            ax.text(xi, bottom + 0.004, f"{v:.3f}", ha="center", va="bottom", fontsize=7, color="white")
     ax.set_xticks(base, [f"within {h['days']} days" for h in section.horizons])
     ax.set_ylim(bottom, 1.0)
     ax.set_ylabel("ROC AUC (test period)")
