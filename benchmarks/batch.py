@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,38 @@ def _lead_lines(data: Dataset, n: int) -> list[LeadIn]:
     return out
 
 
+def _stages(section: Section, model: ScoringModel, data: Dataset, as_of: datetime, forest: CompiledForest, runs: int) -> None:
+    """Where `score_table`'s time goes without reasons: each stage timed alone on the same leads, beside the bare compiled predict.
+
+    The stages are the calls `score_table` makes, in its order: the features of every lead now
+    and 7 and 30 days before (the trend), their encoding, the compiled forest's raw scores, and
+    the exact contributions of the rows of now that the fit and engagement sub-scores read.
+    """
+    import pandas as pd
+
+    from model.scoring import past_snapshots
+
+    stamp = pd.Timestamp(as_of)
+    now = pd.DataFrame({"lead_id": data.leads["lead_id"].to_numpy(), "as_of": stamp})
+    past, _positions = past_snapshots(data.leads, stamp)
+    snapshots = pd.concat([now, past], ignore_index=True)
+    rows = snapshot_features(data.leads, data.interactions, snapshots, model.spec)
+    matrix = model.encode(rows)
+    n = len(now)
+    stages = {
+        f"features ({len(snapshots):,} snapshots: now, 7 and 30 days before)": lambda: snapshot_features(
+            data.leads, data.interactions, snapshots, model.spec),
+        "encoding the feature rows": lambda: model.encode(rows),
+        "compiled-forest raw scores of every snapshot": lambda: forest.raw(matrix),
+        "exact contributions of the rows of now (fit and engagement sub-scores)": lambda: model.contributions(matrix[:n]),
+    }
+    for stage, call in stages.items():
+        seconds, bare = alternated(call, lambda: forest.raw(matrix[:n]), runs)
+        section.add(f"score_table stage, {n:,} leads: {stage}", "wall time", "s", seconds,
+                    "bare compiled-forest predict of the leads' prepared rows", bare, runs,
+                    note="what bounds batch scoring: each stage alone")
+
+
 class _Quiet:
     def say(self, message: str) -> None: ...
 
@@ -96,7 +129,8 @@ def run(bundle: Path, quick: bool) -> Section:
         )
         section.add(f"batch score_table, {n_leads:,} leads x ~20 interactions, no reasons (compiled forest, cached)",
                     "throughput", "leads/s", n_leads / seconds, base_name, n_leads / bare, runs,
-                    target=">= 50,000 leads/s", limit=50_000)
+                    target=">= 150,000 leads/s", limit=150_000)  # issue 16
+        _stages(section, model, data, as_of, forest, runs)
         seconds, bare_compiled = alternated(
             lambda: score_table(model, data.leads, data.interactions, as_of, compiled=CompileMode.never),
             lambda: forest.raw(matrix),
@@ -122,7 +156,8 @@ def run(bundle: Path, quick: bool) -> Section:
         runs,
     )
     section.add(f"batch score_table, {n_reasons:,} leads, with top reason (exact TreeSHAP)", "throughput",
-                "leads/s", n_reasons / seconds, base_name, n_reasons / bare, runs)
+                "leads/s", n_reasons / seconds, base_name, n_reasons / bare, runs,
+                target=">= 50,000 leads/s", limit=50_000)  # issue 16 (top-3 reasons cost the same contributions)
 
     lines = _lead_lines(data, n_lines)
     line_matrix = matrix[:n_lines]

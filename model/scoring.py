@@ -762,7 +762,7 @@ def score_table(
         return out.reindex(columns=table_columns(model))
     n = len(snapshots)
     # With a trend, the leads 7 and 30 days before (those created by then) follow the n rows of now.
-    past, past_at = _past_snapshots(scorable, stamp) if model.meta.trend is not None else (snapshots.iloc[:0], np.empty(0, np.int64))
+    past, past_at = past_snapshots(scorable, stamp) if model.meta.trend is not None else (snapshots.iloc[:0], np.empty(0, np.int64))
     rows_all = snapshot_features(leads, interactions, pd.concat([snapshots, past], ignore_index=True), model.spec)
     matrix_all = model.encode(rows_all)
     rows = FeatureRows({k: v[:n] for k, v in rows_all.categorical.items()}, {k: v[:n] for k, v in rows_all.numeric.items()})
@@ -812,7 +812,7 @@ def _batch_raw(model: ScoringModel, matrix: np.ndarray, compiled: CompileMode) -
     return model.raw(matrix) if forest is None else forest.raw(matrix)
 
 
-def _past_snapshots(scorable: pd.DataFrame, stamp: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
+def past_snapshots(scorable: pd.DataFrame, stamp: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
     """The leads at the trend's past instants, those created by then: snapshots, and each one's position in (instant, lead) order.
 
     Returns:
