@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from features.contract import Dataset
+from features.spec import FeatureSpec
 from features.vocabulary import INTERACTION_TYPES
 from sources.folder import load_dataset
 from sources.grids import load_grid
@@ -17,6 +21,7 @@ from training.config import ProjectConfig
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GRID = "default"  # the grid leadscore ships (sources/builtin_grids/default.yaml)
 AS_OF = datetime(2025, 6, 1, tzinfo=UTC)
+Oracle = Callable[[pd.DataFrame, float], np.ndarray]
 
 
 def simulated_data(n_leads: int, seed: int = 11) -> Path:
@@ -32,6 +37,27 @@ def simulated_data(n_leads: int, seed: int = 11) -> Path:
     if not (data_dir / "leads.csv").exists():
         write_simulation(simulate(n_leads, seed=seed), data_dir)
     return data_dir
+
+
+def simulated_with_oracle(n_leads: int, seed: int, spec: FeatureSpec) -> tuple[Dataset, Oracle]:
+    """`n_leads` simulated leads (`simulator.funnel`, not cached) read as `leadscore train` reads them, and their oracle.
+
+    Returns:
+        (the validated data set, `(snapshots[lead_id, as_of], days) -> ` the simulator's exact
+        probability that each snapshot's lead converts within `days`, the truth no export holds).
+    """
+    from simulator.funnel import read_truth, simulate, true_conversion_probability, write_simulation
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_simulation(simulate(n_leads, seed=seed), folder)
+        data = load_dataset(folder, spec)
+        truth = read_truth(folder / "truth.csv")
+
+    def oracle(snapshots: pd.DataFrame, days: float) -> np.ndarray:
+        return np.asarray(true_conversion_probability(truth, snapshots["lead_id"].to_numpy(), snapshots["as_of"], days))
+
+    return data, oracle
 
 
 def train_bench_bundle(workdir: Path, n_leads: int, seed: int = 11) -> Path:

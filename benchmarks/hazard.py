@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,7 @@ from typing import Any
 
 def run(n_leads: int, seed: int, n_bootstrap: int, selection: bool) -> dict[str, Any]:
     """Simulate, train, fit the hazard; the figures and the seconds each step took."""
-    from simulator.funnel import read_truth, simulate, true_conversion_probability, write_simulation
-    from sources.folder import load_dataset
+    from benchmarks.bench_model import simulated_with_oracle
     from sources.grids import load_grid
     from training.config import ProjectConfig
     from training.hazard import fit_hazard, hazard_rows
@@ -32,15 +30,8 @@ def run(n_leads: int, seed: int, n_bootstrap: int, selection: bool) -> dict[str,
     config.training.n_bootstrap = n_bootstrap
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        write_simulation(simulate(n_leads, seed=seed), folder)
-        data = load_dataset(folder, config.features)
-        truth = read_truth(folder / "truth.csv")
+    data, oracle = simulated_with_oracle(n_leads, seed, config.features)
     seconds["simulate"] = time.perf_counter() - clock
-
-    def oracle(snapshots: Any, days: float) -> Any:
-        return true_conversion_probability(truth, snapshots["lead_id"].to_numpy(), snapshots["as_of"], days)
 
     clock = time.perf_counter()
     result = run_training(data, config.features, config.training, load_grid(config.training.grid), oracle,

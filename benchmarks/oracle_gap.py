@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,17 +29,14 @@ def _bigger_sample_scores(n_leads: int, seed: int, config: Any, test_rows: Any, 
     """Raw scores on `test_rows` of LightGBM fit on every matured snapshot of `n_leads` other leads; (scores, trees, snapshots)."""
     import lightgbm as lgb
 
+    from benchmarks.bench_model import simulated_with_oracle
     from features.engine import snapshot_features
     from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
     from model.bundle import encode_matrix
-    from simulator.funnel import simulate, write_simulation
-    from sources.folder import load_dataset
     from training.pipeline import lightgbm_params
 
     spec, training = config.features, config.training
-    with tempfile.TemporaryDirectory() as tmp:
-        write_simulation(simulate(n_leads, seed=seed), Path(tmp))
-        data = load_dataset(Path(tmp), spec)
+    data, _oracle = simulated_with_oracle(n_leads, seed, spec)
     snaps = snapshot_times(data.leads, training.snapshot_offsets_days, matured_label_cutoff(data.data_end, training.horizon_days))
     snaps["label"] = conversion_labels(snaps, data.leads, training.horizon_days)
     names = spec.feature_names()
@@ -65,8 +61,7 @@ def _bigger_sample_scores(n_leads: int, seed: int, config: Any, test_rows: Any, 
 
 def run(n_leads: int, seed: int, more: int, n_bootstrap: int) -> dict[str, Any]:
     """Train on `n_leads`, measure against the oracle; then the same settings fit on `more` leads; the figures."""
-    from simulator.funnel import read_truth, simulate, true_conversion_probability, write_simulation
-    from sources.folder import load_dataset
+    from benchmarks.bench_model import simulated_with_oracle
     from sources.grids import load_grid
     from training.config import ProjectConfig
     from training.hazard import paired_auc_difference
@@ -76,14 +71,7 @@ def run(n_leads: int, seed: int, more: int, n_bootstrap: int) -> dict[str, Any]:
     config.training.n_bootstrap = n_bootstrap
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        write_simulation(simulate(n_leads, seed=seed), Path(tmp))
-        data = load_dataset(Path(tmp), config.features)
-        truth = read_truth(Path(tmp) / "truth.csv")
-
-    def oracle(snapshots: Any, days: float) -> Any:
-        return true_conversion_probability(truth, snapshots["lead_id"].to_numpy(), snapshots["as_of"], days)
-
+    data, oracle = simulated_with_oracle(n_leads, seed, config.features)
     result = run_training(data, config.features, config.training, load_grid(config.training.grid), oracle,
                           selection=config.training.selection)  # fmt: skip
     seconds["train"] = time.perf_counter() - clock
