@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -103,16 +104,14 @@ def _bare_bentoml_app(port: int) -> list[str]:
     return [sys.executable, "-m", "bentoml", "serve", "benchmarks.bare_bentoml:BareBentoML", "--host", HOST, "--port", str(port)]
 
 
-def _start_server(bundle: Path | None, workdir: Path, *, bentoml_floor: bool = False) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """`bentoml serve` with the bundle; without one the bare HTTP app, or with `bentoml_floor` that app in BentoML."""
-    log = workdir / ("server.log" if bundle else "bare-bentoml.log" if bentoml_floor else "bare.log")
+def _start_server(workdir: Path, command: Callable[[int], list[str]], log_name: str,
+                  bundle: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `command` on a free port, logging to `workdir/log_name`; with `bundle`, as the service serving it."""
     env = {**os.environ, "BENTOML_HOME": str(workdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
     if bundle:
         env["LEADSCORE_BUNDLE"] = str(bundle)
         env["LEADSCORE_API_KEYS"] = f"{API_KEY}:score"
-    command = bentoml_serve if bundle else _bare_bentoml_app if bentoml_floor else _bare_http_app
-    process, url = start_server(env, log, ready_timeout_s=READY_TIMEOUT_S, command=command)
-    return process, url, log
+    return start_server(env, workdir / log_name, ready_timeout_s=READY_TIMEOUT_S, command=command)
 
 
 def _paced_latencies(client: httpx.Client, body: dict[str, object], n: int, rate: float) -> np.ndarray:
@@ -136,13 +135,13 @@ def _paced_latencies(client: httpx.Client, body: dict[str, object], n: int, rate
 
 
 @contextlib.contextmanager
-def _running(*starts: Callable[[], tuple[subprocess.Popen[bytes], str, Path]]) -> Iterator[list[str]]:
+def _running(*starts: Callable[[], tuple[subprocess.Popen[bytes], str]]) -> Iterator[list[str]]:
     """Start each server in turn; their URLs; every one started is stopped on the way out."""
     processes: list[subprocess.Popen[bytes]] = []
     try:
         urls = []
         for start in starts:
-            process, url, _log = start()
+            process, url = start()
             processes.append(process)
             urls.append(url)
         yield urls
@@ -187,12 +186,15 @@ def over_http(section: Section, bundle: Path, requests: int, block: int = 100) -
     body = {"lead": payload, "as_of": AS_OF.isoformat(), "top_k": TOP_K, "explain": True}
     bare_ms: list[np.ndarray] = []
     with tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp:
-        with _running(lambda: _start_server(bundle, Path(tmp)), lambda: _start_server(None, Path(tmp))) as (service, floor):
+        workdir = Path(tmp)
+        service_app = partial(_start_server, workdir, bentoml_serve, "server.log", bundle)
+        floor_app = partial(_start_server, workdir, _bare_http_app, "bare.log")
+        with _running(service_app, floor_app) as (service, floor):
             latencies, floor_times = _alternated_latencies(
                 [(service, {"Authorization": f"Bearer {API_KEY}"}), (floor, {})], body, requests, block,
                 extra=lambda n: bare_ms.append(time_calls(bare, n, warmup=0)),
             )
-        with _running(lambda: _start_server(None, Path(tmp), bentoml_floor=True), lambda: _start_server(None, Path(tmp))) as urls:
+        with _running(partial(_start_server, workdir, _bare_bentoml_app, "bare-bentoml.log"), floor_app) as urls:
             bentoml_times, bentoml_phase_floor = _alternated_latencies([(url, {}) for url in urls], body, requests, block)
     bare_times = np.concatenate(bare_ms)
     name = f"one lead (100 interactions), score + top-5 reasons, HTTP POST /score at {RATE_PER_S} req/s"

@@ -27,13 +27,11 @@ import numpy as np
 
 def _bigger_sample_scores(n_leads: int, seed: int, config: Any, test_rows: Any, levels: dict[str, list[str]]) -> tuple[np.ndarray, int, int]:
     """Raw scores on `test_rows` of LightGBM fit on every matured snapshot of `n_leads` other leads; (scores, trees, snapshots)."""
-    import lightgbm as lgb
-
     from benchmarks.bench_model import simulated_with_oracle
     from features.engine import snapshot_features
     from features.snapshots import conversion_labels, matured_label_cutoff, snapshot_times
     from model.bundle import encode_matrix
-    from training.pipeline import lightgbm_params
+    from training.pipeline import fit_lightgbm, lightgbm_params
 
     spec, training = config.features, config.training
     data, _oracle = simulated_with_oracle(n_leads, seed, spec)
@@ -46,17 +44,16 @@ def _bigger_sample_scores(n_leads: int, seed: int, config: Any, test_rows: Any, 
     rng = np.random.default_rng(seed)
     leads = snaps["lead_id"].unique()
     held_out = snaps["lead_id"].isin(rng.choice(leads, len(leads) // 8, replace=False)).to_numpy()
-    categorical = [names.index(c) for c in spec.categorical_features()]
-    params = {**lightgbm_params(training, names), "verbose": -1}
-    stopped = lgb.train(
-        params,
-        lgb.Dataset(matrix[~held_out], y[~held_out], categorical_feature=categorical),
-        training.lightgbm.max_rounds * 3,
-        valid_sets=[lgb.Dataset(matrix[held_out], y[held_out], categorical_feature=categorical)],
-        callbacks=[lgb.early_stopping(training.lightgbm.early_stopping_rounds, verbose=False)],
+    booster = fit_lightgbm(
+        lightgbm_params(training, names),
+        (matrix[~held_out], y[~held_out]),
+        (matrix[held_out], y[held_out]),
+        feature_names=names,
+        categorical=[names.index(c) for c in spec.categorical_features()],
+        max_rounds=training.lightgbm.max_rounds * 3,
+        early_stopping_rounds=training.lightgbm.early_stopping_rounds,
     )
-    raw = stopped.predict(test_rows, num_iteration=stopped.best_iteration, raw_score=True)
-    return np.asarray(raw), int(stopped.best_iteration), len(y)
+    return np.asarray(booster.predict(test_rows, raw_score=True)), booster.current_iteration(), len(y)
 
 
 def run(n_leads: int, seed: int, more: int, n_bootstrap: int) -> dict[str, Any]:
