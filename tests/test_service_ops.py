@@ -381,6 +381,8 @@ async def test_reload_swaps_the_model_and_refuses_a_bad_bundle(
         assert_refused(not_registry, 409, [], "serves a bundle folder")
         both = await client.post("/admin/reload", json={"bundle": str(newer), "version": "2"}, headers=admin)
         assert_refused(both, 400, [], "either bundle or version")
+        nul = await client.post("/admin/reload", json={"bundle": "\x00z}"}, headers=admin)  # no path holds a NUL byte
+        assert_refused(nul, 400, ["bundle"], "should match pattern")
         assert (await client.post("/score", json=request, headers=score)).json()["model_version"] == "v-newer"
     finally:
         # No body is refused; `{}` loads again from where the service started: LEADSCORE_BUNDLE.
