@@ -153,3 +153,22 @@ def test_json_lines_are_scored_in_chunks_as_score_lead_scores_each_and_bad_lines
     for s, lead in zip(scored, good, strict=True):
         one = score_lead(model, lead, as_of, with_reasons=reasons).model_dump(mode="json")
         assert s == one
+
+
+def test_a_large_batch_encodes_as_its_rows_one_by_one(training_result, simulated_dataset) -> None:
+    # More rows than one block of `encode_matrix`, and a last block that is not full.
+    from features.engine import snapshot_features
+    from model.bundle import _ENCODE_BLOCK_ROWS, encode_matrix
+
+    model = training_result.model
+    leads = simulated_dataset.leads
+    n = 2 * _ENCODE_BLOCK_ROWS + 17
+    snapshots = pd.DataFrame({"lead_id": np.resize(leads["lead_id"].to_numpy(), n), "as_of": simulated_dataset.data_end})
+    rows = snapshot_features(leads, simulated_dataset.interactions, snapshots, model.spec)
+    matrix = encode_matrix(rows, model.feature_names, model.meta.categorical_levels)
+    one_by_one = np.vstack([
+        encode_matrix(type(rows)({k: v[i : i + 1] for k, v in rows.categorical.items()}, {k: v[i : i + 1] for k, v in rows.numeric.items()}),
+                      model.feature_names, model.meta.categorical_levels)
+        for i in range(n)
+    ])  # fmt: skip
+    np.testing.assert_array_equal(matrix, one_by_one)
