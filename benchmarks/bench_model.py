@@ -46,7 +46,23 @@ def simulated_with_oracle(n_leads: int, seed: int, spec: FeatureSpec) -> tuple[D
         (the validated data set, `(snapshots[lead_id, as_of], days) -> ` the simulator's exact
         probability that each snapshot's lead converts within `days`, the truth no export holds).
     """
-    from simulator.funnel import read_truth, simulate, true_conversion_probability, write_simulation
+    data, oracle, _present = simulated_with_oracles(n_leads, seed, spec)
+    return data, oracle
+
+
+def simulated_with_oracles(n_leads: int, seed: int, spec: FeatureSpec) -> tuple[Dataset, Oracle, Oracle]:
+    """As `simulated_with_oracle`, with the oracle that knows the present but not the future.
+
+    Returns:
+        (data set, full oracle, present oracle: `simulator.funnel.present_conversion_probability`).
+    """
+    from simulator.funnel import (
+        present_conversion_probability,
+        read_truth,
+        simulate,
+        true_conversion_probability,
+        write_simulation,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -57,7 +73,10 @@ def simulated_with_oracle(n_leads: int, seed: int, spec: FeatureSpec) -> tuple[D
     def oracle(snapshots: pd.DataFrame, days: float) -> np.ndarray:
         return np.asarray(true_conversion_probability(truth, snapshots["lead_id"].to_numpy(), snapshots["as_of"], days))
 
-    return data, oracle
+    def present(snapshots: pd.DataFrame, days: float) -> np.ndarray:
+        return present_conversion_probability(truth, snapshots["lead_id"].to_numpy(), snapshots["as_of"], days, seed=seed)
+
+    return data, oracle, present
 
 
 def train_bench_bundle(workdir: Path, n_leads: int, seed: int = 11) -> Path:

@@ -12,6 +12,11 @@ LightGBM with the same settings is fit on all their matured snapshots (its trees
 an eighth of those leads, held out) and scored on the same test rows. The gap left at that size
 is what these features leave to the oracle (its hidden fit, the future re-engagements and churn
 it knows); the difference between the two gaps is what more leads of the same funnel would close.
+
+The present oracle (`simulator.funnel.present_conversion_probability`) knows every latent of the
+present but draws the future (a re-engagement or a churn that has not begun by the snapshot)
+from the simulator's own distributions: oracle - present oracle is out of reach of any model,
+present oracle - model is what the features and the fit leave.
 """
 
 from __future__ import annotations
@@ -58,7 +63,9 @@ def _bigger_sample_scores(n_leads: int, seed: int, config: Any, test_rows: Any, 
 
 def run(n_leads: int, seed: int, more: int, n_bootstrap: int) -> dict[str, Any]:
     """Train on `n_leads`, measure against the oracle; then the same settings fit on `more` leads; the figures."""
-    from benchmarks.bench_model import simulated_with_oracle
+    from sklearn.metrics import roc_auc_score
+
+    from benchmarks.bench_model import simulated_with_oracles
     from sources.grids import load_grid
     from training.config import ProjectConfig
     from training.hazard import paired_auc_difference
@@ -68,7 +75,7 @@ def run(n_leads: int, seed: int, more: int, n_bootstrap: int) -> dict[str, Any]:
     config.training.n_bootstrap = n_bootstrap
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    data, oracle = simulated_with_oracle(n_leads, seed, config.features)
+    data, oracle, present = simulated_with_oracles(n_leads, seed, config.features)
     result = run_training(data, config.features, config.training, load_grid(config.training.grid), oracle,
                           selection=config.training.selection)  # fmt: skip
     seconds["train"] = time.perf_counter() - clock
@@ -80,6 +87,8 @@ def run(n_leads: int, seed: int, more: int, n_bootstrap: int) -> dict[str, Any]:
         keep = slice(None) if rows is None else rows
         return paired_auc_difference(y[keep], truth_p[keep], score[keep], groups[keep], n_bootstrap=n_bootstrap, seed=config.training.seed)
 
+    present_p = present(test.snapshots, config.training.horizon_days)
+    seconds["present_oracle"] = time.perf_counter() - clock - seconds["train"]
     figures: dict[str, Any] = {
         "n_leads": n_leads,
         "seed": seed,
@@ -87,8 +96,16 @@ def run(n_leads: int, seed: int, more: int, n_bootstrap: int) -> dict[str, Any]:
         "test_rows": len(y),
         "roc_auc": {name: result.metrics[name]["roc_auc"] for name in ("model", "oracle", "logistic_regression")},
         "oracle_minus_model": gap(model),
+        # What no model can close (the future the full oracle knows), and what the features leave.
+        "present_oracle_roc_auc": float(roc_auc_score(y, present_p)),
+        "oracle_minus_present_oracle": gap(present_p),
+        "present_oracle_minus_model": paired_auc_difference(y, present_p, model, groups, n_bootstrap=n_bootstrap, seed=config.training.seed),
         "by_offset": {
-            f"{offset:g}": {"rows": int((offsets == offset).sum()), "oracle_minus_model": gap(model, offsets == offset)}
+            f"{offset:g}": {
+                "rows": int((offsets == offset).sum()),
+                "oracle_minus_model": gap(model, offsets == offset),
+                "oracle_minus_present_oracle": gap(present_p, offsets == offset),
+            }
             for offset in np.unique(offsets)
         },
     }
@@ -128,8 +145,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"test ROC AUC: model {auc['model']['value']:.4f}, oracle {auc['oracle']['value']:.4f}, "
           f"logistic regression {auc['logistic_regression']['value']:.4f}")  # fmt: skip
     print(f"oracle - model: {_interval(figures['oracle_minus_model'])}")
+    print(f"present oracle (knows every latent of the present, not the future): ROC AUC {figures['present_oracle_roc_auc']:.4f}; "
+          f"oracle - present oracle {_interval(figures['oracle_minus_present_oracle'])} (out of any model's reach); "
+          f"present oracle - model {_interval(figures['present_oracle_minus_model'])}")  # fmt: skip
     for offset, entry in figures["by_offset"].items():
-        print(f"  offset {offset:>3} days ({entry['rows']:,} rows): oracle - model {_interval(entry['oracle_minus_model'])}")
+        print(f"  offset {offset:>3} days ({entry['rows']:,} rows): oracle - model {_interval(entry['oracle_minus_model'])}, "
+              f"oracle - present oracle {_interval(entry['oracle_minus_present_oracle'])}")  # fmt: skip
     if "more_leads" in figures:
         more = figures["more_leads"]
         print(f"same settings fit on {more['n_leads']:,} other leads (seed {more['seed']}, {more['snapshots']:,} snapshots, "

@@ -86,7 +86,13 @@ INTENT_LOG_AMP_HIDDEN_SD = 0.25  # part of the amplitude only behaviour reveals
 INTENT_PEAK_MEAN_DAYS = 1.5
 INTENT_DECAY_MEDIAN_DAYS = 16.0
 REENGAGE_SHARE = 0.08  # leads that come back later with a second bump
-CHURN_MEAN_DAYS = 400.0  # for fit 0
+REENGAGE_GAP_DAYS = 20.0  # a re-engagement starts at least this long after the first peak...
+REENGAGE_WAIT_MEAN_DAYS = 120.0  # ...plus an exponential wait of this mean
+REENGAGE_LOG_AMP = (-0.4, 0.4)  # its amplitude relative to the first bump: log-normal (mean, sd)
+REENGAGE_LOG_DECAY_DAYS = (float(np.log(12.0)), 0.4)  # its decay time: log-normal (mean, sd)
+CHURN_MIN_DAYS = 5.0
+CHURN_MEAN_DAYS = 400.0  # for fit 0; the exponential wait after CHURN_MIN_DAYS
+CHURN_FIT_LOADING = 0.5  # good fits stay longer: the mean wait is CHURN_MEAN_DAYS * exp(0.5 fit)
 
 # --- Attributes: level -> (share, effect on fit) ---------------------------------------------
 INDUSTRIES: dict[str, tuple[float, float]] = {
@@ -499,11 +505,11 @@ def _draw_intent_and_churn(
     peak = rng.exponential(INTENT_PEAK_MEAN_DAYS, n)
     decay = np.exp(rng.normal(np.log(INTENT_DECAY_MEDIAN_DAYS), 0.25, n))
     reengages = rng.random(n) < REENGAGE_SHARE
-    reengage_at = np.where(reengages, peak + 20.0 + rng.exponential(120.0, n), np.nan)
-    reengage_amp = np.where(reengages, amp * np.exp(rng.normal(-0.4, 0.4, n)), np.nan)
-    reengage_decay = np.where(reengages, np.exp(rng.normal(np.log(12.0), 0.4, n)), np.nan)
+    reengage_at = np.where(reengages, peak + REENGAGE_GAP_DAYS + rng.exponential(REENGAGE_WAIT_MEAN_DAYS, n), np.nan)
+    reengage_amp = np.where(reengages, amp * np.exp(rng.normal(*REENGAGE_LOG_AMP, n)), np.nan)
+    reengage_decay = np.where(reengages, np.exp(rng.normal(*REENGAGE_LOG_DECAY_DAYS, n)), np.nan)
     # Poor fits lose interest sooner.
-    churn_at = 5.0 + rng.exponential(CHURN_MEAN_DAYS * np.exp(0.5 * fit), n)
+    churn_at = CHURN_MIN_DAYS + rng.exponential(CHURN_MEAN_DAYS * np.exp(CHURN_FIT_LOADING * fit), n)
     return {
         "intent_amp": amp,
         "intent_peak_days": peak,
@@ -1018,3 +1024,72 @@ def true_conversion_probability(
         hazard = _cell_hazard(_latents(truth, rows[lo:hi]), cells)
         out[lo:hi] = -np.expm1(-(hazard * overlap).sum(axis=1))
     return out
+
+
+def present_conversion_probability(
+    truth: pd.DataFrame,
+    lead_ids: ArrayLike,
+    as_of: ArrayLike,
+    horizon_days: float,
+    draws: int = 64,
+    seed: int = 0,
+) -> np.ndarray:
+    """P(convert within the horizon) for an oracle that knows the present but not the future.
+
+    `true_conversion_probability` knows every latent, among them two the export cannot show at
+    `as_of` because they have not happened yet: whether and when a lead comes back with a second
+    bump of intent, and when it churns. This oracle knows every latent of the present (fit, the
+    first bump, a re-engagement or a churn that has already begun) and draws the rest from the
+    simulator's own distributions, given that it has not happened by `as_of` (the waits are
+    exponential, so a wait not over yet starts afresh): the mean of `draws` such futures. What
+    separates it from the full oracle is out of reach of any model; what separates a model from
+    it is what the features leave.
+
+    Args:
+        truth, lead_ids, as_of, horizon_days: As `true_conversion_probability`.
+        draws: Futures drawn per snapshot.
+        seed: Seed of the draws.
+
+    Returns:
+        float64 array of probabilities, one per snapshot.
+    """
+    ids = np.asarray(lead_ids, dtype=object).ravel()
+    rows = pd.Index(truth["lead_id"]).get_indexer(ids)
+    if (rows < 0).any():
+        raise ValueError(f"present_conversion_probability: lead_id(s) not in truth (e.g. {ids[rows < 0][:3].tolist()})")
+    stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(as_of).ravel(), utc=True))
+    if stamps.size == 1 and ids.size != 1:
+        stamps = stamps.repeat(ids.size)
+    # One truth row per snapshot: each is conditioned on its own as_of.
+    snap = truth.iloc[rows].reset_index(drop=True)
+    snap["lead_id"] = np.arange(len(snap)).astype(str)
+    age = (stamps.as_unit("ns").asi8 - pd.DatetimeIndex(snap["created_at"]).as_unit("ns").asi8) / (SECONDS_PER_DAY * 1e9)
+    peak = snap["intent_peak_days"].to_numpy()
+    first_start = peak + REENGAGE_GAP_DAYS
+    # A re-engagement or a churn at or before as_of is part of the present: kept as it is.
+    reengaged = snap["reengage_at_days"].to_numpy() <= age  # False for NaN (never)
+    churned = snap["churn_at_days"].to_numpy() <= age
+    # P(a lead re-engages later | it has not by as_of), by Bayes on the share and the wait.
+    not_yet = np.exp(-np.maximum(age - first_start, 0.0) / REENGAGE_WAIT_MEAN_DAYS)
+    p_later = REENGAGE_SHARE * not_yet / (REENGAGE_SHARE * not_yet + 1.0 - REENGAGE_SHARE)
+    churn_mean = CHURN_MEAN_DAYS * np.exp(CHURN_FIT_LOADING * snap["fit"].to_numpy())
+    amp = snap["intent_amp"].to_numpy()
+    rng = np.random.default_rng(seed)
+    total = np.zeros(len(snap))
+    for _ in range(draws):
+        future = snap.copy()
+        n = len(snap)
+        later = rng.random(n) < p_later
+        at = np.maximum(age, first_start) + rng.exponential(REENGAGE_WAIT_MEAN_DAYS, n)
+        future["reengage_at_days"] = np.where(reengaged, snap["reengage_at_days"], np.where(later, at, np.nan))
+        future["reengage_amp"] = np.where(
+            reengaged, snap["reengage_amp"], np.where(later, amp * np.exp(rng.normal(*REENGAGE_LOG_AMP, n)), np.nan)
+        )
+        future["reengage_decay_days"] = np.where(
+            reengaged, snap["reengage_decay_days"], np.where(later, np.exp(rng.normal(*REENGAGE_LOG_DECAY_DAYS, n)), np.nan)
+        )
+        future["churn_at_days"] = np.where(
+            churned, snap["churn_at_days"], np.maximum(age, CHURN_MIN_DAYS) + rng.exponential(churn_mean, n)
+        )
+        total += true_conversion_probability(future, future["lead_id"].to_numpy(), stamps, horizon_days)
+    return total / draws

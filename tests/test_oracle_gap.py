@@ -34,3 +34,11 @@ def test_the_gain_of_more_leads_is_the_difference_of_the_two_gaps_on_the_same_ro
     more = result["more_leads"]
     assert more["seed"] != result["seed"]  # other leads, never the measured ones
     assert more["gain"]["value"] == pytest.approx(result["oracle_minus_model"]["value"] - more["oracle_minus_model"]["value"], abs=1e-9)
+
+
+def test_the_gap_splits_into_the_future_and_what_the_features_leave(figures: tuple[dict, Path]) -> None:
+    result, _ = figures
+    auc = result["roc_auc"]
+    future, left = result["oracle_minus_present_oracle"], result["present_oracle_minus_model"]
+    assert future["value"] == pytest.approx(auc["oracle"]["value"] - result["present_oracle_roc_auc"], abs=1e-9)
+    assert future["value"] + left["value"] == pytest.approx(result["oracle_minus_model"]["value"], abs=1e-9)
