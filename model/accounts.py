@@ -20,6 +20,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.accounts import (
@@ -128,19 +129,19 @@ class AccountModel:
         (directory / ACCOUNT_META_FILE).write_text(self.meta.model_dump_json(indent=2))
         return directory
 
-    def matrix(self, rows: FeatureRows) -> np.ndarray:
+    def matrix(self, rows: FeatureRows) -> NDArray[Any]:
         return encode_matrix(rows, self.meta.feature_names, self.meta.categorical_levels)
 
-    def raw(self, matrix: np.ndarray) -> np.ndarray:
+    def raw(self, matrix: NDArray[Any]) -> NDArray[Any]:
         return np.asarray(self.booster.predict(matrix, raw_score=True, num_threads=1))
 
-    def probability(self, matrix: np.ndarray) -> np.ndarray:
+    def probability(self, matrix: NDArray[Any]) -> NDArray[Any]:
         return self.meta.calibration.apply(self.raw(matrix))
 
     def tier(self, probability: float) -> str:
         return self.meta.tiers.of(probability)
 
-    def reasons(self, matrix_row: np.ndarray, top_k: int = 3) -> list[AccountReason]:
+    def reasons(self, matrix_row: NDArray[Any], top_k: int = 3) -> list[AccountReason]:
         """The `top_k` features moving one account's probability most, either way, by exact TreeSHAP.
 
         Args:
@@ -189,7 +190,7 @@ def load_account_model(directory: Path | str) -> AccountModel | None:
     return AccountModel(lgb.Booster(model_file=str(model_path)), meta)
 
 
-def lead_model_scores(lead_model: ScoringModel, leads: pd.DataFrame, interactions: pd.DataFrame, contacts: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def lead_model_scores(lead_model: ScoringModel, leads: pd.DataFrame, interactions: pd.DataFrame, contacts: pd.DataFrame) -> tuple[NDArray[Any], NDArray[Any]]:
     """The bundle lead model's probability and raw log-odds of each contact row at its `as_of`."""
     if contacts.empty:
         return np.zeros(0), np.zeros(0)
@@ -256,7 +257,8 @@ def score_accounts(
     p, raw = lead_model_scores(lead_model, leads, interactions, contacts)
     # Leave-one-out rows: snapshot n + i is contact i's account without contact i.
     n, snap = len(snapshots), contacts["snapshot"].to_numpy(dtype=np.int64)
-    owner, member = [snap], [np.arange(len(contacts))]
+    owner: list[NDArray[np.int64]] = [snap]
+    member: list[NDArray[np.int64]] = [np.arange(len(contacts))]
     for i in range(len(contacts)):
         others = np.flatnonzero((snap == snap[i]) & (np.arange(len(contacts)) != i))
         owner.append(np.full(others.size, n + i, dtype=np.int64))

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.engine import FeatureRows
@@ -72,10 +73,10 @@ class Calibration(BaseModel):
     b: float = 0.0
     blend: float = Field(default=0.0, ge=0.0, lt=1.0)
 
-    def apply(self, raw: np.ndarray) -> np.ndarray:
+    def apply(self, raw: NDArray[Any]) -> NDArray[Any]:
         raw = np.asarray(raw, dtype=np.float64)
         if self.method == "isotonic":
-            calibrated: np.ndarray = np.interp(raw, self.x, self.y)
+            calibrated: NDArray[Any] = np.interp(raw, self.x, self.y)
             if self.blend:
                 calibrated = (1.0 - self.blend) * calibrated + self.blend / (1.0 + np.exp(-(self.a * raw + self.b)))
             return calibrated
@@ -224,7 +225,7 @@ class BundleMeta(BaseModel):
         return self.lead_schema if self.lead_schema is not None else LeadSchema.from_spec(self.feature_spec)
 
 
-def encode_matrix(rows: FeatureRows, feature_names: Sequence[str], levels: dict[str, list[str]]) -> np.ndarray:
+def encode_matrix(rows: FeatureRows, feature_names: Sequence[str], levels: dict[str, list[str]]) -> NDArray[Any]:
     """The model matrix: float64, categories as the code of their training level.
 
     A category value not seen at training time (or missing) becomes NaN, which LightGBM
@@ -238,7 +239,7 @@ def encode_matrix(rows: FeatureRows, feature_names: Sequence[str], levels: dict[
         levels: Category column -> levels seen at training time.
     """
     n = len(next(iter({**rows.categorical, **rows.numeric}.values())))
-    columns: list[np.ndarray] = []
+    columns: list[NDArray[Any]] = []
     for name in feature_names:
         if name in levels:
             code: dict[str | None, float] = {level: float(i) for i, level in enumerate(levels[name])}
@@ -269,7 +270,7 @@ _ENCODE_BLOCK_ROWS = 2_048
 _LOOKUP_ROWS = 64
 
 
-def _category_codes(values: np.ndarray, code: dict[str | None, float]) -> np.ndarray:
+def _category_codes(values: NDArray[Any], code: dict[str | None, float]) -> NDArray[Any]:
     # Unseen values are not keys of `code`: NaN. Missing (None) is NaN too unless `code` has a
     # None key (missing kept as a level).
     if len(values) <= _LOOKUP_ROWS:
@@ -277,7 +278,7 @@ def _category_codes(values: np.ndarray, code: dict[str | None, float]) -> np.nda
     # Many rows: look each distinct value up once, then spread by factorize code (-1 = None).
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     by_distinct = np.array([code.get(u, np.nan) for u in uniques] + [code.get(None, np.nan)], dtype=np.float64)
-    spread: np.ndarray = by_distinct[codes]
+    spread: NDArray[Any] = by_distinct[codes]
     return spread
 
 
@@ -286,7 +287,7 @@ def _category_codes(values: np.ndarray, code: dict[str | None, float]) -> np.nda
 _SINGLE_THREAD_ROWS = 2_000
 
 
-def _threads_for(matrix: np.ndarray) -> int:
+def _threads_for(matrix: NDArray[Any]) -> int:
     return 1 if matrix.shape[0] < _SINGLE_THREAD_ROWS else 0
 
 
@@ -400,10 +401,10 @@ class ScoringModel:
         return directory
 
     # -- scoring ------------------------------------------------------------------------
-    def encode(self, rows: FeatureRows) -> np.ndarray:
+    def encode(self, rows: FeatureRows) -> NDArray[Any]:
         return encode_matrix(rows, self.feature_names, self.meta.categorical_levels)
 
-    def raw(self, matrix: np.ndarray) -> np.ndarray:
+    def raw(self, matrix: NDArray[Any]) -> NDArray[Any]:
         return np.asarray(self.booster.predict(matrix, raw_score=True, num_threads=_threads_for(matrix)))
 
     def compiled_forest(self, n_rows: int, mode: CompileMode = CompileMode.auto) -> CompiledForest | None:
@@ -420,13 +421,14 @@ class ScoringModel:
             self._compiled_looked_up = True
         return self._compiled
 
-    def probability(self, matrix: np.ndarray) -> np.ndarray:
+    def probability(self, matrix: NDArray[Any]) -> NDArray[Any]:
         return self.meta.calibration.apply(self.raw(matrix))
 
-    def score_0_100(self, probability: np.ndarray) -> np.ndarray:
+    def score_0_100(self, probability: NDArray[Any]) -> NDArray[Any]:
         """Percentile of the probability among validation leads (0 = lowest, 100 = highest)."""
         ranks = np.searchsorted(self._quantiles, probability, side="right") - 1
-        return np.minimum(np.maximum(ranks, 0), 100).astype(int)  # np.clip costs more on one lead
+        percentile: NDArray[Any] = np.minimum(np.maximum(ranks, 0), 100).astype(int)  # np.clip costs more on one lead
+        return percentile
 
     def tier(self, probability: float) -> TierName:
         return self.meta.tiers.of(probability)
@@ -435,7 +437,7 @@ class ScoringModel:
         return bool(probability >= self.meta.mql_probability)
 
     # -- explaining ---------------------------------------------------------------------
-    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+    def contributions(self, matrix: NDArray[Any]) -> NDArray[Any]:
         """Exact log-odds contributions (TreeSHAP, or a linear model's terms minus their training means); the last column is the base value.
 
         A forest's are read from per-tree tables (`model.treeshap`): equal to LightGBM's
@@ -455,7 +457,7 @@ class ScoringModel:
             self._exact = ExactContributions.from_booster(self.booster)
         return self._exact.tabulated == self._exact.n_trees
 
-    def fit_engagement_sums(self, contributions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def fit_engagement_sums(self, contributions: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
         """Each row's summed log-odds contributions of its attribute features (fit) and behaviour features (engagement).
 
         Args:
@@ -465,11 +467,11 @@ class ScoringModel:
             (fit, engagement), one value per row: fit + engagement + base value = the raw score.
         """
         features = np.atleast_2d(contributions)[:, :-1]
-        fit: np.ndarray = features[:, self._is_fit].sum(axis=1)
-        engagement: np.ndarray = features[:, ~self._is_fit].sum(axis=1)
+        fit: NDArray[Any] = features[:, self._is_fit].sum(axis=1)
+        engagement: NDArray[Any] = features[:, ~self._is_fit].sum(axis=1)
         return fit, engagement
 
-    def subscore_scale_of(self, matrix: np.ndarray) -> SubScoreScale | None:
+    def subscore_scale_of(self, matrix: NDArray[Any]) -> SubScoreScale | None:
         """The fit and engagement scales over reference rows, from this model's own exact contributions.
 
         Args:
@@ -490,7 +492,7 @@ class ScoringModel:
             engagement_cuts=np.quantile(engagement, [1 / 3, 2 / 3]).tolist(),
         )
 
-    def with_subscore_scale(self, matrix: np.ndarray) -> ScoringModel:
+    def with_subscore_scale(self, matrix: NDArray[Any]) -> ScoringModel:
         """This model with `meta.subscores` set from reference rows (`subscore_scale_of`)."""
         return ScoringModel(self.booster, self.meta.model_copy(update={"subscores": self.subscore_scale_of(matrix)}), self.hazard)
 
@@ -521,7 +523,7 @@ class ScoringModel:
 
     def reasons(
         self,
-        contrib_row: np.ndarray,
+        contrib_row: NDArray[Any],
         values: dict[str, object],
         top_k: int = 3,
         language: str = "en",

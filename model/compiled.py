@@ -25,11 +25,11 @@ import tempfile
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the CLI imports this module for `CompileMode`: keep its start-up light
     import lightgbm as lgb
-    import numpy as np
+    from numpy.typing import NDArray
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def compiled_dir() -> Path:
 class _Predictor(Protocol):
     """What `CompiledForest` calls on a compiled `lleaves.Model` (lleaves has no type hints)."""
 
-    def predict(self, data: np.ndarray, n_jobs: int) -> np.ndarray: ...
+    def predict(self, data: NDArray[Any], n_jobs: int) -> NDArray[Any]: ...
 
 
 class CompiledForest:
@@ -74,7 +74,7 @@ class CompiledForest:
         self._model = model
         self.path = path
 
-    def raw(self, matrix: np.ndarray) -> np.ndarray:
+    def raw(self, matrix: NDArray[Any]) -> NDArray[Any]:
         """Raw scores (log-odds) of the rows of an encoded feature matrix."""
         import numpy as np
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 HAZARD_FILE = "hazard.txt"
@@ -69,15 +70,15 @@ class HazardSettings(BaseModel):
             raise ValueError(f"hazard.feature_names must end with {list(INTERVAL_FEATURES)}, got {self.feature_names[-2:]}")
         return self
 
-    def starts_and_lengths(self) -> tuple[np.ndarray, np.ndarray]:
+    def starts_and_lengths(self) -> tuple[NDArray[Any], NDArray[Any]]:
         """Each interval's start and length in days."""
         ends = np.asarray(self.interval_ends_days, dtype=np.float64)
         starts = np.concatenate([[0.0], ends[:-1]])
         return starts, ends - starts
 
 
-def interval_matrix(matrix: np.ndarray, starts: np.ndarray, lengths: np.ndarray, intervals: np.ndarray | None = None,
-                    rows: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+def interval_matrix(matrix: NDArray[Any], starts: NDArray[Any], lengths: NDArray[Any], intervals: NDArray[Any] | None = None,
+                    rows: NDArray[Any] | None = None) -> NDArray[Any]:  # fmt: skip
     """The hazard matrix: snapshot rows beside their interval's start and length.
 
     Args:
@@ -102,7 +103,7 @@ def interval_matrix(matrix: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
     return out
 
 
-def within_days(hazards: np.ndarray, interval_ends_days: Sequence[float], days: Sequence[float] | np.ndarray) -> np.ndarray:
+def within_days(hazards: NDArray[Any], interval_ends_days: Sequence[float], days: Sequence[float] | NDArray[Any]) -> NDArray[Any]:
     """P(convert within each of `days`) from interval hazards, constant hazard within an interval.
 
     Args:
@@ -126,11 +127,11 @@ def within_days(hazards: np.ndarray, interval_ends_days: Sequence[float], days: 
     k = np.searchsorted(ends, t, side="left")
     share = (t - starts[k]) / (ends[k] - starts[k])
     survival = np.exp(before[:, k] + share * log_keep[:, k])
-    probability: np.ndarray = np.clip(1.0 - survival, 0.0, 1.0)
+    probability: NDArray[Any] = np.clip(1.0 - survival, 0.0, 1.0)
     return probability
 
 
-def expected_days(hazards: np.ndarray, interval_ends_days: Sequence[float]) -> np.ndarray:
+def expected_days(hazards: NDArray[Any], interval_ends_days: Sequence[float]) -> NDArray[Any]:
     """Mean days to conversion given conversion within the last interval end (see the module docstring).
 
     Args:
@@ -155,7 +156,7 @@ def expected_days(hazards: np.ndarray, interval_ends_days: Sequence[float]) -> n
     mean_in = starts + lengths * share
     total = converts_in.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        days: np.ndarray = np.where(total > 0, (converts_in * mean_in).sum(axis=1) / total, np.nan)
+        days: NDArray[Any] = np.where(total > 0, (converts_in * mean_in).sum(axis=1) / total, np.nan)
     return days
 
 
@@ -182,13 +183,13 @@ class HazardModel:
     def save(self, directory: Path) -> None:
         self.booster.save_model(str(directory / HAZARD_FILE))
 
-    def interval_hazards(self, matrix: np.ndarray) -> np.ndarray:
+    def interval_hazards(self, matrix: NDArray[Any]) -> NDArray[Any]:
         """(n, K) hazards h_k of encoded snapshots (the bundle's `encode`)."""
         rows = interval_matrix(matrix, self._starts, self._lengths)
         threads = 1 if len(rows) < _SINGLE_THREAD_ROWS else 0
         return np.asarray(self.booster.predict(rows, num_threads=threads)).reshape(len(matrix), len(self._starts))
 
-    def by_horizon(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def by_horizon(self, matrix: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
         """P(convert within each of `settings.horizons_days`) (n, H) and expected days to convert (n,)."""
         hazards = self.interval_hazards(matrix)
         ends = self.settings.interval_ends_days

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 LINEAR_FAMILY: Literal["linear"] = "linear"
@@ -44,7 +45,7 @@ class LinearTerm(BaseModel):
     missing: float = 0.0
     reference: float = Field(0.0, description="The term's mean over the training rows")
 
-    def values(self, column: np.ndarray) -> np.ndarray:
+    def values(self, column: NDArray[Any]) -> NDArray[Any]:
         """The term for each value of its column of the model matrix."""
         column = np.asarray(column, dtype=np.float64)
         out = np.full(column.shape, self.missing, dtype=np.float64)
@@ -83,7 +84,7 @@ class LinearModel(BaseModel):
     def num_feature(self) -> int:
         return len(self.terms)
 
-    def term_matrix(self, matrix: np.ndarray) -> np.ndarray:
+    def term_matrix(self, matrix: NDArray[Any]) -> NDArray[Any]:
         """Each row's term per feature (rows x features), before the reference is taken off."""
         matrix = np.asarray(matrix, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[1] != len(self.terms):
@@ -91,8 +92,8 @@ class LinearModel(BaseModel):
         return np.column_stack([term.values(matrix[:, j]) for j, term in enumerate(self.terms)]) if self.terms else np.zeros((len(matrix), 0))
 
     def predict(
-        self, matrix: np.ndarray, raw_score: bool = False, pred_contrib: bool = False, num_threads: int = 0
-    ) -> np.ndarray:
+        self, matrix: NDArray[Any], raw_score: bool = False, pred_contrib: bool = False, num_threads: int = 0
+    ) -> NDArray[Any]:
         """Raw log-odds, probabilities or exact contributions, as LightGBM's `Booster.predict`.
 
         Args:
@@ -108,10 +109,10 @@ class LinearModel(BaseModel):
             reference = np.array([t.reference for t in self.terms], dtype=np.float64)
             base = self.intercept + float(reference.sum())
             return np.column_stack([terms - reference, np.full(len(terms), base)])
-        raw: np.ndarray = self.intercept + terms.sum(axis=1)
+        raw: NDArray[Any] = self.intercept + terms.sum(axis=1)
         return raw if raw_score else 1.0 / (1.0 + np.exp(-raw))
 
-    def feature_importance(self, importance_type: str = "gain") -> np.ndarray:
+    def feature_importance(self, importance_type: str = "gain") -> NDArray[Any]:
         """How far each term can move the log-odds: the range of its weights (linear: 2 x |slope|, one scale each way)."""
         del importance_type
         spans = []

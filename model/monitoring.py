@@ -13,10 +13,11 @@ on it has drifted (`drift`): the usual reading of PSI in credit and marketing sc
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from features.contract import Dataset
 from features.engine import FeatureRows, snapshot_features
@@ -35,7 +36,7 @@ DriftStatus = Literal["ok", "watch", "drift"]
 PROBABILITY = "probability"
 
 
-def numeric_bins(values: np.ndarray, n_bins: int = N_BINS) -> Bins:
+def numeric_bins(values: NDArray[Any], n_bins: int = N_BINS) -> Bins:
     """Quantile bins of a numeric variable (fewer when values repeat), plus a missing bin."""
     values = np.asarray(values, dtype=np.float64)
     present = values[~np.isnan(values)]
@@ -45,7 +46,7 @@ def numeric_bins(values: np.ndarray, n_bins: int = N_BINS) -> Bins:
     return bins.model_copy(update={"proportions": _shares(bin_counts(bins, values)).tolist()})
 
 
-def categorical_bins(values: np.ndarray, max_levels: int = MAX_LEVELS) -> Bins:
+def categorical_bins(values: NDArray[Any], max_levels: int = MAX_LEVELS) -> Bins:
     """One bin per frequent level (at most `max_levels`), "other", and missing."""
     series = pd.Series(values, dtype=object)
     levels = series.dropna().value_counts().index[:max_levels].tolist()
@@ -53,7 +54,7 @@ def categorical_bins(values: np.ndarray, max_levels: int = MAX_LEVELS) -> Bins:
     return bins.model_copy(update={"proportions": _shares(bin_counts(bins, values)).tolist()})
 
 
-def bin_counts(bins: Bins, values: np.ndarray | pd.Series) -> np.ndarray:
+def bin_counts(bins: Bins, values: NDArray[Any] | pd.Series) -> NDArray[Any]:
     """How many values fall in each bin of `bins` (the last bin counts missing values)."""
     if bins.kind == "numeric":
         numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
@@ -70,12 +71,12 @@ def bin_counts(bins: Bins, values: np.ndarray | pd.Series) -> np.ndarray:
     return np.append(counts, missing.sum())
 
 
-def _shares(counts: np.ndarray) -> np.ndarray:
+def _shares(counts: NDArray[Any]) -> NDArray[Any]:
     total = counts.sum()
     return counts / total if total else np.zeros(len(counts))
 
 
-def psi(reference: np.ndarray | list[float], recent: np.ndarray | list[float]) -> float:
+def psi(reference: NDArray[Any] | list[float], recent: NDArray[Any] | list[float]) -> float:
     """Population stability index between two share vectors over the same bins."""
     expected = np.maximum(np.asarray(reference, dtype=np.float64), SHARE_FLOOR)
     actual = np.maximum(np.asarray(recent, dtype=np.float64), SHARE_FLOOR)
@@ -90,7 +91,7 @@ def drift_status(value: float) -> DriftStatus:
 
 
 def reference_distribution(
-    feature_rows: FeatureRows, probabilities: np.ndarray, n_bins: int = N_BINS
+    feature_rows: FeatureRows, probabilities: NDArray[Any], n_bins: int = N_BINS
 ) -> DriftReference:
     """The bins a bundle keeps for monitoring.
 
@@ -129,7 +130,7 @@ def reference_from_data(model: ScoringModel, data: Dataset, offsets_days: list[f
     return reference_distribution(rows, model.probability(model.encode(rows)))
 
 
-def drift_table(reference: DriftReference, features: pd.DataFrame, probabilities: np.ndarray) -> pd.DataFrame:
+def drift_table(reference: DriftReference, features: pd.DataFrame, probabilities: NDArray[Any]) -> pd.DataFrame:
     """PSI of the probability and of every reference feature, recent rows against the reference.
 
     Args:
@@ -161,7 +162,7 @@ class _DriftRow(TypedDict):
     reference_missing_share: float
 
 
-def _drift_row(name: str, bins: Bins, values: np.ndarray) -> _DriftRow:
+def _drift_row(name: str, bins: Bins, values: NDArray[Any]) -> _DriftRow:
     recent = _shares(bin_counts(bins, values))
     value = psi(bins.proportions, recent)
     return {

@@ -20,9 +20,10 @@ not change is steady whatever the distribution. This module depends on nothing o
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 SECONDS_PER_DAY = 86_400
@@ -57,7 +58,7 @@ class TrendThresholds(BaseModel):
         change = now - before
         return "improving" if change >= self.improving_at else ("declining" if change <= self.declining_at else "steady")
 
-    def label_codes(self, now: np.ndarray, before: np.ndarray) -> np.ndarray:
+    def label_codes(self, now: NDArray[Any], before: NDArray[Any]) -> NDArray[Any]:
         """`label` of many leads, as codes into `TREND_LABELS` (-1 where `before` is negative: no score then).
 
         Args:
@@ -70,7 +71,7 @@ class TrendThresholds(BaseModel):
         return codes.astype(np.int8)
 
 
-def trend_thresholds_from_changes(changes: np.ndarray, tail_share: float = TREND_TAIL_SHARE) -> TrendThresholds | None:
+def trend_thresholds_from_changes(changes: NDArray[Any], tail_share: float = TREND_TAIL_SHARE) -> TrendThresholds | None:
     """The thresholds from the 7-day score changes of reference (validation) snapshots: the module's rule.
 
     Args:
@@ -92,7 +93,7 @@ def trend_thresholds_from_changes(changes: np.ndarray, tail_share: float = TREND
     )
 
 
-def past_instants(as_of_s: np.ndarray) -> np.ndarray:
+def past_instants(as_of_s: NDArray[Any]) -> NDArray[Any]:
     """The instants each lead is scored at for its trend: (len(TREND_PAST_DAYS), n) epoch seconds, 7 then 30 days before."""
     as_of_s = np.asarray(as_of_s, dtype=np.int64)
     return np.stack([as_of_s - days * SECONDS_PER_DAY for days in TREND_PAST_DAYS])

@@ -110,7 +110,7 @@ def champion_auc_on_test(data: Dataset, result: TrainingResult, champion: Scorin
     rows = snapshot_features(data.leads, data.interactions, snaps, champion.spec)
     p = champion.probability(champion.encode(rows))
     served = champion.meta.training.get("served") or {}
-    unseen = np.ones(len(snaps), dtype=bool)
+    unseen: np.ndarray[tuple[int, ...], np.dtype[np.bool_]] = np.ones(len(snaps), dtype=bool)
     what = ""
     if "labels_through" in served:
         created = pd.DatetimeIndex(data.leads.set_index("lead_id")["created_at"].reindex(snaps["lead_id"]))
