@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.engine import SECONDS_PER_DAY, behaviour_matrix, build_event_index, engagement_weight
+from features.engine import SECONDS_PER_DAY, _positions, behaviour_matrix, build_event_index, engagement_weight
 from features.spec import FeatureSpec
 from features.vocabulary import (
     ACTIVE_DAYS_30D,
@@ -132,3 +133,22 @@ def test_a_snapshot_of_a_lead_outside_the_index_is_refused() -> None:
 def test_an_event_of_a_lead_outside_the_index_is_refused_naming_its_code() -> None:
     with pytest.raises(ValueError, match=r"lead codes \[2\] are outside 0..1"):
         build_event_index(np.array([0, 2]), np.array([AS_OF, AS_OF]), np.array([0, 0]), n_leads=2, n_slots=len(TYPES) + 1)
+
+
+# --- the snapshots' lead codes ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("id_dtype", ["str", object])
+@pytest.mark.parametrize("lead_dtype", ["str", object])
+@pytest.mark.parametrize("missing_lead", [False, True])
+def test_snapshot_lead_positions_equal_pandas_look_up(id_dtype: object, lead_dtype: object, missing_lead: bool) -> None:
+    # Arrow's look-up (both sides Arrow strings) against pandas', with unknown and missing ids,
+    # ids repeated across chunks and a missing lead_id among the leads.
+    rng = np.random.default_rng(4)
+    lead_ids = [f"L{i}" for i in range(0, 60, 3)] + ([None] if missing_lead else [])
+    lead_pos = pd.Index(pd.Series(lead_ids, dtype=lead_dtype))
+    ids = [f"L{i}" for i in rng.integers(0, 60, 300)] + [None, "ghost"]
+    column = pd.concat([pd.Series(ids, dtype=id_dtype)] * 2, ignore_index=True)
+    expected = lead_pos.get_indexer(column)
+    assert (expected >= 0).any() and (expected < 0).any()
+    np.testing.assert_array_equal(_positions(column, lead_pos), expected)
