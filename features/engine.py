@@ -22,9 +22,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeVar, cast
+from typing import cast
 
-import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -36,16 +35,6 @@ from features.vocabulary import EMAIL_DOMAIN_KIND, split_base
 
 SECONDS_PER_DAY = 86_400
 ACTIVE_RECENT_S = 30 * SECONDS_PER_DAY  # the window of `active_days_30d`
-
-_Function = TypeVar("_Function", bound=Callable[..., Any])
-
-
-def _njit(function: _Function) -> _Function:
-    # Compiled on the first call and cached on disk (NUMBA_CACHE_DIR, else __pycache__), so a
-    # process loads the machine code instead of compiling it; serving's start-up check scores
-    # the smoke lead, which makes that first call before any request.
-    return cast(_Function, numba.njit(cache=True, nogil=True)(function))
-
 
 @dataclass(frozen=True)
 class EventIndex:
@@ -165,7 +154,7 @@ def behaviour_matrix(
     windows_s = np.asarray(spec.windows_days, dtype=np.int64) * SECONDS_PER_DAY  # ascending
     aggregates = [(p, a) for p, (_, wanted) in enumerate(spec.properties.items()) for a in wanted]
     out = np.empty((n_snap, len(spec.behaviour_features())), dtype=np.float64)
-    _behaviour_kernel(
+    _compiled_behaviour_kernel()(
         index.lead_start,
         index.time_s,
         index.slot,
@@ -185,7 +174,20 @@ def behaviour_matrix(
     return out
 
 
-@_njit
+@lru_cache(maxsize=1)
+def _compiled_behaviour_kernel() -> Callable[..., None]:
+    """`_behaviour_kernel` compiled to machine code, once per process.
+
+    numba is imported here, not with this module, and the machine code is cached on disk
+    (NUMBA_CACHE_DIR, else __pycache__): a process loads it instead of compiling it. The first
+    call costs that load (under a second); serving pays it at start-up, whose bundle check
+    scores the smoke lead before any request.
+    """
+    import numba
+
+    return cast(Callable[..., None], numba.njit(cache=True, nogil=True)(_behaviour_kernel))
+
+
 def _behaviour_kernel(
     lead_start: np.ndarray,
     time_s: np.ndarray,
