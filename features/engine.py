@@ -4,22 +4,25 @@ Both executors of the project go through `behaviour_matrix`:
 - training builds many leads x many snapshot times at once (`snapshot_features`);
 - serving builds one lead, now (`lead_features`).
 
-The computation is a fixed number of numpy calls over integer arrays (events sorted by lead,
-type and time, queried with `searchsorted`), so one lead costs microseconds with no pandas
-overhead, a million leads cost seconds, and a lead's values never depend on another lead's
-rows: the functions can run per partition of leads on a cluster.
+Events are sorted by lead and time once (`build_event_index`); a compiled kernel then visits,
+per snapshot, the events of its lead up to `as_of` once, in time order, and writes every
+behavioural feature of that snapshot. One lead costs microseconds, a million leads cost
+seconds, and a lead's values never depend on another lead's rows: the functions can run per
+partition of leads on a cluster, and a lead scored alone gets the bits it gets in a batch.
 
 Time is whole seconds since the Unix epoch, UTC. An event at exactly `as_of` is seen by the
 snapshot; anything later is not. Event properties (`FeatureSpec.properties`: numbers an event
 carries, e.g. the pages of a web session) are summed and maxed over the same windows, from the
-same (snapshot, seen event) pairs as the counts.
+same seen events as the counts.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -31,51 +34,29 @@ from features.spec import FeatureSpec
 from features.vocabulary import EMAIL_DOMAIN_KIND, split_base
 
 SECONDS_PER_DAY = 86_400
-_TIME_BITS = 34  # 2**34 s is about 544 years of relative time
-_TIME_MAX = (1 << _TIME_BITS) - 1
-# Engagement pairs (snapshot x past event) are processed in blocks of this many to bound memory.
-_PAIR_BLOCK = 4_000_000
-# Snapshots are computed in blocks of this many to bound the (snapshot x type x window) arrays.
-_SNAPSHOT_BLOCK = 200_000
-
+ACTIVE_RECENT_S = 30 * SECONDS_PER_DAY  # the window of `active_days_30d`
 
 @dataclass(frozen=True)
 class EventIndex:
-    """Interactions of a set of leads, encoded for point-in-time queries.
+    """Interactions of a set of leads, sorted by lead then time, for point-in-time queries.
 
     Attributes:
         n_leads: Number of leads (lead codes are 0..n_leads-1).
         n_slots: Number of type slots: the known vocabulary plus one "other" slot.
-        base_s: Epoch second that relative times count from.
-        type_key: Sorted int64 keys (lead, type slot, relative time) for per-type queries.
-        lead_key: Sorted int64 keys (lead, relative time) for all-event queries.
-        lead_time_s: Event times (epoch seconds), in `lead_key` order.
-        lead_type: Type slot of each event, in `lead_key` order.
-        new_day_prefix: Prefix sums of "first event of a UTC day for this lead", in `lead_key`
-            order, with a leading 0 (length n_events + 1).
-        slot_start: Position in `type_key` of the first event of each (lead, type slot) group,
-            group lead * n_slots + slot, with the end as last entry (length n_leads * n_slots + 1).
-        lead_properties: float64 (n_events, n_properties): each event's property values (NaN
-            when it has none), in `lead_key` order; properties in `FeatureSpec.properties` order.
+        lead_start: int64 (n_leads + 1): the events of lead i are i's range
+            lead_start[i]..lead_start[i + 1] - 1 of the arrays below.
+        time_s: int64 event times (epoch seconds), time-sorted within each lead.
+        slot: int64 type slot of each event.
+        properties: float64 (n_events, n_properties), C-ordered: each event's property values
+            (NaN when it has none), properties in `FeatureSpec.properties` order.
     """
 
     n_leads: int
     n_slots: int
-    base_s: int
-    type_key: np.ndarray
-    lead_key: np.ndarray
-    lead_time_s: np.ndarray
-    lead_type: np.ndarray
-    new_day_prefix: np.ndarray
-    slot_start: np.ndarray
-    lead_properties: np.ndarray
-
-
-def _relative(times_s: np.ndarray, base_s: int) -> np.ndarray:
-    # Events get relative times >= 1; queries are clipped into [0, _TIME_MAX], so a query
-    # before every event (relative 0) never borrows into the previous key group.
-    # minimum/maximum rather than np.clip: a third of the cost on the small arrays of one lead.
-    return np.minimum(np.maximum(times_s.astype(np.int64) - base_s + 1, 0), _TIME_MAX)
+    lead_start: np.ndarray
+    time_s: np.ndarray
+    slot: np.ndarray
+    properties: np.ndarray
 
 
 def build_event_index(
@@ -84,7 +65,6 @@ def build_event_index(
     type_slots: np.ndarray,
     n_leads: int,
     n_slots: int,
-    base_s: int,
     properties: np.ndarray | None = None,
 ) -> EventIndex:
     """Encode events for point-in-time queries.
@@ -95,51 +75,40 @@ def build_event_index(
         type_slots: Type slot of each event (vocabulary position, or n_slots-1 for other types).
         n_leads: Number of leads.
         n_slots: Vocabulary size plus one.
-        base_s: Epoch second at or before every event of interest (query times below it are
-            clipped; events below it are not allowed).
         properties: float64 (n_events, n_properties) property values of each event (NaN when
             missing); None when the spec has no properties.
 
     Returns:
-        The index.
+        The index. Events of one lead at the same second keep their input order.
+
+    Raises:
+        ValueError: A lead code is outside 0..n_leads-1.
     """
     lead_codes = np.asarray(lead_codes, dtype=np.int64)
     values = np.empty((lead_codes.size, 0)) if properties is None else np.asarray(properties, dtype=np.float64)
     times_s = np.asarray(times_s, dtype=np.int64)
     type_slots = np.asarray(type_slots, dtype=np.int64)
-    if times_s.size and times_s.min() < base_s:
-        raise ValueError("build_event_index: an event is earlier than base_s")
-    rel = _relative(times_s, base_s)
-    type_key = np.sort(((lead_codes * n_slots + type_slots) << _TIME_BITS) + rel)
-    lead_key_unsorted = (lead_codes << _TIME_BITS) + rel
-    if lead_key_unsorted.size > 1 and (lead_key_unsorted[1:] < lead_key_unsorted[:-1]).any():
-        order = np.argsort(lead_key_unsorted, kind="stable")
-        lead_key = lead_key_unsorted[order]
-        lead_time_s = times_s[order]
-        lead_type = type_slots[order]
-        lead_sorted = lead_codes[order]
-        values = values[order]
-    else:
-        # Validated interactions come sorted by lead and time: the stable sort is the identity.
-        lead_key, lead_time_s, lead_type, lead_sorted = lead_key_unsorted, times_s, type_slots, lead_codes
-    day = lead_time_s // SECONDS_PER_DAY
-    new_day = np.ones(lead_key.size, dtype=np.int64)
-    if lead_key.size > 1:
-        new_day[1:] = (day[1:] != day[:-1]) | (lead_sorted[1:] != lead_sorted[:-1])
-    new_day_prefix = np.concatenate([[0], np.cumsum(new_day)])
-    group_sizes = np.bincount(type_key >> _TIME_BITS, minlength=n_leads * n_slots)
-    slot_start = np.concatenate([[0], np.cumsum(group_sizes)])
+    if lead_codes.size > 1:
+        lead_step = lead_codes[1:] - lead_codes[:-1]
+        unsorted = (lead_step < 0) | ((lead_step == 0) & (times_s[1:] < times_s[:-1]))
+        if unsorted.any():
+            # Stable: events of a lead at the same second keep their order, so the engagement
+            # sum adds them in the same order on every path.
+            order = np.lexsort((times_s, lead_codes))
+            lead_codes, times_s, type_slots, values = lead_codes[order], times_s[order], type_slots[order], values[order]
+        # Validated interactions come sorted by lead and time: nothing to reorder.
+    if lead_codes.size and (lead_codes[0] < 0 or lead_codes[-1] >= n_leads):
+        bad = lead_codes[(lead_codes < 0) | (lead_codes >= n_leads)]
+        raise ValueError(f"build_event_index: lead codes {bad[:5].tolist()} are outside 0..{n_leads - 1}")
+    lead_start = np.zeros(n_leads + 1, dtype=np.int64)
+    np.cumsum(np.bincount(lead_codes, minlength=n_leads), out=lead_start[1:])
     return EventIndex(
         n_leads=n_leads,
         n_slots=n_slots,
-        base_s=base_s,
-        type_key=type_key,
-        lead_key=lead_key,
-        lead_time_s=lead_time_s,
-        lead_type=lead_type,
-        new_day_prefix=new_day_prefix,
-        slot_start=slot_start,
-        lead_properties=values,
+        lead_start=lead_start,
+        time_s=np.ascontiguousarray(times_s),
+        slot=np.ascontiguousarray(type_slots),
+        properties=np.ascontiguousarray(values),
     )
 
 
@@ -152,6 +121,14 @@ def behaviour_matrix(
 ) -> np.ndarray:
     """Behavioural features of each snapshot, in `spec.behaviour_features()` order.
 
+    A snapshot sees its lead's events at or before `as_of`. Per type slot and window, the
+    counts hold the events younger than the window (one at exactly as_of - window is out);
+    `days_since_<type>` is the age of the type's last seen event (`spec.never_seen_days`, else
+    NaN, when there is none); the engagement is the sum of weight(type) * 0.5 ** (age /
+    half-life) over the seen events in time order; active days are the distinct UTC days of the
+    seen events, in total and younger than 30 days; property sums (0 without a value) and
+    maxima (NaN without one) use the same windows over the seen events carrying a value.
+
     Args:
         index: The leads' events.
         snap_lead: Lead code of each snapshot.
@@ -161,147 +138,171 @@ def behaviour_matrix(
 
     Returns:
         float64 array of shape (n_snapshots, len(spec.behaviour_features())).
+
+    Raises:
+        ValueError: A snapshot's lead code is outside the index's leads.
     """
-    snap_lead = np.asarray(snap_lead, dtype=np.int64)
-    as_of = np.asarray(snap_as_of_s, dtype=np.int64)
+    snap_lead = np.ascontiguousarray(snap_lead, dtype=np.int64)
+    as_of = np.ascontiguousarray(snap_as_of_s, dtype=np.int64)
+    created = np.ascontiguousarray(snap_created_s, dtype=np.int64)
     n_snap = snap_lead.size
     if not spec.interactions:  # a static spec has no behaviour block
         return np.empty((n_snap, 0), dtype=np.float64)
     if not spec.events:  # no interaction in the data: the lead's age is the whole block
-        return ((as_of - np.asarray(snap_created_s, dtype=np.int64)) / SECONDS_PER_DAY).astype(np.float64)[:, None]
+        return ((as_of - created) / SECONDS_PER_DAY).astype(np.float64)[:, None]
     n_types = len(spec.interaction_types)
-    n_slots = index.n_slots
-    n_win = len(spec.windows_days)
-
-    # The events a snapshot sees are a contiguous range of its lead's (lead, time) ordering:
-    # from the lead's first event up to as_of.
-    lead_group = snap_lead << _TIME_BITS
-    rel_now = _relative(as_of, index.base_s)
-    lead_start = np.searchsorted(index.lead_key, lead_group, side="left")
-    lead_now = np.searchsorted(index.lead_key, lead_group + rel_now, side="right")
-    lead_30 = np.searchsorted(
-        index.lead_key,
-        lead_group + _relative(as_of - 30 * SECONDS_PER_DAY, index.base_s),
-        side="right",
-    )
-    active_total = _distinct_days(index.new_day_prefix, lead_start, lead_now)
-    active_30 = _distinct_days(index.new_day_prefix, lead_30, lead_now)
-    engagement, counts, property_block = _seen_event_sums(index, lead_start, lead_now, as_of, spec)
-    total = counts[:, :, n_win]  # (n_snap, n_slots)
-    in_window = counts[:, :, :n_win]  # (n_snap, n_slots, n_win)
-
-    # The last event of a (lead, type) seen by a snapshot: the type's events are time-sorted in
-    # `type_key`, and the snapshot sees the first `total` of them.
-    seen_last = index.slot_start[snap_lead[:, None] * n_slots + np.arange(n_slots)[None, :]] + total - 1
-    if index.type_key.size:
-        last_rel = index.type_key[np.minimum(np.maximum(seen_last, 0), index.type_key.size - 1)] & _TIME_MAX
-    else:
-        last_rel = np.zeros_like(seen_last)
-    never = np.nan if spec.never_seen_days is None else spec.never_seen_days
-    days_since = np.where(total > 0, (rel_now[:, None] - last_rel) / SECONDS_PER_DAY, never)
-
-    per_type = np.empty((n_snap, n_types, n_win + 2), dtype=np.float64)
-    per_type[:, :, :n_win] = in_window[:, :n_types, :]
-    per_type[:, :, n_win] = total[:, :n_types]
-    per_type[:, :, n_win + 1] = days_since[:, :n_types]
-    tail = np.column_stack(
-        [
-            total[:, :n_types].sum(axis=1),
-            total[:, n_types],
-            engagement,
-            active_30,
-            active_total,
-            (as_of - np.asarray(snap_created_s, dtype=np.int64)) / SECONDS_PER_DAY,
-        ]
-    ).astype(np.float64)
-    return np.concatenate([per_type.reshape(n_snap, -1), tail, property_block], axis=1)
-
-
-def _distinct_days(new_day_prefix: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    # Events lo..hi-1 of one lead, time-sorted: the first is always a new day within the range,
-    # each later one is new when the index flagged it as the lead's first on its UTC day.
-    has_events = hi > lo
-    later_new = new_day_prefix[hi] - new_day_prefix[np.minimum(lo + 1, hi)]
-    return np.where(has_events, 1 + later_new, 0)
-
-
-def _seen_event_sums(
-    index: EventIndex,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    as_of: np.ndarray,
-    spec: FeatureSpec,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decayed engagement, event counts and property aggregates over the events each snapshot sees.
-
-    A snapshot sees events lo..hi-1 of the (lead, time) ordering. Every (snapshot, seen event)
-    pair is visited once, in blocks of about `_PAIR_BLOCK` pairs to bound memory:
-    - engagement: sum of weight(type) * 0.5 ** (age / half-life), summed per snapshot over its
-      lead's events in time order, so a lead's float result does not depend on which other
-      leads are computed with it;
-    - counts: per type slot, the events younger than each window (an event at exactly
-      as_of - window is out), and all of them;
-    - properties: per property and aggregate, the same windows over the events carrying a
-      value, summed in the lead's time order (0 without a value) or maxed (NaN without one).
-
-    Returns:
-        (engagement of shape (n_snap,), int64 counts of shape (n_snap, n_slots, n_windows + 1):
-        one column per window in `spec.windows_days` order, then the total; float64 property
-        features of shape (n_snap, len(spec.property_features())), in that order).
-    """
-    weights = np.array([engagement_weight(t, spec) for t in spec.interaction_types] + [0.0])
-    halflife_s = spec.halflife_days * SECONDS_PER_DAY
     windows_s = np.asarray(spec.windows_days, dtype=np.int64) * SECONDS_PER_DAY  # ascending
-    n_win, n_slots = windows_s.size, index.n_slots
-    lengths = hi - lo
-    engagement = np.zeros(as_of.size, dtype=np.float64)
-    counts = np.zeros((as_of.size, n_slots, n_win + 1), dtype=np.int64)
     aggregates = [(p, a) for p, (_, wanted) in enumerate(spec.properties.items()) for a in wanted]
-    # Sums start at 0 (nothing seen adds nothing), maxima at -inf (turned into NaN at the end).
-    properties = np.zeros((as_of.size, len(aggregates), n_win + 1), dtype=np.float64)
-    for k, (_, aggregate) in enumerate(aggregates):
-        if aggregate == "max":
-            properties[:, k, :] = -np.inf
-    ends = np.cumsum(lengths)
-    first = 0
-    while first < as_of.size:
-        # Grow the block of snapshots until it holds about _PAIR_BLOCK pairs.
-        stop = int(np.searchsorted(ends, (ends[first - 1] if first else 0) + _PAIR_BLOCK, "right"))
-        stop = max(stop, first + 1)
-        block_len = lengths[first:stop]
-        n_pairs = int(block_len.sum())
-        if n_pairs:
-            n_block = stop - first
-            snap = np.repeat(np.arange(n_block), block_len)
-            block_starts = np.cumsum(block_len) - block_len
-            event = np.repeat(lo[first:stop] - block_starts, block_len) + np.arange(n_pairs)
-            age_s = as_of[first:stop][snap] - index.lead_time_s[event]
-            slot = index.lead_type[event]
-            contrib = weights[slot] * np.exp2(-(age_s / halflife_s))
-            engagement[first:stop] = np.bincount(snap, weights=contrib, minlength=n_block)
-            # Bucket j: the event is outside the j shortest windows; a window's count is the
-            # number of events in buckets before it.
-            bucket = np.searchsorted(windows_s, age_s, side="right")
-            histogram = np.bincount(
-                (snap * n_slots + slot) * (n_win + 1) + bucket, minlength=n_block * n_slots * (n_win + 1)
-            ).reshape(n_block, n_slots, n_win + 1)
-            counts[first:stop, :, :n_win] = np.cumsum(histogram[:, :, :n_win], axis=2)
-            counts[first:stop, :, n_win] = histogram.sum(axis=2)
-            cell = snap * (n_win + 1) + bucket
-            for k, (p, aggregate) in enumerate(aggregates):
-                values = index.lead_properties[event, p]
-                has = ~np.isnan(values)
-                if aggregate == "sum":
-                    per_bucket = np.bincount(cell[has], weights=values[has], minlength=n_block * (n_win + 1))
-                    # Running sums over the buckets, in window order: the last is the total.
-                    properties[first:stop, k, :] = np.cumsum(per_bucket.reshape(n_block, n_win + 1), axis=1)
-                else:
-                    per_bucket = np.full(n_block * (n_win + 1), -np.inf)
-                    np.maximum.at(per_bucket, cell[has], values[has])
-                    properties[first:stop, k, :] = np.maximum.accumulate(per_bucket.reshape(n_block, n_win + 1), axis=1)
-        first = stop
-    properties[np.isneginf(properties)] = np.nan
-    return engagement, counts, properties.reshape(as_of.size, len(aggregates) * (n_win + 1))
+    out = np.empty((n_snap, len(spec.behaviour_features())), dtype=np.float64)
+    _compiled_behaviour_kernel()(
+        index.lead_start,
+        index.time_s,
+        index.slot,
+        index.properties,
+        snap_lead,
+        as_of,
+        created,
+        np.array([engagement_weight(t, spec) for t in spec.interaction_types] + [0.0] * (index.n_slots - n_types)),
+        spec.halflife_days * SECONDS_PER_DAY,
+        windows_s,
+        n_types,
+        np.nan if spec.never_seen_days is None else float(spec.never_seen_days),
+        np.array([p for p, _ in aggregates], dtype=np.int64),
+        np.array([a == "max" for _, a in aggregates], dtype=np.bool_),
+        out,
+    )
+    return out
+
+
+@lru_cache(maxsize=1)
+def _compiled_behaviour_kernel() -> Callable[..., None]:
+    """`_behaviour_kernel` compiled to machine code, once per process.
+
+    numba is imported here, not with this module, and the machine code is cached on disk
+    (NUMBA_CACHE_DIR, else __pycache__): a process loads it instead of compiling it. The first
+    call costs that load (under a second); serving pays it at start-up, whose bundle check
+    scores the smoke lead before any request.
+    """
+    import numba
+
+    return cast(Callable[..., None], numba.njit(cache=True, nogil=True)(_behaviour_kernel))
+
+
+def _behaviour_kernel(
+    lead_start: np.ndarray,
+    time_s: np.ndarray,
+    slot: np.ndarray,
+    properties: np.ndarray,
+    snap_lead: np.ndarray,
+    as_of_s: np.ndarray,
+    created_s: np.ndarray,
+    weights: np.ndarray,
+    halflife_s: float,
+    windows_s: np.ndarray,
+    n_types: int,
+    never_days: float,
+    aggregate_property: np.ndarray,
+    aggregate_is_max: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Write each snapshot's row of `behaviour_matrix` into `out`, in one pass over the events it sees.
+
+    Per seen event, its bucket is the number of windows it is not younger than (0: inside every
+    window; len(windows_s): outside all); a window's count or sum is that of the buckets
+    before it, and the total that of all buckets.
+
+    Args:
+        lead_start, time_s, slot, properties: The `EventIndex` arrays.
+        snap_lead, as_of_s, created_s: Lead code, snapshot time and lead creation time of each snapshot.
+        weights: Engagement weight per type slot.
+        halflife_s: Engagement half-life, seconds.
+        windows_s: The windows, seconds, ascending.
+        n_types: Vocabulary size (slots 0..n_types-1; slot n_types counts other events).
+        never_days: `days_since_<type>` of a type not seen.
+        aggregate_property, aggregate_is_max: Per property feature block, its property column
+            and whether it is a maximum (else a sum).
+        out: float64 (n_snapshots, n_features), written row by row.
+    """
+    n_slots = weights.size
+    n_win = windows_s.size
+    n_aggregates = aggregate_property.size
+    counts = np.zeros((n_slots, n_win + 1), dtype=np.int64)
+    last_s = np.zeros(n_slots, dtype=np.int64)
+    buckets = np.zeros((n_aggregates, n_win + 1), dtype=np.float64)
+    tail = n_types * (n_win + 2)
+    for s in range(snap_lead.size):
+        lead = snap_lead[s]
+        if lead < 0 or lead >= lead_start.size - 1:
+            raise ValueError("behaviour_matrix: a snapshot's lead code is outside the event index's leads")
+        as_of = as_of_s[s]
+        counts[:, :] = 0
+        for k in range(n_aggregates):
+            # Sums start at 0 (nothing seen adds nothing), maxima at -inf (NaN at the end).
+            buckets[k, :] = -np.inf if aggregate_is_max[k] else 0.0
+        engagement = 0.0
+        active_total = 0
+        active_recent = 0
+        previous_day = 0
+        previous_recent_day = 0
+        for e in range(lead_start[lead], lead_start[lead + 1]):
+            t = time_s[e]
+            if t > as_of:  # time-sorted: every later event of the lead is unseen too
+                break
+            age = as_of - t
+            event_slot = slot[e]
+            engagement += weights[event_slot] * np.exp2(-(age / halflife_s))
+            bucket = 0
+            while bucket < n_win and windows_s[bucket] <= age:
+                bucket += 1
+            counts[event_slot, bucket] += 1
+            last_s[event_slot] = t
+            day = t // SECONDS_PER_DAY
+            if active_total == 0 or day != previous_day:
+                active_total += 1
+                previous_day = day
+            if age < ACTIVE_RECENT_S and (active_recent == 0 or day != previous_recent_day):
+                active_recent += 1
+                previous_recent_day = day
+            for k in range(n_aggregates):
+                value = properties[e, aggregate_property[k]]
+                if not math.isnan(value):
+                    if aggregate_is_max[k]:
+                        if value > buckets[k, bucket]:
+                            buckets[k, bucket] = value
+                    else:
+                        buckets[k, bucket] += value
+        events_total = 0
+        for type_slot in range(n_types):
+            column = type_slot * (n_win + 2)
+            seen = 0
+            for w in range(n_win):
+                seen += counts[type_slot, w]
+                out[s, column + w] = seen
+            seen += counts[type_slot, n_win]
+            out[s, column + n_win] = seen
+            out[s, column + n_win + 1] = (as_of - last_s[type_slot]) / SECONDS_PER_DAY if seen > 0 else never_days
+            events_total += seen
+        other_total = 0
+        for b in range(n_win + 1):
+            other_total += counts[n_types, b]
+        out[s, tail] = events_total
+        out[s, tail + 1] = other_total
+        out[s, tail + 2] = engagement
+        out[s, tail + 3] = active_recent
+        out[s, tail + 4] = active_total
+        out[s, tail + 5] = (as_of - created_s[s]) / SECONDS_PER_DAY
+        column = tail + 6
+        for k in range(n_aggregates):
+            running = buckets[k, 0]
+            for b in range(n_win + 1):
+                if b > 0:
+                    if aggregate_is_max[k]:
+                        if buckets[k, b] > running:
+                            running = buckets[k, b]
+                    else:
+                        running += buckets[k, b]
+                out[s, column + b] = np.nan if running == -np.inf else running
+            column += n_win + 1
 
 
 def engagement_weight(event_type: str, spec: FeatureSpec) -> float:
@@ -467,12 +468,27 @@ def _column_codes(column: pd.Series, encode: Callable[[np.ndarray], np.ndarray],
     return np.append(encode(np.asarray(uniques, dtype=object)), missing).astype(np.int64)[codes]
 
 
-def _arrow_strings(column: pd.Series) -> pa.Array | pa.ChunkedArray | None:
+def _arrow_strings(column: pd.Series | pd.Index) -> pa.Array | pa.ChunkedArray | None:
     # Zero-copy view of an Arrow-backed text column (the loaders' and pandas 3's default); None
     # for other dtypes, which keep the factorize path (converting them would cost more).
     if isinstance(column.dtype, pd.StringDtype) and column.dtype.storage == "pyarrow":
         return pa.array(column)
     return None
+
+
+def _positions(ids: pd.Series, lead_pos: pd.Index) -> np.ndarray:
+    """`lead_pos.get_indexer(ids)` as int64 (-1: unknown); `lead_pos` holds no duplicate.
+
+    With Arrow strings on both sides, Arrow's hash look-up: pandas would first make a Python
+    string of every id (three quarters of its cost on 300,000 snapshots).
+    """
+    arr, known = _arrow_strings(ids), _arrow_strings(lead_pos)
+    if arr is None or known is None or arr.type != known.type:
+        return lead_pos.get_indexer(ids).astype(np.int64)
+    if isinstance(known, pa.ChunkedArray):
+        known = known.combine_chunks()
+    found = pc.index_in(arr, value_set=known)  # a missing id matches a missing lead_id, as in get_indexer
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _lead_codes(column: pd.Series, lead_pos: pd.Index) -> np.ndarray:
@@ -488,8 +504,7 @@ def _lead_codes(column: pd.Series, lead_pos: pd.Index) -> np.ndarray:
     starts = np.concatenate([[0], np.flatnonzero(change) + 1])
     if starts.size > len(arr) // 4:  # not grouped: runs are no cheaper than rows
         return _column_codes(column, lead_pos.get_indexer, -1)
-    heads = pd.Series(arr.take(pa.array(starts)), dtype=column.dtype)
-    run_codes = lead_pos.get_indexer(heads).astype(np.int64)
+    run_codes = _positions(pd.Series(arr.take(pa.array(starts)), dtype=column.dtype), lead_pos)
     return np.repeat(run_codes, np.diff(np.append(starts, len(arr))))
 
 
@@ -551,32 +566,23 @@ def snapshot_features(
     lead_pos = pd.Index(leads["lead_id"])
     if not lead_pos.is_unique:
         raise ValueError("snapshot_features: leads.lead_id has duplicates")
-    snap_codes = lead_pos.get_indexer(snapshots["lead_id"])
+    snap_codes = _positions(snapshots["lead_id"], lead_pos)
     if (snap_codes < 0).any():
         missing = snapshots["lead_id"][snap_codes < 0].unique()[:5].tolist()
         raise ValueError(f"snapshot_features: snapshots reference unknown lead_id (e.g. {missing})")
     event_codes = _lead_codes(interactions["lead_id"], lead_pos)
     known = event_codes >= 0
     created_s = to_epoch_seconds(leads["created_at"])
-    event_s = to_epoch_seconds(interactions["occurred_at"])[known]
-    base = int(min(created_s.min(initial=0), event_s.min(initial=0))) if created_s.size else 0
     properties = _event_properties(interactions, spec)
     index = build_event_index(
         event_codes[known],
-        event_s,
+        to_epoch_seconds(interactions["occurred_at"])[known],
         _type_slot_codes(interactions["type"], spec)[known],
         n_leads=len(lead_pos),
         n_slots=len(spec.interaction_types) + 1,
-        base_s=base,
         properties=None if properties is None else properties[known],
     )
-    as_of_s = to_epoch_seconds(snapshots["as_of"])
-    behaviour = np.empty((len(snap_codes), len(spec.behaviour_features())), dtype=np.float64)
-    for lo in range(0, len(snap_codes), _SNAPSHOT_BLOCK):
-        hi = lo + _SNAPSHOT_BLOCK
-        behaviour[lo:hi] = behaviour_matrix(
-            index, snap_codes[lo:hi], as_of_s[lo:hi], created_s[snap_codes[lo:hi]], spec
-        )
+    behaviour = behaviour_matrix(index, snap_codes, to_epoch_seconds(snapshots["as_of"]), created_s[snap_codes], spec)
     per_lead = lead_attribute_rows(leads, spec)
     numeric = {k: v[snap_codes] for k, v in per_lead.numeric.items()}
     for j, name in enumerate(spec.behaviour_features()):
@@ -617,14 +623,12 @@ def lead_features(
         for j, name in enumerate(spec.properties):
             if name in given:
                 properties[:, j] = np.asarray(given[name], dtype=np.float64)
-    base = int(min(created_s, times.min(initial=created_s)))
     index = build_event_index(
         np.zeros(times.size, dtype=np.int64),
         times,
         type_slots(list(event_types), spec),
         n_leads=1,
         n_slots=len(spec.interaction_types) + 1,
-        base_s=base,
         properties=properties,
     )
     behaviour = behaviour_matrix(

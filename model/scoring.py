@@ -645,7 +645,6 @@ def lead_rows(reads: Sequence[LeadRead], spec: FeatureSpec, *, with_past: bool =
         type_slots([t for r in reads for t in r.types], spec),
         n_leads=len(reads),
         n_slots=len(spec.interaction_types) + 1,
-        base_s=int(min(created.min(), times.min(initial=created.min()))),
         properties=properties,
     )
     as_of_s = np.array([r.as_of_s for r in reads], dtype=np.int64)
