@@ -12,10 +12,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic.config import JsonDict
 
@@ -358,7 +359,7 @@ def score_lead_with_features(
 When = tuple[dict[str, float], float | None] | None
 
 
-def _when(model: ScoringModel, matrix: np.ndarray) -> list[When]:
+def _when(model: ScoringModel, matrix: NDArray[Any]) -> list[When]:
     """Each row's probability by horizon and expected days to convert from the bundle's hazard; None per row without one."""
     if model.hazard is None:
         return [None] * len(matrix)
@@ -371,7 +372,7 @@ def _when(model: ScoringModel, matrix: np.ndarray) -> list[When]:
     ]
 
 
-def _fit_engagement(model: ScoringModel, matrix: np.ndarray, contributions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+def _fit_engagement(model: ScoringModel, matrix: NDArray[Any], contributions: NDArray[Any] | None) -> tuple[NDArray[Any], NDArray[Any]] | None:
     """The rows' fit and engagement log-odds sums, or None when the bundle has no sub-score scale.
 
     From the contributions already computed for reasons; without them, computed only when that
@@ -386,7 +387,7 @@ def _fit_engagement(model: ScoringModel, matrix: np.ndarray, contributions: np.n
     return model.fit_engagement_sums(contributions)
 
 
-def _row_of(sums: tuple[np.ndarray, np.ndarray] | None, i: int) -> tuple[float, float] | None:
+def _row_of(sums: tuple[NDArray[Any], NDArray[Any]] | None, i: int) -> tuple[float, float] | None:
     return None if sums is None else (float(sums[0][i]), float(sums[1][i]))
 
 
@@ -502,7 +503,7 @@ def _scored_row(
     rows: FeatureRows,
     i: int,
     raw: float,
-    contributions: np.ndarray | None,
+    contributions: NDArray[Any] | None,
     fit_engagement: tuple[float, float] | None,
     top_k: int,
     language: str,
@@ -598,7 +599,7 @@ def score_read_leads(
     return scored
 
 
-def past_scores(model: ScoringModel, raw_past: np.ndarray, created_s: np.ndarray, as_of_s: np.ndarray) -> np.ndarray:
+def past_scores(model: ScoringModel, raw_past: NDArray[Any], created_s: NDArray[Any], as_of_s: NDArray[Any]) -> NDArray[Any]:
     """The leads' 0-100 scores at the trend's past instants (`model.trend.past_instants`), -1 where a lead did not exist yet.
 
     Args:
@@ -615,7 +616,7 @@ def past_scores(model: ScoringModel, raw_past: np.ndarray, created_s: np.ndarray
     return scores
 
 
-def _set_trend(model: ScoringModel, out: ScoreOut, past: np.ndarray) -> None:
+def _set_trend(model: ScoringModel, out: ScoreOut, past: NDArray[Any]) -> None:
     # `past`: the lead's scores 7 and 30 days before (-1: it did not exist yet).
     thresholds = model.meta.trend
     assert thresholds is not None  # past scores are computed only with thresholds
@@ -654,7 +655,7 @@ def lead_rows(reads: Sequence[LeadRead], spec: FeatureSpec, *, with_past: bool =
     return assemble_rows(spec, {c: [r.attributes.get(c) for r in reads] * k for c in spec.attribute_columns()}, behaviour)
 
 
-def rounded_probability(probability: np.ndarray) -> np.ndarray:
+def rounded_probability(probability: NDArray[Any]) -> NDArray[Any]:
     """Probabilities as answered (6 decimals): one rounding for the one-lead and batch paths."""
     return np.round(probability, 6)
 
@@ -787,7 +788,8 @@ def score_table(
     out["grid_points"] = grid.score_frame(pd.DataFrame({f: values[f] for f in grid.required_features() if f in values}))
     out["top_reason"] = strongest_reasons_up(model, contrib, rows, language) if with_reasons else [None] * len(out)
     out["fit"], out["engagement"], out["cell"] = subscore_columns(model, _fit_engagement(model, matrix, contrib if with_reasons else None), n)
-    week = month = np.full(n, -1, dtype=np.int64)
+    week: NDArray[np.int64] = np.full(n, -1, dtype=np.int64)
+    month = week
     if model.meta.trend is not None:
         scores = np.full(2 * n, -1, dtype=np.int64)
         scores[past_at] = model.score_0_100(model.meta.calibration.apply(raw_past))
@@ -805,13 +807,13 @@ def score_table(
     return out
 
 
-def _batch_raw(model: ScoringModel, matrix: np.ndarray, compiled: CompileMode) -> np.ndarray:
+def _batch_raw(model: ScoringModel, matrix: NDArray[Any], compiled: CompileMode) -> NDArray[Any]:
     # Raw scores of a batch: the compiled forest when `compiled` and the batch size call for it.
     forest = model.compiled_forest(len(matrix), compiled)
     return model.raw(matrix) if forest is None else forest.raw(matrix)
 
 
-def past_snapshots(scorable: pd.DataFrame, stamp: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
+def past_snapshots(scorable: pd.DataFrame, stamp: pd.Timestamp) -> tuple[pd.DataFrame, NDArray[Any]]:
     """The leads at the trend's past instants, those created by then: snapshots, and each one's position in (instant, lead) order.
 
     Returns:
@@ -828,7 +830,7 @@ def past_snapshots(scorable: pd.DataFrame, stamp: pd.Timestamp) -> tuple[pd.Data
 
 
 def subscore_columns(
-    model: ScoringModel, sums: tuple[np.ndarray, np.ndarray] | None, n: int
+    model: ScoringModel, sums: tuple[NDArray[Any], NDArray[Any]] | None, n: int
 ) -> tuple[pd.arrays.IntegerArray, pd.arrays.IntegerArray, pd.Categorical]:
     """`ScoringModel.subscores` of many rows at once: fit and engagement (nullable 0-100) and the cell.
 
@@ -854,7 +856,7 @@ def subscore_columns(
     return percentiles[0], percentiles[1], pd.Categorical.from_codes(3 * letter + digit, categories=cells)
 
 
-def strongest_reasons_up(model: ScoringModel, contributions: np.ndarray, rows: FeatureRows, language: str = "en") -> list[str | None]:
+def strongest_reasons_up(model: ScoringModel, contributions: NDArray[Any], rows: FeatureRows, language: str = "en") -> list[str | None]:
     """Each row's strongest reason up, the label `model.reasons(..., top_k=1)` gives, ranked for all rows at once.
 
     The drivers' log-odds are summed column by column in feature order, the order `reasons` adds
