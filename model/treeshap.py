@@ -177,9 +177,11 @@ class ExactContributions:
             table_features += tree.features.tolist()
             tables.append(tree.table.ravel())  # (patterns, D) row-major: a pattern's D values side by side
             values += tree.table.size
-        self._nodes = np.asarray([n for group in _NUMERIC_GROUPS for n in numeric[group]], dtype=np.int32).reshape(-1, 2)
+        # Unsigned indices, here and for the trees below: numba tests a signed index for negative
+        # values (counting from the end) at every read; that was about a quarter of the kernel's time.
+        self._nodes = np.asarray([n for group in _NUMERIC_GROUPS for n in numeric[group]], dtype=np.uint32).reshape(-1, 2)
         self._thresholds = np.asarray([x for group in _NUMERIC_GROUPS for x in thresholds[group]], dtype=np.float64)
-        self._group_bounds = np.cumsum([0] + [len(numeric[group]) for group in _NUMERIC_GROUPS]).astype(np.int64)
+        self._group_bounds = np.cumsum([0] + [len(numeric[group]) for group in _NUMERIC_GROUPS]).astype(np.uint64)
         # A categorical feature's code (its value truncated; NaN, negative or past every listed
         # code: "none", the last) selects a row of masks: the bit of every node on the feature
         # that sends that code left, in the node's slot.
@@ -192,11 +194,11 @@ class ExactContributions:
                 masks[first + np.asarray(listed, dtype=np.int64), slot] = bit
         self._categorical = np.asarray(list(zip(features, spans, first_rows[:-1], strict=True)), dtype=np.int64).reshape(-1, 3)
         self._masks = masks
-        self._trees = np.asarray(trees_info, dtype=np.int64).reshape(-1, 3)
-        self._table_features = np.asarray(table_features, dtype=np.int64)
+        self._trees = np.asarray(trees_info, dtype=np.uint64).reshape(-1, 3)
+        self._table_features = np.asarray(table_features, dtype=np.uint32)
         self._table = np.concatenate(tables) if tables else np.zeros(0)
 
-    def _decisions(self) -> tuple[NDArray[np.int32], NDArray[np.float64], NDArray[np.int64], NDArray[np.int64], NDArray[np.uint8]]:
+    def _decisions(self) -> tuple[NDArray[np.uint32], NDArray[np.float64], NDArray[np.uint64], NDArray[np.int64], NDArray[np.uint8]]:
         """The node tests, as the kernels take them."""
         return (self._nodes, self._thresholds, self._group_bounds, self._categorical, self._masks)
 
@@ -244,7 +246,7 @@ def _njit_inline(function: _F) -> _F:
 
 
 @_njit_inline
-def _decide(row: NDArray[np.float64], x: NDArray[np.float64], slots: NDArray[np.uint8], nodes: NDArray[np.int32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.int64],
+def _decide(row: NDArray[np.float64], x: NDArray[np.float64], slots: NDArray[np.uint8], nodes: NDArray[np.uint32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.uint64],
             categorical: NDArray[np.int64], masks: NDArray[np.uint8]) -> None:
     """Every node's test on one row, decided as LightGBM's predict does, into its slot (`_layout`).
 
@@ -287,13 +289,14 @@ def _decide(row: NDArray[np.float64], x: NDArray[np.float64], slots: NDArray[np.
 
 
 @_njit_inline
-def _pattern(words: NDArray[np.uint64], tree: int) -> int:
+def _pattern(words: NDArray[np.uint64], tree: int) -> np.uint64:
     """Tree `tree`'s decision pattern: the sum of the 8 bytes of its word (distinct bits, so no carries), by one product."""
-    return int((words[tree] * np.uint64(0x0101010101010101)) >> np.uint64(56))
+    pattern: np.uint64 = (words[tree] * np.uint64(0x0101010101010101)) >> np.uint64(56)
+    return pattern
 
 
 @_njit
-def _decision_patterns(matrix: NDArray[np.float64], nodes: NDArray[np.int32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.int64],
+def _decision_patterns(matrix: NDArray[np.float64], nodes: NDArray[np.uint32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.uint64],
                        categorical: NDArray[np.int64], masks: NDArray[np.uint8]) -> NDArray[np.int64]:
     """(trees, rows) decision patterns of the rows of `matrix` (C-contiguous float64)."""
     n_trees = masks.shape[1] // _SLOTS
@@ -309,8 +312,8 @@ def _decision_patterns(matrix: NDArray[np.float64], nodes: NDArray[np.int32], th
 
 
 @_njit
-def _tabulated_contributions(matrix: NDArray[np.float64], nodes: NDArray[np.int32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.int64],
-                             categorical: NDArray[np.int64], masks: NDArray[np.uint8], trees: NDArray[np.int64], table_features: NDArray[np.int64],
+def _tabulated_contributions(matrix: NDArray[np.float64], nodes: NDArray[np.uint32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.uint64],
+                             categorical: NDArray[np.int64], masks: NDArray[np.uint8], trees: NDArray[np.uint64], table_features: NDArray[np.uint32],
                              table: NDArray[np.float64], width: int) -> NDArray[np.float64]:
     """(rows, width) sums of the table rows that the rows' decision patterns select.
 
