@@ -4,7 +4,8 @@ Per-row cost of exact TreeSHAP contributions from the per-tree tables, beside th
 predictions of the same forest in the same run, interleaved call by call: LightGBM's `predict`
 (raw scores) and the compiled forest (`model.compiled`, lleaves). Everything runs on one thread
 (the bundle's rule below 2,000 rows), in batches of `BATCH_ROWS` rows (the target: at most 1.5x a
-prediction per row) and on one row. LightGBM's
+prediction per row), on one row and on three (a lead scored now, 7 and 30 days ago: the one-lead
+serving call). LightGBM's
 `pred_contrib`, which the tables replace, is measured beside them. The contributions are
 checked equal to `pred_contrib` (largest absolute difference in `details`).
 """
@@ -48,10 +49,12 @@ def run(bundle: Path, quick: bool) -> Section:
         forest = CompiledForest.for_booster(booster, compile_if_missing=True)
         if forest is None:
             raise RuntimeError("treeshap benchmark: the forest did not compile (is lleaves installed?)")
-        batch, row = matrix[:BATCH_ROWS].copy(), matrix[:1].copy()
-        # The target is the batch's per-row cost; one row is shown beside it (fixed costs of a call dominate).
+        batch, row, three = matrix[:BATCH_ROWS].copy(), matrix[:1].copy(), matrix[:3].copy()
+        # The target is the batch's per-row cost; one and three rows are shown beside it (fixed costs of a call dominate).
         for rows, n_calls, label, targeted in (
-            (batch, calls, f"batch of {len(batch):,} rows, per row", True), (row, one_row_calls, "one row", False)
+            (batch, calls, f"batch of {len(batch):,} rows, per row", True),
+            (row, one_row_calls, "one row", False),
+            (three, one_row_calls, "three rows (one lead's serving call), per row", False),
         ):
             times = interleaved(
                 {

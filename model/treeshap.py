@@ -13,22 +13,25 @@ same decision pattern always get the same ones.
 A tree with n internal nodes has at most 2^n decision patterns. For the project's trees
 (depth <= 3, so n <= 7: at most 128 patterns) `ExactContributions` computes each pattern's
 contribution vector once, exactly, from the Shapley formula over the subsets of the tree's
-features. Explaining a batch then costs what a prediction does, plus a gather: evaluate every
-node test as LightGBM does (missing types, default directions, category sets), pack each
-tree's tests into its pattern index, read and add the tables' rows. Trees with more than
-`max_nodes` internal nodes are explained by `pred_contrib` itself, on their range of iterations.
+features. Explaining a row then costs about what a prediction does, in one compiled loop (numba)
+over the row: evaluate every node test as LightGBM does (missing types, default directions,
+category sets), pack each tree's tests into its pattern index, add the tables' rows. Trees with
+more than `max_nodes` internal nodes are explained by `pred_contrib` itself, on their range of
+iterations.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import factorial
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import lightgbm as lgb
+import numba
 import numpy as np
-from scipy import sparse
+from numpy.typing import NDArray
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +40,6 @@ DEFAULT_MAX_NODES = 7
 # LightGBM's `kZeroThreshold` (the float literal 1e-35f): its predict reads a dense row as sparse,
 # so a value within it of zero is 0.0 at every node (and missing at a "Zero" node).
 _ZERO_THRESHOLD = float(np.float32(1e-35))
-# Rows explained at once: the (table entries x rows) temporaries stay a few MB (cache-sized);
-# measured faster per row than 64 or 1,000 rows on the benchmark model.
-_CHUNK_ROWS = 256
-# Up to this many rows (one lead, a small request) the sums go through bincount, past it a sparse product.
-_FEW_ROWS = 16
 # Below this many rows `pred_contrib` of deep trees runs on one thread (as `model.bundle` predicts).
 _SINGLE_THREAD_ROWS = 2_000
 
@@ -63,8 +61,8 @@ class _Tree:
     """One tabulated tree: its nodes, the features it uses and its pattern table."""
 
     nodes: list[_Node]
-    features: np.ndarray  # (D,) the distinct features its nodes test, ascending
-    table: np.ndarray  # (2^n, D) exact contributions by decision pattern; bit m = node m went left
+    features: NDArray[np.int64]  # (D,) the distinct features its nodes test, ascending
+    table: NDArray[np.float64]  # (2^n, D) exact contributions by decision pattern; bit m = node m went left
     expected_value: float  # LightGBM's `Tree::ExpectedValue`: its share of the bias column
 
 
@@ -84,8 +82,9 @@ class ExactContributions:
         self._booster = booster if deep else None
         self._bias = float(sum(t.expected_value for t in trees.values()))
         ordered = [trees[i] for i in sorted(trees)]
-        self._width = max((len(t.nodes) for t in ordered), default=0)
         self._layout(ordered)
+        # Compiled (or loaded from numba's disk cache) now, not on the first request that needs reasons.
+        self._tabulated(np.zeros((1, n_features)))
 
     @classmethod
     def from_booster(cls, booster: lgb.Booster, max_nodes: int = DEFAULT_MAX_NODES) -> ExactContributions:
@@ -96,14 +95,15 @@ class ExactContributions:
 
         Args:
             booster: A binary-objective LightGBM model (one tree per iteration).
-            max_nodes: Largest tree tabulated, in internal nodes (2^max_nodes patterns); the
-                others are explained by `pred_contrib` (logged once, here).
+            max_nodes: Largest tree tabulated, in internal nodes (2^max_nodes patterns), at most 8;
+                the others are explained by `pred_contrib` (logged once, here).
 
         Raises:
-            ValueError: The model has several trees per iteration (multiclass) or linear trees.
+            ValueError: `max_nodes` is outside 0..8, or the model has several trees per iteration
+                (multiclass).
         """
-        if not 0 <= max_nodes <= 12:
-            raise ValueError(f"max_nodes={max_nodes}: tables have 2^max_nodes rows per tree, choose 0..12")
+        if not 0 <= max_nodes <= _SLOTS:
+            raise ValueError(f"max_nodes={max_nodes}: a tree's decisions are packed in {_SLOTS} byte slots, choose 0..{_SLOTS}")
         dump = booster.dump_model()
         if dump.get("num_tree_per_iteration", 1) != 1:
             raise ValueError(f"ExactContributions explains one tree per iteration; this model has {dump['num_tree_per_iteration']}")
@@ -123,7 +123,7 @@ class ExactContributions:
             )
         return cls(booster, trees, deep, len(dump["tree_info"]), n_features)
 
-    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+    def contributions(self, matrix: NDArray[Any]) -> NDArray[np.float64]:
         """Exact TreeSHAP log-odds contributions, shaped as `pred_contrib`'s.
 
         Args:
@@ -135,13 +135,9 @@ class ExactContributions:
         matrix = np.asarray(matrix, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[1] != self.n_features:
             raise ValueError(f"expected a matrix of {self.n_features} feature columns, got shape {matrix.shape}")
+        matrix = np.ascontiguousarray(matrix)  # the kernel reads row by row (and is compiled for this layout)
         n = matrix.shape[0]
-        if self._entry_feature.size and 0 < n <= _CHUNK_ROWS:
-            out = self._tabulated(matrix)
-        elif self._entry_feature.size and n:
-            out = np.concatenate([self._tabulated(matrix[start : start + _CHUNK_ROWS]) for start in range(0, n, _CHUNK_ROWS)])
-        else:
-            out = np.zeros((n, self.n_features + 1))
+        out = self._tabulated(matrix)
         out[:, -1] = self._bias
         if self._booster is not None and n:
             threads = 1 if n < _SINGLE_THREAD_ROWS else 0
@@ -153,106 +149,190 @@ class ExactContributions:
 
     # -- evaluation -----------------------------------------------------------------------
     def _layout(self, trees: list[_Tree]) -> None:
-        """Flat arrays for the vectorised evaluation: node slots, split groups, table entries."""
-        width = self._width
-        slot, feature, threshold, group, categories = [], [], [], [], []
+        """Flat arrays the kernels read: node tests grouped by how LightGBM decides, category masks, tables.
+
+        Every tree has `_SLOTS` byte slots (its internal nodes, then unused ones): node m of tree t
+        writes 1 << m when the row goes left there, else 0, into byte t * _SLOTS + m, so the
+        tree's pattern is the sum of the bytes of its 64-bit word.
+        """
+        width = _SLOTS
+        # Numeric nodes by decision group (`_NUMERIC_GROUPS`): a loop per group, no branch per node.
+        numeric: dict[str, list[tuple[int, int]]] = {group: [] for group in _NUMERIC_GROUPS}  # (feature, slot)
+        thresholds: dict[str, list[float]] = {group: [] for group in _NUMERIC_GROUPS}
+        # Categorical nodes: (slot, bit, listed codes) per feature.
+        categorical: dict[int, list[tuple[int, int, tuple[int, ...]]]] = {}
+        table_features: list[int] = []
+        trees_info: list[tuple[int, int, int]] = []  # (first table feature, D, first table value)
+        tables: list[NDArray[np.float64]] = []
+        values = 0
         for t, tree in enumerate(trees):
             for m, node in enumerate(tree.nodes):
-                slot.append(t * width + m)
-                feature.append(node.feature)
-                threshold.append(node.threshold)
-                group.append(_decision_group(node))
-                categories.append(node.categories)
-        self._n_slots = len(trees) * width
-        # Node m of a tree is bit m of its pattern; bytes while they fit (up to 8 nodes).
-        self._slot_bits = np.tile(1 << np.arange(width), len(trees)).astype(np.uint8 if width <= 8 else np.uint16)[:, None]
-        slots, groups = np.asarray(slot, dtype=np.intp), np.asarray(group)
-        features, thresholds = np.asarray(feature, dtype=np.intp), np.asarray(threshold, dtype=np.float64)
-        # One group per way LightGBM decides: each costs one or two whole-array operations.
-        self._groups: dict[str, tuple[Any, ...]] = {}
-        for kind in ("le", "not_gt", "zero_left", "zero_right"):
-            chosen = groups == kind
-            if chosen.any():
-                self._groups[kind] = (slots[chosen], features[chosen], thresholds[chosen][:, None])
-        # Categorical nodes: a row's code is computed once per feature, then each node reads its
-        # decision from its row of a look-up table (its category set; the last column is "no
-        # listed category"), all nodes at once.
-        self._categorical: tuple[Any, ...] | None = None
-        chosen = np.flatnonzero(groups == "cat")
-        if chosen.size:
-            cat_features, position = np.unique(features[chosen], return_inverse=True)
-            outside = max(max(categories[i], default=0) for i in chosen) + 1
-            lookup = np.zeros((len(chosen), outside + 1), dtype=np.uint8)
-            for r, i in enumerate(chosen):
-                lookup[r, list(categories[i])] = 1
-            offsets = (np.arange(len(chosen)) * (outside + 1)).astype(np.intp)[:, None]
-            self._categorical = (slots[chosen], cat_features, position, lookup.ravel(), offsets, float(outside))
-        # Table entries (tree, local feature) ordered by feature, trees in order within one.
-        tables, base, entry_tree, entry_offset, entry_feature = [], 0, [], [], []
-        for t, tree in enumerate(trees):
-            # Stored feature by feature: entry (t, k) reads table[offset + pattern].
-            patterns, d = tree.table.shape
-            tables.append(tree.table.T.ravel())
-            entry_tree += [t] * d
-            entry_offset += [base + k * patterns for k in range(d)]
-            entry_feature += tree.features.tolist()
-            base += tree.table.size
+                group = _decision_group(node)
+                if group == "cat":
+                    categorical.setdefault(node.feature, []).append((t * width + m, 1 << m, node.categories))
+                else:
+                    numeric[group].append((node.feature, t * width + m))
+                    thresholds[group].append(node.threshold)
+            trees_info.append((len(table_features), len(tree.features), values))
+            table_features += tree.features.tolist()
+            tables.append(tree.table.ravel())  # (patterns, D) row-major: a pattern's D values side by side
+            values += tree.table.size
+        # Unsigned indices, here and for the trees below: numba tests a signed index for negative
+        # values (counting from the end) at every read; that was about a quarter of the kernel's time.
+        self._nodes = np.asarray([n for group in _NUMERIC_GROUPS for n in numeric[group]], dtype=np.uint32).reshape(-1, 2)
+        self._thresholds = np.asarray([x for group in _NUMERIC_GROUPS for x in thresholds[group]], dtype=np.float64)
+        self._group_bounds = np.cumsum([0] + [len(numeric[group]) for group in _NUMERIC_GROUPS]).astype(np.uint64)
+        # A categorical feature's code (its value truncated; NaN, negative or past every listed
+        # code: "none", the last) selects a row of masks: the bit of every node on the feature
+        # that sends that code left, in the node's slot.
+        features = sorted(categorical)
+        spans = [max(max(listed, default=-1) for _, _, listed in categorical[f]) + 1 for f in features]
+        first_rows = np.cumsum([0] + [span + 1 for span in spans]).astype(np.int64)
+        masks = np.zeros((int(first_rows[-1]), len(trees) * width), dtype=np.uint8)
+        for f, first in zip(features, first_rows[:-1], strict=True):
+            for slot, bit, listed in categorical[f]:
+                masks[first + np.asarray(listed, dtype=np.int64), slot] = bit
+        self._categorical = np.asarray(list(zip(features, spans, first_rows[:-1], strict=True)), dtype=np.int64).reshape(-1, 3)
+        self._masks = masks
+        self._trees = np.asarray(trees_info, dtype=np.uint64).reshape(-1, 3)
+        self._table_features = np.asarray(table_features, dtype=np.uint32)
         self._table = np.concatenate(tables) if tables else np.zeros(0)
-        order = np.argsort(np.asarray(entry_feature, dtype=np.intp), kind="stable")
-        self._entry_feature = np.asarray(entry_feature, dtype=np.intp)[order]
-        self._entry_tree = np.asarray(entry_tree, dtype=np.intp)[order]
-        self._entry_offset = np.asarray(entry_offset, dtype=np.intp)[order][:, None]
-        # (features + 1, entries) ones: its product with the (entries, rows) table values adds each
-        # feature's entries in entry order, the trees in LightGBM's order.
-        n_entries = len(self._entry_feature)
-        self._to_features = sparse.csr_matrix(
-            (np.ones(n_entries), (self._entry_feature, np.arange(n_entries))), shape=(self.n_features + 1, n_entries)
-        )
 
-    def _patterns(self, columns: np.ndarray) -> np.ndarray:
+    def _decisions(self) -> tuple[NDArray[np.uint32], NDArray[np.float64], NDArray[np.uint64], NDArray[np.int64], NDArray[np.uint8]]:
+        """The node tests, as the kernels take them."""
+        return (self._nodes, self._thresholds, self._group_bounds, self._categorical, self._masks)
+
+    def _patterns(self, columns: NDArray[Any]) -> NDArray[np.int64]:
         """(trees, rows) decision pattern of every tabulated tree: bit m set when node m goes left.
 
         Args:
-            columns: The rows' features as (n_features, rows), C-contiguous, values within
-                `_ZERO_THRESHOLD` of zero already 0.0.
+            columns: The rows' features as (n_features, rows).
         """
-        n = columns.shape[1]
-        left = np.zeros((self._n_slots, n), dtype=self._slot_bits.dtype)
-        # NaN compares False both ways: `<=` sends it right, `not >` sends it left.
-        if "le" in self._groups:
-            slots, features, thresholds = self._groups["le"]
-            left[slots] = columns[features] <= thresholds
-        if "not_gt" in self._groups:
-            slots, features, thresholds = self._groups["not_gt"]
-            left[slots] = ~(columns[features] > thresholds)
-        for group, default_left in (("zero_left", True), ("zero_right", False)):
-            if group in self._groups:
-                slots, features, thresholds = self._groups[group]
-                values = columns[features]
-                left[slots] = np.where(np.isnan(values) | (values == 0.0), default_left, values <= thresholds)
-        if self._categorical is not None:
-            slots, cat_features, position, lookup, offsets, outside = self._categorical
-            # As LightGBM: the code is the value truncated to an int; NaN, negative or unlisted go right.
-            codes = np.trunc(columns[cat_features])
-            listed = (codes >= 0) & (codes < outside)  # False for NaN
-            column = np.where(listed, codes, outside).astype(np.intp)
-            left[slots] = lookup.take(column[position] + offsets)
-        left *= self._slot_bits
-        patterns: np.ndarray = np.bitwise_or.reduce(left.reshape(-1, self._width, n), axis=1)
+        rows = np.ascontiguousarray(np.asarray(columns, dtype=np.float64).T)
+        patterns: NDArray[np.int64] = _decision_patterns(rows, *self._decisions())
         return patterns
 
-    def _tabulated(self, chunk: np.ndarray) -> np.ndarray:
-        """(rows, n_features + 1) sums over the tabulated trees of their table rows (bias column 0)."""
-        columns = chunk.T.copy()  # (features, rows): gathering node features copies whole rows
-        columns[np.abs(columns) <= _ZERO_THRESHOLD] = 0.0  # as LightGBM reads a dense row (NaN stays NaN)
-        patterns = self._patterns(columns)
-        values = self._table.take(patterns[self._entry_tree] + self._entry_offset)  # (entries, rows)
-        n, width = chunk.shape[0], self.n_features + 1
-        if n <= _FEW_ROWS:
-            # bincount adds in entry order as the sparse product does, without its fixed cost.
-            cells = (self._entry_feature[:, None] + np.arange(0, n * width, width)).ravel()
-            return np.bincount(cells, weights=values.ravel(), minlength=n * width).reshape(n, width)
-        return np.ascontiguousarray(np.asarray(self._to_features @ values).T)
+    def _tabulated(self, matrix: NDArray[np.float64]) -> NDArray[np.float64]:
+        """(rows, n_features + 1) sums over the tabulated trees of their table rows (bias column 0).
+
+        Args:
+            matrix: C-contiguous float64 rows of `n_features` columns.
+        """
+        out: NDArray[np.float64] = _tabulated_contributions(
+            matrix, *self._decisions(), self._trees, self._table_features, self._table, self.n_features + 1
+        )
+        return out
+
+
+# Byte slots per tree: room for the nodes of every tabulated tree (`max_nodes`). 8, one 64-bit
+# word per tree, which `_pattern` reads as one.
+_SLOTS = 8
+# The numeric decision groups of `_decision_group`, in the order the kernels run them.
+_NUMERIC_GROUPS = ("le", "not_gt", "zero_left", "zero_right")
+
+
+# -- kernels ------------------------------------------------------------------------------
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _njit(function: _F) -> _F:
+    """`numba.njit`, the machine code cached on disk (`NUMBA_CACHE_DIR`), typed for mypy."""
+    return cast(_F, numba.njit(cache=True, nogil=True)(function))
+
+
+def _njit_inline(function: _F) -> _F:
+    """`_njit`, inlined into its callers: no call (and no reference counting) per row and tree."""
+    return cast(_F, numba.njit(cache=True, nogil=True, inline="always")(function))
+
+
+@_njit_inline
+def _decide(row: NDArray[np.float64], x: NDArray[np.float64], slots: NDArray[np.uint8], nodes: NDArray[np.uint32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.uint64],
+            categorical: NDArray[np.int64], masks: NDArray[np.uint8]) -> None:
+    """Every node's test on one row, decided as LightGBM's predict does, into its slot (`_layout`).
+
+    Args:
+        row: One row of features.
+        x: Scratch, as long as `row`: the row as LightGBM reads it.
+        slots: Written, `_SLOTS` bytes per tree: byte m is 1 << m when the row goes left at node m, else 0.
+    """
+    for f in range(row.shape[0]):
+        # LightGBM reads a dense row as sparse: a value within `_ZERO_THRESHOLD` of zero is 0.0 (NaN stays NaN).
+        x[f] = 0.0 if abs(row[f]) <= _ZERO_THRESHOLD else row[f]
+    slots[:] = 0
+    # Categorical nodes: one row of masks per feature (its code's) sets the slots of all its nodes,
+    # a few wide ORs instead of a look-up per node. As LightGBM: the code is the value truncated
+    # to an int; NaN, negative or unlisted go right.
+    for i in range(categorical.shape[0]):
+        code = np.trunc(x[categorical[i, 0]])
+        span = categorical[i, 1]
+        mask = masks[categorical[i, 2] + (int(code) if code >= 0.0 and code < span else span)]
+        for s in range(slots.shape[0]):
+            slots[s] |= mask[s]
+    # A loop per decision group, each test a shift rather than a branch: decisions vary node to
+    # node unpredictably. Node m of a tree is byte m of its slots. NaN compares False both ways:
+    # `<=` sends it right, `not >` sends it left.
+    for j in range(group_bounds[0], group_bounds[1]):  # le
+        slot = nodes[j, 1]
+        slots[slot] = np.uint8(x[nodes[j, 0]] <= thresholds[j]) << np.uint8(slot & (_SLOTS - 1))
+    for j in range(group_bounds[1], group_bounds[2]):  # not_gt
+        slot = nodes[j, 1]
+        slots[slot] = np.uint8(not x[nodes[j, 0]] > thresholds[j]) << np.uint8(slot & (_SLOTS - 1))
+    # Missing type "Zero": NaN and 0.0 are missing and go the node's default way.
+    for j in range(group_bounds[2], group_bounds[3]):  # zero_left
+        value, slot = x[nodes[j, 0]], nodes[j, 1]
+        left = np.isnan(value) | (value == 0.0) | (value <= thresholds[j])
+        slots[slot] = np.uint8(left) << np.uint8(slot & (_SLOTS - 1))
+    for j in range(group_bounds[3], group_bounds[4]):  # zero_right
+        value, slot = x[nodes[j, 0]], nodes[j, 1]
+        left = (value != 0.0) & (value <= thresholds[j])
+        slots[slot] = np.uint8(left) << np.uint8(slot & (_SLOTS - 1))
+
+
+@_njit_inline
+def _pattern(words: NDArray[np.uint64], tree: int) -> np.uint64:
+    """Tree `tree`'s decision pattern: the sum of the 8 bytes of its word (distinct bits, so no carries), by one product."""
+    pattern: np.uint64 = (words[tree] * np.uint64(0x0101010101010101)) >> np.uint64(56)
+    return pattern
+
+
+@_njit
+def _decision_patterns(matrix: NDArray[np.float64], nodes: NDArray[np.uint32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.uint64],
+                       categorical: NDArray[np.int64], masks: NDArray[np.uint8]) -> NDArray[np.int64]:
+    """(trees, rows) decision patterns of the rows of `matrix` (C-contiguous float64)."""
+    n_trees = masks.shape[1] // _SLOTS
+    patterns = np.zeros((n_trees, matrix.shape[0]), dtype=np.int64)
+    x = np.empty(matrix.shape[1])
+    slots = np.zeros(masks.shape[1], dtype=np.uint8)
+    words = slots.view(np.uint64)
+    for r in range(matrix.shape[0]):
+        _decide(matrix[r], x, slots, nodes, thresholds, group_bounds, categorical, masks)
+        for t in range(n_trees):
+            patterns[t, r] = _pattern(words, t)
+    return patterns
+
+
+@_njit
+def _tabulated_contributions(matrix: NDArray[np.float64], nodes: NDArray[np.uint32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.uint64],
+                             categorical: NDArray[np.int64], masks: NDArray[np.uint8], trees: NDArray[np.uint64], table_features: NDArray[np.uint32],
+                             table: NDArray[np.float64], width: int) -> NDArray[np.float64]:
+    """(rows, width) sums of the table rows that the rows' decision patterns select.
+
+    Each output cell adds its trees' values in tree order, starting from 0.0: LightGBM's order of
+    trees, kept so that the contributions do not change to the last bit with the rows around them.
+    """
+    out = np.zeros((matrix.shape[0], width))
+    x = np.empty(matrix.shape[1])
+    slots = np.zeros(masks.shape[1], dtype=np.uint8)
+    words = slots.view(np.uint64)
+    for r in range(matrix.shape[0]):
+        _decide(matrix[r], x, slots, nodes, thresholds, group_bounds, categorical, masks)
+        sums = out[r]
+        for t in range(trees.shape[0]):
+            first, d = trees[t, 0], trees[t, 1]
+            values = trees[t, 2] + _pattern(words, t) * d
+            for k in range(d):
+                sums[table_features[first + k]] += table[values + k]
+    return out
 
 
 def _decision_group(node: _Node) -> str:
@@ -299,7 +379,7 @@ def _tabulate(structure: dict[str, Any], num_leaves: int) -> _Tree:
     patterns, subsets = np.arange(2**n), np.arange(2**d_count)
     counter = iter(range(n))
 
-    def value(node: dict[str, Any]) -> np.ndarray:
+    def value(node: dict[str, Any]) -> NDArray[np.float64]:
         # (patterns, subsets) expectation under the node, nodes numbered in pre-order as `_collect`.
         if "split_index" not in node:
             return np.full((1, 1), float(node["leaf_value"]))

@@ -309,3 +309,105 @@ def test_strongest_reasons_up_break_ties_as_reasons_does(training_result) -> Non
     assert strongest_reasons_up(model, contributions, rows) == expected  # reads row(i) of the first n rows only
     assert expected[:30] == [None] * 30
 
+
+
+# -- the compiled kernel: any number of rows, any layout, compiled once ---------------------------
+
+
+def test_one_row_and_many_rows_give_the_same_contributions_to_the_bit(training_result) -> None:
+    """A row's contributions do not depend on the rows explained with it: the served lead's equal the batch's."""
+    booster = training_result.model.booster
+    x, _ = synthetic_data(200, seed=11)
+    for booster_, matrix in ((booster, training_result.test.matrix[:300]), (synthetic_booster("nan"), np.vstack([x, awkward_rows(100)]))):
+        exact = ExactContributions.from_booster(booster_)
+        batch = exact.contributions(matrix)
+        row_by_row = np.vstack([exact.contributions(matrix[i : i + 1]) for i in range(len(matrix))])
+        threes = np.vstack([exact.contributions(matrix[i : i + 3]) for i in range(0, len(matrix), 3)])
+        np.testing.assert_array_equal(batch, row_by_row)
+        np.testing.assert_array_equal(batch, threes)
+
+
+def test_float32_and_non_contiguous_matrices_give_the_same_contributions(training_result) -> None:
+    exact = ExactContributions.from_booster(training_result.model.booster)
+    matrix = np.vstack([training_result.test.matrix[:200], np.full((3, training_result.test.matrix.shape[1]), np.nan)])
+    expected = exact.contributions(matrix)
+    np.testing.assert_array_equal(exact.contributions(np.asfortranarray(matrix)), expected)
+    wider = np.repeat(matrix, 2, axis=1)  # every other column: a strided view
+    np.testing.assert_array_equal(exact.contributions(wider[:, ::2]), expected)
+    np.testing.assert_array_equal(exact.contributions(matrix[::-1])[::-1], expected)
+    as_float32 = matrix.astype(np.float32)
+    np.testing.assert_array_equal(exact.contributions(as_float32), exact.contributions(as_float32.astype(np.float64)))
+    assert_same_as_lightgbm(training_result.model.booster, as_float32.astype(np.float64), exact)
+
+
+COMPILED_AT_BUILD = """
+import numpy as np, lightgbm as lgb
+from model.treeshap import ExactContributions, _tabulated_contributions
+rng = np.random.default_rng(0)
+x = np.column_stack([rng.normal(size=(500, 2)), rng.integers(0, 5, 500)])
+booster = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 4, "min_data_per_group": 5},
+                    lgb.Dataset(x, (x[:, 0] + (x[:, 2] == 1) > 0.5).astype(int), categorical_feature=[2]), 5)
+before = len(_tabulated_contributions.signatures)
+exact = ExactContributions.from_booster(booster)
+built = len(_tabulated_contributions.signatures)
+for matrix in (x, x[:1], x[:3], x.astype(np.float32), np.asfortranarray(x), x[::2]):
+    exact.contributions(matrix)
+print(before, built, len(_tabulated_contributions.signatures))
+"""
+
+
+def test_the_kernel_is_compiled_when_the_tables_are_built_and_only_once() -> None:
+    """The first request does not compile: `from_booster` did, for the one layout every call is given."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", COMPILED_AT_BUILD], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.split() == ["0", "1", "1"], done.stdout + done.stderr
+
+
+@cache
+def categorical_booster() -> lgb.Booster:
+    """Trees of depth 3 that split on categories at several nodes, on one feature and on two."""
+    rng = np.random.default_rng(8)
+    n = 6_000
+    x = np.column_stack([rng.integers(0, 40, n), rng.integers(0, 12, n), rng.normal(size=n)]).astype(np.float64)
+    x[rng.random(n) < 0.1, 0] = np.nan
+    logit = 1.5 * np.isin(x[:, 0], [1, 4, 9, 16, 25, 36]) - 1.2 * (x[:, 1] % 4 == 1) + 0.8 * np.isin(x[:, 0], [2, 3, 5, 7, 11]) * (x[:, 1] < 6) + 0.3 * x[:, 2]
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    params = {
+        "objective": "binary", "verbose": -1, "seed": 2, "num_leaves": 8, "max_depth": 3, "learning_rate": 0.2,
+        "min_data_per_group": 5, "cat_smooth": 1.0, "max_cat_to_onehot": 4, "num_threads": 1, "min_data_in_leaf": 10,
+    }
+    return lgb.train(params, lgb.Dataset(x, y, categorical_feature=[0, 1]), 40)
+
+
+def test_categorical_splits_at_several_nodes_of_a_tree() -> None:
+    booster = categorical_booster()
+    per_tree = []
+    for tree in booster.dump_model()["tree_info"]:
+        features: list[int] = []
+
+        def walk(node: dict, features: list[int] = features) -> None:
+            if "split_index" in node:
+                if node["decision_type"] == "==":
+                    features.append(node["split_feature"])
+                walk(node["left_child"])
+                walk(node["right_child"])
+
+        walk(tree["tree_structure"])
+        per_tree.append(features)
+    assert any(len(f) > len(set(f)) for f in per_tree), "no tree splits twice on one categorical feature"
+    assert any(set(f) == {0, 1} for f in per_tree), "no tree splits on both categorical features"
+    exact = ExactContributions.from_booster(booster)
+    assert exact.tabulated == exact.n_trees
+    rng = np.random.default_rng(3)
+    x = np.column_stack([rng.integers(-2, 45, 2_000), rng.integers(-1, 14, 2_000), rng.normal(size=2_000)]).astype(np.float64)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[:50, 0] = rng.choice([0.5, 39.9, -0.5, -1e-40, 1e9, np.inf, -np.inf], 50)
+    assert_same_as_lightgbm(booster, x, exact)
+
+
+def test_rejects_max_nodes_past_the_slots_of_a_tree() -> None:
+    with pytest.raises(ValueError, match="max_nodes=9: .* choose 0..8"):
+        ExactContributions.from_booster(synthetic_booster("nan"), max_nodes=9)
