@@ -19,7 +19,7 @@ same seen events as the counts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
@@ -339,6 +339,34 @@ class FeatureRows:
         values: dict[str, object] = {k: v[i] for k, v in self.categorical.items()}
         values.update({k: float(v[i]) for k, v in self.numeric.items()})
         return values
+
+    def row_view(self, i: int) -> Mapping[str, object]:
+        """One snapshot's features as a read-only mapping: `row(i)`'s values, each read when asked.
+
+        For phrasing one reason per lead of a large batch, which reads a few of the features.
+        """
+        return _RowView(self, i)
+
+
+class _RowView(Mapping[str, object]):
+    """`FeatureRows.row(i)` without building it: categories as stored, numbers as float."""
+
+    __slots__ = ("_i", "_rows")
+
+    def __init__(self, rows: FeatureRows, i: int) -> None:
+        self._rows, self._i = rows, i
+
+    def __getitem__(self, name: str) -> object:
+        if name in self._rows.categorical:
+            return self._rows.categorical[name][self._i]
+        return float(self._rows.numeric[name][self._i])
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._rows.categorical
+        yield from self._rows.numeric
+
+    def __len__(self) -> int:
+        return len(self._rows.categorical) + len(self._rows.numeric)
 
 
 def _category_values(values: Sequence[object] | np.ndarray) -> np.ndarray:

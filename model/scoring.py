@@ -886,6 +886,6 @@ def strongest_reasons_up(model: ScoringModel, contributions: NDArray[Any], rows:
     strongest = len(drivers) - 1 - np.argmax(per_driver[:, ::-1], axis=1)
     lifts = per_driver[np.arange(len(per_driver)), strongest] > 0
     return [
-        describe_driver(drivers[strongest[i]], rows.row(i), model.spec, language).label if lifts[i] else None
+        describe_driver(drivers[strongest[i]], rows.row_view(i), model.spec, language).label if lifts[i] else None
         for i in range(len(per_driver))
     ]

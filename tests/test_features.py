@@ -73,6 +73,21 @@ def test_window_edges(event_day: float, as_of_day: float, feature: str, expected
     assert row[feature] == expected
 
 
+def test_a_row_view_reads_what_row_builds() -> None:
+    leads = _leads(3)
+    leads.loc[1, "industry"] = None
+    events = _events([("L0", 1.0, "pricing_page_view"), ("L2", 2.0, "demo_request")])
+    snaps = pd.DataFrame({"lead_id": ["L0", "L1", "L2"], "as_of": [T0 + pd.Timedelta(days=5)] * 3})
+    rows = snapshot_features(leads, events, snaps, SPEC)
+    for i in range(3):
+        view, built = rows.row_view(i), rows.row(i)
+        assert list(view) == list(built) and len(view) == len(built)
+        assert {k: view[k] for k in view} == pytest.approx(built, nan_ok=True)
+        assert all(type(view[k]) is type(built[k]) for k in built)
+    with pytest.raises(KeyError):
+        rows.row_view(0)["no_such_feature"]
+
+
 def test_recency_is_nan_without_events() -> None:
     row = _one(_events([("L0", 1.0, "page_view")]), 5.0)
     assert np.isnan(row["days_since_demo_request"])
