@@ -986,37 +986,11 @@ def true_conversion_probability(
     Raises:
         ValueError: horizon_days <= 0, an unknown lead_id, or an as_of before its lead's creation.
     """
-    if not horizon_days > 0:
-        raise ValueError(
-            f"true_conversion_probability: horizon_days must be > 0, got {horizon_days}"
-        )
-    ids = np.asarray(lead_ids, dtype=object).ravel()
-    rows = pd.Index(truth["lead_id"]).get_indexer(ids)
-    if (rows < 0).any():
-        unknown = pd.unique(ids[rows < 0])
-        raise ValueError(
-            f"true_conversion_probability: {unknown.size} lead_id(s) not in truth "
-            f"(e.g. {', '.join(map(str, unknown[:3]))})"
-        )
-    stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(as_of).ravel(), utc=True))
-    if stamps.size == 1 and ids.size != 1:
-        stamps = stamps.repeat(ids.size)
-    if stamps.size != ids.size:
-        raise ValueError(
-            f"true_conversion_probability: {ids.size} lead_ids but {stamps.size} as_of values"
-        )
-    created = pd.DatetimeIndex(truth["created_at"]).as_unit("ns").asi8[rows]
-    start = (stamps.as_unit("ns").asi8 - created) / (SECONDS_PER_DAY * 1e9)
-    early = start < 0
-    if early.any():
-        raise ValueError(
-            f"true_conversion_probability: {int(early.sum())} snapshot(s) before their lead's "
-            f"created_at (e.g. {', '.join(map(str, pd.unique(ids[early])[:3]))})"
-        )
+    rows, _stamps, start = _snapshot_rows(truth, lead_ids, as_of, horizon_days, "true_conversion_probability")
     n_cells = int(np.ceil(horizon_days)) + 1
-    out = np.empty(ids.size, dtype=np.float64)
-    for lo in range(0, ids.size, _ORACLE_BLOCK):
-        hi = min(lo + _ORACLE_BLOCK, ids.size)
+    out = np.empty(rows.size, dtype=np.float64)
+    for lo in range(0, rows.size, _ORACLE_BLOCK):
+        hi = min(lo + _ORACLE_BLOCK, rows.size)
         a = start[lo:hi, None]
         b = a + horizon_days
         cells = np.floor(a) + np.arange(n_cells)[None, :]
@@ -1024,6 +998,38 @@ def true_conversion_probability(
         hazard = _cell_hazard(_latents(truth, rows[lo:hi]), cells)
         out[lo:hi] = -np.expm1(-(hazard * overlap).sum(axis=1))
     return out
+
+
+def _snapshot_rows(
+    truth: pd.DataFrame, lead_ids: ArrayLike, as_of: ArrayLike, horizon_days: float, caller: str
+) -> tuple[np.ndarray, pd.DatetimeIndex, np.ndarray]:
+    """Each snapshot's truth row, its as_of (one given for all is repeated) and its age in days.
+
+    Raises:
+        ValueError: horizon_days <= 0, an unknown lead_id, as many as_of as lead_ids but one, or
+            an as_of before its lead's creation; the message starts with `caller`.
+    """
+    if not horizon_days > 0:
+        raise ValueError(f"{caller}: horizon_days must be > 0, got {horizon_days}")
+    ids = np.asarray(lead_ids, dtype=object).ravel()
+    rows = pd.Index(truth["lead_id"]).get_indexer(ids)
+    if (rows < 0).any():
+        unknown = pd.unique(ids[rows < 0])
+        raise ValueError(f"{caller}: {unknown.size} lead_id(s) not in truth (e.g. {', '.join(map(str, unknown[:3]))})")
+    stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(as_of).ravel(), utc=True))
+    if stamps.size == 1 and ids.size != 1:
+        stamps = stamps.repeat(ids.size)
+    if stamps.size != ids.size:
+        raise ValueError(f"{caller}: {ids.size} lead_ids but {stamps.size} as_of values")
+    created = pd.DatetimeIndex(truth["created_at"]).as_unit("ns").asi8[rows]
+    start = (stamps.as_unit("ns").asi8 - created) / (SECONDS_PER_DAY * 1e9)
+    early = start < 0
+    if early.any():
+        raise ValueError(
+            f"{caller}: {int(early.sum())} snapshot(s) before their lead's "
+            f"created_at (e.g. {', '.join(map(str, pd.unique(ids[early])[:3]))})"
+        )
+    return rows, stamps, start
 
 
 def present_conversion_probability(
@@ -1053,17 +1059,10 @@ def present_conversion_probability(
     Returns:
         float64 array of probabilities, one per snapshot.
     """
-    ids = np.asarray(lead_ids, dtype=object).ravel()
-    rows = pd.Index(truth["lead_id"]).get_indexer(ids)
-    if (rows < 0).any():
-        raise ValueError(f"present_conversion_probability: lead_id(s) not in truth (e.g. {ids[rows < 0][:3].tolist()})")
-    stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(as_of).ravel(), utc=True))
-    if stamps.size == 1 and ids.size != 1:
-        stamps = stamps.repeat(ids.size)
+    rows, stamps, age = _snapshot_rows(truth, lead_ids, as_of, horizon_days, "present_conversion_probability")
     # One truth row per snapshot: each is conditioned on its own as_of.
     snap = truth.iloc[rows].reset_index(drop=True)
     snap["lead_id"] = np.arange(len(snap)).astype(str)
-    age = (stamps.as_unit("ns").asi8 - pd.DatetimeIndex(snap["created_at"]).as_unit("ns").asi8) / (SECONDS_PER_DAY * 1e9)
     peak = snap["intent_peak_days"].to_numpy()
     first_start = peak + REENGAGE_GAP_DAYS
     # A re-engagement or a churn at or before as_of is part of the present: kept as it is.
@@ -1075,10 +1074,10 @@ def present_conversion_probability(
     churn_mean = CHURN_MEAN_DAYS * np.exp(CHURN_FIT_LOADING * snap["fit"].to_numpy())
     amp = snap["intent_amp"].to_numpy()
     rng = np.random.default_rng(seed)
-    total = np.zeros(len(snap))
+    n = len(snap)
+    total = np.zeros(n)
     for _ in range(draws):
         future = snap.copy()
-        n = len(snap)
         later = rng.random(n) < p_later
         at = np.maximum(age, first_start) + rng.exponential(REENGAGE_WAIT_MEAN_DAYS, n)
         future["reengage_at_days"] = np.where(reengaged, snap["reengage_at_days"], np.where(later, at, np.nan))
