@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from features.engine import (
     type_slots,
 )
 from features.labels import describe_driver, driver_of
+from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel, SubScoreCell
 from model.compiled import CompileMode
@@ -416,27 +417,52 @@ class LeadRead:
     warnings: list[str]
 
 
-def read_lead(model: ScoringModel, lead: LeadIn, as_of: datetime | None = None) -> LeadRead:
-    """Read one validated lead at `as_of` (now when None) by the model's lead schema, with its warnings.
+@dataclass(frozen=True)
+class _Interactions:
+    """A lead's interactions as read by the lead schema (`_read_interactions`)."""
+
+    times: list[int]
+    types: list[str]
+    properties: dict[str, list[float]]
+    unused_properties: set[str]
+    untyped: int
+    early: int
+    future: int
+
+
+def _read_interactions(schema: LeadSchema, spec: FeatureSpec, interactions: Sequence[InteractionIn], created_s: int, as_of_s: int) -> _Interactions:
+    """The kept interactions (typed, at or after creation) of one lead, in the order sent, and what was set aside.
+
+    The common case, times with a zone and no event properties, is read in comprehensions; any
+    other lead event by event (`_read_interactions_one_by_one`), with the same result
+    (tests/test_scoring_fast_paths.py).
 
     Raises:
-        LeadRejected: As `score_lead`.
+        LeadRejected: A time or property the schema cannot read, naming the first such field.
     """
-    schema = model.schema
-    created_at = creation_time(model, lead)
-    # A lead created "now" by a client whose clock runs a little ahead is scored at its creation.
-    as_of = _to_utc(as_of) if as_of is not None else max(datetime.now(UTC), created_at)
-    if as_of < created_at:
-        raise LeadRejected("created_at", f"{created_at.isoformat()} is after as_of ({as_of.isoformat()}): a lead cannot be scored before it exists")
-    # The lead schema reads the raw values (names as exported or as features, stripping,
-    # missing tokens, number marks): the rule the training loaders applied to this lead's row.
-    attributes, extra, problems = schema.normalise_attributes(lead.attributes)
-    if problems:
-        raise LeadRejected(problems[0].field, problems[0].reason)
-    warnings: list[str] = []
-    spec = model.spec
-    created_s = int(created_at.timestamp())
-    as_of_s = int(as_of.timestamp())
+    if any(e.occurred_at.tzinfo is not UTC or e.properties for e in interactions):
+        return _read_interactions_one_by_one(schema, spec, interactions, created_s, as_of_s)
+    # A lead's events repeat a few types and channels: each pair is read by the schema once.
+    type_of = {key: schema.interaction_type(*key) for key in {(e.type, e.channel) for e in interactions}}
+    read_types = [type_of[(e.type, e.channel)] for e in interactions]
+    seconds = [int(e.occurred_at.timestamp()) for e in interactions]
+    untyped = read_types.count(None)
+    if untyped or (seconds and min(seconds) < created_s):
+        typed = [(t, kind) for t, kind in zip(seconds, read_types, strict=True) if kind is not None]
+        times = [t for t, _kind in typed if t >= created_s]
+        types = [kind for t, kind in typed if t >= created_s]
+        early = len(typed) - len(times)
+    else:
+        times, types, early = seconds, cast(list[str], read_types), 0  # no None among them
+    future = sum(1 for t in times if t > as_of_s)
+    properties = {name: [math.nan] * len(times) for name in spec.properties}
+    return _Interactions(times, types, properties, set(), untyped, early, future)
+
+
+def _read_interactions_one_by_one(
+    schema: LeadSchema, spec: FeatureSpec, interactions: Sequence[InteractionIn], created_s: int, as_of_s: int
+) -> _Interactions:
+    """`_read_interactions` for any lead: naive times read in the schema's zone, event properties read, problems raised in order."""
     times: list[int] = []
     types: list[str] = []
     future = early = untyped = 0
@@ -446,7 +472,7 @@ def read_lead(model: ScoringModel, lead: LeadIn, as_of: datetime | None = None) 
     # A lead's events repeat a few types and channels: each pair is read by the schema once.
     type_of: dict[tuple[str, str | None], str | None] = {}
     no_properties: dict[str, float] = {}
-    for i, event in enumerate(lead.interactions):
+    for i, event in enumerate(interactions):
         occurred_at, problem = schema.instant(event.occurred_at, zone=schema.interaction_timezone)
         if occurred_at is None:
             raise LeadRejected(f"interactions.{i}.occurred_at", problem or "cannot be read")
@@ -474,6 +500,33 @@ def read_lead(model: ScoringModel, lead: LeadIn, as_of: datetime | None = None) 
         types.append(event_type)
         for name, column in properties.items():
             column.append(read.get(name, math.nan))
+    return _Interactions(times, types, properties, unused_properties, untyped, early, future)
+
+
+def read_lead(model: ScoringModel, lead: LeadIn, as_of: datetime | None = None) -> LeadRead:
+    """Read one validated lead at `as_of` (now when None) by the model's lead schema, with its warnings.
+
+    Raises:
+        LeadRejected: As `score_lead`.
+    """
+    schema = model.schema
+    created_at = creation_time(model, lead)
+    # A lead created "now" by a client whose clock runs a little ahead is scored at its creation.
+    as_of = _to_utc(as_of) if as_of is not None else max(datetime.now(UTC), created_at)
+    if as_of < created_at:
+        raise LeadRejected("created_at", f"{created_at.isoformat()} is after as_of ({as_of.isoformat()}): a lead cannot be scored before it exists")
+    # The lead schema reads the raw values (names as exported or as features, stripping,
+    # missing tokens, number marks): the rule the training loaders applied to this lead's row.
+    attributes, extra, problems = schema.normalise_attributes(lead.attributes)
+    if problems:
+        raise LeadRejected(problems[0].field, problems[0].reason)
+    warnings: list[str] = []
+    spec = model.spec
+    created_s = int(created_at.timestamp())
+    as_of_s = int(as_of.timestamp())
+    events = _read_interactions(schema, spec, lead.interactions, created_s, as_of_s)
+    times, types, properties, unused_properties = events.times, events.types, events.properties, events.unused_properties
+    untyped, early, future = events.untyped, events.early, events.future
     if untyped:
         warnings.append(f"interactions: {untyped} without a type ignored")
     if early:

@@ -1,0 +1,71 @@
+"""The one-lead path's fast reading of interactions equals the event-by-event reading it short-cuts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.schema import LeadSchema
+from features.spec import FeatureSpec
+from model.scoring import InteractionIn, LeadRejected, _read_interactions, _read_interactions_one_by_one
+
+SCHEMA = LeadSchema(type_map={"Email Opened": "email_open"}, split_types=["email_click"])
+SPEC = FeatureSpec(categorical=[], numeric=[])
+CREATED = datetime(2025, 3, 1, tzinfo=UTC)
+CREATED_S = int(CREATED.timestamp())
+AS_OF_S = CREATED_S + 40 * 86_400
+# Kinds of type: mapped, split by channel, whitespace only (no type), outside the vocabulary.
+TYPES = ["page_view", "Email Opened", "email_click", "   ", "chat_started", " demo_request "]
+CHANNELS = [None, "web", "email", "  "]
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from(TYPES),
+        st.sampled_from(CHANNELS),
+        # From 5 days before creation (set aside as early) to 5 days after as_of (seen as future).
+        st.integers(-5 * 86_400, 45 * 86_400),
+    ),
+    max_size=30,
+)
+
+
+def _interactions(drawn: list[tuple[str, str | None, int]]) -> list[InteractionIn]:
+    return [
+        InteractionIn(type=kind, channel=channel, occurred_at=(CREATED + timedelta(seconds=offset)).isoformat())
+        for kind, channel, offset in drawn
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(events)
+def test_fast_reading_equals_the_event_by_event_one(drawn: list[tuple[str, str | None, int]]) -> None:
+    interactions = _interactions(drawn)
+
+    fast = _read_interactions(SCHEMA, SPEC, interactions, CREATED_S, AS_OF_S)
+    slow = _read_interactions_one_by_one(SCHEMA, SPEC, interactions, CREATED_S, AS_OF_S)
+
+    assert fast == slow
+    assert fast.untyped == sum(kind.strip() == "" for kind, _c, _o in drawn)
+
+
+def test_a_lead_with_a_naive_time_or_properties_is_read_event_by_event() -> None:
+    naive = InteractionIn(type="page_view", occurred_at="2025-03-02T10:00:00")
+    with_properties = InteractionIn(type="page_view", occurred_at="2025-03-02T10:00:00Z", properties={"pages": 4})
+
+    read = _read_interactions(SCHEMA, SPEC, [naive, with_properties], CREATED_S, AS_OF_S)
+
+    assert read.times == [CREATED_S + 86_400 + 36_000] * 2  # the naive time read in UTC, the schema's zone
+    assert read.unused_properties == {"pages"}  # read, and found undeclared by this schema
+
+
+def test_a_bad_time_is_refused_by_the_reading_that_takes_it() -> None:
+    schema = LeadSchema(interaction_timezone=None)
+    naive = InteractionIn(type="page_view", occurred_at="2025-03-02T10:00:00")
+
+    with pytest.raises(LeadRejected) as refused:
+        _read_interactions(schema, SPEC, [InteractionIn(type="page_view", occurred_at="2025-03-02T10:00:00Z"), naive], CREATED_S, AS_OF_S)
+
+    assert refused.value.field == "interactions.1.occurred_at"
