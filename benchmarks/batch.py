@@ -83,7 +83,7 @@ def _stages(section: Section, model: ScoringModel, data: Dataset, as_of: datetim
             data.leads, data.interactions, snapshots, model.spec),
         "encoding the feature rows": lambda: model.encode(rows),
         "compiled-forest raw scores of every snapshot": lambda: forest.raw(matrix),
-        "exact contributions of the rows of now (fit and engagement sub-scores)": lambda: model.contributions(matrix[:n]),
+        "fit and engagement sums of the rows of now (exact contributions by group)": lambda: model.fit_engagement_of(matrix[:n]),
     }
     for stage, call in stages.items():
         seconds, bare = alternated(call, lambda: forest.raw(matrix[:n]), runs)

@@ -471,6 +471,25 @@ class ScoringModel:
         engagement: NDArray[Any] = features[:, ~self._is_fit].sum(axis=1)
         return fit, engagement
 
+    def fit_engagement_of(self, matrix: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+        """`fit_engagement_sums` of the rows' contributions, for a forest in one pass without the contributions.
+
+        Every sub-score leadscore gives (and its scale, `subscore_scale_of`) comes from here,
+        with or without reasons, so that they are summed in one order everywhere.
+
+        Args:
+            matrix: Encoded feature rows.
+
+        Returns:
+            (fit, engagement), one value per row.
+        """
+        if isinstance(self.booster, LinearModel):
+            return self.fit_engagement_sums(self.contributions(matrix))
+        if self._exact is None:
+            self._exact = ExactContributions.from_booster(self.booster)
+        sums = self._exact.group_sums(matrix, (~self._is_fit).astype(np.intp), 2)
+        return sums[:, 0], sums[:, 1]
+
     def subscore_scale_of(self, matrix: NDArray[Any]) -> SubScoreScale | None:
         """The fit and engagement scales over reference rows, from this model's own exact contributions.
 
@@ -483,7 +502,7 @@ class ScoringModel:
         """
         if not self._is_fit.any() or self._is_fit.all() or len(matrix) == 0:
             return None
-        fit, engagement = self.fit_engagement_sums(self.contributions(matrix))
+        fit, engagement = self.fit_engagement_of(matrix)
         grid = np.linspace(0, 1, SUBSCORE_QUANTILES)
         return SubScoreScale(
             fit_quantiles=np.quantile(fit, grid).tolist(),

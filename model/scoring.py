@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -373,23 +373,35 @@ def _when(model: ScoringModel, matrix: NDArray[Any]) -> list[When]:
     ]
 
 
-def _fit_engagement(model: ScoringModel, matrix: NDArray[Any], contributions: NDArray[Any] | None) -> tuple[NDArray[Any], NDArray[Any]] | None:
-    """The rows' fit and engagement log-odds sums, or None when the bundle has no sub-score scale.
+def _fit_engagement(model: ScoringModel, matrix: NDArray[Any], explained: bool) -> tuple[NDArray[Any], NDArray[Any]] | None:
+    """The rows' fit and engagement log-odds sums (`ScoringModel.fit_engagement_of`), or None when the bundle has no sub-score scale.
 
-    From the contributions already computed for reasons; without them, computed only when that
-    costs about a prediction (`ScoringModel.contributions_are_cheap`), else None (no sub-scores).
+    With reasons (`explained`: the contributions were paid for), always; without them only when
+    the sums cost about a prediction (`ScoringModel.contributions_are_cheap`), else None (no
+    sub-scores).
     """
-    if model.meta.subscores is None:
+    if model.meta.subscores is None or not (explained or model.contributions_are_cheap()):
         return None
-    if contributions is None:
-        if not model.contributions_are_cheap():
-            return None
-        contributions = model.contributions(matrix)
-    return model.fit_engagement_sums(contributions)
+    return model.fit_engagement_of(matrix)
 
 
 def _row_of(sums: tuple[NDArray[Any], NDArray[Any]] | None, i: int) -> tuple[float, float] | None:
     return None if sums is None else (float(sums[0][i]), float(sums[1][i]))
+
+
+class _Headline(NamedTuple):
+    """A row's calibrated probability, as answered (`rounded_probability`), and its 0-100 score."""
+
+    probability: float
+    shown: float
+    score: int
+
+
+def _headlines(model: ScoringModel, raw: NDArray[Any]) -> list[_Headline]:
+    """Each row's `_Headline` from its raw score: one calibration and one placement on the scale for all rows."""
+    probability = model.meta.calibration.apply(raw)
+    shown, scores = rounded_probability(probability), model.score_0_100(probability)
+    return [_Headline(p, s, score) for p, s, score in zip(probability.tolist(), shown.tolist(), scores.tolist(), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -555,15 +567,16 @@ def _scored_row(
     read: LeadRead,
     rows: FeatureRows,
     i: int,
-    raw: float,
+    headline: _Headline,
     contributions: NDArray[Any] | None,
     fit_engagement: tuple[float, float] | None,
     top_k: int,
     language: str,
     when: When = None,
 ) -> tuple[ScoreOut, dict[str, object]]:
-    """The answer for row `i` of `rows` (the features of `read`): from its raw score, for reasons its contributions,
-    for sub-scores its fit and engagement log-odds sums (`_fit_engagement`), and for the horizons `_when`'s row."""
+    """The answer for row `i` of `rows` (the features of `read`): from its probability and score (`_headlines`), for
+    reasons its contributions, for sub-scores its fit and engagement log-odds sums (`_fit_engagement`), and for the
+    horizons `_when`'s row."""
     warnings = list(read.warnings)
     unseen = []
     for name in model.meta.categorical_levels:
@@ -580,15 +593,15 @@ def _scored_row(
         }
     else:
         reasons = None
-    probability = float(model.meta.calibration.apply(np.array([raw]))[0])
+    probability = headline.probability
     points, fired = model.meta.grid.score_row(values)
     subscores = model.subscores(*fit_engagement) if fit_engagement is not None else None
     fit, engagement, cell = subscores if subscores is not None else (None, None, None)
     return ScoreOut(
         lead_id=read.lead_id,
         as_of=read.as_of,
-        probability=float(rounded_probability(np.array([probability]))[0]),
-        score=int(model.score_0_100(np.array([probability]))[0]),
+        probability=headline.shown,
+        score=headline.score,
         tier=model.tier(probability),
         mql=model.is_mql(probability),
         reasons=reasons,
@@ -639,9 +652,10 @@ def score_read_leads(
     # of now alone, when they cost about a prediction (`_fit_engagement`).
     contrib = model.contributions(matrix) if with_reasons else None
     raw = contrib.sum(axis=1) if contrib is not None else model.raw(matrix)
-    sums = _fit_engagement(model, matrix[:n], None if contrib is None else contrib[:n])
+    sums = _fit_engagement(model, matrix[:n], contrib is not None)
+    headlines = _headlines(model, raw[:n])
     scored = [
-        _scored_row(model, r, rows, i, float(raw[i]), None if contrib is None else contrib[i], _row_of(sums, i), top_k, language,
+        _scored_row(model, r, rows, i, headlines[i], None if contrib is None else contrib[i], _row_of(sums, i), top_k, language,
                     when[i])
         for i, r in enumerate(reads)
     ]  # fmt: skip
@@ -840,7 +854,7 @@ def score_table(
     values = {**rows.categorical, **rows.numeric}
     out["grid_points"] = grid.score_frame(pd.DataFrame({f: values[f] for f in grid.required_features() if f in values}))
     out["top_reason"] = strongest_reasons_up(model, contrib, rows, language) if with_reasons else [None] * len(out)
-    out["fit"], out["engagement"], out["cell"] = subscore_columns(model, _fit_engagement(model, matrix, contrib if with_reasons else None), n)
+    out["fit"], out["engagement"], out["cell"] = subscore_columns(model, _fit_engagement(model, matrix, with_reasons), n)
     week: NDArray[np.int64] = np.full(n, -1, dtype=np.int64)
     month = week
     if model.meta.trend is not None:

@@ -83,6 +83,7 @@ class ExactContributions:
         self._bias = float(sum(t.expected_value for t in trees.values()))
         ordered = [trees[i] for i in sorted(trees)]
         self._layout(ordered)
+        self._grouped_features: dict[tuple[bytes, int], NDArray[np.uint32]] = {}  # `group_sums`' remapped table features
         # Compiled (or loaded from numba's disk cache) now, not on the first request that needs reasons.
         self._tabulated(np.zeros((1, n_features)))
 
@@ -132,20 +133,60 @@ class ExactContributions:
         Returns:
             (n_rows, n_features + 1) float64: one column per feature, then the base value.
         """
+        matrix = self._checked(matrix)
+        out = self._tabulated(matrix)
+        out[:, -1] = self._bias
+        for deep in self._deep_contributions(matrix):
+            out += deep
+        return out
+
+    def group_sums(self, matrix: NDArray[Any], groups: NDArray[Any], n_groups: int) -> NDArray[np.float64]:
+        """Each row's exact contributions summed by group of features, the base value left out.
+
+        The sums of `contributions`' columns group by group, added in another order (equal within
+        rounding, `tests/test_treeshap.py`), in one pass over the tables and without the
+        (n_rows, n_features + 1) array: what sub-scores of many leads need.
+
+        Args:
+            matrix: Encoded feature rows, as for `contributions`.
+            groups: (n_features,) the group of each feature, 0 .. n_groups - 1.
+            n_groups: How many groups.
+
+        Returns:
+            (n_rows, n_groups) float64.
+        """
+        groups = np.asarray(groups)
+        if groups.shape != (self.n_features,) or (groups.size and not (0 <= groups.min() and groups.max() < n_groups)):
+            raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got shape {groups.shape}")
+        matrix = self._checked(matrix)
+        key = (groups.tobytes(), n_groups)
+        if key not in self._grouped_features:
+            # Each table value goes to its feature's group instead of its feature's column.
+            self._grouped_features[key] = groups.astype(np.uint32)[self._table_features]
+        out: NDArray[np.float64] = _tabulated_contributions(
+            matrix, *self._decisions(), self._trees, self._grouped_features[key], self._table, n_groups
+        )
+        for deep in self._deep_contributions(matrix):
+            for g in range(n_groups):
+                out[:, g] += deep[:, :-1][:, groups == g].sum(axis=1)
+        return out
+
+    def _checked(self, matrix: NDArray[Any]) -> NDArray[np.float64]:
         matrix = np.asarray(matrix, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[1] != self.n_features:
             raise ValueError(f"expected a matrix of {self.n_features} feature columns, got shape {matrix.shape}")
-        matrix = np.ascontiguousarray(matrix)  # the kernel reads row by row (and is compiled for this layout)
+        return np.ascontiguousarray(matrix)  # the kernel reads row by row (and is compiled for this layout)
+
+    def _deep_contributions(self, matrix: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+        """LightGBM's `pred_contrib` of each run of deep (untabulated) trees; none when every tree is tabulated."""
         n = matrix.shape[0]
-        out = self._tabulated(matrix)
-        out[:, -1] = self._bias
-        if self._booster is not None and n:
-            threads = 1 if n < _SINGLE_THREAD_ROWS else 0
-            for first, count in self._deep_runs:
-                out += self._booster.predict(
-                    matrix, pred_contrib=True, start_iteration=first, num_iteration=count, num_threads=threads
-                )
-        return out
+        if self._booster is None or not n:
+            return []
+        threads = 1 if n < _SINGLE_THREAD_ROWS else 0
+        return [
+            np.asarray(self._booster.predict(matrix, pred_contrib=True, start_iteration=first, num_iteration=count, num_threads=threads))
+            for first, count in self._deep_runs
+        ]
 
     # -- evaluation -----------------------------------------------------------------------
     def _layout(self, trees: list[_Tree]) -> None:

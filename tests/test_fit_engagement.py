@@ -54,12 +54,22 @@ def test_fit_and_engagement_add_up_to_the_raw_score(model: ScoringModel, trainin
     assert np.std(fit) > 0 and np.std(engagement) > 0
 
 
+def test_the_sums_in_one_pass_are_the_contributions_summed(model: ScoringModel, training_result) -> None:
+    # Every sub-score comes from `fit_engagement_of`: the contributions' group sums, without the contributions.
+    matrix = training_result.test.matrix
+    fit, engagement = model.fit_engagement_sums(model.contributions(matrix))
+    one_pass = model.fit_engagement_of(matrix)
+
+    assert_allclose(one_pass[0], fit, rtol=0, atol=1e-9)
+    assert_allclose(one_pass[1], engagement, rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("lead_id", ["L-fit-1", "L-fit-2"])
 def test_the_sub_scores_come_from_the_lead_s_own_sums(model: ScoringModel, lead_id: str) -> None:
     out = score_lead(model, LeadIn(**example_lead(lead_id, CREATED_AT, POSITIVE_EVENTS)), as_of=_utc(AS_OF))
     assert out.fit is not None and out.engagement is not None and out.cell is not None
     assert 0 <= out.fit <= 100 and 0 <= out.engagement <= 100
-    # The same answer without reasons (the sums then come from contributions computed for them alone).
+    # The same answer without reasons (the sums come from the same one pass over the tables).
     bare = score_lead(model, LeadIn(**example_lead(lead_id, CREATED_AT, POSITIVE_EVENTS)), as_of=_utc(AS_OF), with_reasons=False)
     assert (bare.fit, bare.engagement, bare.cell, bare.probability) == (out.fit, out.engagement, out.cell, out.probability)
 

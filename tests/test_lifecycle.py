@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from model.registry import RegistryConfig, RegistryError, champion_version, rollback_champion
 from sources.grids import load_grid
 from training.config import ProjectConfig
-from training.lifecycle import as_of_history, backtest
+from training.lifecycle import _gain, as_of_history, backtest
 
 DEFAULT_GRID = "default"  # the grid leadscore ships (sources/builtin_grids/default.yaml)
 
@@ -62,11 +63,33 @@ def test_backtest_reports_each_period(simulated_dataset) -> None:
         every_days=60,
         first_cutoff=simulated_dataset.leads["created_at"].min() + pd.Timedelta(days=300),
     )
+    gains = [f"gain_over_{name}{part}" for name in ("never_retrained", "not_refit") for part in ("", "_ci_low", "_ci_high")]
     assert list(table.columns) == [
         "period_start", "period_end", "n_snapshots", "n_conversions", "retrained_auc", "not_refit_auc", "never_retrained_auc",
-        "grid_auc",
+        "grid_auc", *gains,
     ]
     assert len(table) >= 2
     # The first period is scored by the same model either way.
     assert table.loc[0, "retrained_auc"] == pytest.approx(table.loc[0, "never_retrained_auc"])
+    assert table.loc[0, "gain_over_never_retrained"] == pytest.approx(0.0)
     assert (table["retrained_auc"] > 0.5).all()
+    # Each gain is the difference of the two AUCs of its row.
+    for name in ("never_retrained", "not_refit"):
+        assert table[f"gain_over_{name}"].to_numpy() == pytest.approx((table["retrained_auc"] - table[f"{name}_auc"]).to_numpy())
+
+
+def test_a_period_gain_has_a_paired_interval_by_lead() -> None:
+    rng = np.random.default_rng(3)
+    leads = np.repeat(np.arange(400), 3)
+    signal = rng.normal(size=400)[leads]
+    y = (signal + rng.normal(size=leads.size) > 1.0).astype(int)
+    config = ProjectConfig().training
+    config.n_bootstrap = 100
+
+    better = _gain("never_retrained", y, signal, signal + rng.normal(scale=2.0, size=leads.size), leads, config)
+    same = _gain("not_refit", y, signal, signal, leads, config)
+    nothing = _gain("not_refit", np.zeros(leads.size, dtype=int), signal, signal, leads, config)
+
+    assert 0 < better["gain_over_never_retrained_ci_low"] < better["gain_over_never_retrained"] < better["gain_over_never_retrained_ci_high"]
+    assert same == {"gain_over_not_refit": 0.0, "gain_over_not_refit_ci_low": 0.0, "gain_over_not_refit_ci_high": 0.0}
+    assert all(np.isnan(v) for v in nothing.values())  # a period without conversions has no AUC

@@ -206,6 +206,44 @@ def test_forest_of_small_and_deep_trees() -> None:
     assert_same_as_lightgbm(more, np.vstack([x[:500], awkward_rows()]), exact)
 
 
+def _grouped_by_lightgbm(booster: lgb.Booster, matrix: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    contrib = booster.predict(matrix, pred_contrib=True)[:, :-1]
+    return np.stack([contrib[:, groups == g].sum(axis=1) for g in range(n_groups)], axis=1)
+
+
+def test_group_sums_are_lightgbm_contributions_summed_by_group(training_result) -> None:
+    model = training_result.model
+    matrix = np.vstack([training_result.valid.matrix, training_result.test.matrix[:500]])
+    groups = np.arange(matrix.shape[1]) % 3  # three groups that mix attributes and behaviour
+    exact = ExactContributions.from_booster(model.booster)
+
+    sums = exact.group_sums(matrix, groups, 3)
+
+    assert sums.shape == (len(matrix), 3)
+    np.testing.assert_allclose(sums, _grouped_by_lightgbm(model.booster, matrix, groups, 3), rtol=0, atol=TOLERANCE)
+    # Another grouping of the same forest is its own (remapped tables are kept per grouping).
+    np.testing.assert_allclose(exact.group_sums(matrix, np.zeros_like(groups), 1)[:, 0], sums.sum(axis=1), rtol=0, atol=TOLERANCE)
+
+
+def test_group_sums_of_a_forest_of_small_and_deep_trees() -> None:
+    x, y = synthetic_data()
+    shallow = synthetic_booster("nan", rounds=10)
+    deep_params = {"objective": "binary", "verbose": -1, "num_leaves": 31, "max_depth": -1, "num_threads": 1}
+    mixed = lgb.train(deep_params, lgb.Dataset(x, y, categorical_feature=[3, 4]), 8, init_model=shallow)
+    exact = ExactContributions.from_booster(mixed)
+    rows = np.vstack([x[:300], awkward_rows()])
+    groups = np.array([0, 1, 1, 0, 1])
+
+    assert exact.tabulated < exact.n_trees
+    np.testing.assert_allclose(exact.group_sums(rows, groups, 2), _grouped_by_lightgbm(mixed, rows, groups, 2), rtol=0, atol=TOLERANCE)
+
+
+def test_group_sums_refuse_a_group_outside_the_count() -> None:
+    exact = ExactContributions.from_booster(synthetic_booster("nan"))
+    with pytest.raises(ValueError, match="a group in 0..1 for each of 5 features"):
+        exact.group_sums(np.zeros((3, 5)), np.array([0, 1, 2, 0, 1]), 2)
+
+
 def test_rejects_a_matrix_of_the_wrong_width() -> None:
     exact = ExactContributions.from_booster(synthetic_booster("nan"))
     with pytest.raises(ValueError, match="5 feature columns, got shape"):

@@ -20,6 +20,7 @@ from features.snapshots import conversion_labels, matured_label_cutoff, snapshot
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel
 from training.config import TrainingConfig
+from training.hazard import paired_auc_difference
 from training.pipeline import NotEnoughDataError, Progress, run_training
 from training.refit import refit_on_matured
 
@@ -44,6 +45,21 @@ def as_of_history(data: Dataset, cutoff: pd.Timestamp) -> Dataset:
 
 def _period_auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else float("nan")
+
+
+def _gain(name: str, y: np.ndarray, retrained: np.ndarray, other: np.ndarray, groups: np.ndarray, config: TrainingConfig) -> dict[str, float]:
+    """`gain_over_<name>`: the retrained model's ROC AUC minus the other's on the period's rows, with its paired 95 % interval by lead."""
+    if not 0 < y.sum() < y.size:
+        gain = {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    else:
+        gain = paired_auc_difference(y, retrained, other, groups, n_bootstrap=config.n_bootstrap, seed=config.seed)
+    key = f"gain_over_{name}"
+    return {key: gain["value"], f"{key}_ci_low": gain["ci_low"], f"{key}_ci_high": gain["ci_high"]}
+
+
+def _interval(row: dict[str, object], name: str) -> str:
+    key = f"gain_over_{name}"
+    return f"{row[key]:+.3f} [{row[key + '_ci_low']:+.3f}, {row[key + '_ci_high']:+.3f}]"
 
 
 def backtest(
@@ -71,7 +87,10 @@ def backtest(
 
     Returns:
         One row per period: `period_start`, `period_end`, `n_snapshots`, `n_conversions`,
-        `retrained_auc`, `not_refit_auc`, `never_retrained_auc`, `grid_auc`.
+        `retrained_auc`, `not_refit_auc`, `never_retrained_auc`, `grid_auc`, then the retrained
+        model's paired gains on the period's rows, each with its 95 % interval by lead
+        (`config.n_bootstrap` resamples; NaN without): `gain_over_never_retrained` (and
+        `_ci_low`, `_ci_high`), `gain_over_not_refit` (the same).
     """
     say = progress or (lambda _msg: None)
     data_end = data.data_end
@@ -99,20 +118,25 @@ def backtest(
             continue
         y = conversion_labels(snaps, data.leads, config.horizon_days)
         features = snapshot_features(data.leads, data.interactions, snaps, spec)
+        p_retrained, p_not_refit, p_never = (m.probability(m.encode(features)) for m in (model, measured, first_model))
+        groups = snaps["lead_id"].to_numpy()
         row = {
             "period_start": cutoff.date().isoformat(),
             "period_end": (cutoff + step).date().isoformat(),
             "n_snapshots": int(len(snaps)),
             "n_conversions": int(y.sum()),
-            "retrained_auc": _period_auc(y, model.probability(model.encode(features))),
-            "not_refit_auc": _period_auc(y, measured.probability(measured.encode(features))),
-            "never_retrained_auc": _period_auc(y, first_model.probability(first_model.encode(features))),
+            "retrained_auc": _period_auc(y, p_retrained),
+            "not_refit_auc": _period_auc(y, p_not_refit),
+            "never_retrained_auc": _period_auc(y, p_never),
             "grid_auc": _period_auc(y, grid.score_frame(features.to_frame(spec))),
+            **_gain("never_retrained", y, p_retrained, p_never, groups, config),
+            **_gain("not_refit", y, p_retrained, p_not_refit, groups, config),
         }
         rows.append(row)
         say(
             f"{row['period_start']}..{row['period_end']}: retrained {row['retrained_auc']:.3f}, "
-            f"not refit on its newest leads {row['not_refit_auc']:.3f}, never retrained {row['never_retrained_auc']:.3f}, grid {row['grid_auc']:.3f}"
+            f"not refit on its newest leads {row['not_refit_auc']:.3f}, never retrained {row['never_retrained_auc']:.3f}, grid {row['grid_auc']:.3f}; "
+            f"retrained - never retrained {_interval(row, 'never_retrained')}, retrained - not refit {_interval(row, 'not_refit')}"
         )
         cutoff += step
     if not rows:

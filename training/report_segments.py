@@ -46,7 +46,7 @@ def cell_table(model: ScoringModel, matrix: np.ndarray, y: np.ndarray, lead_ids:
     """
     if model.meta.subscores is None or len(matrix) == 0:
         return None
-    _fit, _engagement, cells = subscore_columns(model, model.fit_engagement_sums(model.contributions(matrix)), len(matrix))
+    _fit, _engagement, cells = subscore_columns(model, model.fit_engagement_of(matrix), len(matrix))
     labels = np.asarray(cells.astype(object))
     return [[{"cell": f + e, **_segment(labels == f + e, y, lead_ids)} for e in ENGAGEMENT_COLUMNS] for f in FIT_ROWS]
 
