@@ -156,8 +156,10 @@ class ExactContributions:
             (n_rows, n_groups) float64.
         """
         groups = np.asarray(groups)
-        if groups.shape != (self.n_features,) or (groups.size and not (0 <= groups.min() and groups.max() < n_groups)):
+        if groups.shape != (self.n_features,):
             raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got shape {groups.shape}")
+        if groups.size and not (groups.min() >= 0 and groups.max() < n_groups):
+            raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got {groups.min()}..{groups.max()}")
         matrix = self._checked(matrix)
         key = (groups.tobytes(), n_groups)
         if key not in self._grouped_features:
