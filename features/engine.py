@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from features.email import email_domain_kind
 from features.spec import FeatureSpec
+from features.threads import run_ranges
 from features.vocabulary import EMAIL_DOMAIN_KIND, split_base
 
 SECONDS_PER_DAY = 86_400
@@ -154,23 +155,19 @@ def behaviour_matrix(
     windows_s = np.asarray(spec.windows_days, dtype=np.int64) * SECONDS_PER_DAY  # ascending
     aggregates = [(p, a) for p, (_, wanted) in enumerate(spec.properties.items()) for a in wanted]
     out = np.empty((n_snap, len(spec.behaviour_features())), dtype=np.float64)
-    _compiled_behaviour_kernel()(
-        index.lead_start,
-        index.time_s,
-        index.slot,
-        index.properties,
-        snap_lead,
-        as_of,
-        created,
-        np.array([engagement_weight(t, spec) for t in spec.interaction_types] + [0.0] * (index.n_slots - n_types)),
-        spec.halflife_days * SECONDS_PER_DAY,
-        windows_s,
-        n_types,
-        np.nan if spec.never_seen_days is None else float(spec.never_seen_days),
-        np.array([p for p, _ in aggregates], dtype=np.int64),
-        np.array([a == "max" for _, a in aggregates], dtype=np.bool_),
-        out,
-    )
+    kernel = _compiled_behaviour_kernel()
+    weights = np.array([engagement_weight(t, spec) for t in spec.interaction_types] + [0.0] * (index.n_slots - n_types))
+    never_seen = np.nan if spec.never_seen_days is None else float(spec.never_seen_days)
+    property_columns = np.array([p for p, _ in aggregates], dtype=np.int64)
+    is_max = np.array([a == "max" for _, a in aggregates], dtype=np.bool_)
+
+    def snapshots(start: int, stop: int) -> None:
+        # Each snapshot is computed on its own: ranges of them in threads give the values of one call.
+        kernel(index.lead_start, index.time_s, index.slot, index.properties, snap_lead[start:stop], as_of[start:stop],
+               created[start:stop], weights, spec.halflife_days * SECONDS_PER_DAY, windows_s, n_types, never_seen,
+               property_columns, is_max, out[start:stop])  # fmt: skip
+
+    run_ranges(snapshots, n_snap)
     return out
 
 

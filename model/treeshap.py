@@ -33,6 +33,8 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from features.threads import run_ranges
+
 logger = logging.getLogger(__name__)
 
 # 2^7 patterns: every tree of depth <= 3 (the project's default, `training.config`) fits.
@@ -83,7 +85,8 @@ class ExactContributions:
         self._bias = float(sum(t.expected_value for t in trees.values()))
         ordered = [trees[i] for i in sorted(trees)]
         self._layout(ordered)
-        self._grouped_features: dict[tuple[bytes, int], NDArray[np.uint32]] = {}  # `group_sums`' remapped table features
+        self._tree_tables = [(tree.features, tree.table) for tree in ordered]
+        self._grouped: dict[tuple[bytes, int], tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]] = {}  # `group_sums`' tables
         # Compiled (or loaded from numba's disk cache) now, not on the first request that needs reasons.
         self._tabulated(np.zeros((1, n_features)))
 
@@ -162,12 +165,10 @@ class ExactContributions:
             raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got {groups.min()}..{groups.max()}")
         matrix = self._checked(matrix)
         key = (groups.tobytes(), n_groups)
-        if key not in self._grouped_features:
-            # Each table value goes to its feature's group instead of its feature's column.
-            self._grouped_features[key] = groups.astype(np.uint32)[self._table_features]
-        out: NDArray[np.float64] = _tabulated_contributions(
-            matrix, *self._decisions(), self._trees, self._grouped_features[key], self._table, n_groups
-        )
+        if key not in self._grouped:
+            self._grouped[key] = self._grouped_tables(groups)
+        trees, table_groups, table = self._grouped[key]
+        out = self._summed(matrix, trees, table_groups, table, n_groups)
         for deep in self._deep_contributions(matrix):
             for g in range(n_groups):
                 out[:, g] += deep[:, :-1][:, groups == g].sum(axis=1)
@@ -261,9 +262,47 @@ class ExactContributions:
         Args:
             matrix: C-contiguous float64 rows of `n_features` columns.
         """
-        out: NDArray[np.float64] = _tabulated_contributions(
-            matrix, *self._decisions(), self._trees, self._table_features, self._table, self.n_features + 1
+        return self._summed(matrix, self._trees, self._table_features, self._table, self.n_features + 1)
+
+    def _grouped_tables(self, groups: NDArray[Any]) -> tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]:
+        """The trees' tables with their columns summed by group: one value per group a tree's features fall in.
+
+        A row then adds one value per tree and group instead of one per feature, and the adds of
+        a tree go to different cells of the output rather than one after another into the same.
+
+        Returns:
+            (per-tree (first group column, groups, first value), group of each column, the values),
+            laid out as `_layout` lays out the tables.
+        """
+        infos: list[tuple[int, int, int]] = []
+        columns: list[int] = []
+        tables: list[NDArray[np.float64]] = []
+        values = 0
+        for features, table in self._tree_tables:
+            of_column = groups[features]
+            kept = np.unique(of_column)
+            collapsed = np.stack([table[:, of_column == g].sum(axis=1) for g in kept], axis=1)
+            infos.append((len(columns), len(kept), values))
+            columns += kept.tolist()
+            tables.append(collapsed.ravel())
+            values += collapsed.size
+        return (
+            np.asarray(infos, dtype=np.uint64).reshape(-1, 3),
+            np.asarray(columns, dtype=np.uint32),
+            np.concatenate(tables) if tables else np.zeros(0),
         )
+
+    def _summed(
+        self, matrix: NDArray[np.float64], trees: NDArray[np.uint64], table_features: NDArray[np.uint32], table: NDArray[np.float64], width: int
+    ) -> NDArray[np.float64]:
+        # Rows are independent: big batches run in ranges on every core (`features.threads`), the same to the bit.
+        out = np.zeros((matrix.shape[0], width))
+        decisions = self._decisions()
+
+        def rows(start: int, stop: int) -> None:
+            _tabulated_contributions(matrix[start:stop], *decisions, trees, table_features, table, out[start:stop])
+
+        run_ranges(rows, matrix.shape[0])
         return out
 
 
@@ -357,13 +396,12 @@ def _decision_patterns(matrix: NDArray[np.float64], nodes: NDArray[np.uint32], t
 @_njit
 def _tabulated_contributions(matrix: NDArray[np.float64], nodes: NDArray[np.uint32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.uint64],
                              categorical: NDArray[np.int64], masks: NDArray[np.uint8], trees: NDArray[np.uint64], table_features: NDArray[np.uint32],
-                             table: NDArray[np.float64], width: int) -> NDArray[np.float64]:
-    """(rows, width) sums of the table rows that the rows' decision patterns select.
+                             table: NDArray[np.float64], out: NDArray[np.float64]) -> None:
+    """Adds to `out` (rows, width), zeros, the sums of the table rows that the rows' decision patterns select.
 
     Each output cell adds its trees' values in tree order, starting from 0.0: LightGBM's order of
     trees, kept so that the contributions do not change to the last bit with the rows around them.
     """
-    out = np.zeros((matrix.shape[0], width))
     x = np.empty(matrix.shape[1])
     slots = np.zeros(masks.shape[1], dtype=np.uint8)
     words = slots.view(np.uint64)
@@ -375,7 +413,6 @@ def _tabulated_contributions(matrix: NDArray[np.float64], nodes: NDArray[np.uint
             values = trees[t, 2] + _pattern(words, t) * d
             for k in range(d):
                 sums[table_features[first + k]] += table[values + k]
-    return out
 
 
 def _decision_group(node: _Node) -> str:
