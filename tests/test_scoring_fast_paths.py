@@ -1,9 +1,10 @@
-"""The one-lead path's fast reading of interactions equals the event-by-event reading it short-cuts."""
+"""The one-lead path's short cuts equal what they replace: reading interactions, ranking the drivers of reasons."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,3 +70,23 @@ def test_a_bad_time_is_refused_by_the_reading_that_takes_it() -> None:
         _read_interactions(schema, SPEC, [InteractionIn(type="page_view", occurred_at="2025-03-02T10:00:00Z"), naive], CREATED_S, AS_OF_S)
 
     assert refused.value.field == "interactions.1.occurred_at"
+
+
+def _reasons_ranked_one_by_one(model, contrib_row: np.ndarray, top_k: int) -> list[tuple[str, float]]:
+    # The ranking `ScoringModel.reasons` made before it summed with `np.bincount`: a dict in feature order, then a stable sort.
+    per_driver: dict[str, float] = {}
+    for driver, c in zip(model._drivers, contrib_row[:-1], strict=True):
+        per_driver[driver] = per_driver.get(driver, 0.0) + float(c)
+    ranked = sorted(per_driver.items(), key=lambda item: item[1])
+    return [(d, v) for d, v in ranked[::-1][:top_k] if v > 0] + [(d, v) for d, v in ranked[:top_k] if v < 0]
+
+
+def test_reasons_rank_drivers_as_adding_them_one_by_one(training_result) -> None:
+    model = training_result.model
+    rows = training_result.test.rows
+    contributions = model.contributions(training_result.test.matrix[:300])
+    # Rounded copies tie many drivers: ties must go the same way too.
+    for contrib in (contributions, np.round(contributions, 1)):
+        for i, row in enumerate(contrib):
+            up, down = model.reasons(row, rows.row(i), top_k=5)
+            assert [(r.driver, r.log_odds) for r in up + down] == _reasons_ranked_one_by_one(model, row, 5)
