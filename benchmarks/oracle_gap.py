@@ -1,6 +1,6 @@
 """The oracle gap: how far the model is from the simulator's oracle, and how much of that more leads would close.
 
-    python -m benchmarks.oracle_gap --leads 20000 --seed 7 --more 100000 [--bootstrap 200] [--out gap.json]
+    python -m benchmarks.oracle_gap --leads 20000 --seed 7 --more 100000 [--bootstrap 200] [--out gap.json] [--config FILE]
 
 Trains the model as `leadscore train` does on `--leads` simulated leads (`run_training` with
 the default config, model selection included) and prints its test-period ROC AUC beside the
@@ -61,17 +61,22 @@ def _bigger_sample_scores(n_leads: int, seed: int, config: Any, test_rows: Any, 
     return np.asarray(booster.predict(test_rows, raw_score=True)), booster.current_iteration(), len(y)
 
 
-def run(n_leads: int, seed: int, more: int, n_bootstrap: int) -> dict[str, Any]:
-    """Train on `n_leads`, measure against the oracle; then the same settings fit on `more` leads; the figures."""
+def run(n_leads: int, seed: int, more: int, n_bootstrap: int, config_file: Path | None = None) -> dict[str, Any]:
+    """Train on `n_leads`, measure against the oracle; then the same settings fit on `more` leads; the figures.
+
+    Args:
+        config_file: A `leadscore.yaml` whose features and training settings are measured (its
+            `training.n_bootstrap` is replaced by `n_bootstrap`); None: the defaults.
+    """
     from sklearn.metrics import roc_auc_score
 
     from benchmarks.bench_model import simulated_with_oracles
     from sources.grids import load_grid
-    from training.config import ProjectConfig
+    from training.config import ProjectConfig, load_config
     from training.hazard import paired_auc_difference
     from training.pipeline import run_training
 
-    config = ProjectConfig()
+    config = ProjectConfig() if config_file is None else load_config(config_file)
     config.training.n_bootstrap = n_bootstrap
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -92,6 +97,7 @@ def run(n_leads: int, seed: int, more: int, n_bootstrap: int) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "n_leads": n_leads,
         "seed": seed,
+        "config": None if config_file is None else str(config_file),
         "chosen": result.candidate.name if result.candidate else "lightgbm",
         "test_rows": len(y),
         "roc_auc": {name: result.metrics[name]["roc_auc"] for name in ("model", "oracle", "logistic_regression")},
@@ -137,8 +143,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--more", type=int, default=100_000, help="Leads of the bigger sample (0: skip it)")
     parser.add_argument("--bootstrap", type=int, default=200, help="Bootstrap resamples (by lead)")
     parser.add_argument("--out", type=Path, default=None, help="Also write the figures as JSON here")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="A leadscore.yaml whose features and training settings to measure (default: the defaults, "
+                             "not ./leadscore.yaml)")  # fmt: skip
     args = parser.parse_args(argv)
-    figures = run(args.leads, args.seed, args.more, args.bootstrap)
+    figures = run(args.leads, args.seed, args.more, args.bootstrap, args.config)
     auc = figures["roc_auc"]
     print(f"{figures['n_leads']:,} simulated leads (seed {figures['seed']}), chosen: {figures['chosen']}; "
           f"{figures['test_rows']:,} test snapshots")  # fmt: skip

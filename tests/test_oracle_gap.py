@@ -42,3 +42,13 @@ def test_the_gap_splits_into_the_future_and_what_the_features_leave(figures: tup
     future, left = result["oracle_minus_present_oracle"], result["present_oracle_minus_model"]
     assert future["value"] == pytest.approx(auc["oracle"]["value"] - result["present_oracle_roc_auc"], abs=1e-9)
     assert future["value"] + left["value"] == pytest.approx(result["oracle_minus_model"]["value"], abs=1e-9)
+
+
+def test_a_config_file_sets_what_is_measured(tmp_path: Path) -> None:
+    config = tmp_path / "leadscore.yaml"
+    config.write_text("training:\n  snapshot_offsets_days: [0, 7]\n  n_bootstrap: 500\n")
+
+    result = oracle_gap.main(["--leads", "2500", "--seed", "5", "--more", "0", "--bootstrap", "10", "--config", str(config)])
+
+    assert sorted(result["by_offset"]) == ["0", "7"]  # the file's snapshots, not the default six offsets
+    assert result["config"] == str(config)
