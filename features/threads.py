@@ -52,3 +52,8 @@ def _cores() -> int:
 @lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="leadscore-rows")
+
+
+# A forked child has the parent's pool object but none of its threads: work sent to it would never
+# run. The child makes a pool of its own on first use.
+os.register_at_fork(after_in_child=_pool.cache_clear)

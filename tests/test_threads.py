@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import lightgbm as lgb
 import numpy as np
@@ -73,3 +75,24 @@ def test_contributions_of_a_big_batch_equal_those_of_its_pieces() -> None:
 
     assert np.array_equal(exact.contributions(rows), _pieces(lambda a, b: exact.contributions(rows[a:b]), N_ROWS))
     assert np.array_equal(exact.group_sums(rows, groups, 2), _pieces(lambda a, b: exact.group_sums(rows[a:b], groups, 2), N_ROWS))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or (os.cpu_count() or 1) < 2, reason="needs fork and two cores")
+def test_a_forked_child_runs_its_ranges_on_a_pool_of_its_own() -> None:
+    ranges = row_ranges(N_ROWS)
+    together = threading.Barrier(len(ranges), timeout=10)  # every range at once: the pool starts all its threads
+    run_ranges(lambda start, stop: together.wait(), N_ROWS)
+    pid = os.fork()
+    if pid == 0:  # the child: with the parent's pool its ranges would wait forever
+        done: list[int] = []
+        run_ranges(lambda start, stop: done.append(stop - start), N_ROWS)
+        os._exit(0 if sum(done) == N_ROWS else 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("the forked child's ranges never ran")
