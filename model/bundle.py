@@ -343,10 +343,11 @@ class ScoringModel:
             name: {level: float(i) for i, level in enumerate(levels)}
             for name, levels in meta.categorical_levels.items()
         }
-        self._drivers = [driver_of(f, self.spec) for f in self.feature_names]
-        # Drivers in order of first appearance (the ties of `reasons`), and each feature's driver among them.
-        self._driver_names = list(dict.fromkeys(self._drivers))
-        self._driver_codes = np.array([self._driver_names.index(d) for d in self._drivers], dtype=np.intp)
+        of_feature = [driver_of(f, self.spec) for f in self.feature_names]
+        # Drivers in order of first appearance (how `reasons` and `strongest_reasons_up` break ties),
+        # and the position among them of each feature's driver.
+        self.drivers = list(dict.fromkeys(of_feature))
+        self.driver_of_column = np.array([self.drivers.index(d) for d in of_feature], dtype=np.intp)
         attributes = set(self.spec.categorical_features()) | set(self.spec.numeric)
         # Column j of the contributions is an attribute (fit) feature; the others are behaviour.
         self._is_fit = np.array([f in attributes for f in self.feature_names], dtype=bool)
@@ -568,11 +569,12 @@ class ScoringModel:
         """
         raw_total = float(contrib_row.sum())
         # Each driver's features added in feature order from 0.0, as one add after another would.
-        sums = np.bincount(self._driver_codes, weights=contrib_row[:-1], minlength=len(self._driver_names))
-        per_driver = dict(zip(self._driver_names, sums.tolist(), strict=True))
+        sums = np.bincount(self.driver_of_column, weights=contrib_row[:-1], minlength=len(self.drivers))
+        driver_sums = sums.tolist()
+        per_driver = dict(zip(self.drivers, driver_sums, strict=True))
         # Rank by log-odds (probability points can be 0 on a flat stretch of the calibration),
         # then phrase only the drivers shown; ties keep the order of first appearance.
-        ranked = [(self._driver_names[j], per_driver[self._driver_names[j]]) for j in np.argsort(sums, kind="stable").tolist()]
+        ranked = [(self.drivers[j], driver_sums[j]) for j in np.argsort(sums, kind="stable").tolist()]
         chosen = [d for d, v in ranked[::-1][:top_k] if v > 0] + [d for d, v in ranked[:top_k] if v < 0]
         if not chosen:
             return [], []

@@ -38,7 +38,7 @@ from features.engine import (
     snapshot_features,
     type_slots,
 )
-from features.labels import describe_driver, driver_of
+from features.labels import describe_driver
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel, SubScoreCell
@@ -955,15 +955,9 @@ def strongest_reasons_up(model: ScoringModel, contributions: NDArray[Any], rows:
     Returns:
         One label per row; None where no driver lifts the score.
     """
-    drivers: list[str] = []  # first appearance order, as the dict of `reasons`
-    column_driver = []
-    for feature in model.feature_names:
-        driver = driver_of(feature, model.spec)
-        if driver not in drivers:
-            drivers.append(driver)
-        column_driver.append(drivers.index(driver))
+    drivers = model.drivers  # first appearance order, as `reasons` ranks them
     per_driver = np.zeros((len(contributions), len(drivers)))
-    for j, d in enumerate(column_driver):
+    for j, d in enumerate(model.driver_of_column.tolist()):
         per_driver[:, d] += contributions[:, j]
     strongest = len(drivers) - 1 - np.argmax(per_driver[:, ::-1], axis=1)
     lifts = per_driver[np.arange(len(per_driver)), strongest] > 0

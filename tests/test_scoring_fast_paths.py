@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.labels import driver_of
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.scoring import InteractionIn, LeadRejected, _read_interactions, _read_interactions_one_by_one
@@ -75,7 +76,7 @@ def test_a_bad_time_is_refused_by_the_reading_that_takes_it() -> None:
 def _reasons_ranked_one_by_one(model, contrib_row: np.ndarray, top_k: int) -> list[tuple[str, float]]:
     # The ranking `ScoringModel.reasons` made before it summed with `np.bincount`: a dict in feature order, then a stable sort.
     per_driver: dict[str, float] = {}
-    for driver, c in zip(model._drivers, contrib_row[:-1], strict=True):
+    for driver, c in zip((driver_of(f, model.spec) for f in model.feature_names), contrib_row[:-1], strict=True):
         per_driver[driver] = per_driver.get(driver, 0.0) + float(c)
     ranked = sorted(per_driver.items(), key=lambda item: item[1])
     return [(d, v) for d, v in ranked[::-1][:top_k] if v > 0] + [(d, v) for d, v in ranked[:top_k] if v < 0]
