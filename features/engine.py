@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import cast
 
@@ -321,10 +321,23 @@ class FeatureRows:
     Attributes:
         categorical: Column name -> object array of str or None.
         numeric: Column name -> float64 array (attribute numbers and behaviour features).
+        category_codes: For some categorical columns, the same values as (codes, distinct):
+            `categorical[name]` is `distinct[codes]`. `snapshot_features` gives them (the
+            distinct values of the leads, the codes of each snapshot's lead), so encoding a
+            batch looks each distinct value up once instead of hashing every row's text
+            (`model.bundle.encode_matrix`). Empty elsewhere; a FeatureRows built from another
+            one's columns leaves them out, which only costs that speed.
+        behaviour: The behaviour features as one float64 (n, k) block, when `numeric` holds
+            its columns under `behaviour_names` (`snapshot_features`, `assemble_rows`): the
+            model matrix ends with them, and encoding copies the block at once.
+        behaviour_names: The names of `behaviour`'s columns, in order; () without a block.
     """
 
     categorical: dict[str, np.ndarray]
     numeric: dict[str, np.ndarray]
+    category_codes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    behaviour: np.ndarray | None = None
+    behaviour_names: tuple[str, ...] = ()
 
     def to_frame(self, spec: FeatureSpec) -> pd.DataFrame:
         """All features as a DataFrame in `spec.feature_names()` order (categories as object)."""
@@ -391,11 +404,24 @@ def _email_kinds(values: Sequence[object] | np.ndarray) -> np.ndarray:
 def _by_distinct_value(
     column: pd.Series, convert: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
+    codes, distinct = _distinct_converted(column, convert)
+    return distinct[codes]
+
+
+def _distinct_converted(
+    column: pd.Series, convert: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     # A rule applied once per distinct value (a CRM column has few), then spread by code: the
     # same values as `convert(column)` without a Python call per row. Missing values get
-    # pd.factorize's code -1, which picks the `None` appended last.
+    # pd.factorize's code -1, which picks the `None` appended last. Returns (codes, converted
+    # distinct values): the column's values are `distinct[codes]`, each distinct value once
+    # (an email column's many addresses give a few domain kinds).
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    return convert(np.append(np.asarray(uniques, dtype=object), np.array([None], dtype=object)))[codes]
+    converted = convert(np.append(np.asarray(uniques, dtype=object), np.array([None], dtype=object)))
+    again, distinct = pd.factorize(converted, use_na_sentinel=True)  # None: -1
+    distinct = np.append(np.asarray(distinct, dtype=object), np.array([None], dtype=object))
+    again = np.where(again < 0, len(distinct) - 1, again)
+    return again[codes], distinct
 
 
 def _numeric_column(column: pd.Series) -> np.ndarray:
@@ -415,11 +441,12 @@ def lead_attribute_rows(leads: pd.DataFrame, spec: FeatureSpec) -> FeatureRows:
         `FeatureRows` in the order of `leads`, with the categorical features and the numeric
         attributes only.
     """
-    categorical = {c: _by_distinct_value(leads[c], _category_values) for c in spec.categorical}
+    codes = {c: _distinct_converted(leads[c], _category_values) for c in spec.categorical}
     if spec.email_column:
-        categorical[EMAIL_DOMAIN_KIND] = _by_distinct_value(leads[spec.email_column], _email_kinds)
+        codes[EMAIL_DOMAIN_KIND] = _distinct_converted(leads[spec.email_column], _email_kinds)
+    categorical = {c: distinct[code] for c, (code, distinct) in codes.items()}
     numeric = {c: _numeric_column(leads[c]) for c in spec.numeric}
-    return FeatureRows(categorical=categorical, numeric=numeric)
+    return FeatureRows(categorical=categorical, numeric=numeric, category_codes=codes)
 
 
 def assemble_rows(
@@ -438,9 +465,10 @@ def assemble_rows(
     if spec.email_column:
         categorical[EMAIL_DOMAIN_KIND] = _email_kinds(attributes[spec.email_column])
     numeric = {c: _numeric_values(attributes[c]) for c in spec.numeric}
-    for j, name in enumerate(spec.behaviour_features()):
+    names = spec.behaviour_features()
+    for j, name in enumerate(names):
         numeric[name] = behaviour[:, j]
-    return FeatureRows(categorical=categorical, numeric=numeric)
+    return FeatureRows(categorical=categorical, numeric=numeric, behaviour=behaviour, behaviour_names=tuple(names))
 
 
 def to_epoch_seconds(values: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.ndarray:
@@ -610,9 +638,16 @@ def snapshot_features(
     behaviour = behaviour_matrix(index, snap_codes, to_epoch_seconds(snapshots["as_of"]), created_s[snap_codes], spec)
     per_lead = lead_attribute_rows(leads, spec)
     numeric = {k: v[snap_codes] for k, v in per_lead.numeric.items()}
-    for j, name in enumerate(spec.behaviour_features()):
+    names = spec.behaviour_features()
+    for j, name in enumerate(names):
         numeric[name] = behaviour[:, j]
-    return FeatureRows(categorical={k: v[snap_codes] for k, v in per_lead.categorical.items()}, numeric=numeric)
+    return FeatureRows(
+        categorical={k: v[snap_codes] for k, v in per_lead.categorical.items()},
+        numeric=numeric,
+        category_codes={k: (code[snap_codes], distinct) for k, (code, distinct) in per_lead.category_codes.items()},
+        behaviour=behaviour,
+        behaviour_names=tuple(names),
+    )
 
 
 def lead_features(

@@ -239,16 +239,27 @@ def encode_matrix(rows: FeatureRows, feature_names: Sequence[str], levels: dict[
         levels: Category column -> levels seen at training time.
     """
     n = len(next(iter({**rows.categorical, **rows.numeric}.values())))
+    # The behaviour block, when the model's columns end with it, is copied at once.
+    k = len(rows.behaviour_names)
+    tail = rows.behaviour is not None and 0 < k <= len(feature_names) and tuple(feature_names[len(feature_names) - k :]) == rows.behaviour_names
+    head = feature_names[: len(feature_names) - k] if tail else feature_names
     columns: list[NDArray[Any]] = []
-    for name in feature_names:
+    for name in head:
         if name in levels:
             code: dict[str | None, float] = {level: float(i) for i, level in enumerate(levels[name])}
             if MISSING_LEVEL in code:
                 code[None] = code[MISSING_LEVEL]
-            columns.append(_category_codes(rows.categorical[name], code))
+            hint = rows.category_codes.get(name)
+            if hint is None:
+                columns.append(_category_codes(rows.categorical[name], code))
+            else:  # the values are distinct[codes]: each distinct value looked up once
+                snapshot_codes, distinct = hint
+                columns.append(np.array([code.get(v, np.nan) for v in distinct], dtype=np.float64)[snapshot_codes])
         else:
             columns.append(rows.numeric[name])
     matrix = np.empty((n, len(feature_names)), dtype=np.float64)
+    if tail:
+        matrix[:, len(head) :] = rows.behaviour
     if n <= _ENCODE_BLOCK_ROWS:  # one lead or a request: no slicing
         for j, column in enumerate(columns):
             matrix[:, j] = column
