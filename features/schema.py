@@ -414,9 +414,9 @@ class LeadSchema(BaseModel):
         for column in self.attributes:
             values, bad = self.normalise_column(leads[column.name], column)
             if column.kind != "number":
-                text = np.asarray(values, dtype=object)
-                text[pd.isna(text)] = None
-                values = pd.Series(text, index=values.index, dtype=object)
+                # Levels then None, picked by the categorical's codes (-1, missing, picks the None).
+                levels = np.append(np.asarray(values.cat.categories, dtype=object), np.array([None], dtype=object))
+                values = pd.Series(levels[values.cat.codes.to_numpy()], index=values.index, dtype=object)
             out[column.name] = values
             if bad.any():
                 bad_masks[column.name] = bad
