@@ -298,9 +298,15 @@ def score(
     read, validated, scored and appended to --out before the next one, so memory is bounded by
     the largest part, not by the data. The validation report and the quarantine file cover
     every part, as for a flat folder.
+
+    Memory the scoring frees stays with the process for the next batch or part
+    (`model.memory`); LEADSCORE_KEEP_FREED_MEMORY=0 returns it to the system instead.
     """
+    from model.memory import keep_freed_memory
     from model.scoring import read_as_of
     from training.workflow import load_model, read_config, score_folder, score_lines
+
+    keep_freed_memory()
 
     try:
         when = read_as_of(as_of) if as_of else None
