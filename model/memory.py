@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 from functools import lru_cache
 
-KEEP_FREED_MEMORY_ENV = "LEADSCORE_KEEP_FREED_MEMORY"
-"""Set to 0 to leave glibc's malloc at its defaults (memory freed goes back to the system)."""
+from model.settings import load_settings
 
 # glibc's mallopt parameters (malloc.h) and the values set.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -33,11 +31,14 @@ def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for the next allocations; once per process.
 
     Returns:
-        True when both settings took; False when `LEADSCORE_KEEP_FREED_MEMORY=0`, or the C
-        library is not glibc (macOS, musl), or it refused a setting (malloc stays as it was
-        for what it refused).
+        True when both settings took; False when `LEADSCORE_KEEP_FREED_MEMORY=0`
+        (`model.settings`), or the C library is not glibc (macOS, musl), or it refused a
+        setting (malloc stays as it was for what it refused).
+
+    Raises:
+        SettingsError: A `LEADSCORE_*` variable cannot be read, as for every command.
     """
-    if os.environ.get(KEEP_FREED_MEMORY_ENV, "1").strip() == "0":
+    if not load_settings().keep_freed_memory:
         return False
     name = ctypes.util.find_library("c")
     if name is None:

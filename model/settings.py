@@ -17,6 +17,7 @@ between calls), and names the variable in its error.
 | `LEADSCORE_SCORE_LOG` | unset | Where the service records scores: a JSON lines file or a SQLAlchemy URL. |
 | `LEADSCORE_STATE_DIR` | `.leadscore` | Local state: generated secrets, MLflow store, compiled forests. |
 | `LEADSCORE_COMPILED_DIR` | `<state dir>/compiled` | Cache of compiled forests for batch scoring. |
+| `LEADSCORE_KEEP_FREED_MEMORY` | `1` | `leadscore score` keeps the memory it frees for its next arrays; `0`: malloc's defaults. |
 | `LEADSCORE_LEAD_STORE` | `sqlite:///<state dir>/leads.db` | Lead store (attributes, interactions, scores, alert outbox): a SQLAlchemy URL. |
 | `LEADSCORE_ALERT_WEBHOOKS` | unset | URLs (commas) that receive signed hot-lead alerts. |
 | `LEADSCORE_ALERT_SECRET` | unset | Key of the alerts' HMAC-SHA256 signature; unset: the state folder's `alert_secret`. |
@@ -94,6 +95,11 @@ class Settings(BaseSettings):
     )
     compiled_dir: Path | None = Field(
         default=None, description="Cache of compiled forests for batch scoring; unset: `compiled/` in state_dir."
+    )
+    keep_freed_memory: bool = Field(
+        default=True,
+        description="`leadscore score` keeps the memory it frees for its next arrays (`model.memory`); "
+        "0: glibc's malloc defaults (freed memory goes back to the system).",
     )
 
     crm_config: Path | None = Field(
