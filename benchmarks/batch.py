@@ -160,8 +160,16 @@ def run(bundle: Path, quick: bool) -> Section:
         )
         section.add(f"batch score_table, {n_reasons:,} leads, with top reason (exact TreeSHAP)", "throughput",
                     "leads/s", n_reasons / seconds, base_name, n_reasons / bare, runs,
-                    target=">= 50,000 leads/s", limit=50_000,  # issue 16 (top-3 reasons cost the same contributions)
                     note="the trend's past snapshots predicted by the compiled forest, cached as for the figure without reasons")
+        seconds, bare = alternated(
+            lambda: score_table(model, small.leads, small.interactions, as_of, with_reasons=True, top_reasons=3),
+            lambda: model.booster.predict(small_matrix, raw_score=True),
+            runs,
+        )
+        section.add(f"batch score_table, {n_reasons:,} leads, with top-3 reasons (exact TreeSHAP)", "throughput",
+                    "leads/s", n_reasons / seconds, base_name, n_reasons / bare, runs,
+                    target=">= 50,000 leads/s", limit=50_000,  # issue 16
+                    note="top_reason, reason_2, reason_3: the labels score_lead gives its first three reasons up")
         del os.environ[CACHE_DIR_ENV]
 
     lines = _lead_lines(data, n_lines)

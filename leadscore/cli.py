@@ -283,6 +283,7 @@ def score(
     config: ConfigOption = None,
     as_of: Annotated[str | None, typer.Option(help="Score as of this time: ISO 8601 (no zone means UTC), from 1970 to now, as the service's as_of. Default: now.")] = None,
     reasons: Annotated[bool, typer.Option("--reasons/--no-reasons", help="Include top reasons.")] = True,
+    top_reasons: Annotated[int, typer.Option(min=1, help="Data folder with --reasons: reasons up per lead, strongest first: top_reason, then the columns reason_2 .. reason_N.")] = 1,
     language: Annotated[str, typer.Option(help="Reason language: en or fr.")] = "en",
     engine: EngineOption = Engine.local,
     scheduler: SchedulerOption = None,
@@ -319,7 +320,7 @@ def score(
 
         # A bundle folder with an account model also scores the accounts (a file beside --out).
         account_model = _run(load_account_model, bundle) if bundle is not None else None
-        _run(score_folder, input, out, model, when, reasons=reasons, language=language,
+        _run(score_folder, input, out, model, when, reasons=reasons, top_reasons=top_reasons, language=language,
              engine=_engine(engine, scheduler), compiled=compiled, console=CONSOLE,
              cfg=cfg if input is None else None, account_model=account_model)  # fmt: skip
         return

@@ -784,11 +784,19 @@ TABLE_COLUMNS: tuple[str, ...] = (
 HORIZON_COLUMN_PREFIX = "probability_within_"
 
 
-def table_columns(model: ScoringModel) -> list[str]:
-    """The columns `score_table` gives for this bundle: `TABLE_COLUMNS`, then the hazard's when it has one."""
+def table_columns(model: ScoringModel, top_reasons: int = 1) -> list[str]:
+    """The columns `score_table` gives for this bundle: `TABLE_COLUMNS` (with `reason_2`.. `reason_{top_reasons}`
+    after `top_reason`), then the hazard's when it has one."""
+    at = TABLE_COLUMNS.index("top_reason") + 1
+    columns = [*TABLE_COLUMNS[:at], *reason_columns(top_reasons)[1:], *TABLE_COLUMNS[at:]]
     if model.hazard is None:
-        return list(TABLE_COLUMNS)
-    return [*TABLE_COLUMNS, *(f"{HORIZON_COLUMN_PREFIX}{k}d" for k in model.hazard.horizon_keys()), "expected_days_to_convert"]
+        return columns
+    return [*columns, *(f"{HORIZON_COLUMN_PREFIX}{k}d" for k in model.hazard.horizon_keys()), "expected_days_to_convert"]
+
+
+def reason_columns(top_reasons: int) -> list[str]:
+    """`top_reason`, then `reason_2` .. `reason_{top_reasons}`: the reasons up of `score_table`, strongest first."""
+    return ["top_reason", *(f"reason_{k}" for k in range(2, top_reasons + 1))]
 
 
 def score_table(
@@ -798,6 +806,7 @@ def score_table(
     as_of: datetime,
     *,
     with_reasons: bool = False,
+    top_reasons: int = 1,
     language: str = "en",
     compiled: CompileMode = CompileMode.auto,
 ) -> pd.DataFrame:
@@ -816,13 +825,17 @@ def score_table(
         as_of: Scoring time (a time without a zone is UTC).
         with_reasons: Also give each lead's strongest reason up (`top_reason`), from exact
             TreeSHAP: several times the cost of scoring alone.
-        language: Language of `top_reason`: "en" or "fr".
+        top_reasons: With reasons, how many reasons up per lead: `top_reason`, then the
+            columns `reason_2` .. `reason_{top_reasons}` (None where fewer drivers lift the
+            score); the labels `score_lead` gives its first reasons up. Without reasons, the
+            columns are there, empty.
+        language: Language of the reasons: "en" or "fr".
         compiled: When to predict with the compiled forest (`model.compiled`; same raw
             scores, several times faster on large batches). Not used with reasons: TreeSHAP
             gives the raw score as the sum of the contributions.
 
     Returns:
-        One row per scored lead, in the order of `leads`, with the columns `TABLE_COLUMNS`
+        One row per scored lead, in the order of `leads`, with the columns `table_columns`
         (`top_reason` is None without reasons or when nothing lifts the score); with a hazard
         in the bundle, then `probability_within_{days}d` per horizon and `expected_days_to_convert`.
         `fit`, `engagement` (nullable integers) and `cell` are `ScoreOut`'s, missing for a bundle
@@ -830,7 +843,12 @@ def score_table(
         `score_7d_ago`, `score_30d_ago` and `trend` are `ScoreOut`'s too, from snapshots of the
         leads at those instants in the same feature pass, missing where a lead did not exist yet
         or the bundle has no trend thresholds.
+
+    Raises:
+        ValueError: `top_reasons` below 1, or a value the model's lead schema cannot read.
     """
+    if top_reasons < 1:
+        raise ValueError(f"top_reasons: at least 1 (top_reason), got {top_reasons}")
     as_of = _to_utc(as_of)
     stamp = pd.Timestamp(as_of)
     leads, interactions = schema_applied(model, leads, interactions)
@@ -841,7 +859,7 @@ def score_table(
     same = np.zeros(len(snapshots), dtype=np.int8)
     out = pd.DataFrame({"lead_id": snapshots["lead_id"], "as_of": pd.Categorical.from_codes(same, [as_of.isoformat()])})
     if scorable.empty:
-        return out.reindex(columns=table_columns(model))
+        return out.reindex(columns=table_columns(model, top_reasons))
     n = len(snapshots)
     # With a trend, the leads 7 and 30 days before (those created by then) follow the n rows of now.
     past, past_at = past_snapshots(scorable, stamp) if model.meta.trend is not None else (snapshots.iloc[:0], np.empty(0, np.int64))
@@ -868,7 +886,9 @@ def score_table(
     # Only the columns the grid reads: a frame of every feature costs more than the grid.
     values = {**rows.categorical, **rows.numeric}
     out["grid_points"] = grid.score_frame(pd.DataFrame({f: values[f] for f in grid.required_features() if f in values}))
-    out["top_reason"] = strongest_reasons_up(model, contrib, rows, language) if with_reasons else [None] * len(out)
+    labels = reasons_up(model, contrib, rows, language, top_reasons) if with_reasons else [[None] * n] * top_reasons
+    for column, ranked in zip(reason_columns(top_reasons), labels, strict=True):
+        out[column] = ranked
     out["fit"], out["engagement"], out["cell"] = subscore_columns(model, _fit_engagement(model, matrix, with_reasons), n)
     week: NDArray[np.int64] = np.full(n, -1, dtype=np.int64)
     month = week
@@ -880,7 +900,7 @@ def score_table(
     else:
         out["trend"] = pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), categories=list(TREND_LABELS))
     out["score_7d_ago"], out["score_30d_ago"] = (pd.arrays.IntegerArray(s, s < 0) for s in (week, month))
-    out = out[list(TABLE_COLUMNS)]
+    out = out[table_columns(model, top_reasons)[: len(TABLE_COLUMNS) + top_reasons - 1]]
     if model.hazard is not None:
         within, days = model.hazard.by_horizon(matrix)
         for j, key in enumerate(model.hazard.horizon_keys()):
@@ -939,29 +959,47 @@ def subscore_columns(
 
 
 def strongest_reasons_up(model: ScoringModel, contributions: NDArray[Any], rows: FeatureRows, language: str = "en") -> list[str | None]:
-    """Each row's strongest reason up, the label `model.reasons(..., top_k=1)` gives, ranked for all rows at once.
+    """Each row's strongest reason up, the label `model.reasons(..., top_k=1)` gives: `reasons_up`'s first rank."""
+    return reasons_up(model, contributions, rows, language, top_k=1)[0]
+
+
+def reasons_up(
+    model: ScoringModel, contributions: NDArray[Any], rows: FeatureRows, language: str = "en", top_k: int = 1
+) -> list[list[str | None]]:
+    """Each row's `top_k` strongest reasons up, the labels `model.reasons(..., top_k)` gives, ranked for all rows at once.
 
     The drivers' log-odds are summed column by column in feature order, the order `reasons` adds
-    them in, and ties go to the driver `reasons` picks (the last one seen), so the choice is the
-    same to the last bit (`tests/test_treeshap.py`); only rows with a driver lifting the score
-    are phrased.
+    them in, and ranked by the same stable sort, so ties go to the driver `reasons` picks (the
+    last one seen) and the choice is the same to the last bit (`tests/test_treeshap.py`); only
+    the reasons shown are phrased.
 
     Args:
         model: The loaded bundle.
         contributions: `model.contributions` of the rows (features then base value).
         rows: The rows' features, in the same order.
         language: "en" or "fr".
+        top_k: How many reasons up per row (at least 1).
 
     Returns:
-        One label per row; None where no driver lifts the score.
+        One list per rank (the strongest first), each with one label per row; None where fewer
+        drivers than that rank lift the score.
+
+    Raises:
+        ValueError: `top_k` below 1.
     """
+    if top_k < 1:
+        raise ValueError(f"top_k: at least 1 reason, got {top_k}")
     drivers = model.drivers  # first appearance order, as `reasons` ranks them
     per_driver = np.zeros((len(contributions), len(drivers)))
     for j, d in enumerate(model.driver_of_column.tolist()):
         per_driver[:, d] += contributions[:, j]
-    strongest = len(drivers) - 1 - np.argmax(per_driver[:, ::-1], axis=1)
-    lifts = per_driver[np.arange(len(per_driver)), strongest] > 0
-    return [
-        describe_driver(drivers[strongest[i]], rows.row_view(i), model.spec, language).label if lifts[i] else None
-        for i in range(len(per_driver))
-    ]
+    n = len(per_driver)
+    if top_k == 1:  # one rank: the last maximum, as the stable sort's last place, without sorting
+        ranked = (len(drivers) - 1 - np.argmax(per_driver[:, ::-1], axis=1))[:, None]
+    else:
+        ranked = np.argsort(per_driver, axis=1, kind="stable")[:, ::-1][:, :top_k]
+    lifts = np.take_along_axis(per_driver, ranked, axis=1) > 0
+    labels: list[list[str | None]] = [[None] * n for _ in range(top_k)]
+    for i, k in zip(*np.nonzero(lifts), strict=True):
+        labels[k][i] = describe_driver(drivers[ranked[i, k]], rows.row_view(i), model.spec, language).label
+    return labels

@@ -115,10 +115,11 @@ def _features_of(part: LeadPartition, spec: FeatureSpec) -> FeatureRows:
 
 
 def _score_part(
-    part: LeadPartition, model: ScoringModel, as_of: datetime, with_reasons: bool, language: str, compiled: CompileMode
+    part: LeadPartition, model: ScoringModel, as_of: datetime, with_reasons: bool, language: str, compiled: CompileMode,
+    top_reasons: int = 1,
 ) -> pd.DataFrame:
     return score_table(model, part.leads, part.interactions, as_of, with_reasons=with_reasons, language=language,
-                       compiled=compiled)
+                       compiled=compiled, top_reasons=top_reasons)
 
 
 def _gather_rows(parts: list[LeadPartition], results: list[FeatureRows], n_rows: int) -> FeatureRows:
@@ -179,6 +180,7 @@ class DaskCluster:
         with_reasons: bool = False,
         language: str = "en",
         compiled: CompileMode = CompileMode.auto,
+        top_reasons: int = 1,
     ) -> pd.DataFrame:
         """`model.scoring.score_table`, one task per partition of leads; same rows, same order.
 
@@ -189,10 +191,10 @@ class DaskCluster:
         parts = self._partitions(leads, interactions, snapshots)
         if not parts:
             return score_table(model, leads, interactions, as_of, with_reasons=with_reasons, language=language,
-                               compiled=compiled)
+                               compiled=compiled, top_reasons=top_reasons)
         shared = self.client.scatter(model, broadcast=True)
         futures = self.client.map(
             _score_part, self.client.scatter(parts), model=shared, as_of=as_of,
-            with_reasons=with_reasons, language=language, compiled=compiled, pure=False,
+            with_reasons=with_reasons, language=language, compiled=compiled, top_reasons=top_reasons, pure=False,
         )
         return pd.concat(self.client.gather(futures), ignore_index=True)

@@ -51,6 +51,27 @@ def test_score_table_equals_score_lead(training_result, simulated_dataset, with_
         assert row.top_reason == expected_reason
 
 
+def test_score_table_gives_the_first_reasons_up_of_score_lead(training_result, simulated_dataset) -> None:
+    model, data = training_result.model, simulated_dataset
+    as_of = data.data_end - pd.Timedelta(days=100)
+    leads = data.leads[data.leads["created_at"] <= as_of].sample(80, random_state=2)
+    table = score_table(model, leads, data.interactions, as_of.to_pydatetime(), with_reasons=True, top_reasons=3)
+    at = TABLE_COLUMNS.index("top_reason") + 1
+    assert list(table.columns) == [*TABLE_COLUMNS[:at], "reason_2", "reason_3", *TABLE_COLUMNS[at:]]
+    by_lead = dict(tuple(data.interactions.groupby("lead_id")))
+    columns = ProjectConfig().features.attribute_columns()
+    empty = data.interactions.iloc[:0]
+    for row, (_, lead) in zip(table.itertuples(index=False), leads.iterrows(), strict=True):
+        one = score_lead(model, _lead_in(lead, by_lead.get(lead["lead_id"], empty), columns), as_of.to_pydatetime(), top_k=3)
+        up = [r.label for r in one.reasons["up"]]
+        assert [row.top_reason, row.reason_2, row.reason_3] == up + [None] * (3 - len(up))
+    assert table["reason_3"].notna().sum() > 20
+    without = score_table(model, leads, data.interactions, as_of.to_pydatetime(), top_reasons=2)
+    assert without["reason_2"].isna().all() and "reason_3" not in without
+    with pytest.raises(ValueError, match="top_reasons: at least 1"):
+        score_table(model, leads, data.interactions, as_of.to_pydatetime(), top_reasons=0)
+
+
 def test_score_table_leaves_out_leads_created_after_as_of(training_result, simulated_dataset) -> None:
     data = simulated_dataset
     as_of = data.leads["created_at"].median()
@@ -71,6 +92,22 @@ def test_cli_scores_a_data_folder(trained_bundle: Path, simulated_dir: Path, tmp
     assert list(scored.columns) == list(TABLE_COLUMNS)
     assert scored["probability"].between(0, 1).all()
     assert "scored" in result.output
+
+
+def test_cli_top_reasons_add_their_columns(trained_bundle: Path, simulated_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.parquet"
+    args = ["score", "-i", str(simulated_dir), "-o", str(out), "--bundle", str(trained_bundle), "--as-of", "2025-01-01T00:00:00+00:00"]
+    result = CliRunner().invoke(app, [*args, "--top-reasons", "3"])
+    assert result.exit_code == 0, result.output
+    scored = pd.read_parquet(out)
+    at = TABLE_COLUMNS.index("top_reason") + 1
+    assert list(scored.columns) == [*TABLE_COLUMNS[:at], "reason_2", "reason_3", *TABLE_COLUMNS[at:]]
+    assert scored["reason_3"].notna().any()
+    # Each lead's reasons are distinct, strongest first: a later one is there only after the earlier ones.
+    assert not (scored["reason_2"].notna() & scored["top_reason"].isna()).any()
+    assert not (scored["reason_2"].notna() & (scored["reason_2"] == scored["top_reason"])).any()
+    refused = CliRunner().invoke(app, [*args, "--top-reasons", "0"])
+    assert refused.exit_code == 2 and "top-reasons" in refused.output
 
 
 def test_cli_compiled_forest_scores_the_same(trained_bundle: Path, simulated_dir: Path, tmp_path: Path,

@@ -449,3 +449,25 @@ def test_categorical_splits_at_several_nodes_of_a_tree() -> None:
 def test_rejects_max_nodes_past_the_slots_of_a_tree() -> None:
     with pytest.raises(ValueError, match="max_nodes=9: .* choose 0..8"):
         ExactContributions.from_booster(synthetic_booster("nan"), max_nodes=9)
+
+
+def test_reasons_up_rank_as_reasons_does(training_result) -> None:
+    """The top 3 reasons up of many rows at once, ties included, are `reasons(top_k=3)`'s, None-padded."""
+    from model.scoring import reasons_up
+
+    model, rows = training_result.model, training_result.test.rows
+    n = 200
+    rng = np.random.default_rng(5)
+    contributions = rng.integers(-2, 3, size=(n, len(model.feature_names) + 1)).astype(np.float64) * 0.25
+    contributions[:20, :-1] = -np.abs(contributions[:20, :-1])  # nothing lifts the score
+    contributions[20:30, :-1] = 0.0
+    contributions[30:40, :-1] = np.where(np.arange(len(model.feature_names)) == 0, 1.0, -1.0)  # one driver lifts it
+    expected = []
+    for i in range(n):
+        up, _ = model.reasons(contributions[i], rows.row(i), top_k=3, language="fr")
+        expected.append([r.label for r in up] + [None] * (3 - len(up)))
+    ranks = reasons_up(model, contributions, rows, "fr", top_k=3)
+    assert [list(labels) for labels in zip(*ranks, strict=True)] == expected
+    assert sum(labels[2] is not None for labels in expected) > 50 and expected[35][1] is None
+    with pytest.raises(ValueError, match="top_k: at least 1"):
+        reasons_up(model, contributions, rows, top_k=0)

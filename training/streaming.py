@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from features.contract import ContractError, ValidationReport
 from model.bundle import ScoringModel
 from model.compiled import CompileMode
-from model.scoring import TABLE_COLUMNS
+from model.scoring import table_columns
 from sources.partitioned import lead_parts, merge_reports, quarantine_columns, validated_parts
 from training.workflow import DEFAULT_QUARANTINE, Console, EngineFactory, WorkflowError
 
@@ -123,6 +123,7 @@ def score_parts(
     language: str,
     compiled: CompileMode,
     progress: Callable[[str], None] | None = None,
+    top_reasons: int = 1,
 ) -> StreamedScores:
     """Validate and score a folder of parts one part at a time, appending to `out`.
 
@@ -137,6 +138,7 @@ def score_parts(
         language: Language of the reasons.
         compiled: When to predict with the compiled forest.
         progress: Called with a line after each part.
+        top_reasons: With reasons, reasons up per lead (`top_reason`, `reason_2`, ...).
 
     Returns:
         The counts and the merged report; the caller prints them.
@@ -159,7 +161,7 @@ def score_parts(
             interactions += len(dataset.interactions)
             if not dataset.leads.empty:
                 scores.write(scorer(model, dataset.leads, dataset.interactions, as_of, with_reasons=reasons,
-                                    language=language, compiled=compiled))
+                                    language=language, compiled=compiled, top_reasons=top_reasons))
             if progress is not None:
                 progress(f"  part {number}/{len(parts)} ({part.name}): {len(dataset.leads)} leads, {scores.rows} scored so far")
         finished = True
@@ -169,14 +171,14 @@ def score_parts(
         if not finished:
             partial.unlink(missing_ok=True)
     if scores.rows == 0:
-        _empty_output(partial, as_csv=out.suffix == ".csv")
+        _empty_output(partial, as_csv=out.suffix == ".csv", columns=table_columns(model, top_reasons))
     partial.replace(out)
     return StreamedScores(len(parts), leads, interactions, scores.rows, quarantine.rows, merge_reports(reports))
 
 
-def _empty_output(out: Path, as_csv: bool) -> None:
+def _empty_output(out: Path, as_csv: bool, columns: list[str]) -> None:
     # No lead scored: the file still has the columns, as the in-memory path writes them.
-    empty = pd.DataFrame(columns=list(TABLE_COLUMNS))
+    empty = pd.DataFrame(columns=columns)
     if as_csv:
         empty.to_csv(out, index=False)
     else:
@@ -194,6 +196,7 @@ def score_parts_folder(
     engine: EngineFactory,
     compiled: CompileMode,
     console: Console,
+    top_reasons: int = 1,
 ) -> StreamedScores:
     """`leadscore score` on a folder of parts: `score_parts`, said as the in-memory path says it.
 
@@ -211,7 +214,7 @@ def score_parts_folder(
             result = score_parts(
                 data, out, model, as_of, quarantine_out=DEFAULT_QUARANTINE,
                 scorer=score_table if dask is None else dask.score_table, reasons=reasons, language=language,
-                compiled=compiled, progress=lambda _line: bar.update(1),
+                compiled=compiled, progress=lambda _line: bar.update(1), top_reasons=top_reasons,
             )
     except ContractError as error:
         raise WorkflowError(str(error)) from error

@@ -841,6 +841,7 @@ def score_folder(
     console: Console,
     cfg: ProjectConfig | None = None,
     account_model: AccountModel | None = None,
+    top_reasons: int = 1,
 ) -> pd.DataFrame | None:
     """`leadscore score` on a data folder, or on the config's `data:` section: validated tables in, one row per lead out.
 
@@ -856,7 +857,7 @@ def score_folder(
         from training.streaming import score_parts_folder
 
         score_parts_folder(data, out, model, as_of or datetime.now(UTC), reasons=reasons, language=language,
-                           engine=engine, compiled=compiled, console=console)
+                           engine=engine, compiled=compiled, console=console, top_reasons=top_reasons)
         if account_model is not None:
             # Parts are cut by lead, so an account's leads may be in several parts.
             console.warn("account scores not written: a folder of parts is scored lead by lead; score a flat folder for them")
@@ -871,7 +872,7 @@ def score_folder(
     with engine() as dask:
         scorer = score_table if dask is None else dask.score_table
         table = scorer(model, dataset.leads, dataset.interactions, when, with_reasons=reasons, language=language,
-                       compiled=compiled)
+                       compiled=compiled, top_reasons=top_reasons)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
         table.to_parquet(out, index=False)
