@@ -330,16 +330,22 @@ def test_score_table_top_reason_is_the_first_reason_up_of_each_lead(training_res
     assert sum(label is not None for label in expected) > 100
 
 
+def _tied_contributions(n_features: int, n: int, seed: int) -> np.ndarray:
+    # Contributions on a coarse grid: many exact ties; rows 0-19 lift nothing, rows 20-29 are zeros.
+    rng = np.random.default_rng(seed)
+    contributions = rng.integers(-2, 3, size=(n, n_features + 1)).astype(np.float64) * 0.25
+    contributions[:20, :-1] = -np.abs(contributions[:20, :-1])
+    contributions[20:30, :-1] = 0.0
+    return contributions
+
+
 def test_strongest_reasons_up_break_ties_as_reasons_does(training_result) -> None:
     """Contributions on a coarse grid (many exact ties, zeros, all-negative rows) pick what `reasons` picks."""
     from model.scoring import strongest_reasons_up
 
     model, rows = training_result.model, training_result.test.rows
     n = 200
-    rng = np.random.default_rng(4)
-    contributions = rng.integers(-2, 3, size=(n, len(model.feature_names) + 1)).astype(np.float64) * 0.25
-    contributions[:20, :-1] = -np.abs(contributions[:20, :-1])  # nothing lifts the score
-    contributions[20:30, :-1] = 0.0
+    contributions = _tied_contributions(len(model.feature_names), n, seed=4)
     expected = []
     for i in range(n):
         up, _ = model.reasons(contributions[i], rows.row(i), top_k=1)
@@ -457,10 +463,7 @@ def test_reasons_up_rank_as_reasons_does(training_result) -> None:
 
     model, rows = training_result.model, training_result.test.rows
     n = 200
-    rng = np.random.default_rng(5)
-    contributions = rng.integers(-2, 3, size=(n, len(model.feature_names) + 1)).astype(np.float64) * 0.25
-    contributions[:20, :-1] = -np.abs(contributions[:20, :-1])  # nothing lifts the score
-    contributions[20:30, :-1] = 0.0
+    contributions = _tied_contributions(len(model.feature_names), n, seed=5)
     contributions[30:40, :-1] = np.where(np.arange(len(model.feature_names)) == 0, 1.0, -1.0)  # one driver lifts it
     expected = []
     for i in range(n):
