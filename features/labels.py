@@ -458,6 +458,21 @@ def describe_driver(
         return _describe_property(driver, values, spec, language)
     if driver in _OTHER_DRIVERS:
         return _describe_summary(driver, values, language)
+    return describe_attribute(driver, values, language)
+
+
+def is_attribute_driver(driver: str, spec: FeatureSpec) -> bool:
+    """True when `describe_driver` phrases `driver` from its own value alone (a lead attribute)."""
+    return not (driver in spec.interaction_types or driver in EVENT_PHRASES or driver in spec.properties or driver in _OTHER_DRIVERS)
+
+
+def describe_attribute(driver: str, values: Mapping[str, object], language: str = "en") -> DriverPhrase:
+    """`describe_driver` of an attribute driver (`is_attribute_driver`): it reads `values[driver]` only.
+
+    Raises:
+        KeyError: `values` has no `driver`.
+    """
+    _check_language(language)
     if driver not in values:
         raise KeyError(f"describe_driver: driver {driver!r} has no value among the lead's features")
     label, shown = _describe_attribute(driver, values[driver], language)

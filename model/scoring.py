@@ -38,7 +38,7 @@ from features.engine import (
     snapshot_features,
     type_slots,
 )
-from features.labels import describe_driver
+from features.labels import describe_attribute, describe_driver, is_attribute_driver
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel, SubScoreCell
@@ -1000,6 +1000,17 @@ def reasons_up(
         ranked = np.argsort(per_driver, axis=1, kind="stable")[:, ::-1][:, :top_k]
     lifts = np.take_along_axis(per_driver, ranked, axis=1) > 0
     labels: list[list[str | None]] = [[None] * n for _ in range(top_k)]
+    # An attribute's label depends on its value alone: phrased once per (driver, value).
+    attribute = [is_attribute_driver(d, model.spec) for d in drivers]
+    phrased: dict[tuple[int, str], str] = {}
     for i, k in zip(*np.nonzero(lifts), strict=True):
-        labels[k][i] = describe_driver(drivers[ranked[i, k]], rows.row_view(i), model.spec, language).label
+        d = int(ranked[i, k])
+        if not attribute[d]:
+            labels[k][i] = describe_driver(drivers[d], rows.row_view(i), model.spec, language).label
+            continue
+        row = rows.row_view(i)
+        key = (d, repr(row[drivers[d]]))  # repr: -0.0 and 0.0, or NaNs, are not one key by equality
+        if key not in phrased:
+            phrased[key] = describe_attribute(drivers[d], row, language).label
+        labels[k][i] = phrased[key]
     return labels
