@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.engine import FeatureRows
 from features.grid import PointGrid
-from features.labels import describe_driver, driver_of
+from features.labels import describe_driver, driver_of, is_attribute_driver
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.compiled import COMPILE_MIN_ROWS, CompiledForest, CompileMode
@@ -359,6 +359,8 @@ class ScoringModel:
         # and the position among them of each feature's driver.
         self.drivers = list(dict.fromkeys(of_feature))
         self.driver_of_column = np.array([self.drivers.index(d) for d in of_feature], dtype=np.intp)
+        # Whether each driver is phrased from its own value alone (`features.labels.describe_attribute`).
+        self.driver_is_attribute = [is_attribute_driver(d, self.spec) for d in self.drivers]
         attributes = set(self.spec.categorical_features()) | set(self.spec.numeric)
         # Column j of the contributions is an attribute (fit) feature; the others are behaviour.
         self._is_fit = np.array([f in attributes for f in self.feature_names], dtype=bool)

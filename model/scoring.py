@@ -38,7 +38,7 @@ from features.engine import (
     snapshot_features,
     type_slots,
 )
-from features.labels import describe_attribute, describe_driver, is_attribute_driver
+from features.labels import describe_attribute, describe_driver
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel, SubScoreCell
@@ -787,11 +787,16 @@ HORIZON_COLUMN_PREFIX = "probability_within_"
 def table_columns(model: ScoringModel, top_reasons: int = 1) -> list[str]:
     """The columns `score_table` gives for this bundle: `TABLE_COLUMNS` (with `reason_2`.. `reason_{top_reasons}`
     after `top_reason`), then the hazard's when it has one."""
-    at = TABLE_COLUMNS.index("top_reason") + 1
-    columns = [*TABLE_COLUMNS[:at], *reason_columns(top_reasons)[1:], *TABLE_COLUMNS[at:]]
+    columns = _lead_columns(top_reasons)
     if model.hazard is None:
         return columns
     return [*columns, *(f"{HORIZON_COLUMN_PREFIX}{k}d" for k in model.hazard.horizon_keys()), "expected_days_to_convert"]
+
+
+def _lead_columns(top_reasons: int) -> list[str]:
+    # `TABLE_COLUMNS` with `reason_2` .. after `top_reason`: every bundle's columns.
+    at = TABLE_COLUMNS.index("top_reason") + 1
+    return [*TABLE_COLUMNS[:at], *reason_columns(top_reasons)[1:], *TABLE_COLUMNS[at:]]
 
 
 def reason_columns(top_reasons: int) -> list[str]:
@@ -900,7 +905,7 @@ def score_table(
     else:
         out["trend"] = pd.Categorical.from_codes(np.full(n, -1, dtype=np.int8), categories=list(TREND_LABELS))
     out["score_7d_ago"], out["score_30d_ago"] = (pd.arrays.IntegerArray(s, s < 0) for s in (week, month))
-    out = out[table_columns(model, top_reasons)[: len(TABLE_COLUMNS) + top_reasons - 1]]
+    out = out[_lead_columns(top_reasons)]
     if model.hazard is not None:
         within, days = model.hazard.by_horizon(matrix)
         for j, key in enumerate(model.hazard.horizon_keys()):
@@ -1001,7 +1006,7 @@ def reasons_up(
     lifts = np.take_along_axis(per_driver, ranked, axis=1) > 0
     labels: list[list[str | None]] = [[None] * n for _ in range(top_k)]
     # An attribute's label depends on its value alone: phrased once per (driver, value).
-    attribute = [is_attribute_driver(d, model.spec) for d in drivers]
+    attribute = model.driver_is_attribute
     phrased: dict[tuple[int, str], str] = {}
     for i, k in zip(*np.nonzero(lifts), strict=True):
         d = int(ranked[i, k])
