@@ -368,6 +368,7 @@ class ScoringModel:
         self._compiled: CompiledForest | None = None
         self._compiled_looked_up = False  # the cache had no compiled forest for this model
         self._exact: ExactContributions | None = None  # a forest's TreeSHAP tables, built on first use
+        self._base_value: float | None = None  # the contributions' last column (`raw_from_fit_engagement`)
 
     def __getstate__(self) -> dict[str, object]:
         # Machine code is not sent to other processes (Dask workers): each compiles or loads its own.
@@ -506,6 +507,20 @@ class ScoringModel:
             self._exact = ExactContributions.from_booster(self.booster)
         sums = self._exact.group_sums(matrix, (~self._is_fit).astype(np.intp), 2)
         return sums[:, 0], sums[:, 1]
+
+    def raw_from_fit_engagement(self, fit: NDArray[Any], engagement: NDArray[Any]) -> NDArray[Any] | None:
+        """A forest's raw scores from rows' `fit_engagement_of` sums: the base value plus both, or None for a linear model.
+
+        TreeSHAP's contributions add up to the raw score, so this equals `raw` within rounding
+        (`tests/test_treeshap.py`) and spares a prediction of rows whose sub-scores were computed.
+        A linear model predicts for less than that: None, predict it.
+        """
+        if isinstance(self.booster, LinearModel):
+            return None
+        if self._base_value is None:
+            self._base_value = float(self.contributions(np.zeros((1, len(self.feature_names))))[0, -1])
+        raw: NDArray[Any] = self._base_value + fit + engagement
+        return raw
 
     def subscore_scale_of(self, matrix: NDArray[Any]) -> SubScoreScale | None:
         """The fit and engagement scales over reference rows, from this model's own exact contributions.

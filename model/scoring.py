@@ -9,7 +9,7 @@ interaction tables in batch with vectorised features (`leadscore score` on a dat
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NamedTuple, cast
@@ -400,6 +400,23 @@ def _fit_engagement(model: ScoringModel, matrix: NDArray[Any], explained: bool) 
     return model.fit_engagement_of(matrix)
 
 
+def _raw_without_reasons(
+    model: ScoringModel, matrix: NDArray[Any], n: int, sums: tuple[NDArray[Any], NDArray[Any]] | None, predict: Callable[[NDArray[Any]], NDArray[Any]]
+) -> NDArray[Any]:
+    """Raw scores of `matrix`'s rows, the first `n` of which have their fit and engagement sums (`_fit_engagement`) or None.
+
+    A forest's raw score of those rows is their sums plus the base value
+    (`ScoringModel.raw_from_fit_engagement`): the rows of now are not predicted a second time.
+    The other rows (the trend's past instants), or all of them without sums, are `predict`ed.
+    Every path that scores without reasons goes through here, so a lead's score is the same to
+    the bit in batch and alone.
+    """
+    now = None if sums is None else model.raw_from_fit_engagement(*sums)
+    if now is None:
+        return predict(matrix)
+    return np.concatenate([now, predict(matrix[n:])]) if len(matrix) > n else now
+
+
 def _row_of(sums: tuple[NDArray[Any], NDArray[Any]] | None, i: int) -> tuple[float, float] | None:
     return None if sums is None else (float(sums[0][i]), float(sums[1][i]))
 
@@ -666,8 +683,8 @@ def score_read_leads(
     # is their sum), else the raw score; without reasons the sub-scores' contributions of the rows
     # of now alone, when they cost about a prediction (`_fit_engagement`).
     contrib = model.contributions(matrix) if with_reasons else None
-    raw = contrib.sum(axis=1) if contrib is not None else model.raw(matrix)
     sums = _fit_engagement(model, matrix[:n], contrib is not None)
+    raw = contrib.sum(axis=1) if contrib is not None else _raw_without_reasons(model, matrix, n, sums, model.raw)
     headlines = _headlines(model, raw[:n])
     scored = [
         _scored_row(model, r, rows, i, headlines[i], None if contrib is None else contrib[i], _row_of(sums, i), top_k, language,
@@ -836,8 +853,10 @@ def score_table(
             columns are there, empty.
         language: Language of the reasons: "en" or "fr".
         compiled: When to predict with the compiled forest (`model.compiled`; same raw
-            scores, several times faster on large batches). Not used with reasons: TreeSHAP
-            gives the raw score as the sum of the contributions.
+            scores, several times faster on large batches): the trend's past instants, and
+            the leads now when the bundle has no sub-score scale. The leads now otherwise get
+            their raw score as TreeSHAP gives it, the sum of the contributions (with reasons)
+            or of the fit and engagement sums the sub-scores read (without).
 
     Returns:
         One row per scored lead, in the order of `leads`, with the columns `table_columns`
@@ -872,12 +891,13 @@ def score_table(
     matrix_all = model.encode(rows_all)
     rows = FeatureRows({k: v[:n] for k, v in rows_all.categorical.items()}, {k: v[:n] for k, v in rows_all.numeric.items()})
     matrix = matrix_all[:n]
+    sums = _fit_engagement(model, matrix, with_reasons)
     if with_reasons:
         contrib = model.contributions(matrix)
         raw = contrib.sum(axis=1)
         raw_past = _batch_raw(model, matrix_all[n:], compiled)
     else:
-        raw_all = _batch_raw(model, matrix_all, compiled)
+        raw_all = _raw_without_reasons(model, matrix_all, n, sums, lambda rows: _batch_raw(model, rows, compiled))
         raw, raw_past = raw_all[:n], raw_all[n:]
     probability = model.meta.calibration.apply(raw)
     tiers = model.meta.tiers
@@ -894,7 +914,7 @@ def score_table(
     labels = reasons_up(model, contrib, rows, language, top_reasons) if with_reasons else [[None] * n] * top_reasons
     for column, ranked in zip(reason_columns(top_reasons), labels, strict=True):
         out[column] = ranked
-    out["fit"], out["engagement"], out["cell"] = subscore_columns(model, _fit_engagement(model, matrix, with_reasons), n)
+    out["fit"], out["engagement"], out["cell"] = subscore_columns(model, sums, n)
     week: NDArray[np.int64] = np.full(n, -1, dtype=np.int64)
     month = week
     if model.meta.trend is not None:

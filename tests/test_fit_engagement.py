@@ -64,6 +64,17 @@ def test_the_sums_in_one_pass_are_the_contributions_summed(model: ScoringModel, 
     assert_allclose(one_pass[1], engagement, rtol=0, atol=1e-9)
 
 
+def test_the_raw_score_from_the_sums_is_the_prediction(model: ScoringModel, training_result) -> None:
+    # Scoring without reasons takes the rows of now's raw score from their sub-score sums instead of predicting them again.
+    matrix = training_result.test.matrix
+    raw = model.raw_from_fit_engagement(*model.fit_engagement_of(matrix))
+
+    assert raw is not None
+    assert_allclose(raw, model.raw(matrix), rtol=0, atol=1e-9)
+    # Not a constant offset that happens to line up: the scores spread over the rows.
+    assert np.std(raw) > 0.1
+
+
 @pytest.mark.parametrize("lead_id", ["L-fit-1", "L-fit-2"])
 def test_the_sub_scores_come_from_the_lead_s_own_sums(model: ScoringModel, lead_id: str) -> None:
     out = score_lead(model, LeadIn(**example_lead(lead_id, CREATED_AT, POSITIVE_EVENTS)), as_of=_utc(AS_OF))
