@@ -64,8 +64,9 @@ def _stages(section: Section, model: ScoringModel, data: Dataset, as_of: datetim
     """Where `score_table`'s time goes without reasons: each stage timed alone on the same leads, beside the bare compiled predict.
 
     The stages are the calls `score_table` makes, in its order: the features of every lead now
-    and 7 and 30 days before (the trend), their encoding, the compiled forest's raw scores, and
-    the exact contributions of the rows of now that the fit and engagement sub-scores read.
+    and 7 and 30 days before (the trend), their encoding, the compiled forest's raw scores of the
+    past instants, and the exact contributions of the rows of now that the fit and engagement
+    sub-scores read (their sums also give those rows' raw scores).
     """
     import pandas as pd
 
@@ -82,7 +83,7 @@ def _stages(section: Section, model: ScoringModel, data: Dataset, as_of: datetim
         f"features ({len(snapshots):,} snapshots: now, 7 and 30 days before)": lambda: snapshot_features(
             data.leads, data.interactions, snapshots, model.spec),
         "encoding the feature rows": lambda: model.encode(rows),
-        "compiled-forest raw scores of every snapshot": lambda: forest.raw(matrix),
+        "compiled-forest raw scores of the past instants' snapshots": lambda: forest.raw(matrix[n:]),
         "fit and engagement sums of the rows of now (exact contributions by group)": lambda: model.fit_engagement_of(matrix[:n]),
     }
     for stage, call in stages.items():
