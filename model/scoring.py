@@ -1024,18 +1024,43 @@ def reasons_up(
     else:
         ranked = np.argsort(per_driver, axis=1, kind="stable")[:, ::-1][:, :top_k]
     lifts = np.take_along_axis(per_driver, ranked, axis=1) > 0
-    labels: list[list[str | None]] = [[None] * n for _ in range(top_k)]
-    # An attribute's label depends on its value alone: phrased once per (driver, value).
-    attribute = model.driver_is_attribute
-    phrased: dict[tuple[int, str], str] = {}
-    for i, k in zip(*np.nonzero(lifts), strict=True):
-        d = int(ranked[i, k])
-        if not attribute[d]:
-            labels[k][i] = describe_driver(drivers[d], rows.row_view(i), model.spec, language).label
-            continue
-        row = rows.row_view(i)
-        key = (d, repr(row[drivers[d]]))  # repr: -0.0 and 0.0, or NaNs, are not one key by equality
-        if key not in phrased:
-            phrased[key] = describe_attribute(drivers[d], row, language).label
-        labels[k][i] = phrased[key]
-    return labels
+    labels = np.full((top_k, n), None, dtype=object)
+    at_row, at_rank = np.nonzero(lifts)
+    chosen = ranked[at_row, at_rank]
+    attribute = np.asarray(model.driver_is_attribute, dtype=bool)[chosen]
+    # A behaviour driver's label reads several of the lead's counts and recencies: phrased row by row.
+    for i, k, d in zip(at_row[~attribute].tolist(), at_rank[~attribute].tolist(), chosen[~attribute].tolist(), strict=True):
+        labels[k, i] = describe_driver(drivers[d], rows.row_view(i), model.spec, language).label
+    # An attribute's depends on its value alone: phrased once per distinct value of each driver.
+    for d in np.unique(chosen[attribute]).tolist():
+        name = drivers[d]
+        picked = attribute & (chosen == d)
+        values = (rows.categorical[name] if name in rows.categorical else rows.numeric[name])[at_row[picked]]
+        codes, distinct = _distinct_values(values)
+        phrased = np.array([describe_attribute(name, {name: value}, language).label for value in distinct], dtype=object)
+        labels[at_rank[picked], at_row[picked]] = phrased[codes]
+    return cast(list[list[str | None]], labels.tolist())
+
+
+def _distinct_values(values: NDArray[Any]) -> tuple[NDArray[np.intp], list[object]]:
+    """(codes, distinct): `values[i]` is `distinct[codes[i]]`, each value as `FeatureRows.row_view` gives it.
+
+    Two values are one only when they are the same to the bit (numbers) or equal text (categories):
+    -0.0 and 0.0, or missing values of different kinds (None, NaN), stay apart, as phrasing may
+    tell them apart.
+    """
+    if values.dtype.kind == "f":
+        bits, codes = np.unique(np.ascontiguousarray(values, dtype=np.float64).view(np.int64), return_inverse=True)
+        return codes.ravel(), [float(x) for x in bits.view(np.float64)]
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    distinct: list[object] = list(uniques)
+    missing = np.flatnonzero(codes < 0)
+    if missing.size:  # None, NaN...: factorize makes them one; each kind keeps its own code
+        kinds: dict[str, int] = {}
+        for i in missing.tolist():
+            key = repr(values[i])
+            if key not in kinds:
+                kinds[key] = len(distinct)
+                distinct.append(values[i])
+            codes[i] = kinds[key]
+    return codes, distinct

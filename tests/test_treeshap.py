@@ -474,3 +474,34 @@ def test_reasons_up_rank_as_reasons_does(training_result) -> None:
     assert sum(labels[2] is not None for labels in expected) > 50 and expected[35][1] is None
     with pytest.raises(ValueError, match="top_k: at least 1"):
         reasons_up(model, contributions, rows, top_k=0)
+
+
+def test_reasons_up_phrase_each_kind_of_attribute_value_as_reasons_does(training_result) -> None:
+    """Attribute labels are phrased once per distinct value: -0.0 and 0.0, None and NaN stay apart, and each row's is its own."""
+    from dataclasses import replace
+
+    from model.scoring import _distinct_values, reasons_up
+
+    model, test_rows = training_result.model, training_result.test.rows
+    n = 120
+    categorical = {k: np.asarray(v[:n], dtype=object).copy() for k, v in test_rows.categorical.items()}
+    numeric = {k: np.asarray(v[:n], dtype=np.float64).copy() for k, v in test_rows.numeric.items()}
+    numeric["employee_count"][:40] = np.tile([0.0, -0.0, np.nan, 671.0], 10)
+    categorical["industry"][40:80] = np.tile(np.array([None, np.nan, "software", "software "], dtype=object), 10)
+    rows = replace(test_rows, categorical=categorical, numeric=numeric, category_codes={}, behaviour=None, behaviour_names=())
+    # Every row's strongest lift is an attribute: employee_count on the first 40 rows, industry on the next 40.
+    contributions = np.full((n, len(model.feature_names) + 1), -0.01)
+    contributions[:40, model.feature_names.index("employee_count")] = 2.0
+    contributions[40:80, model.feature_names.index("industry")] = 2.0
+    contributions[:, model.feature_names.index("seniority")] = 1.0
+    expected = []
+    for i in range(n):
+        up, _ = model.reasons(contributions[i], rows.row(i), top_k=2)
+        expected.append([r.label for r in up] + [None] * (2 - len(up)))
+    ranks = reasons_up(model, contributions, rows, top_k=2)
+
+    assert [list(labels) for labels in zip(*ranks, strict=True)] == expected
+    codes, distinct = _distinct_values(numeric["employee_count"][:4])
+    assert len(set(codes.tolist())) == len(distinct) == 4  # 0.0, -0.0, NaN, 671.0: none merged
+    codes, distinct = _distinct_values(categorical["industry"][40:44])
+    assert len(set(codes.tolist())) == 4 and distinct[codes[2]] == "software"
