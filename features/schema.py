@@ -123,12 +123,15 @@ class AttributesRead:
         extra: Each lead's names that no column declares, as sent (shared lists: not to be changed).
         unreadable: Per lead, whether `normalise_attributes` reports a problem: a value the schema
             cannot read or a column sent twice (its values are then not all in `columns`).
+        names_sent: Per lead, the index of the names it sent, in their order, among those of all the
+            leads (int64): leads with one index have one `given` and one `extra`.
     """
 
     columns: dict[str, list[object]]
     given: list[tuple[str, ...]]
     extra: list[list[str]]
     unreadable: np.ndarray
+    names_sent: np.ndarray
 
     def values(self, i: int) -> dict[str, object]:
         """Lead i's values, as `normalise_attributes` gives them."""
@@ -321,6 +324,9 @@ class LeadSchema(BaseModel):
         by_names: dict[tuple[str, ...], list[int]] = {}
         for i, attributes in enumerate(many):
             by_names.setdefault(tuple(attributes), []).append(i)
+        names_sent = np.zeros(n, dtype=np.int64)
+        for k, leads in enumerate(by_names.values()):
+            names_sent[leads] = k
         read_texts: dict[str, dict[str, tuple[object, str | None]]] = {c.name: {} for c in self.attributes}
         for keys, leads in by_names.items():
             declared = [(key, self._by_key[key]) for key in keys if key in self._by_key]
@@ -329,22 +335,29 @@ class LeadSchema(BaseModel):
                 unreadable[leads] = True
                 continue
             sent = [many[i] for i in leads]
+            everyone = len(leads) == n  # then lead k of the group is lead k
             for key, column in declared:
-                values, texts = columns[column.name], read_texts[column.name]
-                for i, raw in zip(leads, map(itemgetter(key), sent), strict=True):
-                    if type(raw) is str:
-                        read = texts.get(raw)
-                        if read is None:
-                            read = texts[raw] = self.value(raw, column)
-                    else:
-                        read = self.value(raw, column)
-                    if read[1] is not None:
-                        unreadable[i] = True
-                    values[i] = read[0]
+                raws = list(map(itemgetter(key), sent))
+                texts = read_texts[column.name]
+                if set(map(type, raws)) == {str}:  # the common column: its texts, each read once
+                    for text in set(raws).difference(texts):
+                        texts[text] = self.value(text, column)
+                    reads = list(map(texts.__getitem__, raws))
+                else:
+                    reads = [texts[raw] if type(raw) is str and raw in texts else self.value(raw, column) for raw in raws]
+                read_values = [value for value, _reason in reads]
+                if everyone:
+                    columns[column.name] = read_values
+                else:
+                    values = columns[column.name]
+                    for i, value in zip(leads, read_values, strict=True):
+                        values[i] = value
+                for k in [k for k, (_value, reason) in enumerate(reads) if reason is not None]:
+                    unreadable[leads[k]] = True
             unknown = [key for key in keys if key not in self._by_key]
             for i in leads:
                 given[i], extra[i] = names, unknown
-        return AttributesRead(columns, given, extra, unreadable)
+        return AttributesRead(columns, given, extra, unreadable, names_sent)
 
     def instant(self, value: datetime, rule: TimeRule | None = None, zone: str | None = "UTC") -> tuple[datetime | None, str | None]:
         """A timestamp in UTC: zoned ones converted, naive ones read in the rule's (or `zone`'s) zone.

@@ -238,39 +238,33 @@ def _read_common(model: ScoringModel, leads: Sequence[_LeadLine], as_of: datetim
     typed = type_code >= 0
     kept = in_common & typed & (seconds >= created_s[lead_of])
 
-    def per_lead(mask: NDArray[np.bool_]) -> list[int]:
-        counted: list[int] = np.bincount(lead_of[mask], minlength=len(leads)).tolist()
-        return counted
+    def per_lead(mask: NDArray[np.bool_]) -> NDArray[np.int64]:
+        return np.bincount(lead_of[mask], minlength=len(leads))
 
     untyped, early = per_lead(in_common & ~typed), per_lead(in_common & typed & ~kept)
     future, n_kept = per_lead(kept & (seconds > as_of_s)), per_lead(kept)
-    unknown_types = _unknown_types(spec, types, lead_of[kept], type_code[kept])
-    positions = np.flatnonzero(common).tolist()
-    expected = set(spec.attribute_columns())
-    missing_of: dict[tuple[str, ...], list[str]] = {}
+    unknown_of, unknown_code = _unknown_types(spec, types, lead_of[kept], type_code[kept], len(leads))
+    at = np.flatnonzero(common)
+    positions: list[int] = at.tolist()
     # Leads repeat a few cases (nothing to say, the same attributes missing): each case's warnings made once.
-    warnings_of: dict[tuple[object, ...], list[str]] = {}
-    warnings = []
-    for i in positions:
-        given = attributes.given[i]
-        if given not in missing_of:
-            missing_of[given] = sorted(expected.difference(given))
-        unknown = unknown_types.get(i, [])
-        case = (untyped[i], early[i], future[i], n_kept[i], tuple(unknown), tuple(attributes.extra[i]), given)
-        if case not in warnings_of:
-            warnings_of[case] = read_warnings(
-                spec, untyped[i], early[i], future[i], n_kept[i], unknown, [], attributes.extra[i], missing_of[given]
-            )
-        warnings.append(warnings_of[case])
+    case_columns = np.stack([untyped, early, future, n_kept, unknown_code, attributes.names_sent], axis=1)[at]
+    cases, case_of = np.unique(case_columns, axis=0, return_inverse=True) if len(at) else (case_columns, at)
+    expected = set(spec.attribute_columns())
+    made = []
+    for (n_untyped, n_early, n_future, n_seen, unknown, _names), first in zip(cases.tolist(), _first_of(case_of.reshape(-1)), strict=True):
+        i = positions[first]
+        missing = sorted(expected.difference(attributes.given[i]))
+        made.append(read_warnings(spec, n_untyped, n_early, n_future, n_seen, unknown_of[unknown], [], attributes.extra[i], missing))
+    warnings = [made[k] for k in case_of.reshape(-1).tolist()]
     codes = type_code[kept]
     every = len(positions) == len(leads)
     columns = LeadColumns(
         lead_ids=[leads[i]["lead_id"] for i in positions],
         as_of=[scored_at] * len(positions),
-        created_s=created_s[positions],
-        as_of_s=np.full(len(positions), as_of_s, dtype=np.int64),
+        created_s=created_s[at],
+        as_of_s=np.full(len(at), as_of_s, dtype=np.int64),
         attributes={c: (values if every else [values[i] for i in positions]) for c, values in _attribute_columns(spec, attributes).items()},
-        event_counts=np.array([n_kept[i] for i in positions], dtype=np.int64),
+        event_counts=n_kept[at],
         times=seconds[kept],
         slots=type_slots(types, spec)[codes],
         properties=np.full((len(codes), len(spec.properties)), np.nan) if spec.properties else None,
@@ -310,17 +304,30 @@ def _factorized(values: list[Any]) -> tuple[list[Any], NDArray[np.int64]]:
     return list(distinct), codes.astype(np.int64)
 
 
-def _unknown_types(spec: FeatureSpec, types: list[str], lead_of: NDArray[np.int64], codes: NDArray[np.int64]) -> dict[int, list[str]]:
-    """Lead -> the sorted types outside the vocabulary among its kept interactions (leads with none left out)."""
-    if not spec.interactions:
-        return {}
-    unknown = np.array([counted_as(t, spec) is None for t in types], dtype=bool)
-    outside = unknown[codes] if codes.size else np.zeros(0, dtype=bool)
-    width = max(len(types), 1)
+def _unknown_types(
+    spec: FeatureSpec, types: list[str], lead_of: NDArray[np.int64], codes: NDArray[np.int64], n: int
+) -> tuple[list[list[str]], NDArray[np.int64]]:
+    """The sorted types outside the vocabulary among each lead's kept interactions, as (the distinct lists, the
+    first one empty; each of the n leads' index into them)."""
     found: dict[int, list[str]] = {}
-    for pair in np.unique(lead_of[outside] * width + codes[outside]).tolist():  # by lead, then by type: sorted as `types`
-        found.setdefault(pair // width, []).append(types[pair % width])
-    return found
+    if spec.interactions:
+        unknown = np.array([counted_as(t, spec) is None for t in types], dtype=bool)
+        outside = unknown[codes] if codes.size else np.zeros(0, dtype=bool)
+        width = max(len(types), 1)
+        for pair in np.unique(lead_of[outside] * width + codes[outside]).tolist():  # by lead, then by type: sorted as `types`
+            found.setdefault(pair // width, []).append(types[pair % width])
+    lists: dict[tuple[str, ...], int] = {(): 0}
+    index = np.zeros(n, dtype=np.int64)
+    for lead, listed in found.items():
+        index[lead] = lists.setdefault(tuple(listed), len(lists))
+    return [list(listed) for listed in lists], index
+
+
+def _first_of(case_of: NDArray[np.int64]) -> list[int]:
+    # The first position of each case 0, 1, ... in `case_of`.
+    _cases, first = np.unique(case_of, return_index=True)
+    listed: list[int] = first.tolist()
+    return listed
 
 
 def _read_alone(model: ScoringModel, lines: Sequence[tuple[int, str]], as_of: datetime | None) -> tuple[list[tuple[int, LeadRead]], list[LineError]]:

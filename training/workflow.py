@@ -890,7 +890,7 @@ def score_folder(
     return table
 
 
-LINES_PER_CHUNK = 2_000  # JSON lines scored together: features, predictions and reasons in one pass
+LINES_PER_CHUNK = 5_000  # JSON lines scored together: features, predictions and reasons in one pass
 
 
 def score_lines(
