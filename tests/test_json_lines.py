@@ -28,6 +28,7 @@ import model.lines as lines_module
 import training.workflow as workflow
 from features.schema import AttributeColumn, LeadSchema
 from model.bundle import ScoringModel
+from model.compiled import CompileMode
 from model.lines import _LEAD_LINE, _read_common, epoch_seconds, zoned_times_us
 from model.scoring import InteractionIn, LeadIn, LeadRead, read_lead, score_read_leads
 from training.workflow import _flat_score, score_lines
@@ -267,6 +268,18 @@ def test_a_bundle_with_a_hazard_gets_the_same_answers(ruled_model_with_hazard: S
 
     assert (tmp_path / "new.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
     assert '"probability_by_horizon":{' in (tmp_path / "new.jsonl").read_text()
+
+
+def test_the_compiled_forest_gives_the_same_answers(ruled_model: ScoringModel, varied_file, as_of: datetime, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADSCORE_COMPILED_DIR", str(tmp_path / "compiled"))
+    model = ScoringModel(ruled_model.booster, ruled_model.meta, ruled_model.hazard)  # its own compiled forest, none yet
+    source, _fast, _slow, _rejected = varied_file
+    _score_lines_one_by_one(source, tmp_path / "ref.jsonl", model, as_of, reasons=False, language="en")
+    score_lines(source, tmp_path / "new.jsonl", model, as_of, reasons=False, language="en", console=_Quiet(), compiled=CompileMode.always)
+
+    assert model.compiled_forest(1, CompileMode.auto) is not None  # the fast lines were predicted by it
+    assert (tmp_path / "new.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
 
 
 def test_without_as_of_leads_are_scored_now_as_before(ruled_model: ScoringModel, varied_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
