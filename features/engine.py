@@ -383,7 +383,9 @@ def _category_values(values: Sequence[object] | np.ndarray) -> np.ndarray:
     # A category is its text; missing stays None (never the string "nan").
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+        if type(v) is str:  # the common value, its own text
+            out[i] = v
+        elif v is None or (isinstance(v, float) and v != v) or v is pd.NA:
             out[i] = None
         else:
             out[i] = str(v)
@@ -453,6 +455,7 @@ def assemble_rows(
     spec: FeatureSpec,
     attributes: Mapping[str, Sequence[object] | np.ndarray],
     behaviour: np.ndarray,
+    repeats: int = 1,
 ) -> FeatureRows:
     """Combine per-snapshot attribute values and the behaviour matrix into `FeatureRows`.
 
@@ -460,11 +463,16 @@ def assemble_rows(
         spec: Feature specification.
         attributes: Column -> value per snapshot, for every column in `spec.attribute_columns()`.
         behaviour: Output of `behaviour_matrix` for the same snapshots.
+        repeats: The snapshots are `repeats` blocks of the same leads (a lead now, then at past
+            instants): `attributes` holds one block, converted once and repeated.
     """
     categorical = {c: _category_values(attributes[c]) for c in spec.categorical}
     if spec.email_column:
         categorical[EMAIL_DOMAIN_KIND] = _email_kinds(attributes[spec.email_column])
     numeric = {c: _numeric_values(attributes[c]) for c in spec.numeric}
+    if repeats != 1:  # each value's conversion alone: repeating the converted block gives the same rows
+        categorical = {c: np.tile(v, repeats) for c, v in categorical.items()}
+        numeric = {c: np.tile(v, repeats) for c, v in numeric.items()}
     names = spec.behaviour_features()
     for j, name in enumerate(names):
         numeric[name] = behaviour[:, j]

@@ -298,20 +298,36 @@ class PointGrid(BaseModel):
             MissingFeaturesError: Required columns are absent (lists them all).
             ValueError: A min/max rule reads a column that does not hold numbers.
         """
+        total = np.zeros(len(frame), dtype=float)
+        for rule, fired in zip(self.rules, self.fired_frame(frame).T, strict=True):
+            # Adding 0.0 where the rule did not fire keeps the sum identical to `score_row`'s.
+            total += np.where(fired, rule.points, 0.0)
+        return total
+
+    def fired_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """Which rules fire on every row of a feature frame: `score_row`'s rules fired, for a frame.
+
+        Args:
+            frame: As for `score_frame`.
+
+        Returns:
+            Boolean array (rows, rules), the rules in grid order.
+
+        Raises:
+            MissingFeaturesError, ValueError: As `score_frame`.
+        """
         missing = [feature for feature in self.required_features() if feature not in frame.columns]
         if missing:
             raise MissingFeaturesError(missing, "frame")
-        total = np.zeros(len(frame), dtype=float)
-        for rule in self.rules:
+        fired = np.zeros((len(frame), len(self.rules)), dtype=bool)
+        for j, rule in enumerate(self.rules):
             column = frame[rule.feature]
             if isinstance(column, pd.DataFrame):
                 raise ValueError(
                     f"rule {rule.label!r}: frame has {column.shape[1]} columns named {rule.feature!r}"
                 )
-            fired = _category_mask(column, rule) if rule.is_categorical else _bounds_mask(column, rule)
-            # Adding 0.0 where the rule did not fire keeps the sum identical to `score_row`'s.
-            total += np.where(fired, rule.points, 0.0)
-        return total
+            fired[:, j] = _category_mask(column, rule) if rule.is_categorical else _bounds_mask(column, rule)
+        return fired
 
     def score_row(self, row: Mapping[str, object]) -> tuple[float, list[dict[str, object]]]:
         """Points of one lead, and the rules that fired (pure Python, for the serving path).

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
+from operator import itemgetter
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -110,6 +111,31 @@ class TimeRule(BaseModel):
     @classmethod
     def _zone(cls, value: str) -> str:
         return _known_zone(value)
+
+
+@dataclass(frozen=True)
+class AttributesRead:
+    """Many leads' attributes as the schema reads them (`LeadSchema.normalise_attribute_columns`).
+
+    Attributes:
+        columns: Feature name -> each lead's normalised value (None where the lead did not send it).
+        given: Each lead's feature names, in the order sent (the keys of `normalise_attributes`' values).
+        extra: Each lead's names that no column declares, as sent (shared lists: not to be changed).
+        unreadable: Per lead, whether `normalise_attributes` reports a problem: a value the schema
+            cannot read or a column sent twice (its values are then not all in `columns`).
+        names_sent: Per lead, the index of the names it sent, in their order, among those of all the
+            leads (int64): leads with one index have one `given` and one `extra`.
+    """
+
+    columns: dict[str, list[object]]
+    given: list[tuple[str, ...]]
+    extra: list[list[str]]
+    unreadable: np.ndarray
+    names_sent: np.ndarray
+
+    def values(self, i: int) -> dict[str, object]:
+        """Lead i's values, as `normalise_attributes` gives them."""
+        return {name: self.columns[name][i] for name in self.given[i]}
 
 
 @dataclass(frozen=True)
@@ -276,6 +302,62 @@ class LeadSchema(BaseModel):
             value that cannot be read or attribute given twice).
         """
         return _read_keyed(attributes, self._by_key, self.value, prefix)
+
+    def normalise_attribute_columns(self, many: Sequence[Mapping[str, object]]) -> AttributesRead:
+        """`normalise_attributes` of many leads, in columns: each lead's values, names sent and problems as it gives them.
+
+        Leads of one export send the same names in the same order: each such set of names is
+        looked up once, and each distinct text of a column read once (numbers and other values
+        each time: 0.0 and -0.0 are equal keys, but not one category).
+
+        Args:
+            many: Each lead's attributes, as for `normalise_attributes`.
+
+        Returns:
+            The leads' `AttributesRead`.
+        """
+        n = len(many)
+        columns: dict[str, list[object]] = {c.name: [None] * n for c in self.attributes}
+        given: list[tuple[str, ...]] = [()] * n
+        extra: list[list[str]] = [[]] * n
+        unreadable = np.zeros(n, dtype=bool)
+        by_names: dict[tuple[str, ...], list[int]] = {}
+        for i, attributes in enumerate(many):
+            by_names.setdefault(tuple(attributes), []).append(i)
+        names_sent = np.zeros(n, dtype=np.int64)
+        for k, leads in enumerate(by_names.values()):
+            names_sent[leads] = k
+        read_texts: dict[str, dict[str, tuple[object, str | None]]] = {c.name: {} for c in self.attributes}
+        for keys, leads in by_names.items():
+            declared = [(key, self._by_key[key]) for key in keys if key in self._by_key]
+            names = tuple(column.name for _key, column in declared)
+            if len(set(names)) < len(names):  # an attribute sent under both its names: a problem for each lead
+                unreadable[leads] = True
+                continue
+            sent = [many[i] for i in leads]
+            everyone = len(leads) == n  # then lead k of the group is lead k
+            for key, column in declared:
+                raws = list(map(itemgetter(key), sent))
+                texts = read_texts[column.name]
+                if set(map(type, raws)) == {str}:  # the common column: its texts, each read once
+                    for text in set(raws).difference(texts):
+                        texts[text] = self.value(text, column)
+                    reads = list(map(texts.__getitem__, raws))
+                else:
+                    reads = [texts[raw] if type(raw) is str and raw in texts else self.value(raw, column) for raw in raws]
+                read_values = [value for value, _reason in reads]
+                if everyone:
+                    columns[column.name] = read_values
+                else:
+                    values = columns[column.name]
+                    for i, value in zip(leads, read_values, strict=True):
+                        values[i] = value
+                for k in [k for k, (_value, reason) in enumerate(reads) if reason is not None]:
+                    unreadable[leads[k]] = True
+            unknown = [key for key in keys if key not in self._by_key]
+            for i in leads:
+                given[i], extra[i] = names, unknown
+        return AttributesRead(columns, given, extra, unreadable, names_sent)
 
     def instant(self, value: datetime, rule: TimeRule | None = None, zone: str | None = "UTC") -> tuple[datetime | None, str | None]:
         """A timestamp in UTC: zoned ones converted, naive ones read in the rule's (or `zone`'s) zone.

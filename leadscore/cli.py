@@ -287,7 +287,7 @@ def score(
     language: Annotated[str, typer.Option(help="Reason language: en or fr.")] = "en",
     engine: EngineOption = Engine.local,
     scheduler: SchedulerOption = None,
-    compiled: Annotated[CompileMode, typer.Option(help="Data folder without reasons: predict with the forest compiled to machine code (same scores, several times faster). auto: when cached for this model and machine, or for 500,000 leads or more; always: compile now if needed (about 8 s, cached in .leadscore/compiled); never: LightGBM's predict.")] = CompileMode.auto,
+    compiled: Annotated[CompileMode, typer.Option(help="Without reasons (a data folder or JSON lines): predict with the forest compiled to machine code (same scores, several times faster). auto: when cached for this model and machine, or for 500,000 leads or more; always: compile now if needed (about 8 s, cached in .leadscore/compiled); never: LightGBM's predict.")] = CompileMode.auto,
 ) -> None:
     """Score a file of leads; a line that fails validation is reported with its number, not dropped.
 
@@ -326,7 +326,7 @@ def score(
         return
     if engine is not Engine.local:
         _fail("--engine dask scores a data folder; a JSON-lines file is scored here, lead by lead")
-    if _run(score_lines, input, out, model, when, reasons=reasons, language=language, console=CONSOLE):
+    if _run(score_lines, input, out, model, when, reasons=reasons, language=language, console=CONSOLE, compiled=compiled):
         raise typer.Exit(code=1)
 
 

@@ -2,8 +2,10 @@
 
 `LeadIn` is the request schema (pydantic): the service validates bodies with it, the batch
 scorer validates file rows with it. `score_lead` turns one validated lead into a response
-(the service, `leadscore score` on JSON lines); `score_table` scores validated lead and
-interaction tables in batch with vectorised features (`leadscore score` on a data folder).
+(the service); `score_read_leads` answers many read leads at once (POST /score_batch, and the
+JSON lines `model.lines` reads alone), `answers_json` the same without reasons from leads read
+in columns (the common JSON lines); `score_table` scores validated lead and interaction tables
+in batch with vectorised features (`leadscore score` on a data folder).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic.config import JsonDict
+from pydantic_core import to_json
 
 from features.engine import (
     FeatureRows,
@@ -125,8 +128,8 @@ EventTime = Annotated[datetime, BeforeValidator(_timestamp_not_number), AfterVal
 IN_RANGE_SCHEMA: JsonDict = {"formatMinimum": "1970-01-01T00:00:00Z", "x-not-after": "now (server time, plus 5 minutes)"}
 
 
-def _to_utc(value: datetime) -> datetime:
-    # A timestamp without a zone is read as UTC, as in the data contract.
+def to_utc(value: datetime) -> datetime:
+    """`value` in UTC; a timestamp without a zone is read as UTC, as in the data contract (`as_of`)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -136,7 +139,7 @@ def not_in_the_future(value: datetime) -> datetime:
     Raises:
         ValueError: Naming the server's time, for the client to compare with its clock.
     """
-    value = _to_utc(value)
+    value = to_utc(value)
     now = datetime.now(UTC)
     if value > now + CLOCK_SKEW:
         raise ValueError(f"{value.isoformat()} is in the future (server time {now.isoformat(timespec='seconds')})")
@@ -177,12 +180,17 @@ def _listed(values: list[str]) -> str:
 NAIVE_TIME = "ISO 8601; no zone means the zone the model's lead schema declares (UTC unless its training config set one)"
 
 
+# The constraints of fields the JSON-lines fast path (`model.lines`) validates too, declared once.
+LeadId = Annotated[str, Field(min_length=1, max_length=200)]
+InteractionType = Annotated[str, Field(min_length=1, max_length=100, description="Interaction type, e.g. pricing_page_view")]
+
+
 class InteractionIn(BaseModel):
     """One interaction of a lead."""
 
     model_config = ConfigDict(extra="allow")
 
-    type: Annotated[str, Field(min_length=1, max_length=100, description="Interaction type, e.g. pricing_page_view")]
+    type: InteractionType
     occurred_at: Annotated[EventTime, Field(description=NAIVE_TIME)]
     channel: str | None = Field(
         default=None, description="The event's channel; splits a type the model's lead schema splits (split_by)"
@@ -199,7 +207,7 @@ class LeadIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lead_id: Annotated[str, Field(min_length=1, max_length=200)]
+    lead_id: LeadId
     created_at: Annotated[Timestamp, Field(description=NAIVE_TIME, json_schema_extra=IN_RANGE_SCHEMA)]
     attributes: dict[str, AttributeValue] = Field(
         default_factory=dict,
@@ -556,7 +564,7 @@ def read_lead(model: ScoringModel, lead: LeadIn, as_of: datetime | None = None) 
     schema = model.schema
     created_at = creation_time(model, lead)
     # A lead created "now" by a client whose clock runs a little ahead is scored at its creation.
-    as_of = _to_utc(as_of) if as_of is not None else max(datetime.now(UTC), created_at)
+    as_of = to_utc(as_of) if as_of is not None else max(datetime.now(UTC), created_at)
     if as_of < created_at:
         raise LeadRejected("created_at", f"{created_at.isoformat()} is after as_of ({as_of.isoformat()}): a lead cannot be scored before it exists")
     # The lead schema reads the raw values (names as exported or as features, stripping,
@@ -564,34 +572,59 @@ def read_lead(model: ScoringModel, lead: LeadIn, as_of: datetime | None = None) 
     attributes, extra, problems = schema.normalise_attributes(lead.attributes)
     if problems:
         raise LeadRejected(problems[0].field, problems[0].reason)
-    warnings: list[str] = []
     spec = model.spec
     created_s = int(created_at.timestamp())
     as_of_s = int(as_of.timestamp())
     events = _read_interactions(schema, spec, lead.interactions, created_s, as_of_s)
-    times, types, properties, unused_properties = events.times, events.types, events.properties, events.unused_properties
-    untyped, early, future = events.untyped, events.early, events.future
+    times, types, properties = events.times, events.types, events.properties
+    unknown = sorted(t for t in set(types) if counted_as(t, spec) is None) if spec.interactions else []
+    missing = sorted(set(spec.attribute_columns()) - set(attributes))
+    warnings = read_warnings(
+        spec, events.untyped, events.early, events.future, len(types), unknown, sorted(events.unused_properties), extra, missing
+    )
+    return LeadRead(lead.lead_id, as_of, created_s, as_of_s, attributes, times, types, properties, warnings)
+
+
+def read_warnings(
+    spec: FeatureSpec,
+    untyped: int,
+    early: int,
+    future: int,
+    kept: int,
+    unknown: list[str],
+    unused_properties: list[str],
+    extra: list[str],
+    missing: list[str],
+) -> list[str]:
+    """A read lead's warnings (`LeadRead.warnings`), in their order.
+
+    Args:
+        spec: The model's feature spec.
+        untyped, early, future: Interactions without a type, before `created_at` (both set aside), after `as_of`.
+        kept: Interactions kept.
+        unknown: The kept interactions' types outside the vocabulary, sorted.
+        unused_properties: Event properties the model does not read, sorted.
+        extra: Attributes the model does not read, as sent.
+        missing: The model's attributes not given, sorted.
+    """
+    warnings: list[str] = []
     if untyped:
         warnings.append(f"interactions: {untyped} without a type ignored")
     if early:
         warnings.append(f"interactions: {early} before created_at ignored")
     if future:
         warnings.append(f"interactions: {future} after as_of not seen by this score")
-    if not spec.interactions and types:
-        warnings.append(f"interactions: {len(types)} ignored: this model was trained on a static export (attributes only)")
-    unknown = sorted(t for t in set(types) if counted_as(t, spec) is None) if spec.interactions else []
+    if not spec.interactions and kept:
+        warnings.append(f"interactions: {kept} ignored: this model was trained on a static export (attributes only)")
     if unknown:
         warnings.append(f"interactions: types outside the vocabulary counted as other: {_listed(unknown)}")
     if unused_properties:
-        warnings.append(f"interactions: properties not used by this model: {_listed(sorted(unused_properties))}")
-
+        warnings.append(f"interactions: properties not used by this model: {_listed(unused_properties)}")
     if extra:
         warnings.append(f"attributes not used by this model: {_listed(sorted(extra))}")
-    missing = sorted(set(spec.attribute_columns()) - set(attributes))
     if missing:
         warnings.append(f"attributes missing, scored as unknown: {missing}")
-
-    return LeadRead(lead.lead_id, as_of, created_s, as_of_s, attributes, times, types, properties, warnings)
+    return warnings
 
 
 def _scored_row(
@@ -615,8 +648,7 @@ def _scored_row(
         value = rows.categorical[name][i]
         if value is not None and value not in model._codes[name]:
             unseen.append(name)
-            shown = value if len(value) <= MAX_SHOWN_CHARS else value[:MAX_SHOWN_CHARS] + "..."
-            warnings.append(f"attributes.{name}: value {shown!r} unseen in training, scored as unknown")
+            warnings.append(_unseen_warning(name, value))
     values = rows.row(i)
     if contributions is not None:
         up, down = model.reasons(contributions, values, top_k=top_k, language=language)
@@ -646,6 +678,11 @@ def _scored_row(
         probability_by_horizon=when[0] if when is not None else None,
         expected_days_to_convert=when[1] if when is not None else None,
     ), {**values, **dict.fromkeys(unseen, UNSEEN)}
+
+
+def _unseen_warning(name: str, value: str) -> str:
+    shown = value if len(value) <= MAX_SHOWN_CHARS else value[:MAX_SHOWN_CHARS] + "..."
+    return f"attributes.{name}: value {shown!r} unseen in training, scored as unknown"
 
 
 def score_read_leads(
@@ -730,28 +767,170 @@ def lead_rows(reads: Sequence[LeadRead], spec: FeatureSpec, *, with_past: bool =
     With `with_past`, also each lead 7 and 30 days before its `as_of` (`model.trend.past_instants`:
     its history cut there, later events unseen): rows 0..n-1 now, then n rows per past instant.
     """
-    counts = [len(r.times) for r in reads]
-    codes = np.repeat(np.arange(len(reads), dtype=np.int64), counts)
-    times = np.array([t for r in reads for t in r.times], dtype=np.int64)
-    created = np.array([r.created_s for r in reads], dtype=np.int64)
-    properties = None
-    if spec.properties:
-        properties = np.full((times.size, len(spec.properties)), np.nan)
-        for j, name in enumerate(spec.properties):
-            properties[:, j] = np.array([v for r in reads for v in r.properties[name]], dtype=np.float64)
+    return columns_rows(LeadColumns.of(reads, spec), spec, with_past=with_past)
+
+
+@dataclass(frozen=True)
+class LeadColumns:
+    """Many read leads in columns: `LeadRead`'s fields for a batch, its interactions one array for all leads.
+
+    Attributes:
+        lead_ids: Each lead's id.
+        as_of: When each is scored (UTC).
+        created_s, as_of_s: Each one's creation time and `as_of`, epoch seconds (int64).
+        attributes: Each column of `spec.attribute_columns()` -> normalised value per lead (None when not given).
+        event_counts: How many kept interactions each lead has (int64).
+        times, slots: The kept interactions, lead after lead, each lead's in the order sent: epoch seconds and
+            type slot (`features.engine.type_slots`), int64.
+        properties: float64 (interactions, `spec.properties`) values, NaN where an interaction has none; None
+            when the spec reads no property.
+        warnings: Each lead's warnings so far (`LeadRead.warnings`).
+    """
+
+    lead_ids: list[str]
+    as_of: list[datetime]
+    created_s: NDArray[np.int64]
+    as_of_s: NDArray[np.int64]
+    attributes: dict[str, list[object]]
+    event_counts: NDArray[np.int64]
+    times: NDArray[np.int64]
+    slots: NDArray[np.int64]
+    properties: NDArray[np.float64] | None
+    warnings: list[list[str]]
+
+    @classmethod
+    def of(cls, reads: Sequence[LeadRead], spec: FeatureSpec) -> LeadColumns:
+        """The columns of leads read one by one (`read_lead`)."""
+        properties = None
+        if spec.properties:
+            properties = np.full((sum(len(r.times) for r in reads), len(spec.properties)), np.nan)
+            for j, name in enumerate(spec.properties):
+                properties[:, j] = np.array([v for r in reads for v in r.properties[name]], dtype=np.float64)
+        return cls(
+            lead_ids=[r.lead_id for r in reads],
+            as_of=[r.as_of for r in reads],
+            created_s=np.array([r.created_s for r in reads], dtype=np.int64),
+            as_of_s=np.array([r.as_of_s for r in reads], dtype=np.int64),
+            attributes={c: [r.attributes.get(c) for r in reads] for c in spec.attribute_columns()},
+            event_counts=np.array([len(r.times) for r in reads], dtype=np.int64),
+            times=np.array([t for r in reads for t in r.times], dtype=np.int64),
+            slots=type_slots([t for r in reads for t in r.types], spec),
+            properties=properties,
+            warnings=[r.warnings for r in reads],
+        )
+
+
+def columns_rows(leads: LeadColumns, spec: FeatureSpec, *, with_past: bool = False) -> FeatureRows:
+    """`lead_rows` of leads in columns: one row per lead (then, `with_past`, one per lead and past instant)."""
+    n = len(leads.lead_ids)
     index = build_event_index(
-        codes,
-        times,
-        type_slots([t for r in reads for t in r.types], spec),
-        n_leads=len(reads),
+        np.repeat(np.arange(n, dtype=np.int64), leads.event_counts),
+        leads.times,
+        leads.slots,
+        n_leads=n,
         n_slots=len(spec.interaction_types) + 1,
-        properties=properties,
+        properties=leads.properties,
     )
-    as_of_s = np.array([r.as_of_s for r in reads], dtype=np.int64)
-    instants = np.concatenate([as_of_s, *past_instants(as_of_s)]) if with_past else as_of_s
-    k = len(instants) // len(reads)
-    behaviour = behaviour_matrix(index, np.tile(np.arange(len(reads), dtype=np.int64), k), instants, np.tile(created, k), spec)
-    return assemble_rows(spec, {c: [r.attributes.get(c) for r in reads] * k for c in spec.attribute_columns()}, behaviour)
+    instants = np.concatenate([leads.as_of_s, *past_instants(leads.as_of_s)]) if with_past else leads.as_of_s
+    k = len(instants) // n
+    behaviour = behaviour_matrix(index, np.tile(np.arange(n, dtype=np.int64), k), instants, np.tile(leads.created_s, k), spec)
+    return assemble_rows(spec, leads.attributes, behaviour, repeats=k)
+
+
+def answers_json(model: ScoringModel, leads: LeadColumns, compiled: CompileMode = CompileMode.auto) -> list[str]:
+    """The answers of many read leads without reasons, as JSON: `score_read_leads`' answers' `model_dump_json()`, in columns.
+
+    The features, predictions, sub-scores, grid points and trend of all leads are computed at once
+    (as `score_read_leads` computes them) and each answer is serialised from plain values by
+    pydantic-core, the serialiser of `ScoreOut`, with `ScoreOut`'s keys and value types: no model
+    object per lead (tests/test_json_lines.py compares the two byte for byte).
+
+    Args:
+        model: The loaded bundle.
+        leads: The leads, read (`LeadColumns`).
+        compiled: When to predict with the compiled forest (`score_table`'s `compiled`; the same raw scores).
+
+    Returns:
+        One JSON text per lead, in order.
+    """
+    n = len(leads.lead_ids)
+    if not n:
+        return []
+    with_trend = model.meta.trend is not None
+    rows = columns_rows(leads, model.spec, with_past=with_trend)
+    matrix = model.encode(rows)
+    when = _when(model, matrix[:n])
+    raw = _batch_raw(model, matrix, compiled)
+    probability = model.meta.calibration.apply(raw[:n])
+    shown, scores = rounded_probability(probability).tolist(), model.score_0_100(probability).tolist()
+    points, fired, grid_mql = _grid_answers(model, rows, n)
+    warnings = _with_unseen_warnings(model, rows, leads.warnings)
+    missing: list[Any] = [None] * n
+    fits, engagements, cells = missing, missing, missing
+    sums = _fit_engagement(model, matrix[:n], False)
+    if sums is not None and model.meta.subscores is not None:
+        fit, engagement, cell = subscore_columns(model, sums, n)
+        fits, engagements, cells = fit.astype(int).tolist(), engagement.astype(int).tolist(), cell.astype(str).tolist()
+    week, month, trend = missing, missing, missing
+    thresholds = model.meta.trend
+    if thresholds is not None:
+        past = past_scores(model, raw[n:], leads.created_s, leads.as_of_s)
+        week, month = ([None if s < 0 else s for s in row] for row in past.tolist())
+        trend = [thresholds.label(now, before) for now, before in zip(scores, week, strict=True)]
+    version, tier, is_mql = model.meta.model_version, model.tier, model.is_mql
+    horizons = [None if w is None else w[0] for w in when]
+    days = [None if w is None else w[1] for w in when]
+    # `ScoreOut`'s fields in its order, each value of its type: the text `model_dump_json()` gives.
+    return [
+        to_json(
+            {"lead_id": lead_id, "as_of": at, "probability": shown_p, "score": score, "tier": tier(p), "mql": is_mql(p), "reasons": None,
+             "point_grid": {"points": grid_points, "mql": grid_is_mql, "rules_fired": rules_fired}, "warnings": said,
+             "model_version": version, "fit": fit_score, "engagement": engagement_score, "cell": in_cell, "trend": trend_label,
+             "score_7d_ago": before_7, "score_30d_ago": before_30, "probability_by_horizon": by_horizon,
+             "expected_days_to_convert": expected_days},
+            inf_nan_mode="null",  # `ScoreOut`'s default
+        ).decode()
+        for (lead_id, at, p, shown_p, score, grid_points, grid_is_mql, rules_fired, said, fit_score, engagement_score, in_cell,
+             trend_label, before_7, before_30, by_horizon, expected_days)
+        in zip(leads.lead_ids, leads.as_of, probability.tolist(), shown, scores, points, grid_mql, fired, warnings, fits,
+               engagements, cells, trend, week, month, horizons, days, strict=True)
+    ]  # fmt: skip
+
+
+def _grid_answers(model: ScoringModel, rows: FeatureRows, n: int) -> tuple[list[float], list[list[dict[str, object]]], list[bool]]:
+    """The point grid of the first n rows, as `PointGrid.score_row` gives it for each: points, rules fired, MQL by the grid."""
+    grid = model.meta.grid
+    values = {**rows.categorical, **rows.numeric}
+    frame = pd.DataFrame({f: values[f][:n] for f in grid.required_features() if f in values})
+    fired = grid.fired_frame(frame)
+    # Leads share a few patterns of rules fired: each pattern's sum (in rule order, as `score_row` adds) and list made once.
+    patterns, pattern_of = np.unique(np.packbits(fired, axis=1), axis=0, return_inverse=True)
+    answers: list[tuple[float, list[dict[str, object]], bool]] = []
+    for pattern in np.unpackbits(patterns, axis=1, count=len(grid.rules)).astype(bool).tolist():
+        total, listed = 0.0, []
+        for rule, fires in zip(grid.rules, pattern, strict=True):
+            if fires:
+                total += rule.points
+                listed.append({"label": rule.label, "points": rule.points})
+        answers.append((total, listed, bool(grid.is_mql(total))))
+    of_row = [answers[k] for k in pattern_of.reshape(-1).tolist()]
+    return [a[0] for a in of_row], [a[1] for a in of_row], [a[2] for a in of_row]
+
+
+def _with_unseen_warnings(model: ScoringModel, rows: FeatureRows, warnings: list[list[str]]) -> list[list[str]]:
+    """Each lead's warnings, then one per category value the model did not see in training (`_scored_row`'s, in its order)."""
+    out = list(warnings)
+    copied: set[int] = set()  # the leads whose list is a copy of theirs, to append to
+    for name in model.meta.categorical_levels:
+        values = rows.categorical[name][: len(warnings)]
+        codes, distinct = pd.factorize(values, use_na_sentinel=True)  # None: -1, never unseen
+        unseen = np.array([v not in model._codes[name] for v in distinct] + [False], dtype=bool)
+        for i in np.flatnonzero(unseen[codes]).tolist():
+            if i not in copied:
+                out[i] = list(out[i])
+                copied.add(i)
+            out[i].append(_unseen_warning(name, values[i]))
+    return out
 
 
 def rounded_probability(probability: NDArray[Any]) -> NDArray[Any]:
@@ -873,7 +1052,7 @@ def score_table(
     """
     if top_reasons < 1:
         raise ValueError(f"top_reasons: at least 1 (top_reason), got {top_reasons}")
-    as_of = _to_utc(as_of)
+    as_of = to_utc(as_of)
     stamp = pd.Timestamp(as_of)
     leads, interactions = schema_applied(model, leads, interactions)
     scorable = leads[leads["created_at"] <= stamp]

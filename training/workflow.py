@@ -890,48 +890,53 @@ def score_folder(
     return table
 
 
-LINES_PER_CHUNK = 2_000  # JSON lines scored together: features, predictions and reasons in one pass
+LINES_PER_CHUNK = 5_000  # JSON lines scored together: features, predictions and reasons in one pass
 
 
 def score_lines(
-    source: Path, out: Path, model: ScoringModel, as_of: datetime | None, *, reasons: bool, language: str, console: Console
+    source: Path,
+    out: Path,
+    model: ScoringModel,
+    as_of: datetime | None,
+    *,
+    reasons: bool,
+    language: str,
+    console: Console,
+    compiled: CompileMode = CompileMode.auto,
 ) -> list[dict[str, Any]]:
     """`leadscore score` on JSON lines: each line a lead as in POST /score's `lead`.
 
     A line that fails validation is reported with its number in `<out>.errors.json`, never dropped.
+    Without reasons, `compiled` says when to predict with the compiled forest (same scores).
 
     Returns:
         The rejected lines (`line`, `error`); empty when every line was scored.
     """
-    from pydantic import ValidationError
     from tqdm import tqdm
 
-    from model.scoring import LeadIn, LeadRead, ScoreOut, read_lead, score_read_leads
+    from model.lines import score_line_chunk
 
-    results: list[ScoreOut] = []
+    answers: list[str] = []
     errors: list[dict[str, Any]] = []
     lines = source.read_text().splitlines()
-    # Each line is validated and read alone (its own errors, its own line number); the features,
-    # predictions and reasons of a chunk of lines are computed at once (`score_read_leads`, the
-    # answers `score_lead` gives, as for POST /score_batch).
+    # Each line keeps its own errors and line number; the features, predictions and reasons of a
+    # chunk of lines are computed at once (`model.lines`: the common lines in columns, any other
+    # alone; the answers `score_lead` gives, as for POST /score_batch).
     with tqdm(total=len(lines), desc="scoring", unit="lead", disable=None) as progress:
         for start in range(0, len(lines), LINES_PER_CHUNK):
-            reads: list[LeadRead] = []
-            for number, line in enumerate(lines[start : start + LINES_PER_CHUNK], start=start + 1):
-                if not line.strip():
-                    continue
-                try:
-                    reads.append(read_lead(model, LeadIn.model_validate_json(line), as_of))
-                except (ValidationError, ValueError) as error:  # LeadRejected is a ValueError
-                    errors.append({"line": number, "error": str(error).splitlines()[0:3]})
-            results.extend(out for out, _features in score_read_leads(model, reads, with_reasons=reasons, language=language))
-            progress.update(min(LINES_PER_CHUNK, len(lines) - start))
+            chunk = lines[start : start + LINES_PER_CHUNK]
+            scored, rejected = score_line_chunk(
+                model, chunk, start + 1, as_of, with_reasons=reasons, language=language, compiled=compiled
+            )
+            answers.extend(scored)
+            errors.extend(rejected)
+            progress.update(len(chunk))
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
-        pd.DataFrame([_flat_score(r.model_dump(mode="json")) for r in results]).to_csv(out, index=False)
+        pd.DataFrame([_flat_score(json.loads(answer)) for answer in answers]).to_csv(out, index=False)
     else:
-        out.write_text("".join(r.model_dump_json() + "\n" for r in results))
-    console.say(f"scored {len(results)} leads to {out}")
+        out.write_text("".join(answer + "\n" for answer in answers))
+    console.say(f"scored {len(answers)} leads to {out}")
     if errors:
         err_path = out.with_suffix(out.suffix + ".errors.json")
         err_path.write_text(json.dumps(errors, indent=2))

@@ -1,0 +1,393 @@
+"""Scoring JSON lines (`leadscore score -i leads.jsonl`): a chunk's common lines read in columns, any other line alone.
+
+Each line is a lead as in POST /score's `lead` (`model.scoring.LeadIn`). Validated as a `LeadIn`, a
+line costs tens of microseconds (a pydantic model and two Python validators per interaction), and
+as much again to read (`read_lead`) and to answer (a `ScoreOut`). The common line goes a faster
+way to the same answer, byte for byte (tests/test_json_lines.py):
+
+* pydantic-core validates it into plain dicts (`_LeadLine`: `LeadIn`'s fields and constraints,
+  the times as text; no event properties, no unknown field, no infinite number);
+* its times are read in numpy (`zoned_times_us`: the ISO 8601 form with seconds and a zone, which
+  pydantic reads as the same instant), its attributes by the lead schema, each distinct text once;
+* the chunk's common leads are answered together in columns (`model.scoring.answers_json`), or,
+  with reasons, by `score_read_leads` with the others.
+
+Any other line — a time without a zone or in another form, event properties, a value the schema
+cannot read, a lead created after `as_of`, anything the light type refuses — is validated and
+read alone as before (`LeadIn`, `read_lead`), so its answer or its error is the one it always had.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from operator import itemgetter
+from typing import Annotated, Any, NotRequired
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict  # pydantic reads `typing.TypedDict` from Python 3.12 only
+
+from features.engine import counted_as, type_slots
+from features.schema import AttributesRead, LeadSchema
+from features.spec import FeatureSpec
+from model.bundle import ScoringModel
+from model.compiled import CompileMode
+from model.scoring import (
+    CLOCK_SKEW,
+    EPOCH,
+    MAX_INTERACTIONS_PER_LEAD,
+    AttributeValue,
+    InteractionType,
+    LeadColumns,
+    LeadId,
+    LeadIn,
+    LeadRead,
+    answers_json,
+    read_lead,
+    read_warnings,
+    score_read_leads,
+    to_utc,
+)
+
+LineError = dict[str, Any]
+"""A rejected line: {"line": its number from 1, "error": the first lines of the message}."""
+
+
+# `LeadIn` and `InteractionIn` with their constraints, stricter where a line is not common: pydantic-core
+# makes dicts of these without a Python call per interaction.
+@with_config(ConfigDict(extra="forbid", allow_inf_nan=False))
+class _InteractionLine(TypedDict):
+    type: InteractionType
+    occurred_at: str
+    channel: NotRequired[str | None]
+    properties: NotRequired[None]
+
+
+@with_config(ConfigDict(extra="forbid", allow_inf_nan=False))
+class _LeadLine(TypedDict):
+    lead_id: LeadId
+    created_at: str
+    attributes: NotRequired[dict[str, AttributeValue]]
+    interactions: NotRequired[Annotated[list[_InteractionLine], Field(max_length=MAX_INTERACTIONS_PER_LEAD)]]
+
+
+_LEAD_LINE: TypeAdapter[_LeadLine] = TypeAdapter(_LeadLine)
+
+# The time form read here: 2024-03-01T10:00:00Z, with 1 to 6 decimals of a second, and "Z" or an
+# offset such as +01:00. Its longest text, and the years read (where the microseconds since 1970
+# are exact in a float64, as `datetime.timestamp` divides them).
+_TIME_CHARS = 32
+_FIRST_YEAR, _LAST_YEAR = 1900, 2200
+_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+_MARKS = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":"}
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+
+
+def zoned_times_us(texts: Sequence[str]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    """Microseconds since 1970 (UTC) of ISO 8601 times with a zone, read in numpy, and which texts are of that form.
+
+    The form is `YYYY-MM-DDTHH:MM:SS`, optionally `.` and 1 to 6 digits, then `Z` or `+HH:MM` /
+    `-HH:MM`, a valid date and time of the years 1900 to 2200 and an offset below 24 hours: times
+    that pydantic reads (`model.scoring.Timestamp`) as this instant (tests/test_json_lines.py).
+    Any other text (naive, another form or year, out of range) is marked False, its value 0.
+
+    Args:
+        texts: The times as sent.
+
+    Returns:
+        (int64 microseconds, bool: of the form).
+    """
+    n = len(texts)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+    chars = _ascii_rows(texts, lengths)
+    digits = chars - np.uint8(ord("0"))  # wraps below "0": a digit is 0 to 9
+    is_digit = digits <= 9
+    ok = (lengths >= 20) & (lengths <= _TIME_CHARS) & is_digit[:, _DIGITS].all(axis=1)
+    for at, mark in _MARKS.items():
+        ok &= chars[:, at] == ord(mark)
+
+    def number(*positions: int) -> NDArray[np.int64]:
+        out = np.zeros(n, dtype=np.int64)
+        for at in positions:
+            out = out * 10 + digits[:, at]
+        return out
+
+    year, month, day = number(0, 1, 2, 3), number(5, 6), number(8, 9)
+    hour, minute, second = number(11, 12), number(14, 15), number(17, 18)
+    # Decimals: the digits after a "." at 19, up to the zone (7 or more: not this form).
+    with_decimals = chars[:, 19] == ord(".")
+    after_dot = is_digit[:, 20:27]
+    decimals = np.where(with_decimals, np.where(after_dot.all(axis=1), 7, np.argmin(after_dot, axis=1)), 0)
+    ok &= ~with_decimals | ((decimals >= 1) & (decimals <= 6))
+    micro = np.zeros(n, dtype=np.int64)
+    if with_decimals.any():
+        scale = np.array([100_000, 10_000, 1_000, 100, 10, 1], dtype=np.int64)
+        micro = (digits[:, 20:26] * np.where(np.arange(6) < decimals[:, None], scale, 0)).sum(axis=1)
+    zone = np.where(with_decimals, 20 + decimals, 19)  # at most 27: its offset's last digit at most 32
+    rows = np.arange(n)
+
+    def at_zone(k: int) -> NDArray[np.uint8]:
+        at: NDArray[np.uint8] = chars[rows, np.minimum(zone + k, _TIME_CHARS - 1)]
+        return at
+
+    sign = at_zone(0)
+    utc = (sign == ord("Z")) & (lengths == zone + 1)
+    offset_chars = [at_zone(k) - np.uint8(ord("0")) for k in (1, 2, 4, 5)]
+    offset = ((sign == ord("+")) | (sign == ord("-"))) & (lengths == zone + 6) & (at_zone(3) == ord(":"))
+    offset &= (offset_chars[0] <= 9) & (offset_chars[1] <= 9) & (offset_chars[2] <= 9) & (offset_chars[3] <= 9)
+    offset_hours = offset_chars[0].astype(np.int64) * 10 + offset_chars[1]
+    offset_minutes = offset_chars[2].astype(np.int64) * 10 + offset_chars[3]
+    ok &= utc | (offset & (offset_hours <= 23) & (offset_minutes <= 59))
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    month_days = _DAYS_IN_MONTH[np.clip(month, 0, 12)] + ((month == 2) & leap)
+    ok &= (year >= _FIRST_YEAR) & (year <= _LAST_YEAR) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)
+    ok &= (hour <= 23) & (minute <= 59) & (second <= 59)
+    # Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    y = year - (month <= 2)
+    era = y // 400
+    year_of_era = y - era * 400
+    day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    days = era * 146_097 + year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year - 719_468
+    offset_s = np.where(utc, 0, np.where(sign == ord("-"), -1, 1) * (offset_hours * 3600 + offset_minutes * 60))
+    us = (days * 86_400 + hour * 3600 + minute * 60 + second - offset_s) * 1_000_000 + micro
+    return np.where(ok, us, 0), ok
+
+
+def _ascii_rows(texts: Sequence[str], lengths: NDArray[np.int64]) -> NDArray[np.uint8]:
+    """The texts' bytes, one row of `_TIME_CHARS` per text (zeros after its end); a longer text cut, a non-ASCII one empty."""
+    n = len(texts)
+    out = np.zeros((n, _TIME_CHARS), dtype=np.uint8)
+    if n == 0:
+        return out
+    joined = "".join(texts)
+    width = int(lengths[0])
+    if joined.isascii() and width <= _TIME_CHARS and bool((lengths == width).all()):  # the common case: one form for all
+        out[:, :width] = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(n, width)
+        return out
+    padded = np.array([text if text.isascii() else "" for text in texts], dtype=f"S{_TIME_CHARS}")
+    rows: NDArray[np.uint8] = padded.view(np.uint8).reshape(n, _TIME_CHARS)
+    return rows
+
+
+def epoch_seconds(us: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Whole seconds of microseconds since 1970 as `int(datetime.timestamp())` gives them: divided as floats, truncated.
+
+    Exact for the times `zoned_times_us` reads (microseconds below 2**53).
+    """
+    return np.trunc(us / 1e6).astype(np.int64)
+
+
+def _microseconds(value: datetime) -> int:
+    return (value - EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class _CommonLeads:
+    """The common leads of a chunk, read: their columns, and what `LeadRead`s of them need besides."""
+
+    positions: list[int]  # in the decoded lines
+    columns: LeadColumns
+    attributes: AttributesRead  # of every decoded line
+    types: list[str]  # the distinct types (as read) of the kept interactions
+    type_codes: NDArray[np.int64]  # each kept interaction's, into `types`
+
+    def reads(self, spec_properties: Sequence[str]) -> list[LeadRead]:
+        """The leads as `read_lead` reads them."""
+        c = self.columns
+        stops = np.cumsum(c.event_counts).tolist()
+        starts = [0, *stops][:-1]
+        times, codes = c.times.tolist(), self.type_codes.tolist()
+        return [
+            LeadRead(c.lead_ids[k], c.as_of[k], int(c.created_s[k]), int(c.as_of_s[k]), self.attributes.values(i),
+                     times[a:b], [self.types[t] for t in codes[a:b]], {name: [math.nan] * (b - a) for name in spec_properties},
+                     c.warnings[k])
+            for k, (i, a, b) in enumerate(zip(self.positions, starts, stops, strict=True))
+        ]  # fmt: skip
+
+
+def _read_common(model: ScoringModel, leads: Sequence[_LeadLine], as_of: datetime | None) -> _CommonLeads:
+    """The leads of `leads` that are common (`zoned_times_us` times, attributes the schema reads, created by
+    `as_of`), read as `read_lead` reads them; the others are left out (`positions` names those kept)."""
+    schema, spec = model.schema, model.spec
+    now = datetime.now(UTC)
+    # `as_of` as `read_lead` takes it; None is now, and a lead created later (a client's clock ahead, scored at
+    # its creation) is read alone.
+    scored_at = now if as_of is None else to_utc(as_of)
+    latest_us = min(_microseconds(scored_at), _microseconds(now + CLOCK_SKEW))
+    created_us, common = zoned_times_us([lead["created_at"] for lead in leads])
+    common &= (created_us >= 0) & (created_us <= latest_us)
+    interactions = [lead.get("interactions", []) for lead in leads]
+    counts = np.fromiter(map(len, interactions), dtype=np.int64, count=len(leads))
+    events = [event for own in interactions for event in own]
+    lead_of = np.repeat(np.arange(len(leads)), counts)
+    times_us, zoned = zoned_times_us(list(map(itemgetter("occurred_at"), events)))
+    common &= np.bincount(lead_of[~zoned], minlength=len(leads)) == 0
+    attributes = schema.normalise_attribute_columns([lead.get("attributes", {}) for lead in leads])
+    common &= ~attributes.unreadable
+
+    types, type_code = _read_types(schema, events)
+    seconds = epoch_seconds(times_us)
+    created_s = epoch_seconds(created_us)
+    as_of_s = int(scored_at.timestamp())
+    in_common = common[lead_of]
+    typed = type_code >= 0
+    kept = in_common & typed & (seconds >= created_s[lead_of])
+
+    def per_lead(mask: NDArray[np.bool_]) -> NDArray[np.int64]:
+        return np.bincount(lead_of[mask], minlength=len(leads))
+
+    untyped, early = per_lead(in_common & ~typed), per_lead(in_common & typed & ~kept)
+    future, n_kept = per_lead(kept & (seconds > as_of_s)), per_lead(kept)
+    unknown_of, unknown_code = _unknown_types(spec, types, lead_of[kept], type_code[kept], len(leads))
+    at = np.flatnonzero(common)
+    positions: list[int] = at.tolist()
+    # Leads repeat a few cases (nothing to say, the same attributes missing): each case's warnings made once.
+    case_columns = np.stack([untyped, early, future, n_kept, unknown_code, attributes.names_sent], axis=1)[at]
+    cases, case_of = np.unique(case_columns, axis=0, return_inverse=True) if len(at) else (case_columns, at)
+    expected = set(spec.attribute_columns())
+    made = []
+    for (n_untyped, n_early, n_future, n_seen, unknown, _names), first in zip(cases.tolist(), _first_of(case_of.reshape(-1)), strict=True):
+        i = positions[first]
+        missing = sorted(expected.difference(attributes.given[i]))
+        made.append(read_warnings(spec, n_untyped, n_early, n_future, n_seen, unknown_of[unknown], [], attributes.extra[i], missing))
+    warnings = [made[k] for k in case_of.reshape(-1).tolist()]
+    codes = type_code[kept]
+    every = len(positions) == len(leads)
+    columns = LeadColumns(
+        lead_ids=[leads[i]["lead_id"] for i in positions],
+        as_of=[scored_at] * len(positions),
+        created_s=created_s[at],
+        as_of_s=np.full(len(at), as_of_s, dtype=np.int64),
+        attributes={c: (values if every else [values[i] for i in positions]) for c, values in _attribute_columns(spec, attributes).items()},
+        event_counts=n_kept[at],
+        times=seconds[kept],
+        slots=type_slots(types, spec)[codes],
+        properties=np.full((len(codes), len(spec.properties)), np.nan) if spec.properties else None,
+        warnings=warnings,
+    )
+    return _CommonLeads(positions, columns, attributes, types, codes)
+
+
+def _attribute_columns(spec: FeatureSpec, attributes: AttributesRead) -> dict[str, list[object]]:
+    # Every attribute column of the spec (a column the schema does not declare: never given).
+    n = len(attributes.given)
+    return {c: attributes.columns.get(c, [None] * n) for c in spec.attribute_columns()}
+
+
+def _read_types(schema: LeadSchema, events: Sequence[_InteractionLine]) -> tuple[list[str], NDArray[np.int64]]:
+    """The interactions' types as the schema reads them (`LeadSchema.interaction_type`), once per distinct (type, channel)
+    pair: (the distinct types read, sorted; each interaction's code into them, -1 for one without a type)."""
+    kinds, kind_codes = _factorized(list(map(itemgetter("type"), events)))
+    if schema.split_types:  # the channel splits some types
+        channels, channel_codes = _factorized([event.get("channel") for event in events])
+        width = len(channels) + 1  # a pair's code: type * width + channel + 1 (0: no channel)
+        pairs, pair_of = np.unique(kind_codes * width + channel_codes + 1, return_inverse=True)
+        read = [schema.interaction_type(kinds[p // width], channels[p % width - 1] if p % width else None) for p in pairs.tolist()]
+    else:
+        pair_of = kind_codes
+        read = [schema.interaction_type(kind) for kind in kinds]
+    types = sorted({t for t in read if t is not None})
+    code_of = {t: k for k, t in enumerate(types)}
+    return types, np.array([-1 if t is None else code_of[t] for t in read], dtype=np.int64)[pair_of.reshape(-1)]
+
+
+def _factorized(values: list[Any]) -> tuple[list[Any], NDArray[np.int64]]:
+    # The distinct values (None left out) and each value's code into them (-1: None).
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    codes, distinct = pd.factorize(array, use_na_sentinel=True)
+    return list(distinct), codes.astype(np.int64)
+
+
+def _unknown_types(
+    spec: FeatureSpec, types: list[str], lead_of: NDArray[np.int64], codes: NDArray[np.int64], n: int
+) -> tuple[list[list[str]], NDArray[np.int64]]:
+    """The sorted types outside the vocabulary among each lead's kept interactions, as (the distinct lists, the
+    first one empty; each of the n leads' index into them)."""
+    found: dict[int, list[str]] = {}
+    if spec.interactions:
+        unknown = np.array([counted_as(t, spec) is None for t in types], dtype=bool)
+        outside = unknown[codes] if codes.size else np.zeros(0, dtype=bool)
+        width = max(len(types), 1)
+        for pair in np.unique(lead_of[outside] * width + codes[outside]).tolist():  # by lead, then by type: sorted as `types`
+            found.setdefault(pair // width, []).append(types[pair % width])
+    lists: dict[tuple[str, ...], int] = {(): 0}
+    index = np.zeros(n, dtype=np.int64)
+    for lead, listed in found.items():
+        index[lead] = lists.setdefault(tuple(listed), len(lists))
+    return [list(listed) for listed in lists], index
+
+
+def _first_of(case_of: NDArray[np.int64]) -> list[int]:
+    # The first position of each case 0, 1, ... in `case_of`.
+    _cases, first = np.unique(case_of, return_index=True)
+    listed: list[int] = first.tolist()
+    return listed
+
+
+def _read_alone(model: ScoringModel, lines: Sequence[tuple[int, str]], as_of: datetime | None) -> tuple[list[tuple[int, LeadRead]], list[LineError]]:
+    """Lines validated and read one by one (`LeadIn`, `read_lead`): the reads, and the lines rejected, with their errors."""
+    reads, errors = [], []
+    for number, line in lines:
+        try:
+            reads.append((number, read_lead(model, LeadIn.model_validate_json(line), as_of)))
+        except (ValidationError, ValueError) as error:  # LeadRejected is a ValueError
+            errors.append({"line": number, "error": str(error).splitlines()[0:3]})
+    return reads, errors
+
+
+def score_line_chunk(
+    model: ScoringModel,
+    lines: Sequence[str],
+    first_number: int,
+    as_of: datetime | None,
+    *,
+    with_reasons: bool,
+    language: str = "en",
+    compiled: CompileMode = CompileMode.auto,
+) -> tuple[list[str], list[LineError]]:
+    """Score a chunk of JSON lines: the answers as JSON (`ScoreOut.model_dump_json()`), and the lines rejected.
+
+    Blank lines are skipped. A line that cannot be scored is not answered; its error names its
+    number (`first_number` is the number of `lines[0]`) and the first lines of the message, as
+    `LeadIn` validation or `read_lead` words it.
+
+    Args:
+        model: The loaded bundle.
+        lines: The lines, without their line ends.
+        first_number: The number of the first line in its file, from 1.
+        as_of: Scoring time; None: now (a lead created a little later, a client's clock ahead, at its creation).
+        with_reasons: Give reasons (`score_read_leads`, exact TreeSHAP).
+        language: Of the reasons: "en" or "fr".
+        compiled: Without reasons, when to predict with the compiled forest (same raw scores).
+
+    Returns:
+        (one answer per scored line, in line order; the rejected lines, in line order).
+    """
+    numbered = [(number, line) for number, line in enumerate(lines, start=first_number) if line.strip()]
+    decoded, alone = [], []
+    for number, line in numbered:
+        try:
+            decoded.append((number, line, _LEAD_LINE.validate_json(line)))
+        except ValidationError:
+            alone.append((number, line))
+    common = _read_common(model, [lead for _n, _l, lead in decoded], as_of)
+    kept = set(common.positions)
+    alone += [(number, line) for k, (number, line, _lead) in enumerate(decoded) if k not in kept]
+    alone.sort()
+    reads, errors = _read_alone(model, alone, as_of)
+    numbers = [decoded[k][0] for k in common.positions]
+    if with_reasons:
+        reads += list(zip(numbers, common.reads(list(model.spec.properties)), strict=True))
+        reads.sort(key=lambda pair: pair[0])
+        scored = score_read_leads(model, [r for _n, r in reads], with_reasons=True, language=language)
+        return [out.model_dump_json() for out, _features in scored], errors
+    answered = dict(zip(numbers, answers_json(model, common.columns, compiled), strict=True))
+    scored = score_read_leads(model, [r for _n, r in reads], with_reasons=False, language=language)
+    answered.update((number, out.model_dump_json()) for (number, _r), (out, _features) in zip(reads, scored, strict=True))
+    return [answered[number] for number in sorted(answered)], errors
