@@ -860,14 +860,14 @@ def answers_json(model: ScoringModel, leads: LeadColumns, compiled: CompileMode 
     rows = columns_rows(leads, model.spec, with_past=with_trend)
     matrix = model.encode(rows)
     when = _when(model, matrix[:n])
-    raw = _batch_raw(model, matrix, compiled)
+    sums = _fit_engagement(model, matrix[:n], False)
+    raw = _raw_without_reasons(model, matrix, n, sums, lambda past: _batch_raw(model, past, compiled))
     probability = model.meta.calibration.apply(raw[:n])
     shown, scores = rounded_probability(probability).tolist(), model.score_0_100(probability).tolist()
     points, fired, grid_mql = _grid_answers(model, rows, n)
     warnings = _with_unseen_warnings(model, rows, leads.warnings)
     missing: list[Any] = [None] * n
     fits, engagements, cells = missing, missing, missing
-    sums = _fit_engagement(model, matrix[:n], False)
     if sums is not None and model.meta.subscores is not None:
         fit, engagement, cell = subscore_columns(model, sums, n)
         fits, engagements, cells = fit.astype(int).tolist(), engagement.astype(int).tolist(), cell.astype(str).tolist()
