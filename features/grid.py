@@ -343,18 +343,23 @@ class PointGrid(BaseModel):
             MissingFeaturesError: Required features are absent from `row` (lists them all).
             ValueError: A min/max rule received a value that is not a number.
         """
-        total = 0.0
-        fired: list[dict[str, object]] = []
         try:
-            for rule in self.rules:
-                if rule.matches(row[rule.feature]):
-                    total += rule.points
-                    fired.append({"label": rule.label, "points": rule.points})
+            fires = [rule.matches(row[rule.feature]) for rule in self.rules]
         except KeyError:
             missing = [feature for feature in self.required_features() if feature not in row]
             if not missing:
                 raise
             raise MissingFeaturesError(missing, "row") from None
+        return self.verdict(fires)
+
+    def verdict(self, fires: Sequence[bool]) -> tuple[float, list[dict[str, object]]]:
+        """`score_row`'s answer from which rules fire (one flag per rule, in grid order): the points, added in rule order, and the rules fired."""
+        total = 0.0
+        fired: list[dict[str, object]] = []
+        for rule, fires_here in zip(self.rules, fires, strict=True):
+            if fires_here:
+                total += rule.points
+                fired.append({"label": rule.label, "points": rule.points})
         return total, fired
 
     @classmethod

@@ -248,10 +248,10 @@ def _read_common(model: ScoringModel, leads: Sequence[_LeadLine], as_of: datetim
     positions: list[int] = at.tolist()
     # Leads repeat a few cases (nothing to say, the same attributes missing): each case's warnings made once.
     case_columns = np.stack([untyped, early, future, n_kept, unknown_code, attributes.names_sent], axis=1)[at]
-    cases, case_of = np.unique(case_columns, axis=0, return_inverse=True) if len(at) else (case_columns, at)
+    cases, first_of, case_of = np.unique(case_columns, axis=0, return_index=True, return_inverse=True) if len(at) else (case_columns, at, at)
     expected = set(spec.attribute_columns())
     made = []
-    for (n_untyped, n_early, n_future, n_seen, unknown, _names), first in zip(cases.tolist(), _first_of(case_of.reshape(-1)), strict=True):
+    for (n_untyped, n_early, n_future, n_seen, unknown, _names), first in zip(cases.tolist(), first_of.tolist(), strict=True):
         i = positions[first]
         missing = sorted(expected.difference(attributes.given[i]))
         made.append(read_warnings(spec, n_untyped, n_early, n_future, n_seen, unknown_of[unknown], [], attributes.extra[i], missing))
@@ -321,13 +321,6 @@ def _unknown_types(
     for lead, listed in found.items():
         index[lead] = lists.setdefault(tuple(listed), len(lists))
     return [list(listed) for listed in lists], index
-
-
-def _first_of(case_of: NDArray[np.int64]) -> list[int]:
-    # The first position of each case 0, 1, ... in `case_of`.
-    _cases, first = np.unique(case_of, return_index=True)
-    listed: list[int] = first.tolist()
-    return listed
 
 
 def _read_alone(model: ScoringModel, lines: Sequence[tuple[int, str]], as_of: datetime | None) -> tuple[list[tuple[int, LeadRead]], list[LineError]]:

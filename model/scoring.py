@@ -907,11 +907,7 @@ def _grid_answers(model: ScoringModel, rows: FeatureRows, n: int) -> tuple[list[
     patterns, pattern_of = np.unique(np.packbits(fired, axis=1), axis=0, return_inverse=True)
     answers: list[tuple[float, list[dict[str, object]], bool]] = []
     for pattern in np.unpackbits(patterns, axis=1, count=len(grid.rules)).astype(bool).tolist():
-        total, listed = 0.0, []
-        for rule, fires in zip(grid.rules, pattern, strict=True):
-            if fires:
-                total += rule.points
-                listed.append({"label": rule.label, "points": rule.points})
+        total, listed = grid.verdict(pattern)
         answers.append((total, listed, bool(grid.is_mql(total))))
     of_row = [answers[k] for k in pattern_of.reshape(-1).tolist()]
     return [a[0] for a in of_row], [a[1] for a in of_row], [a[2] for a in of_row]
