@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.spec import FeatureSpec
@@ -358,6 +359,51 @@ class LeadSchema(BaseModel):
             for i in leads:
                 given[i], extra[i] = names, unknown
         return AttributesRead(columns, given, extra, unreadable, names_sent)
+
+    def normalise_attribute_arrays(self, n: int, sent: Sequence[tuple[str, pa.Array]]) -> AttributesRead:
+        """`normalise_attribute_columns` of n leads that each sent the same keys, in this order, none of them null.
+
+        The values come in Arrow arrays, one per key (JSON lines read by pyarrow, `model.lines`):
+        text, integer or boolean for any attribute, float only for numbers (a float category
+        would read 3 and 3.0 alike). Each distinct text is read once; numbers are converted in
+        numpy, as `number` converts them.
+
+        Args:
+            n: How many leads.
+            sent: (key as sent: a feature or export name the schema declares, its n values).
+
+        Returns:
+            The leads' `AttributesRead`.
+
+        Raises:
+            ValueError: A key the schema does not declare, an attribute sent under both its
+                names, a null value or a type other than those above.
+        """
+        columns: dict[str, list[object]] = {c.name: [None] * n for c in self.attributes}
+        unreadable = np.zeros(n, dtype=bool)
+        names: list[str] = []
+        for key, array in sent:
+            column = self._by_key.get(key)
+            if column is None or column.name in names or len(array) != n or array.null_count:
+                raise ValueError(f"attributes.{key}: undeclared, sent twice, of another length or with nulls")
+            names.append(column.name)
+            kind = array.type
+            if column.kind == "number" and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+                numbers = np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)
+                finite = np.isfinite(numbers)
+                unreadable |= ~finite  # `number` says INFINITE (JSON lines reach here finite)
+                columns[column.name] = np.where(finite, numbers, math.nan).tolist()
+                continue
+            if not (pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
+                raise ValueError(f"attributes.{key}: values of type {kind} are not read here")
+            encoded = array.dictionary_encode()
+            reads = [self.value(raw, column) for raw in encoded.dictionary.to_pylist()]
+            codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+            read_values = np.empty(len(reads), dtype=object)
+            read_values[:] = [value for value, _reason in reads]
+            columns[column.name] = read_values[codes].tolist()
+            unreadable |= np.array([reason is not None for _value, reason in reads], dtype=bool)[codes]
+        return AttributesRead(columns, [tuple(names)] * n, [[]] * n, unreadable, np.zeros(n, dtype=np.int64))
 
     def instant(self, value: datetime, rule: TimeRule | None = None, zone: str | None = "UTC") -> tuple[datetime | None, str | None]:
         """A timestamp in UTC: zoned ones converted, naive ones read in the rule's (or `zone`'s) zone.

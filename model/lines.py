@@ -5,10 +5,16 @@ line costs tens of microseconds (a pydantic model and two Python validators per 
 as much again to read (`read_lead`) and to answer (a `ScoreOut`). The common line goes a faster
 way to the same answer, byte for byte (tests/test_json_lines.py):
 
-* pydantic-core validates it into plain dicts (`_LeadLine`: `LeadIn`'s fields and constraints,
-  the times as text; no event properties, no unknown field, no infinite number);
-* its times are read in numpy (`zoned_times_us`: the ISO 8601 form with seconds and a zone, which
-  pydantic reads as the same instant), its attributes by the lead schema, each distinct text once;
+* Arrow reads the chunk's lines into columns at once (`_arrow_parts`). It keeps a line when it
+  reads it to the values `_LeadLine` would give: every required field there and not null, within
+  its constraints, every attribute declared and not null (Arrow cannot tell a null sent from a key
+  left out; pydantic can), every number finite (`_arrow_columns`). A piece of the chunk that Arrow
+  cannot read at all (a line not JSON, a field of two kinds) is halved until the lines it can read
+  are read;
+* any other line is validated by pydantic-core into plain dicts (`_LeadLine`: `LeadIn`'s fields
+  and constraints, the times as text; no event properties, no unknown field, no infinite number);
+* the times are read in numpy (`zoned_times_us`: the ISO 8601 form with seconds and a zone, which
+  pydantic reads as the same instant), the attributes by the lead schema, each distinct text once;
 * the chunk's common leads are answered together in columns (`model.scoring.answers_json`), or,
   with reasons, by `score_read_leads` with the others.
 
@@ -28,6 +34,9 @@ from typing import Annotated, Any, NotRequired
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 from numpy.typing import NDArray
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict  # pydantic reads `typing.TypedDict` from Python 3.12 only
@@ -88,7 +97,7 @@ _MARKS = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":"}
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 
-def zoned_times_us(texts: Sequence[str]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+def zoned_times_us(texts: Sequence[str] | pa.StringArray) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
     """Microseconds since 1970 (UTC) of ISO 8601 times with a zone, read in numpy, and which texts are of that form.
 
     The form is `YYYY-MM-DDTHH:MM:SS`, optionally `.` and 1 to 6 digits, then `Z` or `+HH:MM` /
@@ -97,14 +106,17 @@ def zoned_times_us(texts: Sequence[str]) -> tuple[NDArray[np.int64], NDArray[np.
     Any other text (naive, another form or year, out of range) is marked False, its value 0.
 
     Args:
-        texts: The times as sent.
+        texts: The times as sent: Python texts, or an Arrow string array without nulls.
 
     Returns:
         (int64 microseconds, bool: of the form).
     """
     n = len(texts)
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
-    chars = _ascii_rows(texts, lengths)
+    if isinstance(texts, pa.Array):
+        lengths, chars = _arrow_ascii_rows(texts)
+    else:
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+        chars = _ascii_rows(texts, lengths)
     digits = chars - np.uint8(ord("0"))  # wraps below "0": a digit is 0 to 9
     is_digit = digits <= 9
     ok = (lengths >= 20) & (lengths <= _TIME_CHARS) & is_digit[:, _DIGITS].all(axis=1)
@@ -174,6 +186,31 @@ def _ascii_rows(texts: Sequence[str], lengths: NDArray[np.int64]) -> NDArray[np.
     return rows
 
 
+def _arrow_ascii_rows(texts: pa.StringArray) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    """`_ascii_rows` of an Arrow string array, read from its buffers: (each text's length in bytes, its rows)."""
+    n = len(texts)
+    if texts.null_count:
+        raise ValueError("times: an Arrow array with nulls")
+    _validity, offset_buffer, data_buffer = texts.buffers()
+    offsets = np.frombuffer(offset_buffer, dtype=np.int32)[texts.offset : texts.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None and n else np.zeros(1, dtype=np.uint8)
+    lengths = np.diff(offsets)
+    out = np.zeros((n, _TIME_CHARS), dtype=np.uint8)
+    if n == 0:
+        return lengths, out
+    width = int(lengths[0])
+    if width <= _TIME_CHARS and bool((lengths == width).all()):  # the common case: one form for all
+        out[:, :width] = data[offsets[0] : offsets[0] + n * width].reshape(n, width)
+    else:
+        at = offsets[:-1, None] + np.arange(_TIME_CHARS)
+        inside = np.arange(_TIME_CHARS) < np.minimum(lengths, _TIME_CHARS)[:, None]
+        out[:] = np.where(inside, data[np.minimum(at, len(data) - 1)], 0)
+    # A text with a byte of 128 or more is not ASCII: an empty row, as `_ascii_rows` gives it.
+    high = np.concatenate([[0], np.cumsum(data[offsets[0] : offsets[-1]] >= 128)])
+    out[high[offsets[1:] - offsets[0]] > high[offsets[:-1] - offsets[0]]] = 0
+    return lengths, out
+
+
 def epoch_seconds(us: NDArray[np.int64]) -> NDArray[np.int64]:
     """Whole seconds of microseconds since 1970 as `int(datetime.timestamp())` gives them: divided as floats, truncated.
 
@@ -210,8 +247,191 @@ class _CommonLeads:
         ]  # fmt: skip
 
 
-def _read_common(model: ScoringModel, leads: Sequence[_LeadLine], as_of: datetime | None) -> _CommonLeads:
-    """The leads of `leads` that are common (`zoned_times_us` times, attributes the schema reads, created by
+@dataclass(frozen=True)
+class _LineColumns:
+    """Decoded lines in columns: what `_read_common` reads, from pydantic's dicts or from an Arrow table."""
+
+    lead_ids: list[str]
+    created_at: Sequence[str] | pa.StringArray
+    event_counts: NDArray[np.int64]  # per lead
+    occurred_at: Sequence[str] | pa.StringArray  # the leads' interactions, lead after lead
+    kinds: list[str]  # the distinct interaction types as sent
+    kind_codes: NDArray[np.int64]  # each interaction's, into `kinds`
+    channels: list[str]  # the distinct channels
+    channel_codes: NDArray[np.int64]  # each interaction's, into `channels` (-1: none)
+    attributes: AttributesRead
+
+    @classmethod
+    def of_dicts(cls, schema: LeadSchema, leads: Sequence[_LeadLine]) -> _LineColumns:
+        """Lines validated by `_LEAD_LINE`."""
+        interactions = [lead.get("interactions", []) for lead in leads]
+        events = [event for own in interactions for event in own]
+        kinds, kind_codes = _factorized(list(map(itemgetter("type"), events)))
+        channels, channel_codes = _factorized([event.get("channel") for event in events])
+        return cls(
+            lead_ids=[lead["lead_id"] for lead in leads],
+            created_at=[lead["created_at"] for lead in leads],
+            event_counts=np.fromiter(map(len, interactions), dtype=np.int64, count=len(leads)),
+            occurred_at=list(map(itemgetter("occurred_at"), events)),
+            kinds=kinds, kind_codes=kind_codes, channels=channels, channel_codes=channel_codes,
+            attributes=schema.normalise_attribute_columns([lead.get("attributes", {}) for lead in leads]),
+        )  # fmt: skip
+
+
+# How Arrow reads a chunk of lines (`_arrow_table`): the times as text (Arrow would read them as timestamps
+# of its own), everything else as found; `_arrow_columns` then keeps what `_LeadLine` would read alike.
+_ARROW_PARSE = pa_json.ParseOptions(
+    explicit_schema=pa.schema([("created_at", pa.string()), ("interactions", pa.list_(pa.struct([("occurred_at", pa.string())])))]),
+    unexpected_field_behavior="infer",
+)
+_LINE_FIELDS = frozenset(_LeadLine.__annotations__)
+_EVENT_FIELDS = frozenset(_InteractionLine.__annotations__)
+_LEAD_ID_CHARS, _TYPE_CHARS = (200, 100)  # `LeadId`, `InteractionType`
+ARROW_MIN_LINES = 64
+"""A piece of a chunk that Arrow cannot read is halved down to this many lines (`_arrow_parts`)."""
+
+
+def _arrow_table(lines: Sequence[str]) -> pa.Table | None:
+    """The lines read by Arrow as one table, a row per line; None when Arrow cannot (a line not JSON, a key twice,
+    a field of two kinds, a number too large, ...)."""
+    try:
+        table = pa_json.read_json(pa.py_buffer("\n".join(lines).encode()), parse_options=_ARROW_PARSE)
+    except (pa.ArrowInvalid, UnicodeEncodeError):
+        return None
+    return table if table.num_rows == len(lines) else None
+
+
+def _valid(array: pa.Array) -> NDArray[np.bool_]:
+    valid: NDArray[np.bool_] = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    return valid
+
+
+def _text_lengths(array: pa.Array) -> NDArray[np.int64]:
+    # Characters, as pydantic counts them (0 where null).
+    lengths: NDArray[np.int64] = np.asarray(pc.utf8_length(array).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return lengths
+
+
+def _arrow_columns(schema: LeadSchema, table: pa.Table) -> tuple[_LineColumns, NDArray[np.bool_]] | None:
+    """The rows of an Arrow table of lines that `_LEAD_LINE` reads to the same values, in columns, and which rows they are.
+
+    A row is kept when every field `_LeadLine` requires is there and not null, within its
+    constraints, every attribute a declared one and not null, and every number finite. A null
+    may be a key left out or a null sent, which pydantic tells apart and Arrow does not: such a
+    row, and any other row not kept, is for pydantic. None: the table's shape is not one this
+    reads (a field `_LeadLine` forbids, a type of its own, a key the schema does not declare,
+    which `extra` lists in the order sent): every row is for pydantic.
+    """
+    n = table.num_rows
+    if not set(table.column_names) <= _LINE_FIELDS or "lead_id" not in table.column_names:
+        return None
+    lead_ids, created = (table.column(name).combine_chunks() for name in ("lead_id", "created_at"))
+    events = table.column("interactions").combine_chunks()
+    event_type = events.type.value_type
+    event_fields = {field.name: field.type for field in event_type}
+    if lead_ids.type != pa.string() or not set(event_fields) <= _EVENT_FIELDS:
+        return None
+    lead_chars = _text_lengths(lead_ids)
+    keep = _valid(lead_ids) & (lead_chars >= 1) & (lead_chars <= _LEAD_ID_CHARS) & _valid(created) & _valid(events)
+    counts = np.asarray(events.value_lengths().fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    keep &= counts <= MAX_INTERACTIONS_PER_LEAD
+    items = events.flatten()
+    if len(items) != counts.sum():
+        return None
+    if len(items):
+        if event_fields.get("type") != pa.string() or event_fields.get("channel", pa.null()) not in (pa.string(), pa.null()):
+            return None
+        if event_fields.get("properties", pa.null()) != pa.null():
+            return None
+        kind_chars = _text_lengths(items.field("type"))
+        wrong = ~_valid(items) | ~_valid(items.field("type")) | ~_valid(items.field("occurred_at"))
+        wrong |= (kind_chars < 1) | (kind_chars > _TYPE_CHARS)
+        keep &= np.bincount(np.repeat(np.arange(n), counts)[wrong], minlength=n) == 0
+    sent: list[tuple[str, pa.Array]] = []
+    if "attributes" in table.column_names:
+        attributes = table.column("attributes").combine_chunks()
+        if not pa.types.is_struct(attributes.type):
+            return None
+        keep &= _valid(attributes)
+        for k, field in enumerate(attributes.type):
+            values = attributes.field(k)
+            keep &= _valid(values)
+            if pa.types.is_floating(field.type):
+                keep &= np.isfinite(np.asarray(values.fill_null(0.0).to_numpy(zero_copy_only=False), dtype=np.float64))
+            sent.append((field.name, values))
+    at = pa.array(np.flatnonzero(keep))
+    try:
+        read = schema.normalise_attribute_arrays(len(at), [(key, values.take(at)) for key, values in sent])
+    except ValueError:  # an undeclared key, a float category, ...
+        return None
+    events = events.take(at)
+    items = events.flatten()
+    kinds, kind_codes = _encoded(items.field("type")) if len(items) else ([], np.zeros(0, dtype=np.int64))
+    channel = items.field("channel") if len(items) and "channel" in event_fields else None
+    channels, channel_codes = _encoded(channel) if channel is not None and channel.type == pa.string() else ([], np.full(len(items), -1, dtype=np.int64))
+    columns = _LineColumns(
+        lead_ids=lead_ids.take(at).to_pylist(),
+        created_at=created.take(at),
+        event_counts=np.asarray(events.value_lengths().to_numpy(zero_copy_only=False), dtype=np.int64),
+        occurred_at=items.field("occurred_at") if len(items) else [],
+        kinds=kinds, kind_codes=kind_codes, channels=channels, channel_codes=channel_codes, attributes=read,
+    )  # fmt: skip
+    return columns, keep
+
+
+def _encoded(array: pa.Array) -> tuple[list[str], NDArray[np.int64]]:
+    # `_factorized` of an Arrow array: the distinct values (no null) and each value's code into them (-1: null).
+    encoded = array.dictionary_encode()
+    codes = np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return encoded.dictionary.to_pylist(), codes
+
+
+def _arrow_parts(schema: LeadSchema, numbered: Sequence[tuple[int, str]]) -> tuple[list[tuple[list[int], _LineColumns]], list[tuple[int, str]]]:
+    """A chunk's lines read by Arrow where it reads them as `_LEAD_LINE` does: (each part's line numbers and columns;
+    the lines left for pydantic, in order).
+
+    A piece that Arrow cannot read, or not in columns of `_LineColumns` (`_arrow_columns`: None), is
+    halved, and each half tried, down to `ARROW_MIN_LINES`; when both halves fail too (the lines
+    are not of one form throughout), the piece is left for pydantic. At worst, then, a chunk is
+    read twice by Arrow before pydantic reads it.
+    """
+    parts: list[tuple[list[int], _LineColumns]] = []
+    left: list[tuple[int, str]] = []
+
+    def read(piece: Sequence[tuple[int, str]]) -> bool:
+        table = _arrow_table([line for _number, line in piece])
+        if table is None:
+            return False
+        found = _arrow_columns(schema, table)
+        if found is None:  # a shape of its own (an undeclared key, say): the lines without it may be read
+            return False
+        columns, keep = found
+        if keep.any():
+            parts.append(([piece[k][0] for k in np.flatnonzero(keep).tolist()], columns))
+        left.extend(piece[k] for k in np.flatnonzero(~keep).tolist())
+        return True
+
+    def halve(piece: Sequence[tuple[int, str]]) -> None:  # a piece Arrow could not read
+        if len(piece) < ARROW_MIN_LINES:
+            left.extend(piece)
+            return
+        halves = piece[: len(piece) // 2], piece[len(piece) // 2 :]
+        read_ = [read(half) for half in halves]
+        if not any(read_):
+            left.extend(line for half in halves for line in half)
+            return
+        for half, done in zip(halves, read_, strict=True):
+            if not done:
+                halve(half)
+
+    if numbered and not read(numbered):
+        halve(numbered)
+    left.sort()
+    return parts, left
+
+
+def _read_common(model: ScoringModel, lines: _LineColumns, as_of: datetime | None) -> _CommonLeads:
+    """The leads of `lines` that are common (`zoned_times_us` times, attributes the schema reads, created by
     `as_of`), read as `read_lead` reads them; the others are left out (`positions` names those kept)."""
     schema, spec = model.schema, model.spec
     now = datetime.now(UTC)
@@ -219,18 +439,17 @@ def _read_common(model: ScoringModel, leads: Sequence[_LeadLine], as_of: datetim
     # its creation) is read alone.
     scored_at = now if as_of is None else to_utc(as_of)
     latest_us = min(_microseconds(scored_at), _microseconds(now + CLOCK_SKEW))
-    created_us, common = zoned_times_us([lead["created_at"] for lead in leads])
+    n = len(lines.lead_ids)
+    created_us, common = zoned_times_us(lines.created_at)
     common &= (created_us >= 0) & (created_us <= latest_us)
-    interactions = [lead.get("interactions", []) for lead in leads]
-    counts = np.fromiter(map(len, interactions), dtype=np.int64, count=len(leads))
-    events = [event for own in interactions for event in own]
-    lead_of = np.repeat(np.arange(len(leads)), counts)
-    times_us, zoned = zoned_times_us(list(map(itemgetter("occurred_at"), events)))
-    common &= np.bincount(lead_of[~zoned], minlength=len(leads)) == 0
-    attributes = schema.normalise_attribute_columns([lead.get("attributes", {}) for lead in leads])
+    counts = lines.event_counts
+    lead_of = np.repeat(np.arange(n), counts)
+    times_us, zoned = zoned_times_us(lines.occurred_at)
+    common &= np.bincount(lead_of[~zoned], minlength=n) == 0
+    attributes = lines.attributes
     common &= ~attributes.unreadable
 
-    types, type_code = _read_types(schema, events)
+    types, type_code = _read_types(schema, lines)
     seconds = epoch_seconds(times_us)
     created_s = epoch_seconds(created_us)
     as_of_s = int(scored_at.timestamp())
@@ -239,11 +458,11 @@ def _read_common(model: ScoringModel, leads: Sequence[_LeadLine], as_of: datetim
     kept = in_common & typed & (seconds >= created_s[lead_of])
 
     def per_lead(mask: NDArray[np.bool_]) -> NDArray[np.int64]:
-        return np.bincount(lead_of[mask], minlength=len(leads))
+        return np.bincount(lead_of[mask], minlength=n)
 
     untyped, early = per_lead(in_common & ~typed), per_lead(in_common & typed & ~kept)
     future, n_kept = per_lead(kept & (seconds > as_of_s)), per_lead(kept)
-    unknown_of, unknown_code = _unknown_types(spec, types, lead_of[kept], type_code[kept], len(leads))
+    unknown_of, unknown_code = _unknown_types(spec, types, lead_of[kept], type_code[kept], n)
     at = np.flatnonzero(common)
     positions: list[int] = at.tolist()
     # Leads repeat a few cases (nothing to say, the same attributes missing): each case's warnings made once.
@@ -257,9 +476,9 @@ def _read_common(model: ScoringModel, leads: Sequence[_LeadLine], as_of: datetim
         made.append(read_warnings(spec, n_untyped, n_early, n_future, n_seen, unknown_of[unknown], [], attributes.extra[i], missing))
     warnings = [made[k] for k in case_of.reshape(-1).tolist()]
     codes = type_code[kept]
-    every = len(positions) == len(leads)
+    every = len(positions) == n
     columns = LeadColumns(
-        lead_ids=[leads[i]["lead_id"] for i in positions],
+        lead_ids=lines.lead_ids if every else [lines.lead_ids[i] for i in positions],
         as_of=[scored_at] * len(positions),
         created_s=created_s[at],
         as_of_s=np.full(len(at), as_of_s, dtype=np.int64),
@@ -279,12 +498,12 @@ def _attribute_columns(spec: FeatureSpec, attributes: AttributesRead) -> dict[st
     return {c: attributes.columns.get(c, [None] * n) for c in spec.attribute_columns()}
 
 
-def _read_types(schema: LeadSchema, events: Sequence[_InteractionLine]) -> tuple[list[str], NDArray[np.int64]]:
+def _read_types(schema: LeadSchema, lines: _LineColumns) -> tuple[list[str], NDArray[np.int64]]:
     """The interactions' types as the schema reads them (`LeadSchema.interaction_type`), once per distinct (type, channel)
     pair: (the distinct types read, sorted; each interaction's code into them, -1 for one without a type)."""
-    kinds, kind_codes = _factorized(list(map(itemgetter("type"), events)))
+    kinds, kind_codes = lines.kinds, lines.kind_codes
     if schema.split_types:  # the channel splits some types
-        channels, channel_codes = _factorized([event.get("channel") for event in events])
+        channels, channel_codes = lines.channels, lines.channel_codes
         width = len(channels) + 1  # a pair's code: type * width + channel + 1 (0: no channel)
         pairs, pair_of = np.unique(kind_codes * width + channel_codes + 1, return_inverse=True)
         read = [schema.interaction_type(kinds[p // width], channels[p % width - 1] if p % width else None) for p in pairs.tolist()]
@@ -363,24 +582,34 @@ def score_line_chunk(
         (one answer per scored line, in line order; the rejected lines, in line order).
     """
     numbered = [(number, line) for number, line in enumerate(lines, start=first_number) if line.strip()]
+    schema = model.schema
+    parts, left = _arrow_parts(schema, numbered)
     decoded, alone = [], []
-    for number, line in numbered:
+    for number, line in left:
         try:
             decoded.append((number, line, _LEAD_LINE.validate_json(line)))
         except ValidationError:
             alone.append((number, line))
-    common = _read_common(model, [lead for _n, _l, lead in decoded], as_of)
-    kept = set(common.positions)
-    alone += [(number, line) for k, (number, line, _lead) in enumerate(decoded) if k not in kept]
+    if decoded:
+        parts.append(([number for number, _l, _lead in decoded], _LineColumns.of_dicts(schema, [lead for _n, _l, lead in decoded])))
+    text_of = dict(numbered)
+    commons: list[tuple[list[int], _CommonLeads]] = []
+    for numbers, columns in parts:
+        common = _read_common(model, columns, as_of)
+        kept = set(common.positions)
+        alone += [(number, text_of[number]) for k, number in enumerate(numbers) if k not in kept]
+        commons.append(([numbers[k] for k in common.positions], common))
     alone.sort()
     reads, errors = _read_alone(model, alone, as_of)
-    numbers = [decoded[k][0] for k in common.positions]
     if with_reasons:
-        reads += list(zip(numbers, common.reads(list(model.spec.properties)), strict=True))
+        for numbers, common in commons:
+            reads += list(zip(numbers, common.reads(list(model.spec.properties)), strict=True))
         reads.sort(key=lambda pair: pair[0])
         scored = score_read_leads(model, [r for _n, r in reads], with_reasons=True, language=language)
         return [out.model_dump_json() for out, _features in scored], errors
-    answered = dict(zip(numbers, answers_json(model, common.columns, compiled), strict=True))
+    answered: dict[int, str] = {}
+    for numbers, common in commons:
+        answered.update(zip(numbers, answers_json(model, common.columns, compiled), strict=True))
     scored = score_read_leads(model, [r for _n, r in reads], with_reasons=False, language=language)
     answered.update((number, out.model_dump_json()) for (number, _r), (out, _features) in zip(reads, scored, strict=True))
     return [answered[number] for number in sorted(answered)], errors

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +30,7 @@ import training.workflow as workflow
 from features.schema import AttributeColumn, LeadSchema
 from model.bundle import ScoringModel
 from model.compiled import CompileMode
-from model.lines import _LEAD_LINE, _read_common, epoch_seconds, zoned_times_us
+from model.lines import _LEAD_LINE, _arrow_parts, _LineColumns, _read_common, epoch_seconds, zoned_times_us
 from model.scoring import InteractionIn, LeadIn, LeadRead, read_lead, score_read_leads
 from training.workflow import _flat_score, score_lines
 
@@ -193,6 +194,18 @@ def _varied_lines(data, as_of: datetime) -> tuple[list[str], set[int], set[int],
     lead = variant(54)
     del lead["interactions"], lead["attributes"]
     add(lead, True)
+    lead = variant(17)
+    lead["attributes"] = dict(reversed(list(lead["attributes"].items())))
+    add(lead, True)  # the attributes in another order
+    lead = variant(18, interactions=[{"type": "\u00e9" * 100, "occurred_at": base[18]["created_at"]}])
+    lead["lead_id"] = "\u00e9" * 200
+    add(lead, True)  # the longest, in characters
+    add(variant(19, attributes={**base[19]["attributes"], "industry": None}), True)  # an attribute sent as null
+    add(variant(20, attributes=None), REJECTED)
+    add(variant(21, interactions=None), REJECTED)
+    add(variant(22, interactions=[None]), REJECTED)
+    add(variant(23, interactions=[{"type": None, "occurred_at": base[23]["created_at"]}]), REJECTED)
+    add(json.dumps(variant(24, attributes={**base[24]["attributes"], "employee_count": float("nan")})), REJECTED)  # NaN: pydantic reads it
     add("{not json", REJECTED)
     add(json.dumps({k: v for k, v in base[55].items() if k != "lead_id"}), REJECTED)  # no lead_id
     add(variant(56, campaign="spring"), REJECTED)  # an extra top-level field
@@ -240,16 +253,21 @@ def _files(out: Path) -> tuple[bytes, bytes | None]:
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 @pytest.mark.parametrize("reasons", [False, True])
-@pytest.mark.parametrize("chunk", [7, 2_000])
+@pytest.mark.parametrize(("chunk", "arrow_min"), [(7, lines_module.ARROW_MIN_LINES), (2_000, lines_module.ARROW_MIN_LINES), (2_000, 1)])
 def test_the_fast_path_writes_what_the_per_line_path_wrote(
     ruled_model: ScoringModel, varied_file, as_of: datetime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    suffix: str, reasons: bool, chunk: int,
+    suffix: str, reasons: bool, chunk: int, arrow_min: int,
 ) -> None:  # fmt: skip
     source, fast, slow, rejected = varied_file
     monkeypatch.setattr(workflow, "LINES_PER_CHUNK", chunk)
+    monkeypatch.setattr(lines_module, "ARROW_MIN_LINES", arrow_min)
     alone: list[int] = []
     read_alone = lines_module._read_alone
     monkeypatch.setattr(lines_module, "_read_alone", lambda model, lines, when: (alone.extend(n for n, _l in lines), read_alone(model, lines, when))[1])
+    by_arrow: list[int] = []
+    arrow_parts = lines_module._arrow_parts
+    monkeypatch.setattr(lines_module, "_arrow_parts", lambda schema, numbered: (
+        found := arrow_parts(schema, numbered), by_arrow.extend(n for numbers, _columns in found[0] for n in numbers))[0])  # fmt: skip
 
     expected_errors = _score_lines_one_by_one(source, tmp_path / f"ref{suffix}", ruled_model, as_of, reasons=reasons, language="en")
     errors = score_lines(source, tmp_path / f"new{suffix}", ruled_model, as_of, reasons=reasons, language="en", console=_Quiet())
@@ -259,6 +277,7 @@ def test_the_fast_path_writes_what_the_per_line_path_wrote(
     assert {e["line"] for e in errors} == rejected  # the broken lines, named
     assert not fast & set(alone)  # the common lines went the fast way
     assert slow <= set(alone)  # and the others alone
+    assert set(range(1, 36)) <= set(by_arrow) if chunk == 7 else len(fast & set(by_arrow)) >= 40  # Arrow read most common lines
 
 
 def test_a_bundle_with_a_hazard_gets_the_same_answers(ruled_model_with_hazard: ScoringModel, varied_file, as_of: datetime, tmp_path: Path) -> None:
@@ -304,16 +323,25 @@ def test_without_as_of_leads_are_scored_now_as_before(ruled_model: ScoringModel,
     assert errors == expected
 
 
-def test_common_lines_are_read_as_read_lead_reads_them(ruled_model: ScoringModel, varied_file, as_of: datetime) -> None:
+@pytest.mark.parametrize("reader", ["pydantic", "arrow"])
+def test_common_lines_are_read_as_read_lead_reads_them(ruled_model: ScoringModel, varied_file, as_of: datetime, reader: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     source, fast, _slow, _rejected = varied_file
     lines = source.read_text().splitlines()
     numbers = sorted(fast)
-    common = _read_common(ruled_model, [_LEAD_LINE.validate_json(lines[n - 1]) for n in numbers], as_of)
+    if reader == "arrow":  # in parts: a category sent as a number, or a number as text, makes a field of two kinds
+        monkeypatch.setattr(lines_module, "ARROW_MIN_LINES", 1)
+        parts, _left = _arrow_parts(ruled_model.schema, [(n, lines[n - 1]) for n in numbers])
+        assert sum(len(part_numbers) for part_numbers, _columns in parts) >= 40
+    else:
+        parts = [(numbers, _LineColumns.of_dicts(ruled_model.schema, [_LEAD_LINE.validate_json(lines[n - 1]) for n in numbers]))]
 
-    reads = common.reads(list(ruled_model.spec.properties))
+    for part_numbers, columns in parts:
+        common = _read_common(ruled_model, columns, as_of)
+        reads = common.reads(list(ruled_model.spec.properties))
 
-    assert common.positions == list(range(len(numbers)))
-    assert reads == [read_lead(ruled_model, LeadIn.model_validate_json(lines[n - 1]), as_of) for n in numbers]
+        assert common.positions == list(range(len(part_numbers)))
+        assert reads == [read_lead(ruled_model, LeadIn.model_validate_json(lines[n - 1]), as_of) for n in part_numbers]
 
 
 # -- the time reader ---------------------------------------------------------------------------
@@ -355,6 +383,8 @@ def _pydantic_reading(text: str) -> tuple[int, int] | None:
 def test_a_time_read_in_numpy_is_the_instant_pydantic_reads(texts: list[str]) -> None:
     us, ok = zoned_times_us(texts)
     seconds = epoch_seconds(us)
+    arrow_us, arrow_ok = zoned_times_us(pa.array(["padding", *texts], pa.string()).slice(1))  # from its buffers, at an offset
+    assert np.array_equal(arrow_us, us) and np.array_equal(arrow_ok, ok)
     for text, read, micro, whole in zip(texts, ok.tolist(), us.tolist(), seconds.tolist(), strict=True):
         if read:  # never a time pydantic refuses, reads without a zone, or reads as another instant
             assert _pydantic_reading(text) == (micro, whole), text
@@ -409,3 +439,119 @@ def test_blank_and_odd_chunks_are_answered_in_line_order(ruled_model: ScoringMod
     assert answers == []
     assert [e["line"] for e in errors] == [11]
     assert np.array_equal(zoned_times_us([])[1], np.zeros(0, dtype=bool))
+
+
+_ARROW_TYPES = {"text": (pa.string(), st.sampled_from(["", " ", "Select", " N/A ", "web", " web", "1,200", "1.5", "x", "a@b.com", "-0.0"])),
+                "integer": (pa.int64(), st.integers(-5, 5)), "boolean": (pa.bool_(), st.booleans()),
+                "float": (pa.float64(), st.sampled_from([0.0, -0.0, 1.5, -2.0, 1e300, 3.0]))}  # fmt: skip
+
+
+@st.composite
+def _arrow_leads(draw: st.DrawFn) -> tuple[list[str], list[str], list[dict[str, object]]]:
+    # Leads that all sent the same keys in one order, each key's values of one type: (keys, types, the leads).
+    keys = draw(st.lists(_KEYS, unique=True, max_size=4))
+    kinds = [draw(st.sampled_from(sorted(_ARROW_TYPES))) for _key in keys]
+    n = draw(st.integers(0, 8))
+    columns = [draw(st.lists(_ARROW_TYPES[kind][1], min_size=n, max_size=n)) for kind in kinds]
+    return keys, kinds, [{key: column[i] for key, column in zip(keys, columns, strict=True)} for i in range(n)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_arrow_leads())
+def test_the_attribute_arrays_are_read_as_the_attribute_columns(drawn: tuple[list[str], list[str], list[dict[str, object]]]) -> None:
+    keys, kinds, many = drawn
+    arrays = [(key, pa.array([lead[key] for lead in many], _ARROW_TYPES[kind][0])) for key, kind in zip(keys, kinds, strict=True)]
+    columns = [_COLUMNS_SCHEMA.column(key).name for key in keys if key != "other"]
+    float_text = any(kind == "float" and key != "other" and _COLUMNS_SCHEMA.column(key).kind != "number" for key, kind in zip(keys, kinds, strict=True))
+    if "other" in keys or len(set(columns)) < len(columns) or float_text:  # the pydantic path's: extra keys in order, a key twice, 3 and 3.0
+        with pytest.raises(ValueError, match="attributes"):
+            _COLUMNS_SCHEMA.normalise_attribute_arrays(len(many), arrays)
+        return
+    read = _COLUMNS_SCHEMA.normalise_attribute_arrays(len(many), arrays)
+    expected = _COLUMNS_SCHEMA.normalise_attribute_columns(many)
+
+    assert read.unreadable.tolist() == expected.unreadable.tolist()
+    assert read.given == expected.given and read.extra == expected.extra
+    assert repr(read.columns) == repr(expected.columns)  # -0.0 is not 0.0, and NaN is NaN
+
+
+def test_arrow_halves_a_chunk_around_a_broken_line_and_gives_up_on_a_mixed_one(ruled_model: ScoringModel, simulated_dataset, as_of: datetime,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    plain = [json.dumps(lead) for lead in _plain_leads(simulated_dataset, as_of, 50)]
+    numbered = list(enumerate([*plain[:30] * 10, "{broken", *plain[30:] * 10], start=1))
+    tables: list[int] = []
+    arrow_table = lines_module._arrow_table
+    monkeypatch.setattr(lines_module, "_arrow_table", lambda lines: (tables.append(len(lines)), arrow_table(lines))[1])
+    monkeypatch.setattr(lines_module, "ARROW_MIN_LINES", 1)  # halved down to the broken line itself
+
+    parts, left = _arrow_parts(ruled_model.schema, numbered)
+
+    # Every other line read by Arrow, but those with an attribute null (sent so, or not sent: pydantic tells).
+    expected_left = [(n, line) for n, line in numbered if line == "{broken" or None in json.loads(line)["attributes"].values()]
+    assert left == expected_left and len(expected_left) < len(numbered) / 2
+    assert sorted(n for numbers, _columns in parts for n in numbers) == sorted(n for n, _line in set(numbered) - set(expected_left))
+    assert len(tables) <= 1 + 2 * (math.ceil(math.log2(len(numbered))) + 1)  # two halves a level: logarithmic
+
+    # A field of two kinds throughout (a count sent as a number and as text): both halves fail, no further halving.
+    mixed = [json.dumps({**json.loads(line), "attributes": {"employee_count": "12" if k % 2 else 12}}) for k, line in enumerate(plain * 10)]
+    tables.clear()
+    parts, left = _arrow_parts(ruled_model.schema, list(enumerate(mixed, start=1)))
+
+    assert parts == [] and len(left) == len(mixed)
+    assert tables == [500, 250, 250]
+
+
+def _edge(lead: dict[str, Any], case: str) -> str:
+    # One line at an edge of what `_LeadLine` accepts, in a shape Arrow reads with common lines.
+    lead = json.loads(json.dumps(lead))
+    first = {"type": "page_view", "occurred_at": lead["created_at"], "channel": None, "properties": None}
+    edits: dict[str, Any] = {
+        "lead_id empty": {"lead_id": ""}, "lead_id 201": {"lead_id": "x" * 201}, "lead_id 201 chars": {"lead_id": "\u00e9" * 201},
+        "lead_id 200 chars": {"lead_id": "\u00e9" * 200}, "lead_id null": {"lead_id": None}, "created_at null": {"created_at": None},
+        "type empty": {"interactions": [{**first, "type": ""}]}, "type 101": {"interactions": [{**first, "type": "x" * 101}]},
+        "type 101 chars": {"interactions": [{**first, "type": "\u00e9" * 101}]}, "type 100 chars": {"interactions": [{**first, "type": "\u00e9" * 100}]},
+        "type null": {"interactions": [{**first, "type": None}]}, "time null": {"interactions": [{**first, "occurred_at": None}]},
+        "event null": {"interactions": [None]}, "interactions null": {"interactions": None}, "attributes null": {"attributes": None},
+        "interactions empty": {"interactions": []}, "attributes empty": {"attributes": {}}, "channel": {"interactions": [{**first, "channel": "web"}]},
+        "too many events": {"interactions": [first] * 5_001}, "most events": {"interactions": [first] * 5_000},
+        "attribute null": {"attributes": {**lead["attributes"], "industry": None}},
+        "attribute left out": {"attributes": {k: v for k, v in lead["attributes"].items() if k != "industry"}},
+        "attributes reordered": {"attributes": dict(reversed(list(lead["attributes"].items())))},
+        "count NaN": {"attributes": {**lead["attributes"], "employee_count": float("nan")}},
+        "count Infinity": {"attributes": {**lead["attributes"], "employee_count": float("-inf")}},
+        "count integer": {"attributes": {**lead["attributes"], "employee_count": 12}},
+    }  # fmt: skip
+    if case == "no interactions key":
+        del lead["interactions"]
+    elif case == "no attributes key":
+        del lead["attributes"]
+    else:
+        lead.update(edits[case])
+    return json.dumps(lead)
+
+
+_EDGES = ["lead_id empty", "lead_id 201", "lead_id 201 chars", "lead_id 200 chars", "lead_id null", "created_at null", "type empty",
+          "type 101", "type 101 chars", "type 100 chars", "type null", "time null", "event null", "interactions null", "attributes null",
+          "interactions empty", "attributes empty", "channel", "too many events", "most events", "attribute null", "attribute left out",
+          "attributes reordered", "count NaN", "count Infinity", "count integer", "no interactions key", "no attributes key"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", _EDGES)
+def test_a_line_at_an_edge_among_lines_arrow_reads_gets_its_answer(ruled_model: ScoringModel, simulated_dataset, as_of: datetime,
+                                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:  # fmt: skip
+    plain = [lead for lead in _plain_leads(simulated_dataset, as_of, 120) if None not in lead["attributes"].values()][:80]
+    lines = [json.dumps(lead) for lead in plain]
+    lines.insert(40, _edge(plain[0] | {"lead_id": "edge"}, case))
+    source = tmp_path / "leads.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    by_arrow: list[int] = []
+    arrow_parts = lines_module._arrow_parts
+    monkeypatch.setattr(lines_module, "_arrow_parts", lambda schema, numbered: (
+        found := arrow_parts(schema, numbered), by_arrow.extend(n for numbers, _columns in found[0] for n in numbers))[0])  # fmt: skip
+
+    expected = _score_lines_one_by_one(source, tmp_path / "ref.jsonl", ruled_model, as_of, reasons=False, language="en")
+    errors = score_lines(source, tmp_path / "new.jsonl", ruled_model, as_of, reasons=False, language="en", console=_Quiet())
+
+    assert _files(tmp_path / "new.jsonl") == _files(tmp_path / "ref.jsonl")
+    assert errors == expected
+    assert len(by_arrow) >= 80  # Arrow read the common lines, this one with them or not
