@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.spec import FeatureSpec
@@ -360,50 +361,62 @@ class LeadSchema(BaseModel):
                 given[i], extra[i] = names, unknown
         return AttributesRead(columns, given, extra, unreadable, names_sent)
 
-    def normalise_attribute_arrays(self, n: int, sent: Sequence[tuple[str, pa.Array]]) -> AttributesRead:
-        """`normalise_attribute_columns` of n leads that each sent the same keys, in this order, none of them null.
+    def normalise_attribute_arrays(self, n: int, sent: Sequence[tuple[str, pa.Array, NDArray[np.bool_]]]) -> AttributesRead:
+        """`normalise_attribute_columns` of n leads whose attributes come in Arrow arrays, one per key, in the order sent.
 
-        The values come in Arrow arrays, one per key (JSON lines read by pyarrow, `model.lines`):
-        text, integer or boolean for any attribute, float only for numbers (a float category
-        would read 3 and 3.0 alike). Each distinct text is read once; numbers are converted in
-        numpy, as `number` converts them.
+        JSON lines read by pyarrow (`model.lines`): each key's values are text, integer or boolean
+        for any attribute, float only for numbers (a float category would read 3 and 3.0 alike),
+        or null; with each key, which leads sent it (a lead that did not send it has a null there).
+        Each distinct text is read once; numbers are converted in numpy, as `number` converts them.
 
         Args:
             n: How many leads.
-            sent: (key as sent: a feature or export name the schema declares, its n values).
+            sent: (key as sent: a feature or export name the schema declares, its n values, which leads sent it).
 
         Returns:
             The leads' `AttributesRead`.
 
         Raises:
             ValueError: A key the schema does not declare, an attribute sent under both its
-                names, a null value or a type other than those above.
+                names, or a type other than those above.
         """
         columns: dict[str, list[object]] = {c.name: [None] * n for c in self.attributes}
         unreadable = np.zeros(n, dtype=bool)
         names: list[str] = []
-        for key, array in sent:
+        for key, array, by in sent:
             column = self._by_key.get(key)
-            if column is None or column.name in names or len(array) != n or array.null_count:
-                raise ValueError(f"attributes.{key}: undeclared, sent twice, of another length or with nulls")
+            if column is None or column.name in names or len(array) != n or len(by) != n:
+                raise ValueError(f"attributes.{key}: undeclared, sent twice or of another length")
             names.append(column.name)
             kind = array.type
             if column.kind == "number" and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-                numbers = np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)
-                finite = np.isfinite(numbers)
-                unreadable |= ~finite  # `number` says INFINITE (JSON lines reach here finite)
-                columns[column.name] = np.where(finite, numbers, math.nan).tolist()
-                continue
-            if not (pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
+                numbers = np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)  # null: NaN, as `number` reads None
+                finite = np.isfinite(numbers) | np.isnan(numbers)
+                unreadable |= ~finite & by  # `number` says INFINITE (JSON lines reach here finite)
+                values = np.where(finite, numbers, math.nan).astype(object)
+            elif pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind):
+                encoded = array.dictionary_encode() if not pa.types.is_null(kind) else None
+                distinct = encoded.dictionary.to_pylist() if encoded is not None else []
+                reads = [self.value(raw, column) for raw in [*distinct, None]]  # the last: a null sent
+                codes: NDArray[np.int64] = (
+                    np.full(n, len(distinct), dtype=np.int64)
+                    if encoded is None
+                    else np.asarray(encoded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False), dtype=np.int64)
+                )
+                read_values = np.empty(len(reads), dtype=object)
+                read_values[:] = [value for value, _reason in reads]
+                values = read_values[codes]
+                unreadable |= np.array([reason is not None for _value, reason in reads], dtype=bool)[codes] & by
+            else:
                 raise ValueError(f"attributes.{key}: values of type {kind} are not read here")
-            encoded = array.dictionary_encode()
-            reads = [self.value(raw, column) for raw in encoded.dictionary.to_pylist()]
-            codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-            read_values = np.empty(len(reads), dtype=object)
-            read_values[:] = [value for value, _reason in reads]
-            columns[column.name] = read_values[codes].tolist()
-            unreadable |= np.array([reason is not None for _value, reason in reads], dtype=bool)[codes]
-        return AttributesRead(columns, [tuple(names)] * n, [[]] * n, unreadable, np.zeros(n, dtype=np.int64))
+            values[~by] = None
+            columns[column.name] = values.tolist()
+        # Each lead's names sent: one pattern of keys per distinct row of `by`s.
+        patterns, names_sent = np.unique(np.stack([by for _key, _array, by in sent], axis=1), axis=0, return_inverse=True) if sent else (
+            np.ones((1, 0), dtype=bool), np.zeros(n, dtype=np.int64))  # fmt: skip
+        given_of = [tuple(name for name, sent_it in zip(names, row, strict=True) if sent_it) for row in patterns.tolist()]
+        names_sent = np.asarray(names_sent, dtype=np.int64).reshape(-1)
+        return AttributesRead(columns, [given_of[k] for k in names_sent.tolist()], [[]] * n, unreadable, names_sent)
 
     def instant(self, value: datetime, rule: TimeRule | None = None, zone: str | None = "UTC") -> tuple[datetime | None, str | None]:
         """A timestamp in UTC: zoned ones converted, naive ones read in the rule's (or `zone`'s) zone.

@@ -26,6 +26,7 @@ read alone as before (`LeadIn`, `read_lead`), so its answer or its error is the 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -312,15 +313,16 @@ def _text_lengths(array: pa.Array) -> NDArray[np.int64]:
     return lengths
 
 
-def _arrow_columns(schema: LeadSchema, table: pa.Table) -> tuple[_LineColumns, NDArray[np.bool_]] | None:
+def _arrow_columns(schema: LeadSchema, table: pa.Table, lines: Sequence[str]) -> tuple[_LineColumns, NDArray[np.bool_]] | None:
     """The rows of an Arrow table of lines that `_LEAD_LINE` reads to the same values, in columns, and which rows they are.
 
     A row is kept when every field `_LeadLine` requires is there and not null, within its
-    constraints, every attribute a declared one and not null, and every number finite. A null
-    may be a key left out or a null sent, which pydantic tells apart and Arrow does not: such a
-    row, and any other row not kept, is for pydantic. None: the table's shape is not one this
-    reads (a field `_LeadLine` forbids, a type of its own, a key the schema does not declare,
-    which `extra` lists in the order sent): every row is for pydantic.
+    constraints, every attribute a declared one, and every number finite. A null in a field may
+    be a key left out or a null sent, which pydantic tells apart and Arrow does not: a null
+    attribute is told from its line (`_sent_null`); a row where that cannot be told, and any other
+    row not kept, is for pydantic. None: the table's shape is not one this reads (a field
+    `_LeadLine` forbids, a type of its own, a key the schema does not declare, which `extra` lists
+    in the order sent): every row is for pydantic.
     """
     n = table.num_rows
     if not set(table.column_names) <= _LINE_FIELDS or "lead_id" not in table.column_names:
@@ -347,7 +349,7 @@ def _arrow_columns(schema: LeadSchema, table: pa.Table) -> tuple[_LineColumns, N
         wrong = ~_valid(items) | ~_valid(items.field("type")) | ~_valid(items.field("occurred_at"))
         wrong |= (kind_chars < 1) | (kind_chars > _TYPE_CHARS)
         keep &= np.bincount(np.repeat(np.arange(n), counts)[wrong], minlength=n) == 0
-    sent: list[tuple[str, pa.Array]] = []
+    sent: list[tuple[str, pa.Array, NDArray[np.bool_]]] = []
     if "attributes" in table.column_names:
         attributes = table.column("attributes").combine_chunks()
         if not pa.types.is_struct(attributes.type):
@@ -355,13 +357,17 @@ def _arrow_columns(schema: LeadSchema, table: pa.Table) -> tuple[_LineColumns, N
         keep &= _valid(attributes)
         for k, field in enumerate(attributes.type):
             values = attributes.field(k)
-            keep &= _valid(values)
+            given = _valid(values)
             if pa.types.is_floating(field.type):
                 keep &= np.isfinite(np.asarray(values.fill_null(0.0).to_numpy(zero_copy_only=False), dtype=np.float64))
-            sent.append((field.name, values))
+            for i in np.flatnonzero(keep & ~given).tolist():  # a null: sent so, or the key left out
+                sent_null = _sent_null(lines[i], field.name)
+                keep[i] = sent_null is not None
+                given[i] = bool(sent_null)
+            sent.append((field.name, values, given))
     at = pa.array(np.flatnonzero(keep))
     try:
-        read = schema.normalise_attribute_arrays(len(at), [(key, values.take(at)) for key, values in sent])
+        read = schema.normalise_attribute_arrays(len(at), [(key, values.take(at), given[keep]) for key, values, given in sent])
     except ValueError:  # an undeclared key, a float category, ...
         return None
     events = events.take(at)
@@ -377,6 +383,17 @@ def _arrow_columns(schema: LeadSchema, table: pa.Table) -> tuple[_LineColumns, N
         kinds=kinds, kind_codes=kind_codes, channels=channels, channel_codes=channel_codes, attributes=read,
     )  # fmt: skip
     return columns, keep
+
+
+def _sent_null(line: str, key: str) -> bool | None:
+    """Whether a line whose attribute `key` Arrow read as null sent it (as null), or left it out; None: cannot tell.
+
+    In a line without a backslash, no text holds a quote, so `"key"` then a colon is a key; an
+    attribute named as a lead or event field could be one of those.
+    """
+    if "\\" in line or key in _LINE_FIELDS or key in _EVENT_FIELDS:
+        return None
+    return re.search(rf'"{re.escape(key)}"[ \t]*:', line) is not None
 
 
 def _encoded(array: pa.Array) -> tuple[list[str], NDArray[np.int64]]:
@@ -402,7 +419,7 @@ def _arrow_parts(schema: LeadSchema, numbered: Sequence[tuple[int, str]]) -> tup
         table = _arrow_table([line for _number, line in piece])
         if table is None:
             return False
-        found = _arrow_columns(schema, table)
+        found = _arrow_columns(schema, table, [line for _number, line in piece])
         if found is None:  # a shape of its own (an undeclared key, say): the lines without it may be read
             return False
         columns, keep = found
