@@ -301,6 +301,20 @@ def test_the_compiled_forest_gives_the_same_answers(ruled_model: ScoringModel, v
     assert (tmp_path / "new.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
 
 
+def test_a_file_large_enough_compiles_the_forest_once_under_auto(ruled_model: ScoringModel, varied_file, as_of: datetime, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    # The file is the batch: its trend rows, not a chunk's, are weighed against COMPILE_MIN_ROWS, as score_table weighs its own.
+    monkeypatch.setenv("LEADSCORE_COMPILED_DIR", str(tmp_path / "compiled"))
+    source, _fast, _slow, _rejected = varied_file
+    n_lines = len(source.read_text().splitlines())
+    for min_rows, compiles in ((2 * n_lines + 1, False), (2 * n_lines, True)):
+        monkeypatch.setattr(workflow, "COMPILE_MIN_ROWS", min_rows)
+        model = ScoringModel(ruled_model.booster, ruled_model.meta, ruled_model.hazard)  # no compiled forest yet
+        score_lines(source, tmp_path / "new.jsonl", model, as_of, reasons=False, language="en", console=_Quiet())
+
+        assert (model._compiled is not None) == compiles
+
+
 def test_without_as_of_leads_are_scored_now_as_before(ruled_model: ScoringModel, varied_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # "Now" frozen for both paths, so that the answers can be compared byte for byte.
     import model.scoring as scoring

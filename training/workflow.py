@@ -25,7 +25,8 @@ from features.contract import ContractError, Dataset, StaticDataset
 from features.grid import PointGrid
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel
-from model.compiled import CompileMode
+from model.compiled import COMPILE_MIN_ROWS, CompileMode
+from model.trend import TREND_PAST_DAYS
 from sources.folder import load_dataset
 from sources.grids import load_grid
 from training.config import ConfigError, ProjectConfig, TrainingConfig, load_config
@@ -907,7 +908,9 @@ def score_lines(
     """`leadscore score` on JSON lines: each line a lead as in POST /score's `lead`.
 
     A line that fails validation is reported with its number in `<out>.errors.json`, never dropped.
-    Without reasons, `compiled` says when to predict with the compiled forest (same scores).
+    Without reasons, `compiled` says when to predict with the compiled forest (same scores); `auto`
+    weighs the whole file, as `score_table` weighs its batch: a file whose trend rows (two past
+    instants a lead) reach `COMPILE_MIN_ROWS` compiles the forest once, if not cached.
 
     Returns:
         The rejected lines (`line`, `error`); empty when every line was scored.
@@ -919,6 +922,8 @@ def score_lines(
     answers: list[str] = []
     errors: list[dict[str, Any]] = []
     lines = source.read_text().splitlines()
+    if compiled is CompileMode.auto and model.meta.trend is not None and len(lines) * len(TREND_PAST_DAYS) >= COMPILE_MIN_ROWS:
+        compiled = CompileMode.always  # the chunks are small; the file is the batch
     # Each line keeps its own errors and line number; the features, predictions and reasons of a
     # chunk of lines are computed at once (`model.lines`: the common lines in columns, any other
     # alone; the answers `score_lead` gives, as for POST /score_batch).
