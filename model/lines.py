@@ -441,8 +441,13 @@ def _arrow_parts(schema: LeadSchema, numbered: Sequence[tuple[int, str]]) -> tup
             if not done:
                 halve(half)
 
-    if numbered and not read(numbered):
-        halve(numbered)
+    # Only objects go to Arrow: a chunk whose first line is `null` crashes pyarrow 25 (a segmentation fault).
+    objects = [(number, line) for number, line in numbered if line.lstrip().startswith("{") and line.rstrip().endswith("}")]
+    if len(objects) < len(numbered):
+        kept = {number for number, _line in objects}
+        left.extend((number, line) for number, line in numbered if number not in kept)
+    if objects and not read(objects):
+        halve(objects)
     left.sort()
     return parts, left
 

@@ -579,3 +579,18 @@ def test_a_line_at_an_edge_among_lines_arrow_reads_gets_its_answer(ruled_model: 
     assert errors == expected
     assert len(by_arrow) >= 80  # Arrow read the common lines
     assert (41 in by_arrow) == (case in _READ_BY_ARROW)  # and this one where it reads to _LeadLine's values
+
+
+@pytest.mark.parametrize("other", ["null", "  null ", "true", "5", '"text"', "[]", "[null]", '{"lead_id": "x"} trailing'])
+def test_a_line_that_is_not_an_object_is_never_given_to_arrow(ruled_model: ScoringModel, simulated_dataset, as_of: datetime,
+                                                              tmp_path: Path, other: str) -> None:  # fmt: skip
+    # pyarrow 25 crashes the process on a chunk whose first line is `null`: such lines go to pydantic, which names them.
+    plain = [json.dumps(lead) for lead in _plain_leads(simulated_dataset, as_of, 10)]
+    source = tmp_path / "leads.jsonl"
+    source.write_text("\n".join([other, *plain, other]) + "\n")
+
+    expected = _score_lines_one_by_one(source, tmp_path / "ref.jsonl", ruled_model, as_of, reasons=False, language="en")
+    errors = score_lines(source, tmp_path / "new.jsonl", ruled_model, as_of, reasons=False, language="en", console=_Quiet())
+
+    assert _files(tmp_path / "new.jsonl") == _files(tmp_path / "ref.jsonl")
+    assert errors == expected and [e["line"] for e in errors] == [1, 12]
