@@ -287,7 +287,7 @@ def score(
     language: Annotated[str, typer.Option(help="Reason language: en or fr.")] = "en",
     engine: EngineOption = Engine.local,
     scheduler: SchedulerOption = None,
-    compiled: Annotated[CompileMode, typer.Option(help="Without reasons (a data folder or JSON lines): predict with the forest compiled to machine code (same scores, several times faster). auto: when cached for this model and machine, or for 500,000 leads or more; always: compile now if needed (about 8 s, cached in .leadscore/compiled); never: LightGBM's predict.")] = CompileMode.auto,
+    compiled: Annotated[CompileMode, typer.Option(help="Without reasons (a data folder or JSON lines): predict with the forest compiled to machine code (same scores, several times faster). auto: when cached for this model and machine, or when the batch (a data folder, or the whole JSON-lines file) has 500,000 rows for the forest to predict (with a trend, its two past instants a lead: about 250,000 leads); always: compile now if needed (about 8 s, cached in .leadscore/compiled); never: LightGBM's predict.")] = CompileMode.auto,
 ) -> None:
     """Score a file of leads; a line that fails validation is reported with its number, not dropped.
 
