@@ -113,11 +113,7 @@ def zoned_times_us(texts: Sequence[str] | pa.StringArray) -> tuple[NDArray[np.in
         (int64 microseconds, bool: of the form).
     """
     n = len(texts)
-    if isinstance(texts, pa.Array):
-        lengths, chars = _arrow_ascii_rows(texts)
-    else:
-        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
-        chars = _ascii_rows(texts, lengths)
+    lengths, chars = _arrow_ascii_rows(texts) if isinstance(texts, pa.Array) else _python_ascii_rows(texts)
     digits = chars - np.uint8(ord("0"))  # wraps below "0": a digit is 0 to 9
     is_digit = digits <= 9
     ok = (lengths >= 20) & (lengths <= _TIME_CHARS) & is_digit[:, _DIGITS].all(axis=1)
@@ -171,45 +167,47 @@ def zoned_times_us(texts: Sequence[str] | pa.StringArray) -> tuple[NDArray[np.in
     return np.where(ok, us, 0), ok
 
 
-def _ascii_rows(texts: Sequence[str], lengths: NDArray[np.int64]) -> NDArray[np.uint8]:
-    """The texts' bytes, one row of `_TIME_CHARS` per text (zeros after its end); a longer text cut, a non-ASCII one empty."""
-    n = len(texts)
-    out = np.zeros((n, _TIME_CHARS), dtype=np.uint8)
-    if n == 0:
-        return out
+def _python_ascii_rows(texts: Sequence[str]) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    """`_ascii_rows` of Python texts, joined into one buffer."""
     joined = "".join(texts)
-    width = int(lengths[0])
-    if joined.isascii() and width <= _TIME_CHARS and bool((lengths == width).all()):  # the common case: one form for all
-        out[:, :width] = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(n, width)
-        return out
-    padded = np.array([text if text.isascii() else "" for text in texts], dtype=f"S{_TIME_CHARS}")
-    rows: NDArray[np.uint8] = padded.view(np.uint8).reshape(n, _TIME_CHARS)
-    return rows
+    if joined.isascii():
+        data, lengths = joined.encode("ascii"), np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    else:  # lengths in bytes: a text with a byte of 128 or more has an empty row anyway
+        encoded = [text.encode("utf-8", "surrogatepass") for text in texts]
+        data, lengths = b"".join(encoded), np.fromiter(map(len, encoded), dtype=np.int64, count=len(texts))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return lengths, _ascii_rows(np.frombuffer(data, dtype=np.uint8), offsets)
 
 
 def _arrow_ascii_rows(texts: pa.StringArray) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
-    """`_ascii_rows` of an Arrow string array, read from its buffers: (each text's length in bytes, its rows)."""
+    """`_ascii_rows` of an Arrow string array, read from its buffers."""
     n = len(texts)
     if texts.null_count:
         raise ValueError("times: an Arrow array with nulls")
     _validity, offset_buffer, data_buffer = texts.buffers()
     offsets = np.frombuffer(offset_buffer, dtype=np.int32)[texts.offset : texts.offset + n + 1].astype(np.int64)
-    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None and n else np.zeros(1, dtype=np.uint8)
-    lengths = np.diff(offsets)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, dtype=np.uint8)
+    return np.diff(offsets), _ascii_rows(data, offsets)
+
+
+def _ascii_rows(data: NDArray[np.uint8], offsets: NDArray[np.int64]) -> NDArray[np.uint8]:
+    """The texts' bytes (text i: `data[offsets[i]:offsets[i + 1]]`), one row of `_TIME_CHARS` per text, zeros after
+    its end; a longer text cut, a text with a byte of 128 or more (not ASCII) empty."""
+    n = len(offsets) - 1
     out = np.zeros((n, _TIME_CHARS), dtype=np.uint8)
     if n == 0:
-        return lengths, out
+        return out
+    lengths = np.diff(offsets)
     width = int(lengths[0])
     if width <= _TIME_CHARS and bool((lengths == width).all()):  # the common case: one form for all
         out[:, :width] = data[offsets[0] : offsets[0] + n * width].reshape(n, width)
-    else:
+    elif len(data):
         at = offsets[:-1, None] + np.arange(_TIME_CHARS)
         inside = np.arange(_TIME_CHARS) < np.minimum(lengths, _TIME_CHARS)[:, None]
         out[:] = np.where(inside, data[np.minimum(at, len(data) - 1)], 0)
-    # A text with a byte of 128 or more is not ASCII: an empty row, as `_ascii_rows` gives it.
     high = np.concatenate([[0], np.cumsum(data[offsets[0] : offsets[-1]] >= 128)])
     out[high[offsets[1:] - offsets[0]] > high[offsets[:-1] - offsets[0]]] = 0
-    return lengths, out
+    return out
 
 
 def epoch_seconds(us: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -258,8 +256,8 @@ class _LineColumns:
     occurred_at: Sequence[str] | pa.StringArray  # the leads' interactions, lead after lead
     kinds: list[str]  # the distinct interaction types as sent
     kind_codes: NDArray[np.int64]  # each interaction's, into `kinds`
-    channels: list[str]  # the distinct channels
-    channel_codes: NDArray[np.int64]  # each interaction's, into `channels` (-1: none)
+    channels: list[str]  # the distinct channels, where the schema splits types by them (`split_types`)
+    channel_codes: NDArray[np.int64]  # each interaction's, into `channels` (-1: none, or not read)
     attributes: AttributesRead
 
     @classmethod
@@ -268,7 +266,7 @@ class _LineColumns:
         interactions = [lead.get("interactions", []) for lead in leads]
         events = [event for own in interactions for event in own]
         kinds, kind_codes = _factorized(list(map(itemgetter("type"), events)))
-        channels, channel_codes = _factorized([event.get("channel") for event in events])
+        channels, channel_codes = _factorized([event.get("channel") for event in events]) if schema.split_types else ([], np.full(len(events), -1, dtype=np.int64))
         return cls(
             lead_ids=[lead["lead_id"] for lead in leads],
             created_at=[lead["created_at"] for lead in leads],
@@ -373,7 +371,7 @@ def _arrow_columns(schema: LeadSchema, table: pa.Table, lines: Sequence[str]) ->
     events = events.take(at)
     items = events.flatten()
     kinds, kind_codes = _encoded(items.field("type")) if len(items) else ([], np.zeros(0, dtype=np.int64))
-    channel = items.field("channel") if len(items) and "channel" in event_fields else None
+    channel = items.field("channel") if len(items) and "channel" in event_fields and schema.split_types else None
     channels, channel_codes = _encoded(channel) if channel is not None and channel.type == pa.string() else ([], np.full(len(items), -1, dtype=np.int64))
     columns = _LineColumns(
         lead_ids=lead_ids.take(at).to_pylist(),
@@ -416,10 +414,11 @@ def _arrow_parts(schema: LeadSchema, numbered: Sequence[tuple[int, str]]) -> tup
     left: list[tuple[int, str]] = []
 
     def read(piece: Sequence[tuple[int, str]]) -> bool:
-        table = _arrow_table([line for _number, line in piece])
+        texts = [line for _number, line in piece]
+        table = _arrow_table(texts)
         if table is None:
             return False
-        found = _arrow_columns(schema, table, [line for _number, line in piece])
+        found = _arrow_columns(schema, table, texts)
         if found is None:  # a shape of its own (an undeclared key, say): the lines without it may be read
             return False
         columns, keep = found
