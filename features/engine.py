@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import cast
 
 import numpy as np
@@ -347,8 +347,23 @@ class FeatureRows:
     def row(self, i: int) -> dict[str, object]:
         """One snapshot's features as a plain dict (for grids and reasons)."""
         values: dict[str, object] = {k: v[i] for k, v in self.categorical.items()}
-        values.update({k: float(v[i]) for k, v in self.numeric.items()})
+        before_block = self._numbers_before_behaviour
+        if before_block is None:
+            values.update({k: float(v[i]) for k, v in self.numeric.items()})
+            return values
+        # The behaviour block's row as floats at once: a lead has dozens of behaviour features.
+        values.update({k: float(self.numeric[k][i]) for k in before_block})
+        values.update(zip(self.behaviour_names, cast(np.ndarray, self.behaviour)[i].tolist(), strict=True))
         return values
+
+    @cached_property
+    def _numbers_before_behaviour(self) -> list[str] | None:
+        # The numeric columns ahead of the behaviour block's, when `numeric` ends with the block's
+        # columns in its order (`row` then reads them from the block); None otherwise.
+        names, k = list(self.numeric), len(self.behaviour_names)
+        if self.behaviour is None or k == 0 or tuple(names[len(names) - k :]) != self.behaviour_names:
+            return None
+        return names[: len(names) - k]
 
     def row_view(self, i: int) -> Mapping[str, object]:
         """One snapshot's features as a read-only mapping: `row(i)`'s values, each read when asked.

@@ -278,7 +278,7 @@ class PointGrid(BaseModel):
         Returns:
             A bool for a scalar, a boolean array for an array.
         """
-        if np.ndim(points) == 0:
+        if isinstance(points, float | int) or np.ndim(points) == 0:  # isinstance first: np.ndim costs a microsecond
             return bool(points >= self.mql_threshold)
         return np.asarray(points, dtype=float) >= self.mql_threshold
 

@@ -8,7 +8,7 @@ reports speak per driver, phrased with the lead's own values.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -284,6 +284,8 @@ class DriverPhrase(NamedTuple):
 
 def _as_float(value: object) -> float:
     # Feature values are numbers here (counts, days, scores); anything else is a caller's bug.
+    if type(value) is float:  # the common case, checked cheaply first
+        return value
     if isinstance(value, int | float | np.integer | np.floating):
         return float(value)
     raise TypeError(f"expected a number, got {type(value).__name__}")
@@ -293,23 +295,32 @@ def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _describe_event(driver: str, values: Mapping[str, object], spec: FeatureSpec, language: str) -> DriverPhrase:
-    """"Visited the pricing page 3 times in the last 7 days", "Unsubscribed 12 days ago"."""
-    once, many, never, _ = event_phrases(driver, language, spec)
-    total_feature = count_feature(driver, None)
-    total = int(_as_float(values[total_feature]))
-    if total == 0:
-        return DriverPhrase(never, 0, total_feature)
-    ago = _days_ago(_as_float(values[recency_feature(driver)]), language)
-    if total == 1:
-        return DriverPhrase(f"{once} {ago}", 1, total_feature)
-    # The shortest window holding at least two of them: recent bursts read as such.
-    for window in spec.windows_days:
-        n = int(_as_float(values[count_feature(driver, window)]))
-        if n >= 2:
-            return DriverPhrase(f"{many.format(n=n)} {_in_last(window, language)}", n, count_feature(driver, window))
-    most_recently = "la dernière" if language == "fr" else "most recently"
-    return DriverPhrase(f"{many.format(n=total)}, {most_recently} {ago}", total, total_feature)
+class _EventPhrasing:
+    """ "Visited the pricing page 3 times in the last 7 days", "Unsubscribed 12 days ago"."""
+
+    __slots__ = ("language", "many", "most_recently", "never", "once", "recency", "total", "windows")
+
+    def __init__(self, driver: str, spec: FeatureSpec, language: str) -> None:
+        self.once, self.many, self.never, _ = event_phrases(driver, language, spec)
+        self.total, self.recency = count_feature(driver, None), recency_feature(driver)
+        # Shortest window first: the count feature and its words.
+        self.windows = [(count_feature(driver, window), _in_last(window, language)) for window in spec.windows_days]
+        self.most_recently = "la dernière" if language == "fr" else "most recently"
+        self.language = language
+
+    def __call__(self, values: Mapping[str, object]) -> DriverPhrase:
+        total = int(_as_float(values[self.total]))
+        if total == 0:
+            return DriverPhrase(self.never, 0, self.total)
+        ago = _days_ago(_as_float(values[self.recency]), self.language)
+        if total == 1:
+            return DriverPhrase(f"{self.once} {ago}", 1, self.total)
+        # The shortest window holding at least two of them: recent bursts read as such.
+        for feature, in_last in self.windows:
+            n = int(_as_float(values[feature]))
+            if n >= 2:
+                return DriverPhrase(f"{self.many.format(n=n)} {in_last}", n, feature)
+        return DriverPhrase(f"{self.many.format(n=total)}, {self.most_recently} {ago}", total, self.total)
 
 
 def _property_of(feature: str, spec: FeatureSpec) -> tuple[str, str, int | None] | None:
@@ -363,24 +374,35 @@ def _since(window: int | None, language: str) -> str:
     return "depuis la création du lead" if language == "fr" else "since the lead was created"
 
 
-def _describe_property(name: str, values: Mapping[str, object], spec: FeatureSpec, language: str) -> DriverPhrase:
-    """"42 pages viewed in the last 7 days", "Up to 9 pages in one session in the last 30 days".
+class _PropertyPhrasing:
+    """ "42 pages viewed in the last 7 days", "Up to 9 pages in one session in the last 30 days".
 
     The sum when the spec computes it, else the largest value; over the shortest window with a
     value (a sum above 0), else since creation; "never" when there is none at all.
     """
-    sum_phrase, max_phrase, never, _ = property_phrases(name, language, spec)
-    aggregate = "sum" if "sum" in spec.properties[name] else "max"
-    phrase = sum_phrase if aggregate == "sum" else max_phrase
-    for window in (*spec.windows_days, None):
-        feature = property_feature(name, aggregate, window)
-        x = values[feature]
-        if _missing(x) or (aggregate == "sum" and _as_float(x) == 0):
-            continue
-        shown = _quoted(_as_float(x))
-        return DriverPhrase(f"{phrase.format(x=_amount(shown, language))} {_since(window, language)}", shown, feature)
-    total = property_feature(name, aggregate, None)
-    return DriverPhrase(never, 0 if aggregate == "sum" else None, total)
+
+    __slots__ = ("is_sum", "language", "never", "phrase", "total", "windows")
+
+    def __init__(self, name: str, spec: FeatureSpec, language: str) -> None:
+        sum_phrase, max_phrase, self.never, _ = property_phrases(name, language, spec)
+        self.is_sum = "sum" in spec.properties[name]
+        aggregate = "sum" if self.is_sum else "max"
+        self.phrase = sum_phrase if self.is_sum else max_phrase
+        # The windows, shortest first, then since creation: the feature and its words.
+        self.windows = [
+            (property_feature(name, aggregate, window), _since(window, language)) for window in (*spec.windows_days, None)
+        ]
+        self.total = property_feature(name, aggregate, None)
+        self.language = language
+
+    def __call__(self, values: Mapping[str, object]) -> DriverPhrase:
+        for feature, since in self.windows:
+            x = values[feature]
+            if _missing(x) or (self.is_sum and _as_float(x) == 0):
+                continue
+            shown = _quoted(_as_float(x))
+            return DriverPhrase(f"{self.phrase.format(x=_amount(shown, self.language))} {since}", shown, feature)
+        return DriverPhrase(self.never, 0 if self.is_sum else None, self.total)
 
 
 def _describe_summary(driver: str, values: Mapping[str, object], language: str) -> DriverPhrase:
@@ -408,27 +430,78 @@ def _describe_summary(driver: str, values: Mapping[str, object], language: str) 
             return DriverPhrase(f"{_plural(n, 'interaction', 'interactions')} depuis la création du lead", n, EVENTS_TOTAL)
         return DriverPhrase(f"{_plural(n, 'interaction', 'interactions')} since the lead was created", n, EVENTS_TOTAL)
     d = int(_as_float(values[LEAD_AGE_DAYS]))
-    return DriverPhrase(f"Lead créé {_days_ago(d, language)}" if fr else f"Lead created {_days_ago(d, language)}", d, LEAD_AGE_DAYS)
+    return DriverPhrase(
+        f"Lead créé {_days_ago(d, language)}" if fr else f"Lead created {_days_ago(d, language)}", d, LEAD_AGE_DAYS
+    )
 
 
-def _describe_attribute(driver: str, value: object, language: str) -> tuple[str, object]:
-    """"Company size 200–499 employees" / "Taille de l'entreprise : 200 à 499 salariés"."""
-    fr = language == "fr"
-    title = driver_title(driver, language)
-    if _missing(value):
-        return (f"{title} : inconnu" if fr else f"{title} not known"), None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    phrases = ATTRIBUTE_VALUE_PHRASES.get(driver, {})
-    if str(value) in phrases:
-        english, french = phrases[str(value)]
-        return (f"{title} : {french}" if fr else english), value
-    if driver == "employee_count" and isinstance(value, int | float):
-        if fr:
-            return f"{title} : {_whole(value, language)} salariés", value
-        return f"Company has {_whole(value, language)} employees", value
-    shown = str(value).replace("_", " ")
-    return (f"{title} : {shown}" if fr else f"{title}: {shown}"), value
+class _SummaryPhrasing:
+    """`_describe_summary` of one driver in one language."""
+
+    __slots__ = ("driver", "language")
+
+    def __init__(self, driver: str, language: str) -> None:
+        self.driver, self.language = driver, language
+
+    def __call__(self, values: Mapping[str, object]) -> DriverPhrase:
+        return _describe_summary(self.driver, values, self.language)
+
+
+class _AttributePhrasing:
+    """ "Company size 200–499 employees" / "Taille de l'entreprise : 200 à 499 salariés"."""
+
+    __slots__ = ("driver", "fr", "language", "phrases", "title")
+
+    def __init__(self, driver: str, language: str) -> None:
+        self.title = driver_title(driver, language)
+        self.phrases = ATTRIBUTE_VALUE_PHRASES.get(driver, {})
+        self.driver, self.language, self.fr = driver, language, language == "fr"
+
+    def __call__(self, values: Mapping[str, object]) -> DriverPhrase:
+        if self.driver not in values:
+            raise KeyError(f"describe_driver: driver {self.driver!r} has no value among the lead's features")
+        label, shown = self.phrase(values[self.driver])
+        return DriverPhrase(label, shown, self.driver)
+
+    def phrase(self, value: object) -> tuple[str, object]:
+        """(label, the value it quotes) of one value of the attribute."""
+        fr, title = self.fr, self.title
+        if _missing(value):
+            return (f"{title} : inconnu" if fr else f"{title} not known"), None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if str(value) in self.phrases:
+            english, french = self.phrases[str(value)]
+            return (f"{title} : {french}" if fr else english), value
+        if self.driver == "employee_count" and isinstance(value, int | float):
+            if fr:
+                return f"{title} : {_whole(value, self.language)} salariés", value
+            return f"Company has {_whole(value, self.language)} employees", value
+        shown = str(value).replace("_", " ")
+        return (f"{title} : {shown}" if fr else f"{title}: {shown}"), value
+
+
+DriverPhrasing = Callable[[Mapping[str, object]], DriverPhrase]
+"""`describe_driver` of one driver in one language: a lead's feature values -> its `DriverPhrase`."""
+
+
+def driver_phrasing(driver: str, spec: FeatureSpec, language: str = "en") -> DriverPhrasing:
+    """`describe_driver` of one driver, with its words and feature names looked up once.
+
+    `describe_driver` phrases through it; a loaded model keeps one per driver and language
+    (`ScoringModel.phrasings`), so that phrasing a lead's reasons only reads its values.
+
+    Raises:
+        ValueError: `language` is not one of `LANGUAGES`.
+    """
+    _check_language(language)
+    if driver in spec.interaction_types or driver in EVENT_PHRASES:
+        return _EventPhrasing(driver, spec, language)
+    if driver in spec.properties:
+        return _PropertyPhrasing(driver, spec, language)
+    if driver in _OTHER_DRIVERS:
+        return _SummaryPhrasing(driver, language)
+    return _AttributePhrasing(driver, language)
 
 
 def describe_driver(
@@ -451,14 +524,7 @@ def describe_driver(
         The label, the value it quotes and the feature that value is, e.g. ("Visited the
         pricing page 3 times in the last 7 days", 3, "n_pricing_page_view_7d").
     """
-    _check_language(language)
-    if driver in spec.interaction_types or driver in EVENT_PHRASES:
-        return _describe_event(driver, values, spec, language)
-    if driver in spec.properties:
-        return _describe_property(driver, values, spec, language)
-    if driver in _OTHER_DRIVERS:
-        return _describe_summary(driver, values, language)
-    return describe_attribute(driver, values, language)
+    return driver_phrasing(driver, spec, language)(values)
 
 
 def is_attribute_driver(driver: str, spec: FeatureSpec) -> bool:
@@ -473,10 +539,7 @@ def describe_attribute(driver: str, values: Mapping[str, object], language: str 
         KeyError: `values` has no `driver`.
     """
     _check_language(language)
-    if driver not in values:
-        raise KeyError(f"describe_driver: driver {driver!r} has no value among the lead's features")
-    label, shown = _describe_attribute(driver, values[driver], language)
-    return DriverPhrase(label, shown, driver)
+    return _AttributePhrasing(driver, language)(values)
 
 
 def _number(x: float, language: str) -> str:
@@ -566,4 +629,4 @@ def describe_bucket(
 def describe_category(driver: str, value: object, language: str = "en") -> str:
     """Plain words for an attribute value: "Director-level contact", "Secteur : santé"."""
     _check_language(language)
-    return str(_describe_attribute(driver, value, language)[0])
+    return _AttributePhrasing(driver, language).phrase(value)[0]

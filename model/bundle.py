@@ -19,10 +19,10 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import lightgbm as lgb
 import numpy as np
@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.engine import FeatureRows
 from features.grid import PointGrid
-from features.labels import describe_driver, driver_of, is_attribute_driver
+from features.labels import DriverPhrase, DriverPhrasing, driver_of, driver_phrasing, is_attribute_driver
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.compiled import COMPILE_MIN_ROWS, CompiledForest, CompileMode
@@ -81,6 +81,22 @@ class Calibration(BaseModel):
                 calibrated = (1.0 - self.blend) * calibrated + self.blend / (1.0 + np.exp(-(self.a * raw + self.b)))
             return calibrated
         return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
+
+    def apply_each(self, raw: list[float]) -> list[float]:
+        """`apply` of a few raw scores, without the cost of numpy's small arrays: the same values to the bit.
+
+        numpy's exp and interp, the rest in Python's float arithmetic, which rounds every
+        operation as numpy's does (IEEE 754; `tests/test_scoring_fast_paths.py`).
+        """
+        logistic = self.method == "platt" or self.blend
+        exps: list[float] = np.exp([-(self.a * r + self.b) for r in raw]).tolist() if logistic else []
+        if self.method == "platt":
+            return [1.0 / (1.0 + e) for e in exps]
+        calibrated: list[float] = np.interp(raw, self.x, self.y).tolist()
+        if not self.blend:
+            return calibrated
+        keep = 1.0 - self.blend
+        return [keep * c + self.blend / (1.0 + e) for c, e in zip(calibrated, exps, strict=True)]
 
 
 class Tiers(BaseModel):
@@ -325,13 +341,7 @@ class Reason:
     log_odds: float
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "driver": self.driver,
-            "feature": self.feature,
-            "value": self.value,
-            "label": self.label,
-            "contribution": round(self.contribution, 2),
-        }
+        return reason_answer(self.driver, DriverPhrase(self.label, self.value, self.feature), self.contribution)
 
 
 class ScoringModel:
@@ -369,6 +379,7 @@ class ScoringModel:
         self._compiled_looked_up = False  # the cache had no compiled forest for this model
         self._exact: ExactContributions | None = None  # a forest's TreeSHAP tables, built on first use
         self._base_value: float | None = None  # the contributions' last column (`raw_from_fit_engagement`)
+        self._phrasings: dict[str, list[DriverPhrasing]] = {}  # language -> each driver's (`phrasings`)
 
     def __getstate__(self) -> dict[str, object]:
         # Machine code is not sent to other processes (Dask workers): each compiles or loads its own.
@@ -572,10 +583,44 @@ class ScoringModel:
         cell: SubScoreCell = _CELLS[letter + digit]
         return fit_score, engagement_score, cell
 
+    def phrasings(self, language: str) -> list[DriverPhrasing]:
+        """Each driver's phrasing (`features.labels.driver_phrasing`) in `language`, in `drivers` order; made once per language.
+
+        Raises:
+            ValueError: `language` is not "en" or "fr".
+        """
+        found = self._phrasings.get(language)
+        if found is None:
+            found = self._phrasings[language] = [driver_phrasing(d, self.spec, language) for d in self.drivers]
+        return found
+
+    def ranked_drivers(self, contrib_row: NDArray[Any], top_k: int = 3) -> RankedDrivers:
+        """The drivers `reasons` shows for one lead, unphrased: up then down, each sorted by absolute log-odds.
+
+        Args:
+            contrib_row: One row of `contributions` (features then base value).
+            top_k: How many drivers each way.
+        """
+        raw_total = float(contrib_row.sum())
+        # Each driver's features added in feature order from 0.0, as one add after another would.
+        sums = np.bincount(self.driver_of_column, weights=contrib_row[:-1], minlength=len(self.drivers))
+        driver_sums = sums.tolist()
+        # Rank by log-odds (probability points can be 0 on a flat stretch of the calibration);
+        # ties keep the order of first appearance.
+        ranked = np.argsort(sums, kind="stable").tolist()
+        up = [j for j in ranked[::-1][:top_k] if driver_sums[j] > 0]
+        down = [j for j in ranked[:top_k] if driver_sums[j] < 0]
+        if not up and not down:
+            return RankedDrivers([], [], [], [])
+        log_odds = [driver_sums[j] for j in up + down]
+        # The lead's probability and, for each driver, the probability without its log-odds.
+        p_full, *without = self.meta.calibration.apply_each([raw_total, *[raw_total - x for x in log_odds]])
+        return RankedDrivers(up, down, log_odds, [100.0 * (p_full - p) for p in without])
+
     def reasons(
         self,
         contrib_row: NDArray[Any],
-        values: dict[str, object],
+        values: Mapping[str, object],
         top_k: int = 3,
         language: str = "en",
     ) -> tuple[list[Reason], list[Reason]]:
@@ -595,29 +640,57 @@ class ScoringModel:
         Returns:
             (up, down), each sorted by absolute contribution.
         """
-        raw_total = float(contrib_row.sum())
-        # Each driver's features added in feature order from 0.0, as one add after another would.
-        sums = np.bincount(self.driver_of_column, weights=contrib_row[:-1], minlength=len(self.drivers))
-        driver_sums = sums.tolist()
-        per_driver = dict(zip(self.drivers, driver_sums, strict=True))
-        # Rank by log-odds (probability points can be 0 on a flat stretch of the calibration),
-        # then phrase only the drivers shown; ties keep the order of first appearance.
-        ranked = [(self.drivers[j], driver_sums[j]) for j in np.argsort(sums, kind="stable").tolist()]
-        chosen = [d for d, v in ranked[::-1][:top_k] if v > 0] + [d for d, v in ranked[:top_k] if v < 0]
-        if not chosen:
+        ranked = self.ranked_drivers(contrib_row, top_k)
+        if not ranked.log_odds:
             return [], []
-        raw_without = raw_total - np.array([per_driver[d] for d in chosen])
-        calibrate = self.meta.calibration.apply
-        p_full = float(calibrate(np.array([raw_total]))[0])
-        points = 100.0 * (p_full - calibrate(raw_without))
+        phrasings = self.phrasings(language)
         reasons = []
-        for driver, pts in zip(chosen, points, strict=True):
+        for j, log_odds, points in zip(ranked.up + ranked.down, ranked.log_odds, ranked.points, strict=True):
             # The feature named is the one whose value the label quotes, not the largest contributor.
-            phrase = describe_driver(driver, values, self.spec, language)
-            reasons.append(Reason(driver, phrase.feature, phrase.value, phrase.label, float(pts), per_driver[driver]))
-        up = [r for r in reasons if r.log_odds > 0]
-        down = [r for r in reasons if r.log_odds < 0]
-        return up, down
+            phrase = phrasings[j](values)
+            reasons.append(Reason(self.drivers[j], phrase.feature, phrase.value, phrase.label, points, log_odds))
+        return reasons[: len(ranked.up)], reasons[len(ranked.up) :]
+
+    def reason_answers(
+        self, contrib_row: NDArray[Any], values: Mapping[str, object], top_k: int = 3, language: str = "en"
+    ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        """`reasons` as their answers (`Reason.to_dict`), without the `Reason` objects: what a score's response holds."""
+        ranked = self.ranked_drivers(contrib_row, top_k)
+        if not ranked.log_odds:
+            return [], []
+        phrasings, drivers = self.phrasings(language), self.drivers
+        answers = [
+            reason_answer(drivers[j], phrasings[j](values), points)
+            for j, points in zip(ranked.up + ranked.down, ranked.points, strict=True)
+        ]
+        return answers[: len(ranked.up)], answers[len(ranked.up) :]
+
+
+class RankedDrivers(NamedTuple):
+    """The drivers `ScoringModel.reasons` shows for one lead, before they are phrased.
+
+    Attributes:
+        up: Positions in `ScoringModel.drivers` of those lifting the score, the strongest first.
+        down: Of those lowering it, the strongest first.
+        log_odds: Each one's summed TreeSHAP log-odds, `up` then `down`.
+        points: Each one's probability points (0-100 scale), as `Reason.contribution`, in that order.
+    """
+
+    up: list[int]
+    down: list[int]
+    log_odds: list[float]
+    points: list[float]
+
+
+def reason_answer(driver: str, phrase: DriverPhrase, contribution: float) -> dict[str, object]:
+    """A reason as a score's response gives it (`ReasonOut`): contribution in points, to 2 decimals."""
+    return {
+        "driver": driver,
+        "feature": phrase.feature,
+        "value": phrase.value,
+        "label": phrase.label,
+        "contribution": round(contribution, 2),
+    }
 
 
 _CELLS: dict[str, SubScoreCell] = {

@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.engine import FeatureRows
 from features.labels import driver_of
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
+from model.bundle import Calibration
 from model.scoring import InteractionIn, LeadRejected, _read_interactions, _read_interactions_one_by_one
 
 SCHEMA = LeadSchema(type_map={"Email Opened": "email_open"}, split_types=["email_click"])
@@ -91,3 +93,57 @@ def test_reasons_rank_drivers_as_adding_them_one_by_one(training_result) -> None
         for i, row in enumerate(contrib):
             up, down = model.reasons(row, rows.row(i), top_k=5)
             assert [(r.driver, r.log_odds) for r in up + down] == _reasons_ranked_one_by_one(model, row, 5)
+
+
+calibrations = st.one_of(
+    st.builds(
+        lambda a, b: Calibration(method="platt", a=a, b=b),
+        st.floats(-3, 3, allow_nan=False),
+        st.floats(-3, 3, allow_nan=False),
+    ),
+    st.builds(
+        lambda knots, blend, a: Calibration(
+            method="isotonic", x=sorted(knots), y=sorted(np.linspace(0.01, 0.99, len(knots)).tolist()), a=a, blend=blend
+        ),
+        st.lists(st.floats(-8, 8, allow_nan=False), min_size=2, max_size=12, unique=True),
+        st.sampled_from([0.0, 0.05, 0.3]),
+        st.floats(0.1, 3, allow_nan=False),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(calibrations, st.lists(st.floats(-30, 30, allow_nan=False), min_size=1, max_size=11))
+def test_calibrating_a_few_scores_in_python_equals_numpy_to_the_bit(calibration: Calibration, raw: list[float]) -> None:
+    assert calibration.apply_each(raw) == calibration.apply(np.array(raw)).tolist()
+
+
+def test_a_row_read_from_the_behaviour_block_equals_the_row_read_column_by_column(training_result) -> None:
+    columns = training_result.test.rows
+    names = tuple(training_result.model.spec.behaviour_features())
+    assert names and list(columns.numeric)[-len(names) :] == list(names)
+    # The one-lead path's rows: the behaviour features as one block, `numeric` viewing its columns.
+    block = np.column_stack([columns.numeric[k] for k in names])
+    numeric = {k: v for k, v in columns.numeric.items() if k not in names} | {k: block[:, j] for j, k in enumerate(names)}
+    rows = FeatureRows(columns.categorical, numeric, behaviour=block, behaviour_names=names)
+    for i in range(0, len(block), 97):
+        by_column = {k: v[i] for k, v in rows.categorical.items()} | {k: float(v[i]) for k, v in rows.numeric.items()}
+        row = rows.row(i)
+        assert list(row) == list(by_column)
+        assert all(type(row[k]) is type(by_column[k]) for k in row)
+        # The same values, a missing number (NaN) where the column has one.
+        assert all(row[k] == by_column[k] or (row[k] != row[k] and by_column[k] != by_column[k]) for k in row)
+
+
+def test_the_answers_of_reasons_are_the_reasons_as_dicts(training_result) -> None:
+    model = training_result.model
+    rows = training_result.test.rows
+    contributions = model.contributions(training_result.test.matrix[:200])
+    for language in ("en", "fr"):
+        for i, row in enumerate(contributions):
+            values = rows.row(i)
+            up, down = model.reasons(row, values, top_k=5, language=language)
+            assert model.reason_answers(row, values, top_k=5, language=language) == (
+                [r.to_dict() for r in up],
+                [r.to_dict() for r in down],
+            )
