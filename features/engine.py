@@ -485,11 +485,10 @@ def assemble_rows(
     if spec.email_column:
         categorical[EMAIL_DOMAIN_KIND] = _email_kinds(attributes[spec.email_column])
     numeric = {c: _numeric_values(attributes[c]) for c in spec.numeric}
-    if repeats != 1 and (categorical or numeric):
+    if repeats != 1:
         # Each value's conversion alone: repeating the converted block gives the same rows. One
         # index array takes every column's repeats (np.tile costs microseconds a column).
-        block = len(next(iter({**categorical, **numeric}.values())))
-        repeated = np.tile(np.arange(block, dtype=np.intp), repeats)
+        repeated = np.tile(np.arange(len(behaviour) // repeats, dtype=np.intp), repeats)
         categorical = {c: v[repeated] for c, v in categorical.items()}
         numeric = {c: v[repeated] for c, v in numeric.items()}
     names = spec.behaviour_features()

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.engine import FeatureRows
 from features.grid import PointGrid
-from features.labels import DriverPhrase, DriverPhrasing, driver_of, driver_phrasing, is_attribute_driver
+from features.labels import DriverPhrasing, driver_of, driver_phrasing, is_attribute_driver
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.compiled import COMPILE_MIN_ROWS, CompiledForest, CompileMode
@@ -341,7 +341,13 @@ class Reason:
     log_odds: float
 
     def to_dict(self) -> dict[str, object]:
-        return reason_answer(self.driver, DriverPhrase(self.label, self.value, self.feature), self.contribution)
+        return {
+            "driver": self.driver,
+            "feature": self.feature,
+            "value": self.value,
+            "label": self.label,
+            "contribution": round(self.contribution, 2),
+        }
 
 
 class ScoringModel:
@@ -654,16 +660,9 @@ class ScoringModel:
     def reason_answers(
         self, contrib_row: NDArray[Any], values: Mapping[str, object], top_k: int = 3, language: str = "en"
     ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-        """`reasons` as their answers (`Reason.to_dict`), without the `Reason` objects: what a score's response holds."""
-        ranked = self.ranked_drivers(contrib_row, top_k)
-        if not ranked.log_odds:
-            return [], []
-        phrasings, drivers = self.phrasings(language), self.drivers
-        answers = [
-            reason_answer(drivers[j], phrasings[j](values), points)
-            for j, points in zip(ranked.up + ranked.down, ranked.points, strict=True)
-        ]
-        return answers[: len(ranked.up)], answers[len(ranked.up) :]
+        """`reasons` as their answers (`Reason.to_dict`): what a score's response holds."""
+        up, down = self.reasons(contrib_row, values, top_k=top_k, language=language)
+        return [r.to_dict() for r in up], [r.to_dict() for r in down]
 
 
 class RankedDrivers(NamedTuple):
@@ -680,17 +679,6 @@ class RankedDrivers(NamedTuple):
     down: list[int]
     log_odds: list[float]
     points: list[float]
-
-
-def reason_answer(driver: str, phrase: DriverPhrase, contribution: float) -> dict[str, object]:
-    """A reason as a score's response gives it (`ReasonOut`): contribution in points, to 2 decimals."""
-    return {
-        "driver": driver,
-        "feature": phrase.feature,
-        "value": phrase.value,
-        "label": phrase.label,
-        "contribution": round(contribution, 2),
-    }
 
 
 _CELLS: dict[str, SubScoreCell] = {
