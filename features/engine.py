@@ -507,11 +507,11 @@ def type_slots(types: Sequence[str] | np.ndarray, spec: FeatureSpec) -> np.ndarr
     """Vocabulary position of each interaction type (`counted_as`); others go to the last ("other") slot."""
     position = _type_positions(tuple(spec.interaction_types))
     other = len(spec.interaction_types)
-    slot_of: dict[object, int] = {}  # a few distinct types among many events: each looked up once
-    for t in types:
-        if t not in slot_of:
-            slot_of[t] = _slot(t, position, other)
-    return np.fromiter((slot_of[t] for t in types), dtype=np.int64, count=len(types))
+    if isinstance(types, np.ndarray):
+        types = types.tolist()
+    # A few distinct types among many events: each looked up once, then every event's slot in C.
+    slot_of = {t: _slot(t, position, other) for t in set(types)}
+    return np.array(list(map(slot_of.__getitem__, types)), dtype=np.int64)
 
 
 def counted_as(event_type: str, spec: FeatureSpec) -> str | None:

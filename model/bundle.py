@@ -241,7 +241,27 @@ class BundleMeta(BaseModel):
         return self.lead_schema if self.lead_schema is not None else LeadSchema.from_spec(self.feature_spec)
 
 
-def encode_matrix(rows: FeatureRows, feature_names: Sequence[str], levels: dict[str, list[str]]) -> NDArray[Any]:
+def level_codes(levels: Mapping[str, Sequence[str]]) -> dict[str, dict[str | None, float]]:
+    """Each category column's level -> its code in the model matrix: its position among the training levels.
+
+    A missing value (None) takes the code of `MISSING_LEVEL` when training kept missing as a
+    level of its own; otherwise it has no code (NaN).
+    """
+    codes: dict[str, dict[str | None, float]] = {}
+    for name, names in levels.items():
+        code: dict[str | None, float] = {level: float(i) for i, level in enumerate(names)}
+        if MISSING_LEVEL in code:
+            code[None] = code[MISSING_LEVEL]
+        codes[name] = code
+    return codes
+
+
+def encode_matrix(
+    rows: FeatureRows,
+    feature_names: Sequence[str],
+    levels: Mapping[str, Sequence[str]],
+    codes: Mapping[str, Mapping[str | None, float]] | None = None,
+) -> NDArray[Any]:
     """The model matrix: float64, categories as the code of their training level.
 
     A category value not seen at training time (or missing) becomes NaN, which LightGBM
@@ -253,18 +273,21 @@ def encode_matrix(rows: FeatureRows, feature_names: Sequence[str], levels: dict[
         rows: Features of the snapshots.
         feature_names: Column order of the model.
         levels: Category column -> levels seen at training time.
+        codes: `level_codes(levels)`, when the caller keeps them (a loaded model encodes every
+            request with the same codes); computed here when None.
     """
-    n = len(next(iter({**rows.categorical, **rows.numeric}.values())))
+    if codes is None:
+        codes = level_codes(levels)
+    first = next(iter(rows.categorical.values()), None)
+    n = len(first if first is not None else next(iter(rows.numeric.values())))
     # The behaviour block, when the model's columns end with it, is copied at once.
     k = len(rows.behaviour_names)
     tail = rows.behaviour is not None and 0 < k <= len(feature_names) and tuple(feature_names[len(feature_names) - k :]) == rows.behaviour_names
     head = feature_names[: len(feature_names) - k] if tail else feature_names
     columns: list[NDArray[Any]] = []
     for name in head:
-        if name in levels:
-            code: dict[str | None, float] = {level: float(i) for i, level in enumerate(levels[name])}
-            if MISSING_LEVEL in code:
-                code[None] = code[MISSING_LEVEL]
+        code = codes.get(name)
+        if code is not None:
             hint = rows.category_codes.get(name)
             if hint is None:
                 columns.append(_category_codes(rows.categorical[name], code))
@@ -297,7 +320,7 @@ _ENCODE_BLOCK_ROWS = 2_048
 _LOOKUP_ROWS = 64
 
 
-def _category_codes(values: NDArray[Any], code: dict[str | None, float]) -> NDArray[Any]:
+def _category_codes(values: NDArray[Any], code: Mapping[str | None, float]) -> NDArray[Any]:
     # Unseen values are not keys of `code`: NaN. Missing (None) is NaN too unless `code` has a
     # None key (missing kept as a level).
     if len(values) <= _LOOKUP_ROWS:
@@ -366,10 +389,7 @@ class ScoringModel:
         self.spec = meta.feature_spec
         self.schema = meta.resolved_schema()
         self.feature_names = meta.feature_names
-        self._codes = {
-            name: {level: float(i) for i, level in enumerate(levels)}
-            for name, levels in meta.categorical_levels.items()
-        }
+        self._codes = level_codes(meta.categorical_levels)  # every request encoded with the same codes
         of_feature = [driver_of(f, self.spec) for f in self.feature_names]
         # Drivers in order of first appearance (how `reasons` and `strongest_reasons_up` break ties),
         # and the position among them of each feature's driver.
@@ -381,6 +401,7 @@ class ScoringModel:
         # Column j of the contributions is an attribute (fit) feature; the others are behaviour.
         self._is_fit = np.array([f in attributes for f in self.feature_names], dtype=bool)
         self._quantiles = np.asarray(meta.score_quantiles)
+        self._quantile_list: list[float] = self._quantiles.tolist()  # `score_0_100_each`
         self._compiled: CompiledForest | None = None
         self._compiled_looked_up = False  # the cache had no compiled forest for this model
         self._exact: ExactContributions | None = None  # a forest's TreeSHAP tables, built on first use
@@ -437,7 +458,7 @@ class ScoringModel:
 
     # -- scoring ------------------------------------------------------------------------
     def encode(self, rows: FeatureRows) -> NDArray[Any]:
-        return encode_matrix(rows, self.feature_names, self.meta.categorical_levels)
+        return encode_matrix(rows, self.feature_names, self.meta.categorical_levels, self._codes)
 
     def raw(self, matrix: NDArray[Any]) -> NDArray[Any]:
         return np.asarray(self.booster.predict(matrix, raw_score=True, num_threads=_threads_for(matrix)))
@@ -464,6 +485,15 @@ class ScoringModel:
         ranks = np.searchsorted(self._quantiles, probability, side="right") - 1
         percentile: NDArray[Any] = np.minimum(np.maximum(ranks, 0), 100).astype(int)  # np.clip costs more on one lead
         return percentile
+
+    def score_0_100_each(self, probability: Sequence[float]) -> list[int]:
+        """`score_0_100` of a few probabilities, without numpy's small arrays: the same scores.
+
+        `bisect_right` makes the comparisons of `searchsorted(side="right")`, a NaN included (it
+        places it after every quantile, as numpy does; `tests/test_scoring_fast_paths.py`).
+        """
+        quantiles = self._quantile_list
+        return [min(max(bisect.bisect_right(quantiles, p) - 1, 0), 100) for p in probability]
 
     def tier(self, probability: float) -> TierName:
         return self.meta.tiers.of(probability)

@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Annotated, Any, Literal, NamedTuple, cast
 
 import numpy as np
@@ -45,7 +47,7 @@ from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel, SubScoreCell
 from model.compiled import CompileMode
-from model.trend import TREND_LABELS, TREND_PAST_DAYS, TrendLabel, past_instants
+from model.trend import SECONDS_PER_DAY, TREND_LABELS, TREND_PAST_DAYS, TrendLabel, past_instants
 
 AttributeValue = str | int | float | bool | None
 
@@ -436,8 +438,16 @@ class _Headline(NamedTuple):
     score: int
 
 
+# Up to this many rows, headlines and past scores are computed in Python floats: numpy's fixed
+# cost per call is more than the arithmetic of a lead's few rows (the same values to the bit).
+_FEW_ROWS = 8
+
+
 def _headlines(model: ScoringModel, raw: NDArray[Any]) -> list[_Headline]:
     """Each row's `_Headline` from its raw score: one calibration and one placement on the scale for all rows."""
+    if len(raw) <= _FEW_ROWS:
+        few = model.meta.calibration.apply_each(raw.tolist())
+        return [_Headline(p, s, score) for p, s, score in zip(few, rounded_each(few), model.score_0_100_each(few), strict=True)]
     probability = model.meta.calibration.apply(raw)
     shown, scores = rounded_probability(probability), model.score_0_100(probability)
     return [_Headline(p, s, score) for p, s, score in zip(probability.tolist(), shown.tolist(), scores.tolist(), strict=True)]
@@ -481,6 +491,12 @@ class _Interactions:
     future: int
 
 
+_OCCURRED_AT = attrgetter("occurred_at")
+_TZINFO = attrgetter("tzinfo")
+_PROPERTIES = attrgetter("properties")
+_TYPE_AND_CHANNEL = attrgetter("type", "channel")
+
+
 def _read_interactions(schema: LeadSchema, spec: FeatureSpec, interactions: Sequence[InteractionIn], created_s: int, as_of_s: int) -> _Interactions:
     """The kept interactions (typed, at or after creation) of one lead, in the order sent, and what was set aside.
 
@@ -491,12 +507,15 @@ def _read_interactions(schema: LeadSchema, spec: FeatureSpec, interactions: Sequ
     Raises:
         LeadRejected: A time or property the schema cannot read, naming the first such field.
     """
-    if any(e.occurred_at.tzinfo is not UTC or e.properties for e in interactions):
+    # Each field of every event at once (`map` of an attrgetter runs in C: a lead may send thousands).
+    instants = list(map(_OCCURRED_AT, interactions))
+    if not all(map(is_, map(_TZINFO, instants), repeat(UTC))) or any(map(_PROPERTIES, interactions)):
         return _read_interactions_one_by_one(schema, spec, interactions, created_s, as_of_s)
+    keys = list(map(_TYPE_AND_CHANNEL, interactions))
     # A lead's events repeat a few types and channels: each pair is read by the schema once.
-    type_of = {key: schema.interaction_type(*key) for key in {(e.type, e.channel) for e in interactions}}
-    read_types = [type_of[(e.type, e.channel)] for e in interactions]
-    seconds = [int(e.occurred_at.timestamp()) for e in interactions]
+    type_of = {key: schema.interaction_type(*key) for key in set(keys)}
+    read_types = list(map(type_of.__getitem__, keys))
+    seconds = list(map(int, map(datetime.timestamp, instants)))
     untyped = read_types.count(None)
     if untyped or (seconds and min(seconds) < created_s):
         typed = [(t, kind) for t, kind in zip(seconds, read_types, strict=True) if kind is not None]
@@ -750,6 +769,14 @@ def past_scores(model: ScoringModel, raw_past: NDArray[Any], created_s: NDArray[
         int (len(TREND_PAST_DAYS), n).
     """
     n = len(created_s)
+    if len(raw_past) <= _FEW_ROWS:  # a lead or two: in Python floats, the same scores
+        placed = model.score_0_100_each(model.meta.calibration.apply_each(raw_past.tolist()))
+        created, scored_at = np.asarray(created_s).tolist(), np.asarray(as_of_s).tolist()
+        few = [
+            [-1 if scored_at[i] - days * SECONDS_PER_DAY < created[i] else placed[k * n + i] for i in range(n)]
+            for k, days in enumerate(TREND_PAST_DAYS)
+        ]
+        return np.array(few, dtype=int).reshape(len(TREND_PAST_DAYS), n)
     scores = model.score_0_100(model.meta.calibration.apply(raw_past)).reshape(len(TREND_PAST_DAYS), n)
     scores[past_instants(as_of_s) < np.asarray(created_s)[None, :]] = -1
     return scores
@@ -935,6 +962,16 @@ def _with_unseen_warnings(model: ScoringModel, rows: FeatureRows, warnings: list
 def rounded_probability(probability: NDArray[Any]) -> NDArray[Any]:
     """Probabilities as answered (6 decimals): one rounding for the one-lead and batch paths."""
     return np.round(probability, 6)
+
+
+def rounded_each(probability: Sequence[float]) -> list[float]:
+    """`rounded_probability` of a few Python floats: the same values to the bit.
+
+    numpy rounds to 6 decimals as rint(p * 1e6) / 1e6; Python's `round` to an integer rounds
+    half to even as `rint` does, and both sides use IEEE 754 multiplication and division
+    (`tests/test_scoring_fast_paths.py`). A NaN stays NaN.
+    """
+    return [round(p * 1e6) / 1e6 if p == p else p for p in probability]
 
 
 def schema_applied(model: ScoringModel, leads: pd.DataFrame, interactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -795,6 +795,9 @@ class LeadScoring:
         return results
 
 
+SCORE_OUT_JSON = ScoreOut.__pydantic_serializer__
+
+
 def current_service() -> LeadScoring | None:
     """The running service instance, or None before start-up (for the middleware)."""
     try:
@@ -810,7 +813,10 @@ async def score(request: ScoreRequest) -> ScoreOut | Response:
     service = current_service()
     if service is None:  # before start-up `ApiKeyAuth` has already answered 503
         return refusal(503, "Service Unavailable", "starting", [], "the service is starting: try again")
-    return await service.score(request)
+    out = await service.score(request)
+    if isinstance(out, ScoreOut):  # written here: FastAPI would check it against ScoreOut again, then dump it twice
+        return Response(SCORE_OUT_JSON.to_json(out), media_type="application/json")
+    return out
 
 
 def current_api_keys() -> ApiKeys | None:

@@ -14,7 +14,17 @@ from features.labels import driver_of
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.bundle import Calibration
-from model.scoring import InteractionIn, LeadRejected, _read_interactions, _read_interactions_one_by_one
+from model.scoring import (
+    _FEW_ROWS,
+    InteractionIn,
+    LeadRejected,
+    _headlines,
+    _read_interactions,
+    _read_interactions_one_by_one,
+    past_scores,
+    rounded_each,
+    rounded_probability,
+)
 
 SCHEMA = LeadSchema(type_map={"Email Opened": "email_open"}, split_types=["email_click"])
 SPEC = FeatureSpec(categorical=[], numeric=[])
@@ -147,3 +157,58 @@ def test_the_answers_of_reasons_are_the_reasons_as_dicts(training_result) -> Non
                 [r.to_dict() for r in up],
                 [r.to_dict() for r in down],
             )
+
+
+# Probabilities near the 6th decimal's half-way points, where a rounding that differs shows first.
+halfway = st.integers(0, 10**6 - 1).map(lambda k: (k + 0.5) / 1e6)
+probabilities = st.one_of(st.floats(0, 1, allow_nan=False), halfway, st.just(float("nan")))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(probabilities, min_size=1, max_size=11))
+def test_rounding_a_few_probabilities_in_python_equals_numpy_to_the_bit(probability: list[float]) -> None:
+    numpy = rounded_probability(np.array(probability)).tolist()
+    python = rounded_each(probability)
+    assert [(p != p, p if p == p else 0.0) for p in python] == [(p != p, p if p == p else 0.0) for p in numpy]
+
+
+def test_rounding_in_python_and_numpy_agree_on_every_half_way_point_of_a_range() -> None:
+    # 200,000 probabilities exactly between two answers (as written in binary): every tie is broken alike.
+    probability = ((np.arange(200_000) + 0.5) / 1e6).tolist()
+    assert rounded_each(probability) == rounded_probability(np.array(probability)).tolist()
+
+
+def test_placing_a_few_probabilities_in_python_equals_numpy(training_result) -> None:
+    model = training_result.model
+    quantiles = list(model.meta.score_quantiles)
+    # Each quantile itself, its neighbours by one ulp, the ends and beyond them, and NaN.
+    edges = [q for v in quantiles for q in (v, np.nextafter(v, -1.0), np.nextafter(v, 2.0))]
+    probability = [*edges, 0.0, 1.0, -0.5, 1.5, float("nan"), *np.random.default_rng(3).random(500).tolist()]
+    assert model.score_0_100_each(probability) == model.score_0_100(np.array(probability)).tolist()
+
+
+def test_headlines_and_past_scores_of_a_few_rows_equal_those_of_many(training_result) -> None:
+    model = training_result.model
+    raw = model.raw(training_result.test.matrix[:600])
+    many = _headlines(model, raw)  # over `_FEW_ROWS`: numpy
+    for start in range(0, 600, _FEW_ROWS):
+        assert _headlines(model, raw[start : start + _FEW_ROWS]) == many[start : start + _FEW_ROWS]
+    if model.meta.trend is None:
+        pytest.skip("the simulated bundle has no trend")
+    # Two leads, two past instants: 4 rows, some leads too young to have existed 7 or 30 days before.
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(1, _FEW_ROWS // 2 + 1))
+        as_of_s = rng.integers(1_700_000_000, 1_800_000_000, n)
+        created_s = as_of_s - rng.integers(0, 40 * 86_400, n)
+        past = raw[rng.integers(0, 600, 2 * n)]
+        few = past_scores(model, past, created_s, as_of_s)
+        # The numpy path: the same rows padded past `_FEW_ROWS` with copies, then cut back.
+        pad = _FEW_ROWS + 1
+        padded_past = np.concatenate([past[:n], np.repeat(past[:1], pad), past[n:], np.repeat(past[n : n + 1], pad)])
+        padded = past_scores(
+            model, padded_past, np.concatenate([created_s, np.repeat(created_s[:1], pad)]),
+            np.concatenate([as_of_s, np.repeat(as_of_s[:1], pad)]),
+        )  # fmt: skip
+        assert few.dtype == padded.dtype
+        assert few.tolist() == padded[:, :n].tolist()
