@@ -89,6 +89,19 @@ def build_event_index(
     values = np.empty((lead_codes.size, 0)) if properties is None else np.asarray(properties, dtype=np.float64)
     times_s = np.asarray(times_s, dtype=np.int64)
     type_slots = np.asarray(type_slots, dtype=np.int64)
+    if n_leads == 1 and not lead_codes.any():
+        # One lead (a request): its events ordered by time alone, stably, as the sort below orders them.
+        if times_s.size > 1 and (times_s[1:] < times_s[:-1]).any():
+            order = np.argsort(times_s, kind="stable")
+            times_s, type_slots, values = times_s[order], type_slots[order], values[order]
+        return EventIndex(
+            n_leads=1,
+            n_slots=n_slots,
+            lead_start=np.array([0, times_s.size], dtype=np.int64),
+            time_s=np.ascontiguousarray(times_s),
+            slot=np.ascontiguousarray(type_slots),
+            properties=np.ascontiguousarray(values),
+        )
     if lead_codes.size > 1:
         lead_step = lead_codes[1:] - lead_codes[:-1]
         unsorted = (lead_step < 0) | ((lead_step == 0) & (times_s[1:] < times_s[:-1]))
@@ -113,12 +126,52 @@ def build_event_index(
     )
 
 
+@dataclass(frozen=True)
+class BehaviourPlan:
+    """What `behaviour_matrix` and `assemble_rows` read of a spec, worked out once.
+
+    A loaded model keeps its plan (`model.bundle.ScoringModel.behaviour_plan`), so that scoring
+    one lead does not rebuild the names, weights and windows on every request; elsewhere both
+    functions make one from the spec they are given (a `FeatureSpec` can change, a plan cannot).
+
+    Attributes:
+        names: `spec.behaviour_features()`.
+        weights: Engagement weight of each vocabulary type, then 0 for the other slot.
+        windows_s: The count windows in seconds, ascending.
+        halflife_s: The engagement half-life in seconds.
+        never_seen: `days_since_<type>` of a type never seen (NaN when the spec gives none).
+        property_columns, is_max: Per property feature, its property's column and whether it is a maximum (else a sum).
+    """
+
+    names: tuple[str, ...]
+    weights: np.ndarray
+    windows_s: np.ndarray
+    halflife_s: float
+    never_seen: float
+    property_columns: np.ndarray
+    is_max: np.ndarray
+
+    @classmethod
+    def of(cls, spec: FeatureSpec) -> BehaviourPlan:
+        aggregates = [(p, a) for p, (_, wanted) in enumerate(spec.properties.items()) for a in wanted]
+        return cls(
+            names=tuple(spec.behaviour_features()),
+            weights=np.array([engagement_weight(t, spec) for t in spec.interaction_types] + [0.0]),
+            windows_s=np.asarray(spec.windows_days, dtype=np.int64) * SECONDS_PER_DAY,
+            halflife_s=spec.halflife_days * SECONDS_PER_DAY,
+            never_seen=np.nan if spec.never_seen_days is None else float(spec.never_seen_days),
+            property_columns=np.array([p for p, _ in aggregates], dtype=np.int64),
+            is_max=np.array([a == "max" for _, a in aggregates], dtype=np.bool_),
+        )
+
+
 def behaviour_matrix(
     index: EventIndex,
     snap_lead: np.ndarray,
     snap_as_of_s: np.ndarray,
     snap_created_s: np.ndarray,
     spec: FeatureSpec,
+    plan: BehaviourPlan | None = None,
 ) -> np.ndarray:
     """Behavioural features of each snapshot, in `spec.behaviour_features()` order.
 
@@ -136,6 +189,7 @@ def behaviour_matrix(
         snap_as_of_s: Snapshot time (epoch seconds); only events at or before it are seen.
         snap_created_s: Creation time of the snapshot's lead (epoch seconds).
         spec: Which windows, types and weights.
+        plan: `BehaviourPlan.of(spec)`, when the caller keeps it; made here when None.
 
     Returns:
         float64 array of shape (n_snapshots, len(spec.behaviour_features())).
@@ -151,21 +205,17 @@ def behaviour_matrix(
         return np.empty((n_snap, 0), dtype=np.float64)
     if not spec.events:  # no interaction in the data: the lead's age is the whole block
         return ((as_of - created) / SECONDS_PER_DAY).astype(np.float64)[:, None]
+    plan = BehaviourPlan.of(spec) if plan is None else plan
     n_types = len(spec.interaction_types)
-    windows_s = np.asarray(spec.windows_days, dtype=np.int64) * SECONDS_PER_DAY  # ascending
-    aggregates = [(p, a) for p, (_, wanted) in enumerate(spec.properties.items()) for a in wanted]
-    out = np.empty((n_snap, len(spec.behaviour_features())), dtype=np.float64)
+    out = np.empty((n_snap, len(plan.names)), dtype=np.float64)
     kernel = _compiled_behaviour_kernel()
-    weights = np.array([engagement_weight(t, spec) for t in spec.interaction_types] + [0.0] * (index.n_slots - n_types))
-    never_seen = np.nan if spec.never_seen_days is None else float(spec.never_seen_days)
-    property_columns = np.array([p for p, _ in aggregates], dtype=np.int64)
-    is_max = np.array([a == "max" for _, a in aggregates], dtype=np.bool_)
+    weights = plan.weights if index.n_slots == n_types + 1 else np.append(plan.weights[:n_types], [0.0] * (index.n_slots - n_types))
 
     def snapshots(start: int, stop: int) -> None:
         # Each snapshot is computed on its own: ranges of them in threads give the values of one call.
         kernel(index.lead_start, index.time_s, index.slot, index.properties, snap_lead[start:stop], as_of[start:stop],
-               created[start:stop], weights, spec.halflife_days * SECONDS_PER_DAY, windows_s, n_types, never_seen,
-               property_columns, is_max, out[start:stop])  # fmt: skip
+               created[start:stop], weights, plan.halflife_s, plan.windows_s, n_types, plan.never_seen,
+               plan.property_columns, plan.is_max, out[start:stop])  # fmt: skip
 
     run_ranges(snapshots, n_snap)
     return out
@@ -471,6 +521,7 @@ def assemble_rows(
     attributes: Mapping[str, Sequence[object] | np.ndarray],
     behaviour: np.ndarray,
     repeats: int = 1,
+    plan: BehaviourPlan | None = None,
 ) -> FeatureRows:
     """Combine per-snapshot attribute values and the behaviour matrix into `FeatureRows`.
 
@@ -480,6 +531,7 @@ def assemble_rows(
         behaviour: Output of `behaviour_matrix` for the same snapshots.
         repeats: The snapshots are `repeats` blocks of the same leads (a lead now, then at past
             instants): `attributes` holds one block, converted once and repeated.
+        plan: The spec's `BehaviourPlan`, when the caller keeps it (its names are read).
     """
     categorical = {c: _category_values(attributes[c]) for c in spec.categorical}
     if spec.email_column:
@@ -491,10 +543,9 @@ def assemble_rows(
         repeated = np.tile(np.arange(len(behaviour) // repeats, dtype=np.intp), repeats)
         categorical = {c: v[repeated] for c, v in categorical.items()}
         numeric = {c: v[repeated] for c, v in numeric.items()}
-    names = spec.behaviour_features()
-    for j, name in enumerate(names):
-        numeric[name] = behaviour[:, j]
-    return FeatureRows(categorical=categorical, numeric=numeric, behaviour=behaviour, behaviour_names=tuple(names))
+    names = tuple(spec.behaviour_features()) if plan is None else plan.names
+    numeric.update(zip(names, behaviour.T, strict=True))  # column j of the block is behaviour[:, j]
+    return FeatureRows(categorical=categorical, numeric=numeric, behaviour=behaviour, behaviour_names=names)
 
 
 def to_epoch_seconds(values: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.engine import FeatureRows
+from features.engine import BehaviourPlan, FeatureRows
 from features.grid import PointGrid
 from features.labels import DriverPhrasing, driver_of, driver_phrasing, is_attribute_driver
 from features.schema import LeadSchema
@@ -390,6 +390,7 @@ class ScoringModel:
         self.schema = meta.resolved_schema()
         self.feature_names = meta.feature_names
         self._codes = level_codes(meta.categorical_levels)  # every request encoded with the same codes
+        self.behaviour_plan = BehaviourPlan.of(self.spec)  # and its behaviour features computed by one plan
         of_feature = [driver_of(f, self.spec) for f in self.feature_names]
         # Drivers in order of first appearance (how `reasons` and `strongest_reasons_up` break ties),
         # and the position among them of each feature's driver.
@@ -400,6 +401,7 @@ class ScoringModel:
         attributes = set(self.spec.categorical_features()) | set(self.spec.numeric)
         # Column j of the contributions is an attribute (fit) feature; the others are behaviour.
         self._is_fit = np.array([f in attributes for f in self.feature_names], dtype=bool)
+        self._fit_groups = (~self._is_fit).astype(np.intp)  # `fit_engagement_of`'s groups: 0 fit, 1 engagement
         self._quantiles = np.asarray(meta.score_quantiles)
         self._quantile_list: list[float] = self._quantiles.tolist()  # `score_0_100_each`
         self._compiled: CompiledForest | None = None
@@ -552,7 +554,7 @@ class ScoringModel:
             return self.fit_engagement_sums(self.contributions(matrix))
         if self._exact is None:
             self._exact = ExactContributions.from_booster(self.booster)
-        sums = self._exact.group_sums(matrix, (~self._is_fit).astype(np.intp), 2)
+        sums = self._exact.group_sums(matrix, self._fit_groups, 2)
         return sums[:, 0], sums[:, 1]
 
     def raw_from_fit_engagement(self, fit: NDArray[Any], engagement: NDArray[Any]) -> NDArray[Any] | None:

@@ -35,6 +35,7 @@ from pydantic.config import JsonDict
 from pydantic_core import to_json
 
 from features.engine import (
+    BehaviourPlan,
     FeatureRows,
     assemble_rows,
     behaviour_matrix,
@@ -438,8 +439,9 @@ class _Headline(NamedTuple):
     score: int
 
 
-# Up to this many rows, headlines and past scores are computed in Python floats: numpy's fixed
-# cost per call is more than the arithmetic of a lead's few rows (the same values to the bit).
+# Up to this many rows (or leads, for their snapshots' columns), headlines, past scores and
+# snapshot columns are computed in Python: numpy's fixed cost per call is more than the
+# arithmetic of a lead's few rows (the same values to the bit).
 _FEW_ROWS = 8
 
 
@@ -735,7 +737,7 @@ def score_read_leads(
     n = len(reads)
     with_trend = model.meta.trend is not None
     # Rows 0..n-1 are the leads now; with a trend, then n rows 7 days before and n 30 days before.
-    rows = lead_rows(reads, model.spec, with_past=with_trend)
+    rows = lead_rows(reads, model.spec, with_past=with_trend, plan=model.behaviour_plan)
     matrix = model.encode(rows)
     when = _when(model, matrix[:n])
     # One pass over every row (now and the past instants): contributions for reasons (the raw score
@@ -791,13 +793,14 @@ def _set_trend(model: ScoringModel, out: ScoreOut, past: NDArray[Any]) -> None:
     out.trend = thresholds.label(out.score, week)
 
 
-def lead_rows(reads: Sequence[LeadRead], spec: FeatureSpec, *, with_past: bool = False) -> FeatureRows:
+def lead_rows(reads: Sequence[LeadRead], spec: FeatureSpec, *, with_past: bool = False, plan: BehaviourPlan | None = None) -> FeatureRows:
     """The features of many read leads, one row each, from one event index: `lead_features` for a batch.
 
     With `with_past`, also each lead 7 and 30 days before its `as_of` (`model.trend.past_instants`:
     its history cut there, later events unseen): rows 0..n-1 now, then n rows per past instant.
+    `plan`: the spec's `BehaviourPlan`, when the caller keeps it (a loaded model does).
     """
-    return columns_rows(LeadColumns.of(reads, spec), spec, with_past=with_past)
+    return columns_rows(LeadColumns.of(reads, spec), spec, with_past=with_past, plan=plan)
 
 
 @dataclass(frozen=True)
@@ -850,7 +853,7 @@ class LeadColumns:
         )
 
 
-def columns_rows(leads: LeadColumns, spec: FeatureSpec, *, with_past: bool = False) -> FeatureRows:
+def columns_rows(leads: LeadColumns, spec: FeatureSpec, *, with_past: bool = False, plan: BehaviourPlan | None = None) -> FeatureRows:
     """`lead_rows` of leads in columns: one row per lead (then, `with_past`, one per lead and past instant)."""
     n = len(leads.lead_ids)
     index = build_event_index(
@@ -861,10 +864,17 @@ def columns_rows(leads: LeadColumns, spec: FeatureSpec, *, with_past: bool = Fal
         n_slots=len(spec.interaction_types) + 1,
         properties=leads.properties,
     )
-    instants = np.concatenate([leads.as_of_s, *past_instants(leads.as_of_s)]) if with_past else leads.as_of_s
-    k = len(instants) // n
-    behaviour = behaviour_matrix(index, np.tile(np.arange(n, dtype=np.int64), k), instants, np.tile(leads.created_s, k), spec)
-    return assemble_rows(spec, leads.attributes, behaviour, repeats=k)
+    k = 1 + len(TREND_PAST_DAYS) if with_past else 1
+    if n <= _FEW_ROWS:  # a lead or a few: the snapshots' columns in Python (numpy's small calls cost more)
+        as_of, created = leads.as_of_s.tolist(), leads.created_s.tolist()
+        past = [t - days * SECONDS_PER_DAY for days in TREND_PAST_DAYS for t in as_of] if with_past else []
+        instants = np.array(as_of + past, dtype=np.int64)  # `past_instants`' values, block after block
+        snap_lead, snap_created = np.array(list(range(n)) * k, dtype=np.int64), np.array(created * k, dtype=np.int64)
+    else:
+        instants = np.concatenate([leads.as_of_s, *past_instants(leads.as_of_s)]) if with_past else leads.as_of_s
+        snap_lead, snap_created = np.tile(np.arange(n, dtype=np.int64), k), np.tile(leads.created_s, k)
+    behaviour = behaviour_matrix(index, snap_lead, instants, snap_created, spec, plan)
+    return assemble_rows(spec, leads.attributes, behaviour, repeats=k, plan=plan)
 
 
 def answers_json(model: ScoringModel, leads: LeadColumns, compiled: CompileMode = CompileMode.auto) -> list[str]:
@@ -887,7 +897,7 @@ def answers_json(model: ScoringModel, leads: LeadColumns, compiled: CompileMode 
     if not n:
         return []
     with_trend = model.meta.trend is not None
-    rows = columns_rows(leads, model.spec, with_past=with_trend)
+    rows = columns_rows(leads, model.spec, with_past=with_trend, plan=model.behaviour_plan)
     matrix = model.encode(rows)
     when = _when(model, matrix[:n])
     sums = _fit_engagement(model, matrix[:n], False)

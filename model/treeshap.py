@@ -86,7 +86,7 @@ class ExactContributions:
         ordered = [trees[i] for i in sorted(trees)]
         self._layout(ordered)
         self._tree_tables = [(tree.features, tree.table) for tree in ordered]
-        self._grouped: dict[tuple[bytes, int], tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]] = {}  # `group_sums`' tables
+        self._grouped: dict[tuple[str, bytes, int], tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]] = {}  # `group_sums`' tables
         # Compiled (or loaded from numba's disk cache) now, not on the first request that needs reasons.
         self._tabulated(np.zeros((1, n_features)))
 
@@ -161,12 +161,12 @@ class ExactContributions:
         groups = np.asarray(groups)
         if groups.shape != (self.n_features,):
             raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got shape {groups.shape}")
-        if groups.size and not (groups.min() >= 0 and groups.max() < n_groups):
-            raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got {groups.min()}..{groups.max()}")
-        matrix = self._checked(matrix)
-        key = (groups.tobytes(), n_groups)
-        if key not in self._grouped:
+        key = (groups.dtype.str, groups.tobytes(), n_groups)
+        if key not in self._grouped:  # checked once: the same groups (a model's fit and behaviour) come on every call
+            if groups.size and not (groups.min() >= 0 and groups.max() < n_groups):
+                raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got {groups.min()}..{groups.max()}")
             self._grouped[key] = self._grouped_tables(groups)
+        matrix = self._checked(matrix)
         trees, table_groups, table = self._grouped[key]
         out = self._summed(matrix, trees, table_groups, table, n_groups)
         for deep in self._deep_contributions(matrix):

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.engine import FeatureRows
+from features.engine import BehaviourPlan, FeatureRows, behaviour_matrix, build_event_index
 from features.labels import driver_of
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
@@ -17,11 +18,15 @@ from model.bundle import Calibration
 from model.scoring import (
     _FEW_ROWS,
     InteractionIn,
+    LeadColumns,
+    LeadIn,
     LeadRejected,
     _headlines,
     _read_interactions,
     _read_interactions_one_by_one,
+    columns_rows,
     past_scores,
+    read_lead,
     rounded_each,
     rounded_probability,
 )
@@ -212,3 +217,56 @@ def test_headlines_and_past_scores_of_a_few_rows_equal_those_of_many(training_re
         )  # fmt: skip
         assert few.dtype == padded.dtype
         assert few.tolist() == padded[:, :n].tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 3), st.floats(-5, 5)), max_size=40))
+def test_one_leads_event_index_equals_the_general_one(events: list[tuple[int, int, float]]) -> None:
+    # Unsorted times with ties: the one-lead index orders them as the general index does (stably by time).
+    times = np.array([t for t, _s, _v in events], dtype=np.int64)
+    slots = np.array([s for _t, s, _v in events], dtype=np.int64)
+    values = np.array([[v] for _t, _s, v in events], dtype=np.float64).reshape(len(events), 1)
+    codes = np.zeros(len(events), dtype=np.int64)
+    one = build_event_index(codes, times, slots, n_leads=1, n_slots=4, properties=values)
+    general = build_event_index(codes, times, slots, n_leads=2, n_slots=4, properties=values)  # a second lead, empty
+    assert one.lead_start.tolist() == general.lead_start[:2].tolist()
+    for name in ("time_s", "slot", "properties"):
+        assert np.array_equal(getattr(one, name), getattr(general, name)), name
+        assert getattr(one, name).flags.c_contiguous
+
+
+def test_a_kept_behaviour_plan_gives_the_matrix_of_the_spec(training_result, simulated_dataset) -> None:
+    spec = training_result.model.spec
+    index = build_event_index(np.zeros(5, dtype=np.int64), np.arange(5) * 86_400, np.arange(5) % 3, 1, len(spec.interaction_types) + 1)
+    leads, as_of, created = np.zeros(3, dtype=np.int64), np.array([9, 3, 30]) * 86_400, np.zeros(3, dtype=np.int64)
+    planned = behaviour_matrix(index, leads, as_of, created, spec, BehaviourPlan.of(spec))
+    assert np.array_equal(planned, behaviour_matrix(index, leads, as_of, created, spec), equal_nan=True)
+    assert BehaviourPlan.of(spec).names == tuple(spec.behaviour_features())
+
+
+def test_the_rows_of_a_few_leads_equal_their_rows_among_many(training_result, simulated_dataset) -> None:
+    # Up to `_FEW_ROWS` leads, the snapshots' columns are built in Python; beyond, in numpy.
+    model, data = training_result.model, simulated_dataset
+    as_of = data.data_end - pd.Timedelta(days=100)
+    leads = data.leads[data.leads["created_at"] <= as_of].sample(3 * _FEW_ROWS, random_state=4)
+    by_lead = dict(tuple(data.interactions.groupby("lead_id")))
+    columns = model.spec.attribute_columns()
+    reads = []
+    for _, lead in leads.iterrows():
+        events = by_lead.get(lead["lead_id"], data.interactions.iloc[:0])
+        body = {
+            "lead_id": lead["lead_id"], "created_at": lead["created_at"],
+            "attributes": {c: (None if lead[c] != lead[c] else lead[c]) for c in columns},
+            "interactions": [{"type": t, "occurred_at": o} for t, o in zip(events["type"], events["occurred_at"], strict=True)],
+        }  # fmt: skip
+        reads.append(read_lead(model, LeadIn.model_validate(body), as_of.to_pydatetime()))
+    many = columns_rows(LeadColumns.of(reads, model.spec), model.spec, with_past=True, plan=model.behaviour_plan)
+    n = len(reads)
+    for start in range(0, n, 3):
+        few_reads = reads[start : start + 3]
+        few = columns_rows(LeadColumns.of(few_reads, model.spec), model.spec, with_past=True, plan=model.behaviour_plan)
+        for block in range(3):  # now, 7 and 30 days before
+            for i in range(len(few_reads)):
+                expected, got = many.row(block * n + start + i), few.row(block * len(few_reads) + i)
+                assert list(got) == list(expected)
+                assert all(got[k] == expected[k] or (got[k] != got[k] and expected[k] != expected[k]) for k in got)
