@@ -19,7 +19,7 @@ same seen events as the counts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import cast
@@ -540,7 +540,8 @@ def assemble_rows(
     if repeats != 1:
         # Each value's conversion alone: repeating the converted block gives the same rows. One
         # index array takes every column's repeats (np.tile costs microseconds a column).
-        repeated = np.tile(np.arange(len(behaviour) // repeats, dtype=np.intp), repeats)
+        block = len(behaviour) // repeats
+        repeated = np.array(list(range(block)) * repeats, dtype=np.intp) if block <= 8 else np.tile(np.arange(block, dtype=np.intp), repeats)
         categorical = {c: v[repeated] for c, v in categorical.items()}
         numeric = {c: v[repeated] for c, v in numeric.items()}
     names = tuple(spec.behaviour_features()) if plan is None else plan.names
@@ -563,6 +564,13 @@ def type_slots(types: Sequence[str] | np.ndarray, spec: FeatureSpec) -> np.ndarr
     # A few distinct types among many events: each looked up once, then every event's slot in C.
     slot_of = {t: _slot(t, position, other) for t in set(types)}
     return np.array(list(map(slot_of.__getitem__, types)), dtype=np.int64)
+
+
+def outside_vocabulary(types: Iterable[str], spec: FeatureSpec) -> list[str]:
+    """The types among `types` that count as other events (`counted_as` is None), sorted."""
+    position = _type_positions(tuple(spec.interaction_types))
+    other = len(spec.interaction_types)
+    return sorted(t for t in types if _slot(t, position, other) == other)
 
 
 def counted_as(event_type: str, spec: FeatureSpec) -> str | None:

@@ -47,6 +47,7 @@ from features.spec import FeatureSpec
 from features.vocabulary import split_type
 
 SCHEMA_FORMAT = 1
+TYPE_MEMO_SIZE = 4_096  # (type, channel) pairs whose reading a schema remembers (`interaction_types_of`)
 AttributeKind = Literal["category", "number", "email"]
 # The number grammar of both paths, after the thousands separator is removed and the decimal
 # mark made ".": no "inf", "nan", underscores or hex, which Python's float() would also take.
@@ -464,6 +465,28 @@ class LeadSchema(BaseModel):
             if split_by is not None:
                 return split_type(mapped, split_by)
         return mapped
+
+    def interaction_types_of(self, pairs: Iterable[tuple[str, str | None]]) -> dict[tuple[str, str | None], str | None]:
+        """`interaction_type` of each (type, channel) pair, each read once per schema.
+
+        A served model reads the same few pairs on every request: the first `TYPE_MEMO_SIZE`
+        distinct pairs are remembered, any later one is read every time (a client sending made-up
+        types cannot grow the memory).
+        """
+        memo = self._type_memo
+        out: dict[tuple[str, str | None], str | None] = {}
+        for pair in pairs:
+            if pair in memo:
+                out[pair] = memo[pair]
+                continue
+            out[pair] = read = self.interaction_type(*pair)
+            if len(memo) < TYPE_MEMO_SIZE:
+                memo[pair] = read
+        return out
+
+    @cached_property
+    def _type_memo(self) -> dict[tuple[str, str | None], str | None]:
+        return {}
 
     @cached_property
     def _split(self) -> frozenset[str]:

@@ -557,6 +557,19 @@ class ScoringModel:
         sums = self._exact.group_sums(matrix, self._fit_groups, 2)
         return sums[:, 0], sums[:, 1]
 
+    def contributions_and_fit_engagement(self, matrix: NDArray[Any]) -> tuple[NDArray[Any], tuple[NDArray[Any], NDArray[Any]]]:
+        """`contributions` and `fit_engagement_of` of the same rows in one pass: the values of the two calls, to the bit.
+
+        For a lead scored with reasons and sub-scores (`ExactContributions.contributions_with_group_sums`).
+        """
+        if isinstance(self.booster, LinearModel):
+            contributions = self.contributions(matrix)
+            return contributions, self.fit_engagement_sums(contributions)
+        if self._exact is None:
+            self._exact = ExactContributions.from_booster(self.booster)
+        contributions, sums = self._exact.contributions_with_group_sums(matrix, self._fit_groups, 2)
+        return contributions, (sums[:, 0], sums[:, 1])
+
     def raw_from_fit_engagement(self, fit: NDArray[Any], engagement: NDArray[Any]) -> NDArray[Any] | None:
         """A forest's raw scores from rows' `fit_engagement_of` sums: the base value plus both, or None for a linear model.
 

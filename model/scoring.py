@@ -40,7 +40,7 @@ from features.engine import (
     assemble_rows,
     behaviour_matrix,
     build_event_index,
-    counted_as,
+    outside_vocabulary,
     snapshot_features,
     type_slots,
 )
@@ -515,7 +515,7 @@ def _read_interactions(schema: LeadSchema, spec: FeatureSpec, interactions: Sequ
         return _read_interactions_one_by_one(schema, spec, interactions, created_s, as_of_s)
     keys = list(map(_TYPE_AND_CHANNEL, interactions))
     # A lead's events repeat a few types and channels: each pair is read by the schema once.
-    type_of = {key: schema.interaction_type(*key) for key in set(keys)}
+    type_of = schema.interaction_types_of(set(keys))
     read_types = list(map(type_of.__getitem__, keys))
     seconds = list(map(int, map(datetime.timestamp, instants)))
     untyped = read_types.count(None)
@@ -597,7 +597,7 @@ def read_lead(model: ScoringModel, lead: LeadIn, as_of: datetime | None = None) 
     as_of_s = int(as_of.timestamp())
     events = _read_interactions(schema, spec, lead.interactions, created_s, as_of_s)
     times, types, properties = events.times, events.types, events.properties
-    unknown = sorted(t for t in set(types) if counted_as(t, spec) is None) if spec.interactions else []
+    unknown = outside_vocabulary(set(types), spec) if spec.interactions else []
     missing = sorted(set(spec.attribute_columns()) - set(attributes))
     warnings = read_warnings(
         spec, events.untyped, events.early, events.future, len(types), unknown, sorted(events.unused_properties), extra, missing
@@ -743,8 +743,13 @@ def score_read_leads(
     # One pass over every row (now and the past instants): contributions for reasons (the raw score
     # is their sum), else the raw score; without reasons the sub-scores' contributions of the rows
     # of now alone, when they cost about a prediction (`_fit_engagement`).
-    contrib = model.contributions(matrix) if with_reasons else None
-    sums = _fit_engagement(model, matrix[:n], contrib is not None)
+    contrib: NDArray[Any] | None
+    if with_reasons and model.meta.subscores is not None:  # both from one pass over the trees' tables
+        contrib, every_sum = model.contributions_and_fit_engagement(matrix)
+        sums: tuple[NDArray[Any], NDArray[Any]] | None = (every_sum[0][:n], every_sum[1][:n])
+    else:
+        contrib = model.contributions(matrix) if with_reasons else None
+        sums = _fit_engagement(model, matrix[:n], contrib is not None)
     raw = contrib.sum(axis=1) if contrib is not None else _raw_without_reasons(model, matrix, n, sums, model.raw)
     headlines = _headlines(model, raw[:n])
     scored = [

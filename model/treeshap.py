@@ -87,6 +87,7 @@ class ExactContributions:
         self._layout(ordered)
         self._tree_tables = [(tree.features, tree.table) for tree in ordered]
         self._grouped: dict[tuple[str, bytes, int], tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]] = {}  # `group_sums`' tables
+        self._combined: dict[tuple[str, bytes, int], tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]] = {}  # and with the features'
         # Compiled (or loaded from numba's disk cache) now, not on the first request that needs reasons.
         self._tabulated(np.zeros((1, n_features)))
 
@@ -159,6 +160,43 @@ class ExactContributions:
             (n_rows, n_groups) float64.
         """
         groups = np.asarray(groups)
+        key = self._grouping(groups, n_groups)
+        matrix = self._checked(matrix)
+        trees, table_groups, table = self._grouped[key]
+        out = self._summed(matrix, trees, table_groups, table, n_groups)
+        self._add_deep_group_sums(out, self._deep_contributions(matrix), groups, n_groups)
+        return out
+
+    def contributions_with_group_sums(
+        self, matrix: NDArray[Any], groups: NDArray[Any], n_groups: int
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """`contributions` and `group_sums` of the same rows in one pass over the tables: the same values to the bit.
+
+        Every tree's table row holds its features' values and then its groups' sums, so each
+        output cell adds the very values, in the same tree order, that either call alone adds
+        (`tests/test_treeshap.py`); the rows' decision patterns are found once instead of twice.
+        What a lead scored with reasons and sub-scores needs.
+
+        Returns:
+            (contributions, (n_rows, n_features + 1)), (group sums, (n_rows, n_groups)).
+        """
+        groups = np.asarray(groups)
+        key = self._grouping(groups, n_groups)
+        if key not in self._combined:
+            self._combined[key] = self._combined_tables(groups)
+        matrix = self._checked(matrix)
+        width = self.n_features + 1
+        out = self._summed(matrix, *self._combined[key], width + n_groups)
+        contributions, sums = np.ascontiguousarray(out[:, :width]), np.ascontiguousarray(out[:, width:])
+        contributions[:, -1] = self._bias
+        deep = self._deep_contributions(matrix)
+        for part in deep:
+            contributions += part
+        self._add_deep_group_sums(sums, deep, groups, n_groups)
+        return contributions, sums
+
+    def _grouping(self, groups: NDArray[Any], n_groups: int) -> tuple[str, bytes, int]:
+        """The key of `groups` among the grouped tables, built (and the groups checked) on first use."""
         if groups.shape != (self.n_features,):
             raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got shape {groups.shape}")
         key = (groups.dtype.str, groups.tobytes(), n_groups)
@@ -166,13 +204,13 @@ class ExactContributions:
             if groups.size and not (groups.min() >= 0 and groups.max() < n_groups):
                 raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got {groups.min()}..{groups.max()}")
             self._grouped[key] = self._grouped_tables(groups)
-        matrix = self._checked(matrix)
-        trees, table_groups, table = self._grouped[key]
-        out = self._summed(matrix, trees, table_groups, table, n_groups)
-        for deep in self._deep_contributions(matrix):
+        return key
+
+    @staticmethod
+    def _add_deep_group_sums(out: NDArray[np.float64], deep: list[NDArray[np.float64]], groups: NDArray[Any], n_groups: int) -> None:
+        for part in deep:
             for g in range(n_groups):
-                out[:, g] += deep[:, :-1][:, groups == g].sum(axis=1)
-        return out
+                out[:, g] += part[:, :-1][:, groups == g].sum(axis=1)
 
     def _checked(self, matrix: NDArray[Any]) -> NDArray[np.float64]:
         matrix = np.asarray(matrix, dtype=np.float64)
@@ -274,23 +312,20 @@ class ExactContributions:
             (per-tree (first group column, groups, first value), group of each column, the values),
             laid out as `_layout` lays out the tables.
         """
-        infos: list[tuple[int, int, int]] = []
-        columns: list[int] = []
-        tables: list[NDArray[np.float64]] = []
-        values = 0
+        return _laid_out([_collapsed(features, table, groups) for features, table in self._tree_tables])
+
+    def _combined_tables(self, groups: NDArray[Any]) -> tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]:
+        """Each tree's table with its grouped sums beside it (`contributions_with_group_sums`).
+
+        A tree's columns are its features, then its groups as columns n_features + 1 + group;
+        the grouped values are those of `_grouped_tables`, computed the same way.
+        """
+        offset = self.n_features + 1
+        parts = []
         for features, table in self._tree_tables:
-            of_column = groups[features]
-            kept = np.unique(of_column)
-            collapsed = np.stack([table[:, of_column == g].sum(axis=1) for g in kept], axis=1)
-            infos.append((len(columns), len(kept), values))
-            columns += kept.tolist()
-            tables.append(collapsed.ravel())
-            values += collapsed.size
-        return (
-            np.asarray(infos, dtype=np.uint64).reshape(-1, 3),
-            np.asarray(columns, dtype=np.uint32),
-            np.concatenate(tables) if tables else np.zeros(0),
-        )
+            kept, collapsed = _collapsed(features, table, groups)
+            parts.append((np.concatenate([features, offset + kept]), np.hstack([table, collapsed])))
+        return _laid_out(parts)
 
     def _summed(
         self, matrix: NDArray[np.float64], trees: NDArray[np.uint64], table_features: NDArray[np.uint32], table: NDArray[np.float64], width: int
@@ -304,6 +339,35 @@ class ExactContributions:
 
         run_ranges(rows, matrix.shape[0])
         return out
+
+
+def _collapsed(features: NDArray[np.int64], table: NDArray[np.float64], groups: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.float64]]:
+    """A tree's groups (those of its features, ascending) and its table's columns summed by group, (patterns, groups)."""
+    of_column = groups[features]
+    kept = np.unique(of_column)
+    return kept, np.stack([table[:, of_column == g].sum(axis=1) for g in kept], axis=1)
+
+
+def _laid_out(parts: list[tuple[NDArray[Any], NDArray[np.float64]]]) -> tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]:
+    """Tables as the kernels read them: per tree (first column, columns, first value), each value's column, the values.
+
+    Args:
+        parts: Per tree, its output columns and its (patterns, columns) table.
+    """
+    infos: list[tuple[int, int, int]] = []
+    columns: list[int] = []
+    tables: list[NDArray[np.float64]] = []
+    values = 0
+    for of_value, table in parts:
+        infos.append((len(columns), len(of_value), values))
+        columns += np.asarray(of_value).tolist()
+        tables.append(table.ravel())  # (patterns, columns) row-major: a pattern's values side by side
+        values += table.size
+    return (
+        np.asarray(infos, dtype=np.uint64).reshape(-1, 3),
+        np.asarray(columns, dtype=np.uint32),
+        np.concatenate(tables) if tables else np.zeros(0),
+    )
 
 
 # Byte slots per tree: room for the nodes of every tabulated tree (`max_nodes`). 8, one 64-bit

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.engine import BehaviourPlan, FeatureRows, behaviour_matrix, build_event_index
+from features import schema as schema_module
+from features.engine import BehaviourPlan, FeatureRows, behaviour_matrix, build_event_index, counted_as, outside_vocabulary
 from features.labels import driver_of
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
@@ -270,3 +271,30 @@ def test_the_rows_of_a_few_leads_equal_their_rows_among_many(training_result, si
                 expected, got = many.row(block * n + start + i), few.row(block * len(few_reads) + i)
                 assert list(got) == list(expected)
                 assert all(got[k] == expected[k] or (got[k] != got[k] and expected[k] != expected[k]) for k in got)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(TYPES + ["email_click__web", "webinar"]), st.sampled_from(CHANNELS)), max_size=20))
+def test_remembered_type_readings_equal_reading_each_pair(pairs: list[tuple[str, str | None]]) -> None:
+    schema = LeadSchema(type_map={"Email Opened": "email_open"}, split_types=["email_click"])
+    expected = {pair: schema.interaction_type(*pair) for pair in pairs}
+    assert schema.interaction_types_of(set(pairs)) == expected
+    assert schema.interaction_types_of(set(pairs)) == expected  # the second time from the memo
+
+
+def test_the_memo_of_type_readings_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(schema_module, "TYPE_MEMO_SIZE", 5)
+    schema = LeadSchema(split_types=["email_click"])
+    pairs = [(f"type_{i}", None) for i in range(50)] + [("email_click", f"channel {i}") for i in range(50)]
+    assert schema.interaction_types_of(pairs) == {pair: schema.interaction_type(*pair) for pair in pairs}
+    assert len(schema._type_memo) == 5
+    # Past the bound a pair is read every time, with the same answer.
+    assert schema.interaction_types_of(pairs[-3:]) == {pair: schema.interaction_type(*pair) for pair in pairs[-3:]}
+
+
+def test_the_types_outside_the_vocabulary_are_those_counted_as_other() -> None:
+    spec = FeatureSpec(categorical=[], numeric=[], interaction_types=["page_view", "email_click", "email_click__web"])
+    types = ["page_view", "email_click__web", "email_click__rare", "webinar", "chat", "", "page_view__x"]
+    assert outside_vocabulary(set(types), spec) == sorted(t for t in set(types) if counted_as(t, spec) is None)
+    # A split type counts as its listed base: page_view__x and email_click__rare are inside.
+    assert outside_vocabulary(set(types), spec) == ["", "chat", "webinar"]

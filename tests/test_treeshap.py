@@ -238,6 +238,36 @@ def test_group_sums_of_a_forest_of_small_and_deep_trees() -> None:
     np.testing.assert_allclose(exact.group_sums(rows, groups, 2), _grouped_by_lightgbm(mixed, rows, groups, 2), rtol=0, atol=TOLERANCE)
 
 
+def _assert_combined_equals_separate(exact: ExactContributions, rows: np.ndarray, groups: np.ndarray, n_groups: int) -> None:
+    contributions, sums = exact.contributions_with_group_sums(rows, groups, n_groups)
+    # The same bits as each call alone: the tables add the same values in the same tree order.
+    assert np.array_equal(contributions, exact.contributions(rows))
+    assert np.array_equal(sums, exact.group_sums(rows, groups, n_groups))
+    assert contributions.flags.c_contiguous and sums.flags.c_contiguous
+
+
+def test_contributions_with_group_sums_equal_each_call_to_the_bit(training_result) -> None:
+    model = training_result.model
+    matrix = np.vstack([training_result.valid.matrix[:300], training_result.test.matrix[:300]])
+    exact = ExactContributions.from_booster(model.booster)
+    for groups, n_groups in ((model._fit_groups, 2), (np.arange(matrix.shape[1]) % 3, 3)):
+        _assert_combined_equals_separate(exact, matrix, groups, n_groups)
+        _assert_combined_equals_separate(exact, matrix[:1], groups, n_groups)
+    contributions, (fit, engagement) = model.contributions_and_fit_engagement(matrix)
+    assert np.array_equal(contributions, model.contributions(matrix))
+    assert all(np.array_equal(a, b) for a, b in zip((fit, engagement), model.fit_engagement_of(matrix), strict=True))
+
+
+def test_contributions_with_group_sums_of_a_forest_of_small_and_deep_trees() -> None:
+    x, y = synthetic_data()
+    shallow = synthetic_booster("nan", rounds=10)
+    deep_params = {"objective": "binary", "verbose": -1, "num_leaves": 31, "max_depth": -1, "num_threads": 1}
+    mixed = lgb.train(deep_params, lgb.Dataset(x, y, categorical_feature=[3, 4]), 8, init_model=shallow)
+    exact = ExactContributions.from_booster(mixed)
+    assert exact.tabulated < exact.n_trees
+    _assert_combined_equals_separate(exact, np.vstack([x[:300], awkward_rows()]), np.array([0, 1, 1, 0, 1]), 2)
+
+
 def test_group_sums_refuse_a_group_outside_the_count() -> None:
     exact = ExactContributions.from_booster(synthetic_booster("nan"))
     with pytest.raises(ValueError, match="a group in 0..1 for each of 5 features"):
