@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,6 +285,20 @@ def encode_matrix(
     k = len(rows.behaviour_names)
     tail = rows.behaviour is not None and 0 < k <= len(feature_names) and tuple(feature_names[len(feature_names) - k :]) == rows.behaviour_names
     head = feature_names[: len(feature_names) - k] if tail else feature_names
+    matrix = np.empty((n, len(feature_names)), dtype=np.float64)
+    if tail:
+        matrix[:, len(head) :] = rows.behaviour
+    if n <= _FEW_ROWS:
+        # A lead or a few: every value of the head in Python, then one array (numpy's calls per
+        # column cost more than the values). The same codes and floats as the columns below.
+        head_values = [
+            [code.get(v, math.nan) for v in rows.categorical[name]] if (code := codes.get(name)) is not None
+            else rows.numeric[name].tolist()
+            for name in head
+        ]  # fmt: skip
+        if head_values:
+            matrix[:, : len(head)] = np.array(head_values, dtype=np.float64).T
+        return matrix
     columns: list[NDArray[Any]] = []
     for name in head:
         code = codes.get(name)
@@ -296,9 +311,6 @@ def encode_matrix(
                 columns.append(np.array([code.get(v, np.nan) for v in distinct], dtype=np.float64)[snapshot_codes])
         else:
             columns.append(rows.numeric[name])
-    matrix = np.empty((n, len(feature_names)), dtype=np.float64)
-    if tail:
-        matrix[:, len(head) :] = rows.behaviour
     if n <= _ENCODE_BLOCK_ROWS:  # one lead or a request: no slicing
         for j, column in enumerate(columns):
             matrix[:, j] = column
@@ -311,6 +323,9 @@ def encode_matrix(
             block[:, j] = column[start : start + _ENCODE_BLOCK_ROWS]
     return matrix
 
+
+# Up to this many rows `encode_matrix` reads the values in Python (a request's lead and its past instants).
+_FEW_ROWS = 8
 
 # Rows of the matrix filled at once by `encode_matrix` (about 1 MB for 60 features).
 _ENCODE_BLOCK_ROWS = 2_048

@@ -851,8 +851,9 @@ class LeadColumns:
             as_of_s=np.array([r.as_of_s for r in reads], dtype=np.int64),
             attributes={c: [r.attributes.get(c) for r in reads] for c in spec.attribute_columns()},
             event_counts=np.array([len(r.times) for r in reads], dtype=np.int64),
-            times=np.array([t for r in reads for t in r.times], dtype=np.int64),
-            slots=type_slots([t for r in reads for t in r.types], spec),
+            # One lead (a request): its lists as they are, not rebuilt event by event.
+            times=np.array(reads[0].times if len(reads) == 1 else [t for r in reads for t in r.times], dtype=np.int64),
+            slots=type_slots(reads[0].types if len(reads) == 1 else [t for r in reads for t in r.types], spec),
             properties=properties,
             warnings=[r.warnings for r in reads],
         )

@@ -298,3 +298,24 @@ def test_the_types_outside_the_vocabulary_are_those_counted_as_other() -> None:
     assert outside_vocabulary(set(types), spec) == sorted(t for t in set(types) if counted_as(t, spec) is None)
     # A split type counts as its listed base: page_view__x and email_click__rare are inside.
     assert outside_vocabulary(set(types), spec) == ["", "chat", "webinar"]
+
+
+def test_encoding_a_few_rows_equals_encoding_them_among_many(training_result) -> None:
+    model, rows = training_result.model, training_result.test.rows
+    many = model.encode(rows)  # over the few rows' threshold: column by column
+    n = len(many)
+    for start in range(0, min(n, 400), 7):
+        stop = min(start + 7, n)
+        few = FeatureRows(
+            {k: v[start:stop] for k, v in rows.categorical.items()},
+            {k: v[start:stop] for k, v in rows.numeric.items()},
+            behaviour=None if rows.behaviour is None else rows.behaviour[start:stop],
+            behaviour_names=rows.behaviour_names,
+        )
+        assert np.array_equal(model.encode(few), many[start:stop], equal_nan=True)
+    # Unseen and missing categories: NaN, as among many rows.
+    odd = FeatureRows({k: np.array(["never seen", None] + list(v[:5]), dtype=object) for k, v in rows.categorical.items()},
+                      {k: v[:7] for k, v in rows.numeric.items()})
+    padded = FeatureRows({k: np.concatenate([v, v, v]) for k, v in odd.categorical.items()},
+                         {k: np.concatenate([v, v, v]) for k, v in odd.numeric.items()})
+    assert np.array_equal(model.encode(odd), model.encode(padded)[:7], equal_nan=True)
