@@ -379,13 +379,12 @@ class Reason:
     log_odds: float
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "driver": self.driver,
-            "feature": self.feature,
-            "value": self.value,
-            "label": self.label,
-            "contribution": round(self.contribution, 2),
-        }
+        return reason_answer(self.driver, self.feature, self.value, self.label, self.contribution)
+
+
+def reason_answer(driver: str, feature: str, value: object, label: str, contribution: float) -> dict[str, object]:
+    """A reason as a score's response holds it (`Reason.to_dict`): its points rounded to 2 decimals."""
+    return {"driver": driver, "feature": feature, "value": value, "label": label, "contribution": round(contribution, 2)}
 
 
 class ScoringModel:
@@ -707,22 +706,28 @@ class ScoringModel:
             (up, down), each sorted by absolute contribution.
         """
         ranked = self.ranked_drivers(contrib_row, top_k)
-        if not ranked.log_odds:
-            return [], []
-        phrasings = self.phrasings(language)
-        reasons = []
-        for j, log_odds, points in zip(ranked.up + ranked.down, ranked.log_odds, ranked.points, strict=True):
-            # The feature named is the one whose value the label quotes, not the largest contributor.
-            phrase = phrasings[j](values)
-            reasons.append(Reason(self.drivers[j], phrase.feature, phrase.value, phrase.label, points, log_odds))
+        reasons = [Reason(*parts) for parts in self._phrased(ranked, values, language)]
         return reasons[: len(ranked.up)], reasons[len(ranked.up) :]
 
     def reason_answers(
         self, contrib_row: NDArray[Any], values: Mapping[str, object], top_k: int = 3, language: str = "en"
     ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-        """`reasons` as their answers (`Reason.to_dict`): what a score's response holds."""
-        up, down = self.reasons(contrib_row, values, top_k=top_k, language=language)
-        return [r.to_dict() for r in up], [r.to_dict() for r in down]
+        """`reasons` as their answers (`Reason.to_dict`): what a score's response holds, without the `Reason` objects."""
+        ranked = self.ranked_drivers(contrib_row, top_k)
+        answers = [reason_answer(*parts[:5]) for parts in self._phrased(ranked, values, language)]
+        return answers[: len(ranked.up)], answers[len(ranked.up) :]
+
+    def _phrased(self, ranked: RankedDrivers, values: Mapping[str, object], language: str) -> list[tuple[str, str, object, str, float, float]]:
+        """Each ranked driver's `Reason` fields, up then down: driver, feature, value, label, points, log-odds."""
+        if not ranked.log_odds:
+            return []
+        phrasings = self.phrasings(language)
+        out = []
+        for j, log_odds, points in zip(ranked.up + ranked.down, ranked.log_odds, ranked.points, strict=True):
+            # The feature named is the one whose value the label quotes, not the largest contributor.
+            phrase = phrasings[j](values)
+            out.append((self.drivers[j], phrase.feature, phrase.value, phrase.label, points, log_odds))
+        return out
 
 
 class RankedDrivers(NamedTuple):
