@@ -108,6 +108,7 @@ from serving.metrics import label_metrics_by_route
 from serving.middleware import ApiKeyAuth, BodySizeLimit, JsonBodiesOnly, JsonNotFound, refusal
 from serving.schemas import ModelCard, ReloadOut, ReloadRequest, ScoreBatchOut, ScoreBatchRequest, ScoreRequest
 from serving.timeouts import cancel_timers_when_answered
+from serving.tracing import trace_requests_only
 
 BUNDLE_ENV = env_name("bundle")
 
@@ -840,6 +841,8 @@ api.openapi = lambda: service_document(api, LeadScoring.openapi_spec.asdict())  
 label_metrics_by_route()
 # BentoML's request timeout lets go of each request once it is answered (`serving.timeouts`).
 cancel_timers_when_answered()
+# BentoML's tracing opens one span per request, not one per message sent or received (`serving.tracing`).
+trace_requests_only()
 
 # Outermost first: a request without a key is refused before its body is read; a path no route
 # serves is answered in the error shape of every other refusal.
