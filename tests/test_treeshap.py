@@ -225,13 +225,18 @@ def test_group_sums_are_lightgbm_contributions_summed_by_group(training_result) 
     np.testing.assert_allclose(exact.group_sums(matrix, np.zeros_like(groups), 1)[:, 0], sums.sum(axis=1), rtol=0, atol=TOLERANCE)
 
 
-def test_group_sums_of_a_forest_of_small_and_deep_trees() -> None:
+def _small_then_deep_trees() -> lgb.Booster:
+    """10 tabulated trees, then 8 deep ones (a continued training run) explained by LightGBM."""
     x, y = synthetic_data()
     shallow = synthetic_booster("nan", rounds=10)
     deep_params = {"objective": "binary", "verbose": -1, "num_leaves": 31, "max_depth": -1, "num_threads": 1}
-    mixed = lgb.train(deep_params, lgb.Dataset(x, y, categorical_feature=[3, 4]), 8, init_model=shallow)
+    return lgb.train(deep_params, lgb.Dataset(x, y, categorical_feature=[3, 4]), 8, init_model=shallow)
+
+
+def test_group_sums_of_a_forest_of_small_and_deep_trees() -> None:
+    mixed = _small_then_deep_trees()
     exact = ExactContributions.from_booster(mixed)
-    rows = np.vstack([x[:300], awkward_rows()])
+    rows = np.vstack([synthetic_data()[0][:300], awkward_rows()])
     groups = np.array([0, 1, 1, 0, 1])
 
     assert exact.tabulated < exact.n_trees
@@ -259,13 +264,9 @@ def test_contributions_with_group_sums_equal_each_call_to_the_bit(training_resul
 
 
 def test_contributions_with_group_sums_of_a_forest_of_small_and_deep_trees() -> None:
-    x, y = synthetic_data()
-    shallow = synthetic_booster("nan", rounds=10)
-    deep_params = {"objective": "binary", "verbose": -1, "num_leaves": 31, "max_depth": -1, "num_threads": 1}
-    mixed = lgb.train(deep_params, lgb.Dataset(x, y, categorical_feature=[3, 4]), 8, init_model=shallow)
-    exact = ExactContributions.from_booster(mixed)
+    exact = ExactContributions.from_booster(_small_then_deep_trees())
     assert exact.tabulated < exact.n_trees
-    _assert_combined_equals_separate(exact, np.vstack([x[:300], awkward_rows()]), np.array([0, 1, 1, 0, 1]), 2)
+    _assert_combined_equals_separate(exact, np.vstack([synthetic_data()[0][:300], awkward_rows()]), np.array([0, 1, 1, 0, 1]), 2)
 
 
 def test_group_sums_refuse_a_group_outside_the_count() -> None:
