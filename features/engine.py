@@ -35,6 +35,10 @@ from features.threads import run_ranges
 from features.vocabulary import EMAIL_DOMAIN_KIND, split_base
 
 SECONDS_PER_DAY = 86_400
+# Up to this many rows (a lead now and at its past instants, or a few leads), the scoring path
+# computes in Python lists and floats: numpy's fixed cost per call is more than the arithmetic of
+# so few values, which give the same bits either way (`tests/test_scoring_fast_paths.py`).
+FEW_ROWS = 8
 ACTIVE_RECENT_S = 30 * SECONDS_PER_DAY  # the window of `active_days_30d`
 
 @dataclass(frozen=True)
@@ -94,28 +98,22 @@ def build_event_index(
         if times_s.size > 1 and (times_s[1:] < times_s[:-1]).any():
             order = np.argsort(times_s, kind="stable")
             times_s, type_slots, values = times_s[order], type_slots[order], values[order]
-        return EventIndex(
-            n_leads=1,
-            n_slots=n_slots,
-            lead_start=np.array([0, times_s.size], dtype=np.int64),
-            time_s=np.ascontiguousarray(times_s),
-            slot=np.ascontiguousarray(type_slots),
-            properties=np.ascontiguousarray(values),
-        )
-    if lead_codes.size > 1:
-        lead_step = lead_codes[1:] - lead_codes[:-1]
-        unsorted = (lead_step < 0) | ((lead_step == 0) & (times_s[1:] < times_s[:-1]))
-        if unsorted.any():
-            # Stable: events of a lead at the same second keep their order, so the engagement
-            # sum adds them in the same order on every path.
-            order = np.lexsort((times_s, lead_codes))
-            lead_codes, times_s, type_slots, values = lead_codes[order], times_s[order], type_slots[order], values[order]
-        # Validated interactions come sorted by lead and time: nothing to reorder.
-    if lead_codes.size and (lead_codes[0] < 0 or lead_codes[-1] >= n_leads):
-        bad = lead_codes[(lead_codes < 0) | (lead_codes >= n_leads)]
-        raise ValueError(f"build_event_index: lead codes {bad[:5].tolist()} are outside 0..{n_leads - 1}")
-    lead_start = np.zeros(n_leads + 1, dtype=np.int64)
-    np.cumsum(np.bincount(lead_codes, minlength=n_leads), out=lead_start[1:])
+        lead_start = np.array([0, times_s.size], dtype=np.int64)
+    else:
+        if lead_codes.size > 1:
+            lead_step = lead_codes[1:] - lead_codes[:-1]
+            unsorted = (lead_step < 0) | ((lead_step == 0) & (times_s[1:] < times_s[:-1]))
+            if unsorted.any():
+                # Stable: events of a lead at the same second keep their order, so the engagement
+                # sum adds them in the same order on every path.
+                order = np.lexsort((times_s, lead_codes))
+                lead_codes, times_s, type_slots, values = lead_codes[order], times_s[order], type_slots[order], values[order]
+            # Validated interactions come sorted by lead and time: nothing to reorder.
+        if lead_codes.size and (lead_codes[0] < 0 or lead_codes[-1] >= n_leads):
+            bad = lead_codes[(lead_codes < 0) | (lead_codes >= n_leads)]
+            raise ValueError(f"build_event_index: lead codes {bad[:5].tolist()} are outside 0..{n_leads - 1}")
+        lead_start = np.zeros(n_leads + 1, dtype=np.int64)
+        np.cumsum(np.bincount(lead_codes, minlength=n_leads), out=lead_start[1:])
     return EventIndex(
         n_leads=n_leads,
         n_slots=n_slots,
@@ -541,7 +539,7 @@ def assemble_rows(
         # Each value's conversion alone: repeating the converted block gives the same rows. One
         # index array takes every column's repeats (np.tile costs microseconds a column).
         block = len(behaviour) // repeats
-        repeated = np.array(list(range(block)) * repeats, dtype=np.intp) if block <= 8 else np.tile(np.arange(block, dtype=np.intp), repeats)
+        repeated = np.array(list(range(block)) * repeats, dtype=np.intp) if block <= FEW_ROWS else np.tile(np.arange(block, dtype=np.intp), repeats)
         categorical = {c: v[repeated] for c, v in categorical.items()}
         numeric = {c: v[repeated] for c, v in numeric.items()}
     names = tuple(spec.behaviour_features()) if plan is None else plan.names

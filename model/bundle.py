@@ -31,7 +31,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.engine import BehaviourPlan, FeatureRows
+from features.engine import FEW_ROWS, BehaviourPlan, FeatureRows
 from features.grid import PointGrid
 from features.labels import DriverPhrasing, driver_of, driver_phrasing, is_attribute_driver
 from features.schema import LeadSchema
@@ -288,7 +288,7 @@ def encode_matrix(
     matrix = np.empty((n, len(feature_names)), dtype=np.float64)
     if tail:
         matrix[:, len(head) :] = rows.behaviour
-    if n <= _FEW_ROWS:
+    if n <= FEW_ROWS:
         # A lead or a few: every value of the head in Python, then one array (numpy's calls per
         # column cost more than the values). The same codes and floats as the columns below.
         head_values = [
@@ -323,9 +323,6 @@ def encode_matrix(
             block[:, j] = column[start : start + _ENCODE_BLOCK_ROWS]
     return matrix
 
-
-# Up to this many rows `encode_matrix` reads the values in Python (a request's lead and its past instants).
-_FEW_ROWS = 8
 
 # Rows of the matrix filled at once by `encode_matrix` (about 1 MB for 60 features).
 _ENCODE_BLOCK_ROWS = 2_048

@@ -35,6 +35,7 @@ from pydantic.config import JsonDict
 from pydantic_core import to_json
 
 from features.engine import (
+    FEW_ROWS,
     BehaviourPlan,
     FeatureRows,
     assemble_rows,
@@ -48,7 +49,7 @@ from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.bundle import ScoringModel, SubScoreCell
 from model.compiled import CompileMode
-from model.trend import SECONDS_PER_DAY, TREND_LABELS, TREND_PAST_DAYS, TrendLabel, past_instants
+from model.trend import TREND_LABELS, TREND_PAST_DAYS, TrendLabel, past_instants, past_instants_each
 
 AttributeValue = str | int | float | bool | None
 
@@ -439,15 +440,9 @@ class _Headline(NamedTuple):
     score: int
 
 
-# Up to this many rows (or leads, for their snapshots' columns), headlines, past scores and
-# snapshot columns are computed in Python: numpy's fixed cost per call is more than the
-# arithmetic of a lead's few rows (the same values to the bit).
-_FEW_ROWS = 8
-
-
 def _headlines(model: ScoringModel, raw: NDArray[Any]) -> list[_Headline]:
     """Each row's `_Headline` from its raw score: one calibration and one placement on the scale for all rows."""
-    if len(raw) <= _FEW_ROWS:
+    if len(raw) <= FEW_ROWS:
         few = model.meta.calibration.apply_each(raw.tolist())
         return [_Headline(p, s, score) for p, s, score in zip(few, rounded_each(few), model.score_0_100_each(few), strict=True)]
     probability = model.meta.calibration.apply(raw)
@@ -776,12 +771,12 @@ def past_scores(model: ScoringModel, raw_past: NDArray[Any], created_s: NDArray[
         int (len(TREND_PAST_DAYS), n).
     """
     n = len(created_s)
-    if len(raw_past) <= _FEW_ROWS:  # a lead or two: in Python floats, the same scores
+    if len(raw_past) <= FEW_ROWS:  # a lead or two: in Python floats, the same scores
         placed = model.score_0_100_each(model.meta.calibration.apply_each(raw_past.tolist()))
-        created, scored_at = np.asarray(created_s).tolist(), np.asarray(as_of_s).tolist()
+        created = np.asarray(created_s).tolist()
         few = [
-            [-1 if scored_at[i] - days * SECONDS_PER_DAY < created[i] else placed[k * n + i] for i in range(n)]
-            for k, days in enumerate(TREND_PAST_DAYS)
+            [-1 if instant < created[i] else placed[k * n + i] for i, instant in enumerate(instants)]
+            for k, instants in enumerate(past_instants_each(np.asarray(as_of_s).tolist()))
         ]
         return np.array(few, dtype=int).reshape(len(TREND_PAST_DAYS), n)
     scores = model.score_0_100(model.meta.calibration.apply(raw_past)).reshape(len(TREND_PAST_DAYS), n)
@@ -871,10 +866,10 @@ def columns_rows(leads: LeadColumns, spec: FeatureSpec, *, with_past: bool = Fal
         properties=leads.properties,
     )
     k = 1 + len(TREND_PAST_DAYS) if with_past else 1
-    if n <= _FEW_ROWS:  # a lead or a few: the snapshots' columns in Python (numpy's small calls cost more)
+    if n <= FEW_ROWS:  # a lead or a few: the snapshots' columns in Python (numpy's small calls cost more)
         as_of, created = leads.as_of_s.tolist(), leads.created_s.tolist()
-        past = [t - days * SECONDS_PER_DAY for days in TREND_PAST_DAYS for t in as_of] if with_past else []
-        instants = np.array(as_of + past, dtype=np.int64)  # `past_instants`' values, block after block
+        past = [t for block in past_instants_each(as_of) for t in block] if with_past else []
+        instants = np.array(as_of + past, dtype=np.int64)  # now, then each past instant's block
         snap_lead, snap_created = np.array(list(range(n)) * k, dtype=np.int64), np.array(created * k, dtype=np.int64)
     else:
         instants = np.concatenate([leads.as_of_s, *past_instants(leads.as_of_s)]) if with_past else leads.as_of_s

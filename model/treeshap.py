@@ -161,6 +161,8 @@ class ExactContributions:
         """
         groups = np.asarray(groups)
         key = self._grouping(groups, n_groups)
+        if key not in self._grouped:
+            self._grouped[key] = self._grouped_tables(groups)
         matrix = self._checked(matrix)
         trees, table_groups, table = self._grouped[key]
         out = self._summed(matrix, trees, table_groups, table, n_groups)
@@ -196,14 +198,14 @@ class ExactContributions:
         return contributions, sums
 
     def _grouping(self, groups: NDArray[Any], n_groups: int) -> tuple[str, bytes, int]:
-        """The key of `groups` among the grouped tables, built (and the groups checked) on first use."""
+        """The key of `groups` among the grouped and combined tables; the groups are checked until one is built for them."""
         if groups.shape != (self.n_features,):
             raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got shape {groups.shape}")
         key = (groups.dtype.str, groups.tobytes(), n_groups)
-        if key not in self._grouped:  # checked once: the same groups (a model's fit and behaviour) come on every call
-            if groups.size and not (groups.min() >= 0 and groups.max() < n_groups):
-                raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got {groups.min()}..{groups.max()}")
-            self._grouped[key] = self._grouped_tables(groups)
+        # Checked once: the same groups (a model's fit and behaviour) come on every call.
+        known = key in self._grouped or key in self._combined
+        if not known and groups.size and not (groups.min() >= 0 and groups.max() < n_groups):
+            raise ValueError(f"expected a group in 0..{n_groups - 1} for each of {self.n_features} features, got {groups.min()}..{groups.max()}")
         return key
 
     @staticmethod

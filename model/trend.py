@@ -97,3 +97,8 @@ def past_instants(as_of_s: NDArray[Any]) -> NDArray[Any]:
     """The instants each lead is scored at for its trend: (len(TREND_PAST_DAYS), n) epoch seconds, 7 then 30 days before."""
     as_of_s = np.asarray(as_of_s, dtype=np.int64)
     return np.stack([as_of_s - days * SECONDS_PER_DAY for days in TREND_PAST_DAYS])
+
+
+def past_instants_each(as_of_s: list[int]) -> list[list[int]]:
+    """`past_instants` of a few leads' times as Python ints (a request's lead): the same instants, without numpy's calls."""
+    return [[t - days * SECONDS_PER_DAY for t in as_of_s] for days in TREND_PAST_DAYS]

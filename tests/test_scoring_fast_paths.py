@@ -11,13 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features import schema as schema_module
-from features.engine import BehaviourPlan, FeatureRows, behaviour_matrix, build_event_index, counted_as, outside_vocabulary
+from features.engine import (
+    FEW_ROWS,
+    BehaviourPlan,
+    FeatureRows,
+    behaviour_matrix,
+    build_event_index,
+    counted_as,
+    outside_vocabulary,
+)
 from features.labels import driver_of
 from features.schema import LeadSchema
 from features.spec import FeatureSpec
 from model.bundle import Calibration
 from model.scoring import (
-    _FEW_ROWS,
     InteractionIn,
     LeadColumns,
     LeadIn,
@@ -196,21 +203,21 @@ def test_placing_a_few_probabilities_in_python_equals_numpy(training_result) -> 
 def test_headlines_and_past_scores_of_a_few_rows_equal_those_of_many(training_result) -> None:
     model = training_result.model
     raw = model.raw(training_result.test.matrix[:600])
-    many = _headlines(model, raw)  # over `_FEW_ROWS`: numpy
-    for start in range(0, 600, _FEW_ROWS):
-        assert _headlines(model, raw[start : start + _FEW_ROWS]) == many[start : start + _FEW_ROWS]
+    many = _headlines(model, raw)  # over `FEW_ROWS`: numpy
+    for start in range(0, 600, FEW_ROWS):
+        assert _headlines(model, raw[start : start + FEW_ROWS]) == many[start : start + FEW_ROWS]
     if model.meta.trend is None:
         pytest.skip("the simulated bundle has no trend")
     # Two leads, two past instants: 4 rows, some leads too young to have existed 7 or 30 days before.
     rng = np.random.default_rng(5)
     for _ in range(200):
-        n = int(rng.integers(1, _FEW_ROWS // 2 + 1))
+        n = int(rng.integers(1, FEW_ROWS // 2 + 1))
         as_of_s = rng.integers(1_700_000_000, 1_800_000_000, n)
         created_s = as_of_s - rng.integers(0, 40 * 86_400, n)
         past = raw[rng.integers(0, 600, 2 * n)]
         few = past_scores(model, past, created_s, as_of_s)
-        # The numpy path: the same rows padded past `_FEW_ROWS` with copies, then cut back.
-        pad = _FEW_ROWS + 1
+        # The numpy path: the same rows padded past `FEW_ROWS` with copies, then cut back.
+        pad = FEW_ROWS + 1
         padded_past = np.concatenate([past[:n], np.repeat(past[:1], pad), past[n:], np.repeat(past[n : n + 1], pad)])
         padded = past_scores(
             model, padded_past, np.concatenate([created_s, np.repeat(created_s[:1], pad)]),
@@ -246,10 +253,10 @@ def test_a_kept_behaviour_plan_gives_the_matrix_of_the_spec(training_result, sim
 
 
 def test_the_rows_of_a_few_leads_equal_their_rows_among_many(training_result, simulated_dataset) -> None:
-    # Up to `_FEW_ROWS` leads, the snapshots' columns are built in Python; beyond, in numpy.
+    # Up to `FEW_ROWS` leads, the snapshots' columns are built in Python; beyond, in numpy.
     model, data = training_result.model, simulated_dataset
     as_of = data.data_end - pd.Timedelta(days=100)
-    leads = data.leads[data.leads["created_at"] <= as_of].sample(3 * _FEW_ROWS, random_state=4)
+    leads = data.leads[data.leads["created_at"] <= as_of].sample(3 * FEW_ROWS, random_state=4)
     by_lead = dict(tuple(data.interactions.groupby("lead_id")))
     columns = model.spec.attribute_columns()
     reads = []
