@@ -15,9 +15,9 @@ A tree with n internal nodes has at most 2^n decision patterns. For the project'
 contribution vector once, exactly, from the Shapley formula over the subsets of the tree's
 features. Explaining a row then costs about what a prediction does, in one compiled loop (numba)
 over the row: evaluate every node test as LightGBM does (missing types, default directions,
-category sets), pack each tree's tests into its pattern index, add the tables' rows. Trees with
-more than `max_nodes` internal nodes are explained by `pred_contrib` itself, on their range of
-iterations.
+category sets), pack each tree's tests into its pattern index, and sum column by column the
+table values the patterns select (`_Tables`). Trees with more than `max_nodes` internal nodes
+are explained by `pred_contrib` itself, on their range of iterations.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ class ExactContributions:
         ordered = [trees[i] for i in sorted(trees)]
         self._layout(ordered)
         self._tree_tables = [(tree.features, tree.table) for tree in ordered]
-        self._grouped: dict[tuple[str, bytes, int], tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]] = {}  # `group_sums`' tables
-        self._combined: dict[tuple[str, bytes, int], tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]] = {}  # and with the features'
+        self._grouped: dict[tuple[str, bytes, int], _Tables] = {}  # `group_sums`' tables
+        self._combined: dict[tuple[str, bytes, int], _Tables] = {}  # and with the features'
         # Compiled (or loaded from numba's disk cache) now, not on the first request that needs reasons.
         self._tabulated(np.zeros((1, n_features)))
 
@@ -162,10 +162,9 @@ class ExactContributions:
         groups = np.asarray(groups)
         key = self._grouping(groups, n_groups)
         if key not in self._grouped:
-            self._grouped[key] = self._grouped_tables(groups)
+            self._grouped[key] = self._grouped_tables(groups, n_groups)
         matrix = self._checked(matrix)
-        trees, table_groups, table = self._grouped[key]
-        out = self._summed(matrix, trees, table_groups, table, n_groups)
+        out = self._summed(matrix, self._grouped[key])
         self._add_deep_group_sums(out, self._deep_contributions(matrix), groups, n_groups)
         return out
 
@@ -185,10 +184,10 @@ class ExactContributions:
         groups = np.asarray(groups)
         key = self._grouping(groups, n_groups)
         if key not in self._combined:
-            self._combined[key] = self._combined_tables(groups)
+            self._combined[key] = self._combined_tables(groups, n_groups)
         matrix = self._checked(matrix)
         width = self.n_features + 1
-        out = self._summed(matrix, *self._combined[key], width + n_groups)
+        out = self._summed(matrix, self._combined[key])
         contributions, sums = np.ascontiguousarray(out[:, :width]), np.ascontiguousarray(out[:, width:])
         contributions[:, -1] = self._bias
         deep = self._deep_contributions(matrix)
@@ -245,10 +244,6 @@ class ExactContributions:
         thresholds: dict[str, list[float]] = {group: [] for group in _NUMERIC_GROUPS}
         # Categorical nodes: (slot, bit, listed codes) per feature.
         categorical: dict[int, list[tuple[int, int, tuple[int, ...]]]] = {}
-        table_features: list[int] = []
-        trees_info: list[tuple[int, int, int]] = []  # (first table feature, D, first table value)
-        tables: list[NDArray[np.float64]] = []
-        values = 0
         for t, tree in enumerate(trees):
             for m, node in enumerate(tree.nodes):
                 group = _decision_group(node)
@@ -257,11 +252,7 @@ class ExactContributions:
                 else:
                     numeric[group].append((node.feature, t * width + m))
                     thresholds[group].append(node.threshold)
-            trees_info.append((len(table_features), len(tree.features), values))
-            table_features += tree.features.tolist()
-            tables.append(tree.table.ravel())  # (patterns, D) row-major: a pattern's D values side by side
-            values += tree.table.size
-        # Unsigned indices, here and for the trees below: numba tests a signed index for negative
+        # Unsigned indices, here and in `_Tables`: numba tests a signed index for negative
         # values (counting from the end) at every read; that was about a quarter of the kernel's time.
         self._nodes = np.asarray([n for group in _NUMERIC_GROUPS for n in numeric[group]], dtype=np.uint32).reshape(-1, 2)
         self._thresholds = np.asarray([x for group in _NUMERIC_GROUPS for x in thresholds[group]], dtype=np.float64)
@@ -278,9 +269,7 @@ class ExactContributions:
                 masks[first + np.asarray(listed, dtype=np.int64), slot] = bit
         self._categorical = np.asarray(list(zip(features, spans, first_rows[:-1], strict=True)), dtype=np.int64).reshape(-1, 3)
         self._masks = masks
-        self._trees = np.asarray(trees_info, dtype=np.uint64).reshape(-1, 3)
-        self._table_features = np.asarray(table_features, dtype=np.uint32)
-        self._table = np.concatenate(tables) if tables else np.zeros(0)
+        self._tables = _laid_out([(tree.features, tree.table) for tree in trees], self.n_features + 1)
 
     def _decisions(self) -> tuple[NDArray[np.uint32], NDArray[np.float64], NDArray[np.uint64], NDArray[np.int64], NDArray[np.uint8]]:
         """The node tests, as the kernels take them."""
@@ -302,21 +291,20 @@ class ExactContributions:
         Args:
             matrix: C-contiguous float64 rows of `n_features` columns.
         """
-        return self._summed(matrix, self._trees, self._table_features, self._table, self.n_features + 1)
+        return self._summed(matrix, self._tables)
 
-    def _grouped_tables(self, groups: NDArray[Any]) -> tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]:
+    def _grouped_tables(self, groups: NDArray[Any], n_groups: int) -> _Tables:
         """The trees' tables with their columns summed by group: one value per group a tree's features fall in.
 
         A row then adds one value per tree and group instead of one per feature, and the adds of
         a tree go to different cells of the output rather than one after another into the same.
 
         Returns:
-            (per-tree (first group column, groups, first value), group of each column, the values),
-            laid out as `_layout` lays out the tables.
+            The tables of the (n_rows, n_groups) sums.
         """
-        return _laid_out([_collapsed(features, table, groups) for features, table in self._tree_tables])
+        return _laid_out([_collapsed(features, table, groups) for features, table in self._tree_tables], n_groups)
 
-    def _combined_tables(self, groups: NDArray[Any]) -> tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]:
+    def _combined_tables(self, groups: NDArray[Any], n_groups: int) -> _Tables:
         """Each tree's table with its grouped sums beside it (`contributions_with_group_sums`).
 
         A tree's columns are its features, then its groups as columns n_features + 1 + group;
@@ -327,17 +315,16 @@ class ExactContributions:
         for features, table in self._tree_tables:
             kept, collapsed = _collapsed(features, table, groups)
             parts.append((np.concatenate([features, offset + kept]), np.hstack([table, collapsed])))
-        return _laid_out(parts)
+        return _laid_out(parts, offset + n_groups)
 
-    def _summed(
-        self, matrix: NDArray[np.float64], trees: NDArray[np.uint64], table_features: NDArray[np.uint32], table: NDArray[np.float64], width: int
-    ) -> NDArray[np.float64]:
+    def _summed(self, matrix: NDArray[np.float64], tables: _Tables) -> NDArray[np.float64]:
         # Rows are independent: big batches run in ranges on every core (`features.threads`), the same to the bit.
-        out = np.zeros((matrix.shape[0], width))
+        out = np.empty((matrix.shape[0], tables.width))
         decisions = self._decisions()
 
         def rows(start: int, stop: int) -> None:
-            _tabulated_contributions(matrix[start:stop], *decisions, trees, table_features, table, out[start:stop])
+            _tabulated_contributions(matrix[start:stop], *decisions, tables.starts, tables.strides, tables.bounds, tables.terms,
+                                     tables.shift, tables.values, out[start:stop])
 
         run_ranges(rows, matrix.shape[0])
         return out
@@ -350,25 +337,53 @@ def _collapsed(features: NDArray[np.int64], table: NDArray[np.float64], groups: 
     return kept, np.stack([table[:, of_column == g].sum(axis=1) for g in kept], axis=1)
 
 
-def _laid_out(parts: list[tuple[NDArray[Any], NDArray[np.float64]]]) -> tuple[NDArray[np.uint64], NDArray[np.uint32], NDArray[np.float64]]:
-    """Tables as the kernels read them: per tree (first column, columns, first value), each value's column, the values.
+@dataclass(frozen=True)
+class _Tables:
+    """Tree tables as the kernel reads them, each output column with its terms.
+
+    Tree t's values for decision pattern p start at `starts[t] + p * strides[t]`: its columns'
+    values side by side. Output column c sums terms `bounds[c]` to `bounds[c + 1]`, each a tree
+    and the place of the column among that tree's (`tree << shift | place`), in tree order: a
+    cell adds its trees' values in LightGBM's order of trees, from 0.0, whatever the other
+    columns and rows. Reading a row's values column by column, into a register, costs less than
+    adding each tree's values into the row's cells.
+    """
+
+    starts: NDArray[np.uint64]  # (trees,)
+    strides: NDArray[np.uint64]  # (trees,) columns of the tree
+    bounds: NDArray[np.uint32]  # (width + 1,)
+    terms: NDArray[np.uint32]  # tree << shift | place (32 bits: half the reads of 64)
+    shift: np.uint32
+    values: NDArray[np.float64]
+    width: int
+
+
+def _laid_out(parts: list[tuple[NDArray[Any], NDArray[np.float64]]], width: int) -> _Tables:
+    """Tables as the kernel reads them (`_Tables`).
 
     Args:
-        parts: Per tree, its output columns and its (patterns, columns) table.
+        parts: Per tree, its output columns (ascending) and its (patterns, columns) table.
+        width: Output columns; a column no tree has stays 0.0.
     """
-    infos: list[tuple[int, int, int]] = []
-    columns: list[int] = []
+    starts: list[int] = []
+    terms: list[list[tuple[int, int]]] = [[] for _ in range(width)]
     tables: list[NDArray[np.float64]] = []
     values = 0
-    for of_value, table in parts:
-        infos.append((len(columns), len(of_value), values))
-        columns += np.asarray(of_value).tolist()
+    for t, (columns, table) in enumerate(parts):
+        starts.append(values)
+        for place, column in enumerate(np.asarray(columns).tolist()):
+            terms[column].append((t, place))
         tables.append(table.ravel())  # (patterns, columns) row-major: a pattern's values side by side
         values += table.size
-    return (
-        np.asarray(infos, dtype=np.uint64).reshape(-1, 3),
-        np.asarray(columns, dtype=np.uint32),
-        np.concatenate(tables) if tables else np.zeros(0),
+    shift = max((len(columns) for columns, _ in parts), default=1).bit_length()
+    return _Tables(
+        starts=np.asarray(starts, dtype=np.uint64),
+        strides=np.asarray([len(columns) for columns, _ in parts], dtype=np.uint64),
+        bounds=np.cumsum([0] + [len(of_column) for of_column in terms]).astype(np.uint32),
+        terms=np.asarray([t << shift | place for of_column in terms for t, place in of_column], dtype=np.uint32),
+        shift=np.uint32(shift),
+        values=np.concatenate(tables) if tables else np.zeros(0),
+        width=width,
     )
 
 
@@ -461,24 +476,26 @@ def _decision_patterns(matrix: NDArray[np.float64], nodes: NDArray[np.uint32], t
 
 @_njit
 def _tabulated_contributions(matrix: NDArray[np.float64], nodes: NDArray[np.uint32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.uint64],
-                             categorical: NDArray[np.int64], masks: NDArray[np.uint8], trees: NDArray[np.uint64], table_features: NDArray[np.uint32],
-                             table: NDArray[np.float64], out: NDArray[np.float64]) -> None:
-    """Adds to `out` (rows, width), zeros, the sums of the table rows that the rows' decision patterns select.
-
-    Each output cell adds its trees' values in tree order, starting from 0.0: LightGBM's order of
-    trees, kept so that the contributions do not change to the last bit with the rows around them.
-    """
+                             categorical: NDArray[np.int64], masks: NDArray[np.uint8], starts: NDArray[np.uint64], strides: NDArray[np.uint64],
+                             bounds: NDArray[np.uint32], terms: NDArray[np.uint32], shift: np.uint32, values: NDArray[np.float64],
+                             out: NDArray[np.float64]) -> None:
+    """Writes into `out` (rows, width) the sums of the table values that the rows' decision patterns select (`_Tables`)."""
     x = np.empty(matrix.shape[1])
     slots = np.zeros(masks.shape[1], dtype=np.uint8)
     words = slots.view(np.uint64)
+    first = np.empty(starts.shape[0], dtype=np.uint64)  # where each tree's values for the row start
+    place_mask = (np.uint32(1) << shift) - np.uint32(1)
     for r in range(matrix.shape[0]):
         _decide(matrix[r], x, slots, nodes, thresholds, group_bounds, categorical, masks)
+        for t in range(starts.shape[0]):
+            first[t] = starts[t] + _pattern(words, t) * strides[t]
         sums = out[r]
-        for t in range(trees.shape[0]):
-            first, d = trees[t, 0], trees[t, 1]
-            values = trees[t, 2] + _pattern(words, t) * d
-            for k in range(d):
-                sums[table_features[first + k]] += table[values + k]
+        for c in range(bounds.shape[0] - 1):
+            total = 0.0
+            for i in range(bounds[c], bounds[c + 1]):
+                term = terms[i]
+                total += values[first[term >> shift] + (term & place_mask)]
+            sums[c] = total
 
 
 def _decision_group(node: _Node) -> str:
