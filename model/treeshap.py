@@ -479,23 +479,48 @@ def _tabulated_contributions(matrix: NDArray[np.float64], nodes: NDArray[np.uint
                              categorical: NDArray[np.int64], masks: NDArray[np.uint8], starts: NDArray[np.uint64], strides: NDArray[np.uint64],
                              bounds: NDArray[np.uint32], terms: NDArray[np.uint32], shift: np.uint32, values: NDArray[np.float64],
                              out: NDArray[np.float64]) -> None:
-    """Writes into `out` (rows, width) the sums of the table values that the rows' decision patterns select (`_Tables`)."""
+    """Writes into `out` (rows, width) the sums of the table values that the rows' decision patterns select (`_Tables`).
+
+    Rows go `_BLOCK_ROWS` at a time: each term read serves every row of the block, and their sums
+    are separate chains of adds that run side by side (one row's chain waits on each add). Each
+    cell still adds its own values in its column's term order, so a row's contributions do not
+    depend on the rows beside it.
+    """
     x = np.empty(matrix.shape[1])
     slots = np.zeros(masks.shape[1], dtype=np.uint8)
     words = slots.view(np.uint64)
-    first = np.empty(starts.shape[0], dtype=np.uint64)  # where each tree's values for the row start
+    n_trees, n = starts.shape[0], matrix.shape[0]
+    first = np.empty((n_trees, _BLOCK_ROWS), dtype=np.uint64)  # where each tree's values for each row of the block start
     place_mask = (np.uint32(1) << shift) - np.uint32(1)
-    for r in range(matrix.shape[0]):
-        _decide(matrix[r], x, slots, nodes, thresholds, group_bounds, categorical, masks)
-        for t in range(starts.shape[0]):
-            first[t] = starts[t] + _pattern(words, t) * strides[t]
-        sums = out[r]
+    for r0 in range(0, n, _BLOCK_ROWS):
+        for j in range(_BLOCK_ROWS):
+            if r0 + j < n:
+                _decide(matrix[r0 + j], x, slots, nodes, thresholds, group_bounds, categorical, masks)
+                for t in range(n_trees):
+                    first[t, j] = starts[t] + _pattern(words, t) * strides[t]
+            else:  # past the last row: the first row's again, summed and not written
+                for t in range(n_trees):
+                    first[t, j] = first[t, 0]
         for c in range(bounds.shape[0] - 1):
-            total = 0.0
+            a0 = a1 = a2 = a3 = 0.0
             for i in range(bounds[c], bounds[c + 1]):
                 term = terms[i]
-                total += values[first[term >> shift] + (term & place_mask)]
-            sums[c] = total
+                row_first, place = first[term >> shift], term & place_mask
+                a0 += values[row_first[0] + place]
+                a1 += values[row_first[1] + place]
+                a2 += values[row_first[2] + place]
+                a3 += values[row_first[3] + place]
+            out[r0, c] = a0
+            if r0 + 1 < n:
+                out[r0 + 1, c] = a1
+            if r0 + 2 < n:
+                out[r0 + 2, c] = a2
+            if r0 + 3 < n:
+                out[r0 + 3, c] = a3
+
+
+# Rows per block of `_tabulated_contributions` (its loop over a block is written out for four).
+_BLOCK_ROWS = 4
 
 
 def _decision_group(node: _Node) -> str:
