@@ -14,9 +14,9 @@ A tree with n internal nodes has at most 2^n decision patterns. For the project'
 (depth <= 3, so n <= 7: at most 128 patterns) `ExactContributions` computes each pattern's
 contribution vector once, exactly, from the Shapley formula over the subsets of the tree's
 features. Explaining a row then costs about what a prediction does, in one compiled loop (numba)
-over the row: evaluate every node test as LightGBM does (missing types, default directions,
-category sets), pack each tree's tests into its pattern index, and sum column by column the
-table values the patterns select (`_Tables`). Trees with more than `max_nodes` internal nodes
+over blocks of four rows: evaluate every node test as LightGBM does (missing types, default
+directions, category sets), pack each tree's tests into its pattern index, and sum column by
+column the table values the patterns select (`_Tables`). Trees with more than `max_nodes` internal nodes
 are explained by `pred_contrib` itself, on their range of iterations.
 """
 
@@ -409,46 +409,68 @@ def _njit_inline(function: _F) -> _F:
 
 
 @_njit_inline
-def _decide(row: NDArray[np.float64], x: NDArray[np.float64], slots: NDArray[np.uint8], nodes: NDArray[np.uint32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.uint64],
-            categorical: NDArray[np.int64], masks: NDArray[np.uint8]) -> None:
-    """Every node's test on one row, decided as LightGBM's predict does, into its slot (`_layout`).
+def _decide_block(matrix: NDArray[np.float64], r0: int, x: NDArray[np.float64], slots: NDArray[np.uint8], nodes: NDArray[np.uint32],
+                  thresholds: NDArray[np.float64], group_bounds: NDArray[np.uint64], categorical: NDArray[np.int64], masks: NDArray[np.uint8]) -> None:
+    """Every node's test on rows r0 .. r0 + `_BLOCK_ROWS` - 1, decided as LightGBM's predict does, into their slots (`_layout`).
+
+    A node's feature, slot and threshold are read once for the block's rows. Past the last row of
+    `matrix`, a block repeats that row (its decisions are made and not used).
 
     Args:
-        row: One row of features.
-        x: Scratch, as long as `row`: the row as LightGBM reads it.
-        slots: Written, `_SLOTS` bytes per tree: byte m is 1 << m when the row goes left at node m, else 0.
+        matrix: C-contiguous float64 rows.
+        r0: The block's first row.
+        x: Scratch, (n_features, `_BLOCK_ROWS`): the rows as LightGBM reads them, a feature's values side by side.
+        slots: Written, (`_BLOCK_ROWS`, trees * `_SLOTS`): for each row, byte m of a tree's slots is 1 << m
+            when the row goes left at node m, else 0.
     """
-    for f in range(row.shape[0]):
-        # LightGBM reads a dense row as sparse: a value within `_ZERO_THRESHOLD` of zero is 0.0 (NaN stays NaN).
-        x[f] = 0.0 if abs(row[f]) <= _ZERO_THRESHOLD else row[f]
+    last = matrix.shape[0] - 1
+    for j in range(_BLOCK_ROWS):
+        row = matrix[min(r0 + j, last)]
+        for f in range(row.shape[0]):
+            # LightGBM reads a dense row as sparse: a value within `_ZERO_THRESHOLD` of zero is 0.0 (NaN stays NaN).
+            x[f, j] = 0.0 if abs(row[f]) <= _ZERO_THRESHOLD else row[f]
     slots[:] = 0
     # Categorical nodes: one row of masks per feature (its code's) sets the slots of all its nodes,
     # a few wide ORs instead of a look-up per node. As LightGBM: the code is the value truncated
     # to an int; NaN, negative or unlisted go right.
     for i in range(categorical.shape[0]):
-        code = np.trunc(x[categorical[i, 0]])
         span = categorical[i, 1]
-        mask = masks[categorical[i, 2] + (int(code) if code >= 0.0 and code < span else span)]
-        for s in range(slots.shape[0]):
-            slots[s] |= mask[s]
+        for j in range(_BLOCK_ROWS):
+            code = np.trunc(x[categorical[i, 0], j])
+            mask = masks[categorical[i, 2] + (int(code) if code >= 0.0 and code < span else span)]
+            row_slots = slots[j]
+            for s in range(row_slots.shape[0]):
+                row_slots[s] |= mask[s]
     # A loop per decision group, each test a shift rather than a branch: decisions vary node to
     # node unpredictably. Node m of a tree is byte m of its slots. NaN compares False both ways:
-    # `<=` sends it right, `not >` sends it left.
-    for j in range(group_bounds[0], group_bounds[1]):  # le
-        slot = nodes[j, 1]
-        slots[slot] = np.uint8(x[nodes[j, 0]] <= thresholds[j]) << np.uint8(slot & (_SLOTS - 1))
-    for j in range(group_bounds[1], group_bounds[2]):  # not_gt
-        slot = nodes[j, 1]
-        slots[slot] = np.uint8(not x[nodes[j, 0]] > thresholds[j]) << np.uint8(slot & (_SLOTS - 1))
+    # `<=` sends it right, `not >` sends it left. The four rows written out (`_BLOCK_ROWS`).
+    for q in range(group_bounds[0], group_bounds[1]):  # le
+        values, slot, threshold = x[nodes[q, 0]], nodes[q, 1], thresholds[q]
+        bit = np.uint8(slot & (_SLOTS - 1))
+        slots[0, slot] = np.uint8(values[0] <= threshold) << bit
+        slots[1, slot] = np.uint8(values[1] <= threshold) << bit
+        slots[2, slot] = np.uint8(values[2] <= threshold) << bit
+        slots[3, slot] = np.uint8(values[3] <= threshold) << bit
+    for q in range(group_bounds[1], group_bounds[2]):  # not_gt
+        values, slot, threshold = x[nodes[q, 0]], nodes[q, 1], thresholds[q]
+        bit = np.uint8(slot & (_SLOTS - 1))
+        slots[0, slot] = np.uint8(not values[0] > threshold) << bit
+        slots[1, slot] = np.uint8(not values[1] > threshold) << bit
+        slots[2, slot] = np.uint8(not values[2] > threshold) << bit
+        slots[3, slot] = np.uint8(not values[3] > threshold) << bit
     # Missing type "Zero": NaN and 0.0 are missing and go the node's default way.
-    for j in range(group_bounds[2], group_bounds[3]):  # zero_left
-        value, slot = x[nodes[j, 0]], nodes[j, 1]
-        left = np.isnan(value) | (value == 0.0) | (value <= thresholds[j])
-        slots[slot] = np.uint8(left) << np.uint8(slot & (_SLOTS - 1))
-    for j in range(group_bounds[3], group_bounds[4]):  # zero_right
-        value, slot = x[nodes[j, 0]], nodes[j, 1]
-        left = (value != 0.0) & (value <= thresholds[j])
-        slots[slot] = np.uint8(left) << np.uint8(slot & (_SLOTS - 1))
+    for q in range(group_bounds[2], group_bounds[3]):  # zero_left
+        values, slot, threshold = x[nodes[q, 0]], nodes[q, 1], thresholds[q]
+        bit = np.uint8(slot & (_SLOTS - 1))
+        for j in range(_BLOCK_ROWS):
+            value = values[j]
+            slots[j, slot] = np.uint8(np.isnan(value) | (value == 0.0) | (value <= threshold)) << bit
+    for q in range(group_bounds[3], group_bounds[4]):  # zero_right
+        values, slot, threshold = x[nodes[q, 0]], nodes[q, 1], thresholds[q]
+        bit = np.uint8(slot & (_SLOTS - 1))
+        for j in range(_BLOCK_ROWS):
+            value = values[j]
+            slots[j, slot] = np.uint8((value != 0.0) & (value <= threshold)) << bit
 
 
 @_njit_inline
@@ -462,15 +484,16 @@ def _pattern(words: NDArray[np.uint64], tree: int) -> np.uint64:
 def _decision_patterns(matrix: NDArray[np.float64], nodes: NDArray[np.uint32], thresholds: NDArray[np.float64], group_bounds: NDArray[np.uint64],
                        categorical: NDArray[np.int64], masks: NDArray[np.uint8]) -> NDArray[np.int64]:
     """(trees, rows) decision patterns of the rows of `matrix` (C-contiguous float64)."""
-    n_trees = masks.shape[1] // _SLOTS
-    patterns = np.zeros((n_trees, matrix.shape[0]), dtype=np.int64)
-    x = np.empty(matrix.shape[1])
-    slots = np.zeros(masks.shape[1], dtype=np.uint8)
-    words = slots.view(np.uint64)
-    for r in range(matrix.shape[0]):
-        _decide(matrix[r], x, slots, nodes, thresholds, group_bounds, categorical, masks)
-        for t in range(n_trees):
-            patterns[t, r] = _pattern(words, t)
+    n_trees, n = masks.shape[1] // _SLOTS, matrix.shape[0]
+    patterns = np.zeros((n_trees, n), dtype=np.int64)
+    x = np.empty((matrix.shape[1], _BLOCK_ROWS))
+    slots = np.zeros((_BLOCK_ROWS, masks.shape[1]), dtype=np.uint8)
+    for r0 in range(0, n, _BLOCK_ROWS):
+        _decide_block(matrix, r0, x, slots, nodes, thresholds, group_bounds, categorical, masks)
+        for j in range(min(_BLOCK_ROWS, n - r0)):
+            words = slots[j].view(np.uint64)
+            for t in range(n_trees):
+                patterns[t, r0 + j] = _pattern(words, t)
     return patterns
 
 
@@ -481,26 +504,23 @@ def _tabulated_contributions(matrix: NDArray[np.float64], nodes: NDArray[np.uint
                              out: NDArray[np.float64]) -> None:
     """Writes into `out` (rows, width) the sums of the table values that the rows' decision patterns select (`_Tables`).
 
-    Rows go `_BLOCK_ROWS` at a time: each term read serves every row of the block, and their sums
-    are separate chains of adds that run side by side (one row's chain waits on each add). Each
-    cell still adds its own values in its column's term order, so a row's contributions do not
-    depend on the rows beside it.
+    Rows go `_BLOCK_ROWS` at a time: the node tests of the block's rows are made together
+    (`_decide_block`), each term read serves every row of the block, and their sums are separate
+    chains of adds that run side by side (one row's chain waits on each add). Each cell still
+    adds its own values in its column's term order, so a row's contributions do not depend on
+    the rows beside it.
     """
-    x = np.empty(matrix.shape[1])
-    slots = np.zeros(masks.shape[1], dtype=np.uint8)
-    words = slots.view(np.uint64)
+    x = np.empty((matrix.shape[1], _BLOCK_ROWS))
+    slots = np.zeros((_BLOCK_ROWS, masks.shape[1]), dtype=np.uint8)
     n_trees, n = starts.shape[0], matrix.shape[0]
     first = np.empty((n_trees, _BLOCK_ROWS), dtype=np.uint64)  # where each tree's values for each row of the block start
     place_mask = (np.uint32(1) << shift) - np.uint32(1)
     for r0 in range(0, n, _BLOCK_ROWS):
+        _decide_block(matrix, r0, x, slots, nodes, thresholds, group_bounds, categorical, masks)
         for j in range(_BLOCK_ROWS):
-            if r0 + j < n:
-                _decide(matrix[r0 + j], x, slots, nodes, thresholds, group_bounds, categorical, masks)
-                for t in range(n_trees):
-                    first[t, j] = starts[t] + _pattern(words, t) * strides[t]
-            else:  # past the last row: the first row's again, summed and not written
-                for t in range(n_trees):
-                    first[t, j] = first[t, 0]
+            words = slots[j].view(np.uint64)
+            for t in range(n_trees):
+                first[t, j] = starts[t] + _pattern(words, t) * strides[t]
         for c in range(bounds.shape[0] - 1):
             a0 = a1 = a2 = a3 = 0.0
             for i in range(bounds[c], bounds[c + 1]):
@@ -519,7 +539,7 @@ def _tabulated_contributions(matrix: NDArray[np.float64], nodes: NDArray[np.uint
                 out[r0 + 3, c] = a3
 
 
-# Rows per block of `_tabulated_contributions` (its loop over a block is written out for four).
+# Rows per block of the kernels (`_decide_block` and `_tabulated_contributions` write their loops over a block out for four).
 _BLOCK_ROWS = 4
 
 
