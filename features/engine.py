@@ -555,20 +555,48 @@ def to_epoch_seconds(values: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.nd
 
 def type_slots(types: Sequence[str] | np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """Vocabulary position of each interaction type (`counted_as`); others go to the last ("other") slot."""
-    position = _type_positions(tuple(spec.interaction_types))
-    other = len(spec.interaction_types)
     if isinstance(types, np.ndarray):
         types = types.tolist()
-    # A few distinct types among many events: each looked up once, then every event's slot in C.
-    slot_of = {t: _slot(t, position, other) for t in set(types)}
-    return np.array(list(map(slot_of.__getitem__, types)), dtype=np.int64)
+    slots = _slot_memo(tuple(spec.interaction_types))
+    try:  # the types a served model sees again and again: each event's slot in C
+        return np.array(list(map(slots.__getitem__, types)), dtype=np.int64)
+    except KeyError:
+        slot_of = _slots_of(set(types), spec)
+        return np.array(list(map(slot_of.__getitem__, types)), dtype=np.int64)
 
 
 def outside_vocabulary(types: Iterable[str], spec: FeatureSpec) -> list[str]:
     """The types among `types` that count as other events (`counted_as` is None), sorted."""
-    position = _type_positions(tuple(spec.interaction_types))
     other = len(spec.interaction_types)
-    return sorted(t for t in types if _slot(t, position, other) == other)
+    return sorted(cast(str, t) for t, slot in _slots_of(types, spec).items() if slot == other)
+
+
+SLOT_MEMO_SIZE = 4_096
+"""Distinct interaction types whose slot is remembered per vocabulary (`type_slots`); any later one is looked up every time."""
+
+
+def _slots_of(types: Iterable[object], spec: FeatureSpec) -> dict[object, int]:
+    """The slot of each of `types` (`type_slots`), the first `SLOT_MEMO_SIZE` distinct ones remembered per vocabulary.
+
+    A client sending made-up types cannot grow the memory.
+    """
+    vocabulary = tuple(spec.interaction_types)
+    memo = _slot_memo(vocabulary)
+    position, other = _type_positions(vocabulary), len(vocabulary)
+    out: dict[object, int] = {}
+    for t in types:
+        found = memo.get(t)
+        if found is None:
+            found = _slot(t, position, other)
+            if len(memo) < SLOT_MEMO_SIZE:
+                memo[t] = found
+        out[t] = found
+    return out
+
+
+@lru_cache(maxsize=32)
+def _slot_memo(interaction_types: tuple[str, ...]) -> dict[object, int]:
+    return {}
 
 
 def counted_as(event_type: str, spec: FeatureSpec) -> str | None:

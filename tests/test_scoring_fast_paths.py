@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features import engine as engine_module
 from features import schema as schema_module
 from features.engine import (
     FEW_ROWS,
@@ -19,6 +20,7 @@ from features.engine import (
     build_event_index,
     counted_as,
     outside_vocabulary,
+    type_slots,
 )
 from features.labels import driver_of
 from features.schema import LeadSchema
@@ -305,6 +307,20 @@ def test_the_types_outside_the_vocabulary_are_those_counted_as_other() -> None:
     assert outside_vocabulary(set(types), spec) == sorted(t for t in set(types) if counted_as(t, spec) is None)
     # A split type counts as its listed base: page_view__x and email_click__rare are inside.
     assert outside_vocabulary(set(types), spec) == ["", "chat", "webinar"]
+
+
+def test_remembered_type_slots_equal_looking_each_type_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "SLOT_MEMO_SIZE", 5)
+    # A vocabulary of its own: a memo another test filled does not answer for it.
+    spec = FeatureSpec(categorical=[], numeric=[], interaction_types=["page_view", "email_click", "demo_request", "memo_test"])
+    other = len(spec.interaction_types)
+    types = ["page_view", "email_click__web", "chat", "demo_request"] + [f"made_up_{i}" for i in range(50)] + ["page_view"]
+    expected = [spec.interaction_types.index(b) if (b := counted_as(t, spec)) is not None else other for t in types]
+    assert type_slots(types, spec).tolist() == expected
+    assert type_slots(types, spec).tolist() == expected  # the second time the first five from the memo
+    assert type_slots(np.array(types, dtype=object), spec).tolist() == expected
+    assert len(engine_module._slot_memo(tuple(spec.interaction_types))) == 5  # made-up types do not grow it
+    assert outside_vocabulary(set(types), spec) == sorted(t for t in set(types) if counted_as(t, spec) is None)
 
 
 def test_encoding_a_few_rows_equals_encoding_them_among_many(training_result) -> None:
