@@ -15,8 +15,9 @@ way to the same answer, byte for byte (tests/test_json_lines.py):
   and constraints, the times as text; no event properties, no unknown field, no infinite number);
 * the times are read in numpy (`zoned_times_us`: the ISO 8601 form with seconds and a zone, which
   pydantic reads as the same instant), the attributes by the lead schema, each distinct text once;
-* the chunk's common leads are answered together in columns (`model.scoring.answers_json`), or,
-  with reasons, by `score_read_leads` with the others.
+* the chunk's common leads are answered together in columns (`model.scoring.answers_json`), with
+  their reasons when asked: the contributions of all of them at once, then each lead's reasons
+  ranked and phrased as for one lead.
 
 Any other line — a time without a zone or in another form, event properties, a value the schema
 cannot read, a lead created after `as_of`, anything the light type refuses — is validated and
@@ -233,7 +234,7 @@ class _CommonLeads:
     type_codes: NDArray[np.int64]  # each kept interaction's, into `types`
 
     def reads(self, spec_properties: Sequence[str]) -> list[LeadRead]:
-        """The leads as `read_lead` reads them."""
+        """The leads as `read_lead` reads them (tests/test_json_lines.py checks the columns against `read_lead` with it)."""
         c = self.columns
         stops = np.cumsum(c.event_counts).tolist()
         starts = [0, *stops][:-1]
@@ -595,7 +596,7 @@ def score_line_chunk(
         lines: The lines, without their line ends.
         first_number: The number of the first line in its file, from 1.
         as_of: Scoring time; None: now (a lead created a little later, a client's clock ahead, at its creation).
-        with_reasons: Give reasons (`score_read_leads`, exact TreeSHAP).
+        with_reasons: Give reasons (exact TreeSHAP, `answers_json` and `score_read_leads`).
         language: Of the reasons: "en" or "fr".
         compiled: Without reasons, when to predict with the compiled forest (same raw scores).
 
@@ -622,15 +623,10 @@ def score_line_chunk(
         commons.append(([numbers[k] for k in common.positions], common))
     alone.sort()
     reads, errors = _read_alone(model, alone, as_of)
-    if with_reasons:
-        for numbers, common in commons:
-            reads += list(zip(numbers, common.reads(list(model.spec.properties)), strict=True))
-        reads.sort(key=lambda pair: pair[0])
-        scored = score_read_leads(model, [r for _n, r in reads], with_reasons=True, language=language)
-        return [out.model_dump_json() for out, _features in scored], errors
     answered: dict[int, str] = {}
     for numbers, common in commons:
-        answered.update(zip(numbers, answers_json(model, common.columns, compiled), strict=True))
-    scored = score_read_leads(model, [r for _n, r in reads], with_reasons=False, language=language)
+        answers = answers_json(model, common.columns, compiled, with_reasons=with_reasons, language=language)
+        answered.update(zip(numbers, answers, strict=True))
+    scored = score_read_leads(model, [r for _n, r in reads], with_reasons=with_reasons, language=language)
     answered.update((number, out.model_dump_json()) for (number, _r), (out, _features) in zip(reads, scored, strict=True))
     return [answered[number] for number in sorted(answered)], errors

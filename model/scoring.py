@@ -428,6 +428,27 @@ def _raw_without_reasons(
     return np.concatenate([now, predict(matrix[n:])]) if len(matrix) > n else now
 
 
+def _explained_raw(
+    model: ScoringModel, matrix: NDArray[Any], n: int, with_reasons: bool, predict: Callable[[NDArray[Any]], NDArray[Any]]
+) -> tuple[NDArray[Any] | None, tuple[NDArray[Any], NDArray[Any]] | None, NDArray[Any]]:
+    """Contributions (with reasons), the first `n` rows' fit and engagement sums, and every row's raw score.
+
+    One pass over every row (now and the past instants): with reasons, the contributions (the
+    raw score is their sum) and the sub-scores' sums from the same pass over the trees' tables;
+    without them, the sub-scores' sums of the rows of now alone, when they cost about a
+    prediction (`_fit_engagement`), and the raw scores (`_raw_without_reasons`, `predict`ing the
+    other rows). The batch paths with reasons share it, so a lead's answer is the same to the bit.
+    """
+    if with_reasons and model.meta.subscores is not None:  # both from one pass over the trees' tables
+        contrib, every_sum = model.contributions_and_fit_engagement(matrix)
+        return contrib, (every_sum[0][:n], every_sum[1][:n]), contrib.sum(axis=1)
+    if with_reasons:
+        contrib = model.contributions(matrix)
+        return contrib, _fit_engagement(model, matrix[:n], True), contrib.sum(axis=1)
+    sums = _fit_engagement(model, matrix[:n], False)
+    return None, sums, _raw_without_reasons(model, matrix, n, sums, predict)
+
+
 def _row_of(sums: tuple[NDArray[Any], NDArray[Any]] | None, i: int) -> tuple[float, float] | None:
     return None if sums is None else (float(sums[0][i]), float(sums[1][i]))
 
@@ -735,17 +756,7 @@ def score_read_leads(
     rows = lead_rows(reads, model.spec, with_past=with_trend, plan=model.behaviour_plan)
     matrix = model.encode(rows)
     when = _when(model, matrix[:n])
-    # One pass over every row (now and the past instants): contributions for reasons (the raw score
-    # is their sum), else the raw score; without reasons the sub-scores' contributions of the rows
-    # of now alone, when they cost about a prediction (`_fit_engagement`).
-    contrib: NDArray[Any] | None
-    if with_reasons and model.meta.subscores is not None:  # both from one pass over the trees' tables
-        contrib, every_sum = model.contributions_and_fit_engagement(matrix)
-        sums: tuple[NDArray[Any], NDArray[Any]] | None = (every_sum[0][:n], every_sum[1][:n])
-    else:
-        contrib = model.contributions(matrix) if with_reasons else None
-        sums = _fit_engagement(model, matrix[:n], contrib is not None)
-    raw = contrib.sum(axis=1) if contrib is not None else _raw_without_reasons(model, matrix, n, sums, model.raw)
+    contrib, sums, raw = _explained_raw(model, matrix, n, with_reasons, model.raw)
     headlines = _headlines(model, raw[:n])
     scored = [
         _scored_row(model, r, rows, i, headlines[i], None if contrib is None else contrib[i], _row_of(sums, i), top_k, language,
@@ -878,18 +889,30 @@ def columns_rows(leads: LeadColumns, spec: FeatureSpec, *, with_past: bool = Fal
     return assemble_rows(spec, leads.attributes, behaviour, repeats=k, plan=plan)
 
 
-def answers_json(model: ScoringModel, leads: LeadColumns, compiled: CompileMode = CompileMode.auto) -> list[str]:
-    """The answers of many read leads without reasons, as JSON: `score_read_leads`' answers' `model_dump_json()`, in columns.
+def answers_json(
+    model: ScoringModel,
+    leads: LeadColumns,
+    compiled: CompileMode = CompileMode.auto,
+    *,
+    with_reasons: bool = False,
+    top_k: int = 3,
+    language: str = "en",
+) -> list[str]:
+    """The answers of many read leads, as JSON: `score_read_leads`' answers' `model_dump_json()`, in columns.
 
-    The features, predictions, sub-scores, grid points and trend of all leads are computed at once
-    (as `score_read_leads` computes them) and each answer is serialised from plain values by
-    pydantic-core, the serialiser of `ScoreOut`, with `ScoreOut`'s keys and value types: no model
-    object per lead (tests/test_json_lines.py compares the two byte for byte).
+    The features, predictions (or exact contributions), sub-scores, grid points and trend of all
+    leads are computed at once (as `score_read_leads` computes them), each lead's reasons are
+    ranked and phrased from its row of contributions (`ScoringModel.reason_answers`, as for one
+    lead), and each answer is serialised from plain values by pydantic-core, the serialiser of
+    `ScoreOut`, with `ScoreOut`'s keys and value types: no model object per lead
+    (tests/test_json_lines.py compares the two byte for byte).
 
     Args:
         model: The loaded bundle.
         leads: The leads, read (`LeadColumns`).
-        compiled: When to predict with the compiled forest (`score_table`'s `compiled`; the same raw scores).
+        compiled: Without reasons, when to predict with the compiled forest (`score_table`'s
+            `compiled`; the same raw scores).
+        with_reasons, top_k, language: As `score_lead`.
 
     Returns:
         One JSON text per lead, in order.
@@ -901,8 +924,13 @@ def answers_json(model: ScoringModel, leads: LeadColumns, compiled: CompileMode 
     rows = columns_rows(leads, model.spec, with_past=with_trend, plan=model.behaviour_plan)
     matrix = model.encode(rows)
     when = _when(model, matrix[:n])
-    sums = _fit_engagement(model, matrix[:n], False)
-    raw = _raw_without_reasons(model, matrix, n, sums, lambda past: _batch_raw(model, past, compiled))
+    contrib, sums, raw = _explained_raw(model, matrix, n, with_reasons, lambda rows_: _batch_raw(model, rows_, compiled))
+    reasons: list[Any] = [None] * n
+    if contrib is not None:
+        reasons = []
+        for i in range(n):
+            up, down = model.reason_answers(contrib[i], rows.row(i), top_k=top_k, language=language)
+            reasons.append({"up": up, "down": down})
     probability = model.meta.calibration.apply(raw[:n])
     shown, scores = rounded_probability(probability).tolist(), model.score_0_100(probability).tolist()
     points, fired, grid_mql = _grid_answers(model, rows, n)
@@ -924,16 +952,16 @@ def answers_json(model: ScoringModel, leads: LeadColumns, compiled: CompileMode 
     # `ScoreOut`'s fields in its order, each value of its type: the text `model_dump_json()` gives.
     return [
         to_json(
-            {"lead_id": lead_id, "as_of": at, "probability": shown_p, "score": score, "tier": tier(p), "mql": is_mql(p), "reasons": None,
+            {"lead_id": lead_id, "as_of": at, "probability": shown_p, "score": score, "tier": tier(p), "mql": is_mql(p), "reasons": lead_reasons,
              "point_grid": {"points": grid_points, "mql": grid_is_mql, "rules_fired": rules_fired}, "warnings": said,
              "model_version": version, "fit": fit_score, "engagement": engagement_score, "cell": in_cell, "trend": trend_label,
              "score_7d_ago": before_7, "score_30d_ago": before_30, "probability_by_horizon": by_horizon,
              "expected_days_to_convert": expected_days},
             inf_nan_mode="null",  # `ScoreOut`'s default
         ).decode()
-        for (lead_id, at, p, shown_p, score, grid_points, grid_is_mql, rules_fired, said, fit_score, engagement_score, in_cell,
-             trend_label, before_7, before_30, by_horizon, expected_days)
-        in zip(leads.lead_ids, leads.as_of, probability.tolist(), shown, scores, points, grid_mql, fired, warnings, fits,
+        for (lead_id, at, p, shown_p, score, lead_reasons, grid_points, grid_is_mql, rules_fired, said, fit_score, engagement_score,
+             in_cell, trend_label, before_7, before_30, by_horizon, expected_days)
+        in zip(leads.lead_ids, leads.as_of, probability.tolist(), shown, scores, reasons, points, grid_mql, fired, warnings, fits,
                engagements, cells, trend, week, month, horizons, days, strict=True)
     ]  # fmt: skip
 

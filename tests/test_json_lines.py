@@ -280,13 +280,16 @@ def test_the_fast_path_writes_what_the_per_line_path_wrote(
     assert set(range(1, 36)) <= set(by_arrow) if chunk == 7 else len(fast & set(by_arrow)) >= 40  # Arrow read most common lines
 
 
-def test_a_bundle_with_a_hazard_gets_the_same_answers(ruled_model_with_hazard: ScoringModel, varied_file, as_of: datetime, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("reasons", "language"), [(False, "en"), (True, "fr")])
+def test_a_bundle_with_a_hazard_gets_the_same_answers(ruled_model_with_hazard: ScoringModel, varied_file, as_of: datetime, tmp_path: Path,
+                                                      reasons: bool, language: str) -> None:  # fmt: skip
     source, _fast, _slow, _rejected = varied_file
-    _score_lines_one_by_one(source, tmp_path / "ref.jsonl", ruled_model_with_hazard, as_of, reasons=False, language="en")
-    score_lines(source, tmp_path / "new.jsonl", ruled_model_with_hazard, as_of, reasons=False, language="en", console=_Quiet())
+    _score_lines_one_by_one(source, tmp_path / "ref.jsonl", ruled_model_with_hazard, as_of, reasons=reasons, language=language)
+    score_lines(source, tmp_path / "new.jsonl", ruled_model_with_hazard, as_of, reasons=reasons, language=language, console=_Quiet())
 
     assert (tmp_path / "new.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
     assert '"probability_by_horizon":{' in (tmp_path / "new.jsonl").read_text()
+    assert ('"reasons":{"up":[{' in (tmp_path / "new.jsonl").read_text()) == reasons
 
 
 def test_the_compiled_forest_gives_the_same_answers(ruled_model: ScoringModel, varied_file, as_of: datetime, tmp_path: Path,
