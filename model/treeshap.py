@@ -16,8 +16,8 @@ contribution vector once, exactly, from the Shapley formula over the subsets of 
 features. Explaining a row then costs about what a prediction does, in one compiled loop (numba)
 over blocks of four rows: evaluate every node test as LightGBM does (missing types, default
 directions, category sets), pack each tree's tests into its pattern index, and sum column by
-column the table values the patterns select (`_Tables`). Trees with more than `max_nodes` internal nodes
-are explained by `pred_contrib` itself, on their range of iterations.
+column the table values the patterns select (`_Tables`). Trees with more than `max_nodes`
+internal nodes are explained by `pred_contrib` itself, on their range of iterations.
 """
 
 from __future__ import annotations
@@ -296,8 +296,7 @@ class ExactContributions:
     def _grouped_tables(self, groups: NDArray[Any], n_groups: int) -> _Tables:
         """The trees' tables with their columns summed by group: one value per group a tree's features fall in.
 
-        A row then adds one value per tree and group instead of one per feature, and the adds of
-        a tree go to different cells of the output rather than one after another into the same.
+        A row then reads one value per tree and group instead of one per feature.
 
         Returns:
             The tables of the (n_rows, n_groups) sums.
