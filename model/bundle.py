@@ -663,21 +663,52 @@ class ScoringModel:
             contrib_row: One row of `contributions` (features then base value).
             top_k: How many drivers each way.
         """
-        raw_total = float(contrib_row.sum())
-        # Each driver's features added in feature order from 0.0, as one add after another would.
-        sums = np.bincount(self.driver_of_column, weights=contrib_row[:-1], minlength=len(self.drivers))
-        driver_sums = sums.tolist()
+        return self.ranked_drivers_of(np.asarray(contrib_row)[None, :], top_k)[0]
+
+    def ranked_drivers_of(self, contributions: NDArray[Any], top_k: int = 3) -> list[RankedDrivers]:
+        """`ranked_drivers` of each row of `contributions`, the rows' sums, ranks and calibration in one call each.
+
+        Args:
+            contributions: Rows of `contributions` (features then base value).
+            top_k: How many drivers each way.
+        """
+        contributions = np.asarray(contributions, dtype=np.float64)
+        n, n_drivers = contributions.shape[0], len(self.drivers)
+        raw_totals = contributions.sum(axis=1).tolist()
+        # Each driver's features added in feature order from 0.0, as one add after another would:
+        # one bincount over the rows laid end to end, each row's drivers in cells of their own
+        # (one lead's row alone: the same adds, without the cells).
+        if n == 1:
+            sums = np.bincount(self.driver_of_column, weights=contributions[0, :-1], minlength=n_drivers)[None, :]
+        else:
+            cells = (np.arange(n)[:, None] * n_drivers + self.driver_of_column[None, :]).ravel()
+            sums = np.bincount(cells, weights=contributions[:, :-1].ravel(), minlength=n * n_drivers).reshape(n, n_drivers)
         # Rank by log-odds (probability points can be 0 on a flat stretch of the calibration);
         # ties keep the order of first appearance.
-        ranked = np.argsort(sums, kind="stable").tolist()
-        up = [j for j in ranked[::-1][:top_k] if driver_sums[j] > 0]
-        down = [j for j in ranked[:top_k] if driver_sums[j] < 0]
-        if not up and not down:
-            return RankedDrivers([], [], [], [])
-        log_odds = [driver_sums[j] for j in up + down]
-        # The lead's probability and, for each driver, the probability without its log-odds.
-        p_full, *without = self.meta.calibration.apply_each([raw_total, *[raw_total - x for x in log_odds]])
-        return RankedDrivers(up, down, log_odds, [100.0 * (p_full - p) for p in without])
+        order = np.argsort(sums, axis=1, kind="stable").tolist()
+        picked: list[tuple[list[int], list[int], list[float]]] = []
+        to_calibrate: list[float] = []
+        for raw_total, driver_sums, ranked in zip(raw_totals, sums.tolist(), order, strict=True):
+            up = [j for j in ranked[::-1][:top_k] if driver_sums[j] > 0]
+            down = [j for j in ranked[:top_k] if driver_sums[j] < 0]
+            log_odds = [driver_sums[j] for j in up + down]
+            picked.append((up, down, log_odds))
+            if log_odds:  # the lead's probability and, for each driver, the probability without its log-odds
+                to_calibrate += [raw_total, *[raw_total - x for x in log_odds]]
+        # A lead's few values in Python floats, a batch's in one array: the same values to the bit
+        # (tests/test_scoring_fast_paths.py).
+        calibration = self.meta.calibration
+        few = len(to_calibrate) <= 4 * FEW_ROWS
+        calibrated = calibration.apply_each(to_calibrate) if few else calibration.apply(np.array(to_calibrate)).tolist()
+        out, at = [], 0
+        for up, down, log_odds in picked:
+            if not log_odds:
+                out.append(RankedDrivers([], [], [], []))
+                continue
+            p_full, without = calibrated[at], calibrated[at + 1 : at + 1 + len(log_odds)]
+            at += 1 + len(log_odds)
+            out.append(RankedDrivers(up, down, log_odds, [100.0 * (p_full - p) for p in without]))
+        return out
 
     def reasons(
         self,
@@ -710,7 +741,12 @@ class ScoringModel:
         self, contrib_row: NDArray[Any], values: Mapping[str, object], top_k: int = 3, language: str = "en"
     ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
         """`reasons` as their answers (`Reason.to_dict`): what a score's response holds, without the `Reason` objects."""
-        ranked = self.ranked_drivers(contrib_row, top_k)
+        return self.ranked_answers(self.ranked_drivers(contrib_row, top_k), values, language)
+
+    def ranked_answers(
+        self, ranked: RankedDrivers, values: Mapping[str, object], language: str = "en"
+    ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        """`reason_answers` of drivers already ranked (`ranked_drivers_of` ranks a batch's at once)."""
         answers = [reason_answer(*parts[:5]) for parts in self._phrased(ranked, values, language)]
         return answers[: len(ranked.up)], answers[len(ranked.up) :]
 

@@ -902,10 +902,10 @@ def answers_json(
 
     The features, predictions (or exact contributions), sub-scores, grid points and trend of all
     leads are computed at once (as `score_read_leads` computes them), each lead's reasons are
-    ranked and phrased from its row of contributions (`ScoringModel.reason_answers`, as for one
-    lead), and each answer is serialised from plain values by pydantic-core, the serialiser of
-    `ScoreOut`, with `ScoreOut`'s keys and value types: no model object per lead
-    (tests/test_json_lines.py compares the two byte for byte).
+    ranked (`ScoringModel.ranked_drivers_of`, all at once) and phrased as for one lead, and each
+    answer is serialised from plain values by pydantic-core, the serialiser of `ScoreOut`, with
+    `ScoreOut`'s keys and value types: no model object per lead (tests/test_json_lines.py
+    compares the two byte for byte).
 
     Args:
         model: The loaded bundle.
@@ -928,9 +928,12 @@ def answers_json(
     reasons: list[Any] = [None] * n
     if contrib is not None:
         reasons = []
-        for i in range(n):
-            up, down = model.reason_answers(contrib[i], rows.row(i), top_k=top_k, language=language)
-            reasons.append({"up": up, "down": down})
+        # Ranked a block at a time: a block's rankings are made at once and phrased before the
+        # next, so they do not pile up for the garbage collector to walk.
+        for start in range(0, n, _RANKED_BLOCK):
+            for i, ranked in enumerate(model.ranked_drivers_of(contrib[start : min(n, start + _RANKED_BLOCK)], top_k), start):
+                up, down = model.ranked_answers(ranked, rows.row(i), language)
+                reasons.append({"up": up, "down": down})
     probability = model.meta.calibration.apply(raw[:n])
     shown, scores = rounded_probability(probability).tolist(), model.score_0_100(probability).tolist()
     points, fired, grid_mql = _grid_answers(model, rows, n)
@@ -964,6 +967,9 @@ def answers_json(
         in zip(leads.lead_ids, leads.as_of, probability.tolist(), shown, scores, reasons, points, grid_mql, fired, warnings, fits,
                engagements, cells, trend, week, month, horizons, days, strict=True)
     ]  # fmt: skip
+
+
+_RANKED_BLOCK = 256  # leads whose reasons `answers_json` ranks in one call
 
 
 def _grid_answers(model: ScoringModel, rows: FeatureRows, n: int) -> tuple[list[float], list[list[dict[str, object]]], list[bool]]:

@@ -174,6 +174,32 @@ def test_the_answers_of_reasons_are_the_reasons_as_dicts(training_result) -> Non
             )
 
 
+def _ranked_one_by_one(model, contrib_row: np.ndarray, top_k: int) -> tuple[list[int], list[int], list[float], list[float]]:
+    # The ranking of one lead as `ranked_drivers` made it before batches were ranked at once.
+    raw_total = float(contrib_row.sum())
+    sums = np.bincount(model.driver_of_column, weights=contrib_row[:-1], minlength=len(model.drivers))
+    driver_sums = sums.tolist()
+    ranked = np.argsort(sums, kind="stable").tolist()
+    up = [j for j in ranked[::-1][:top_k] if driver_sums[j] > 0]
+    down = [j for j in ranked[:top_k] if driver_sums[j] < 0]
+    if not up and not down:
+        return [], [], [], []
+    log_odds = [driver_sums[j] for j in up + down]
+    p_full, *without = model.meta.calibration.apply_each([raw_total, *[raw_total - x for x in log_odds]])
+    return up, down, log_odds, [100.0 * (p_full - p) for p in without]
+
+
+@pytest.mark.parametrize("top_k", [1, 3, 5])
+def test_ranking_a_batch_at_once_equals_ranking_each_lead(training_result, top_k: int) -> None:
+    model = training_result.model
+    contributions = model.contributions(training_result.test.matrix[:300])
+    contributions[7, :-1] = 0.0  # a lead no driver moves: no reasons
+    expected = [_ranked_one_by_one(model, row, top_k) for row in contributions]
+    for got in (model.ranked_drivers_of(contributions, top_k), [model.ranked_drivers(row, top_k) for row in contributions]):
+        assert [tuple(r) for r in got] == expected  # the same drivers and floats, to the bit
+    assert expected[7] == ([], [], [], [])
+
+
 # Probabilities near the 6th decimal's half-way points, where a rounding that differs shows first.
 halfway = st.integers(0, 10**6 - 1).map(lambda k: (k + 0.5) / 1e6)
 probabilities = st.one_of(st.floats(0, 1, allow_nan=False), halfway, st.just(float("nan")))
