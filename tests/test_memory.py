@@ -45,3 +45,27 @@ def test_zero_leaves_malloc_at_its_defaults() -> None:
     kept, left_mb = _run("0")
     assert kept == "False"
     assert left_mb < 50  # returned to the system when freed
+
+
+FROZEN = """
+import gc
+from model.memory import heap_frozen
+kept = [[] for _ in range(1000)]  # alive before the block
+with heap_frozen():
+    inside = gc.get_freeze_count()
+    cycle = []
+    cycle.append(cycle)
+    del cycle
+    collected = gc.collect()  # what the block made is still collected
+    gc.freeze()
+    with heap_frozen():  # frozen already: left as it is
+        pass
+    again = gc.get_freeze_count()
+    gc.unfreeze()
+print(inside >= 1000, collected >= 1, again >= inside, gc.get_freeze_count())
+"""
+
+
+def test_the_heap_alive_before_scoring_is_left_out_of_collections_until_it_ends() -> None:
+    done = subprocess.run([sys.executable, "-c", FROZEN], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["True", "True", "True", "0"]

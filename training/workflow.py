@@ -918,6 +918,7 @@ def score_lines(
     from tqdm import tqdm
 
     from model.lines import score_line_chunk
+    from model.memory import heap_frozen
 
     answers: list[str] = []
     errors: list[dict[str, Any]] = []
@@ -927,7 +928,7 @@ def score_lines(
     # Each line keeps its own errors and line number; the features, predictions and reasons of a
     # chunk of lines are computed at once (`model.lines`: the common lines in columns, any other
     # alone; the answers `score_lead` gives, as for POST /score_batch).
-    with tqdm(total=len(lines), desc="scoring", unit="lead", disable=None) as progress:
+    with tqdm(total=len(lines), desc="scoring", unit="lead", disable=None) as progress, heap_frozen():
         for start in range(0, len(lines), LINES_PER_CHUNK):
             chunk = lines[start : start + LINES_PER_CHUNK]
             scored, rejected = score_line_chunk(
