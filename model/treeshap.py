@@ -516,10 +516,13 @@ def _tabulated_contributions(matrix: NDArray[np.float64], nodes: NDArray[np.uint
     place_mask = (np.uint32(1) << shift) - np.uint32(1)
     for r0 in range(0, n, _BLOCK_ROWS):
         _decide_block(matrix, r0, x, slots, nodes, thresholds, group_bounds, categorical, masks)
-        for j in range(_BLOCK_ROWS):
-            words = slots[j].view(np.uint64)
-            for t in range(n_trees):
-                first[t, j] = starts[t] + _pattern(words, t) * strides[t]
+        words0, words1, words2, words3 = slots[0].view(np.uint64), slots[1].view(np.uint64), slots[2].view(np.uint64), slots[3].view(np.uint64)
+        for t in range(n_trees):
+            start, stride = starts[t], strides[t]
+            first[t, 0] = start + _pattern(words0, t) * stride
+            first[t, 1] = start + _pattern(words1, t) * stride
+            first[t, 2] = start + _pattern(words2, t) * stride
+            first[t, 3] = start + _pattern(words3, t) * stride
         for c in range(bounds.shape[0] - 1):
             a0 = a1 = a2 = a3 = 0.0
             for i in range(bounds[c], bounds[c + 1]):
