@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from features.email import email_domain_kind
 from features.spec import FeatureSpec
 from features.threads import run_ranges
-from features.vocabulary import EMAIL_DOMAIN_KIND, split_base
+from features.vocabulary import EMAIL_DOMAIN_KIND, remembered, split_base
 
 SECONDS_PER_DAY = 86_400
 # Up to this many rows (a lead now and at its past instants, or a few leads), the scoring path
@@ -581,17 +581,8 @@ def _slots_of(types: Iterable[object], spec: FeatureSpec) -> dict[object, int]:
     A client sending made-up types cannot grow the memory.
     """
     vocabulary = tuple(spec.interaction_types)
-    memo = _slot_memo(vocabulary)
     position, other = _type_positions(vocabulary), len(vocabulary)
-    out: dict[object, int] = {}
-    for t in types:
-        found = memo.get(t)
-        if found is None:
-            found = _slot(t, position, other)
-            if len(memo) < SLOT_MEMO_SIZE:
-                memo[t] = found
-        out[t] = found
-    return out
+    return remembered(_slot_memo(vocabulary), types, lambda t: _slot(t, position, other), SLOT_MEMO_SIZE)
 
 
 @lru_cache(maxsize=32)

@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.spec import FeatureSpec
-from features.vocabulary import split_type
+from features.vocabulary import remembered, split_type
 
 SCHEMA_FORMAT = 1
 TYPE_MEMO_SIZE = 4_096  # (type, channel) pairs whose reading a schema remembers (`interaction_types_of`)
@@ -473,16 +473,7 @@ class LeadSchema(BaseModel):
         distinct pairs are remembered, any later one is read every time (a client sending made-up
         types cannot grow the memory).
         """
-        memo = self._type_memo
-        out: dict[tuple[str, str | None], str | None] = {}
-        for pair in pairs:
-            if pair in memo:
-                out[pair] = memo[pair]
-                continue
-            out[pair] = read = self.interaction_type(*pair)
-            if len(memo) < TYPE_MEMO_SIZE:
-                memo[pair] = read
-        return out
+        return remembered(self._type_memo, pairs, lambda pair: self.interaction_type(*pair), TYPE_MEMO_SIZE)
 
     @cached_property
     def _type_memo(self) -> dict[tuple[str, str | None], str | None]:

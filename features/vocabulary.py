@@ -7,8 +7,9 @@ that a rename cannot leave a second spelling behind.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from functools import lru_cache
+from typing import TypeVar
 
 INTERACTION_TYPES: tuple[str, ...] = (
     "page_view",
@@ -148,3 +149,24 @@ ACTIVE_DAYS_TOTAL = "active_days_total"
 EVENTS_TOTAL = "n_events_total"
 OTHER_EVENTS_TOTAL = "n_other_events_total"
 LEAD_AGE_DAYS = "lead_age_days"
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+def remembered(memo: dict[_K, _V], keys: Iterable[_K], read: Callable[[_K], _V], limit: int) -> dict[_K, _V]:
+    """`read(key)` of each of `keys`, from `memo` when it holds the key; the reading of a new key kept there while it holds fewer than `limit`.
+
+    A served model reads the same few interaction types on every request, and a client sending
+    made-up ones cannot grow the memory: past the limit a new key is read every time.
+    """
+    out: dict[_K, _V] = {}
+    for key in keys:
+        if key in memo:
+            out[key] = memo[key]
+            continue
+        out[key] = value = read(key)
+        if len(memo) < limit:
+            memo[key] = value
+    return out

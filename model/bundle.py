@@ -506,7 +506,7 @@ class ScoringModel:
         places it after every quantile, as numpy does; `tests/test_scoring_fast_paths.py`).
         """
         quantiles = self._quantile_list
-        return [min(max(bisect.bisect_right(quantiles, p) - 1, 0), 100) for p in probability]
+        return [_percentile(quantiles, p) for p in probability]
 
     def tier(self, probability: float) -> TierName:
         return self.meta.tiers.of(probability)
@@ -523,17 +523,21 @@ class ScoringModel:
         """
         if isinstance(self.booster, LinearModel):
             return np.asarray(self.booster.predict(matrix, pred_contrib=True, num_threads=_threads_for(matrix)))
+        return self._tables().contributions(matrix)
+
+    def _tables(self) -> ExactContributions:
+        """The forest's TreeSHAP tables (`model.treeshap`), built on first use; a linear model has none."""
         if self._exact is None:
+            assert not isinstance(self.booster, LinearModel)  # the callers answer for a linear model first
             self._exact = ExactContributions.from_booster(self.booster)
-        return self._exact.contributions(matrix)
+        return self._exact
 
     def contributions_are_cheap(self) -> bool:
         """Whether `contributions` costs about a prediction: a linear model, or a forest whose every tree is tabulated."""
         if isinstance(self.booster, LinearModel):
             return True
-        if self._exact is None:
-            self._exact = ExactContributions.from_booster(self.booster)
-        return self._exact.tabulated == self._exact.n_trees
+        exact = self._tables()
+        return exact.tabulated == exact.n_trees
 
     def fit_engagement_sums(self, contributions: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
         """Each row's summed log-odds contributions of its attribute features (fit) and behaviour features (engagement).
@@ -563,9 +567,7 @@ class ScoringModel:
         """
         if isinstance(self.booster, LinearModel):
             return self.fit_engagement_sums(self.contributions(matrix))
-        if self._exact is None:
-            self._exact = ExactContributions.from_booster(self.booster)
-        sums = self._exact.group_sums(matrix, self._fit_groups, 2)
+        sums = self._tables().group_sums(matrix, self._fit_groups, 2)
         return sums[:, 0], sums[:, 1]
 
     def contributions_and_fit_engagement(self, matrix: NDArray[Any]) -> tuple[NDArray[Any], tuple[NDArray[Any], NDArray[Any]]]:
@@ -576,9 +578,7 @@ class ScoringModel:
         if isinstance(self.booster, LinearModel):
             contributions = self.contributions(matrix)
             return contributions, self.fit_engagement_sums(contributions)
-        if self._exact is None:
-            self._exact = ExactContributions.from_booster(self.booster)
-        contributions, sums = self._exact.contributions_with_group_sums(matrix, self._fit_groups, 2)
+        contributions, sums = self._tables().contributions_with_group_sums(matrix, self._fit_groups, 2)
         return contributions, (sums[:, 0], sums[:, 1])
 
     def raw_from_fit_engagement(self, fit: NDArray[Any], engagement: NDArray[Any]) -> NDArray[Any] | None:
@@ -785,8 +785,9 @@ _CELLS: dict[str, SubScoreCell] = {
 
 
 def _percentile(quantiles: list[float], value: float) -> int:
-    # As `score_0_100`: the number of reference quantiles at or below the value, less one, in 0..100.
-    # bisect on the stored list: np.searchsorted would convert the list to an array on every call.
+    # `score_0_100` of one value: the number of reference quantiles at or below it, less one, in 0..100
+    # (the scores' 101 quantiles, and the sub-scores'). bisect on the stored list: np.searchsorted
+    # would convert the list to an array on every call.
     rank = bisect.bisect_right(quantiles, value) - 1
     return min(max(rank, 0), SUBSCORE_QUANTILES - 1)
 

@@ -442,9 +442,9 @@ def _explained_raw(
     if with_reasons and model.meta.subscores is not None:  # both from one pass over the trees' tables
         contrib, every_sum = model.contributions_and_fit_engagement(matrix)
         return contrib, (every_sum[0][:n], every_sum[1][:n]), contrib.sum(axis=1)
-    if with_reasons:
+    if with_reasons:  # no sub-score scale: no sums
         contrib = model.contributions(matrix)
-        return contrib, _fit_engagement(model, matrix[:n], True), contrib.sum(axis=1)
+        return contrib, None, contrib.sum(axis=1)
     sums = _fit_engagement(model, matrix[:n], False)
     return None, sums, _raw_without_reasons(model, matrix, n, sums, predict)
 
