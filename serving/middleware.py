@@ -11,10 +11,10 @@ Every refusal has the body of BentoML's validation errors,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import ApiKeys, allows, bearer_token, required_role
@@ -29,6 +29,20 @@ def refusal(
     return JSONResponse(
         {"error": title, "detail": [{"type": kind, "loc": loc, "msg": msg}]}, status_code=status, headers=headers
     )
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands on `body`, already read, in one message, then the client's own (its disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 class ApiKeyAuth:
@@ -126,17 +140,7 @@ class BodySizeLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: the client's disconnect
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
 
 class JsonBodiesOnly:
@@ -205,3 +209,40 @@ class JsonNotFound:
             await send(message)
 
         await self.app(scope, receive, send_json_404)
+
+
+class DirectRoute:
+    """One hot route answered here, without the router and the mounted app's stack.
+
+    `answer(body)` answers a `method` request to `path` from its whole body, or returns None to
+    leave it to the app, which then reads the same body. Every other request goes on untouched.
+    Registered innermost, it runs after the key, size and media-type checks. For `POST /score`
+    it skips BentoML's request context, Starlette's routing and FastAPI's (route matching over
+    every route, dependencies, the handler); `serving.service.answer_score` is the route's own
+    answer, so both give the same bytes (tests/test_direct_route.py).
+    """
+
+    def __init__(self, app: ASGIApp, method: str, path: str, answer: Callable[[bytes], Awaitable[Response | None]]) -> None:
+        self.app = app
+        self.method = method
+        self.path = path
+        self.answer = answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != self.method:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        response = await self.answer(body)
+        if response is not None:
+            await response(scope, receive, send)
+            return
+        await self.app(scope, replaying(body, receive), send)

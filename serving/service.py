@@ -99,13 +99,13 @@ from model.scoring import (
 from model.settings import DEFAULT_MAX_BODY_BYTES, Settings, env_name, load_settings
 from serving.accounts import ACCOUNT_RESPONSES, AccountModels, AccountQuery, AccountScoreOut, not_found, score_stored_account
 from serving.alerts import AlertDelivery, load_alert_config
-from serving.api import bearer, create_api, refusals, service_document
+from serving.api import bearer, create_api, refusals, service_document, validation_response
 from serving.auth import HUBSPOT_PATH, SALESFORCE_PATH, ApiKeys, load_api_keys
 from serving.crm import HUBSPOT_RESPONSES, SALESFORCE_RESPONSES, CrmEndpoints, read_crm_config, score_with_store
 from serving.crm_formats import XML_MEDIA_TYPES, HubSpotActionOut
 from serving.events import LEAD_RESPONSES, EventBatch, EventsOut, LeadScoreQuery, ingest, lead_not_found, score_stored
 from serving.metrics import label_metrics_by_route
-from serving.middleware import ApiKeyAuth, BodySizeLimit, JsonBodiesOnly, JsonNotFound, refusal
+from serving.middleware import ApiKeyAuth, BodySizeLimit, DirectRoute, JsonBodiesOnly, JsonNotFound, refusal
 from serving.schemas import ModelCard, ReloadOut, ReloadRequest, ScoreBatchOut, ScoreBatchRequest, ScoreRequest
 from serving.timeouts import cancel_timers_when_answered
 from serving.tracing import trace_requests_only
@@ -814,10 +814,30 @@ async def score(request: ScoreRequest) -> ScoreOut | Response:
     service = current_service()
     if service is None:  # before start-up `ApiKeyAuth` has already answered 503
         return refusal(503, "Service Unavailable", "starting", [], "the service is starting: try again")
+    return await _score_response(service, request)
+
+
+async def _score_response(service: LeadScoring, request: ScoreRequest) -> Response:
     out = await service.score(request)
     if isinstance(out, ScoreOut):  # written here: FastAPI would check it against ScoreOut again, then dump it twice
         return Response(SCORE_OUT_JSON.to_json(out), media_type="application/json")
     return out
+
+
+async def answer_score(body: bytes) -> Response | None:
+    """`POST /score` from its body, as the route answers it, for `serving.middleware.DirectRoute`.
+
+    The body is read as `JsonBodyRoute` reads it, and a lead the model refuses answers as the
+    app's handler answers it (`validation_response`). None before start-up: the app answers.
+    """
+    service = current_service()
+    if service is None:
+        return None
+    try:
+        request = ScoreRequest.model_validate_json(body if body.strip() else b"{}")
+        return await _score_response(service, request)
+    except ValidationError as exc:
+        return validation_response(exc)
 
 
 def current_api_keys() -> ApiKeys | None:
@@ -850,3 +870,5 @@ LeadScoring.add_asgi_middleware(JsonNotFound)  # type: ignore[attr-defined]
 LeadScoring.add_asgi_middleware(ApiKeyAuth, keys=current_api_keys)  # type: ignore[attr-defined]
 LeadScoring.add_asgi_middleware(BodySizeLimit, max_bytes=current_max_body_bytes)  # type: ignore[attr-defined]
 LeadScoring.add_asgi_middleware(JsonBodiesOnly, other_media_types={SALESFORCE_PATH: XML_MEDIA_TYPES})  # type: ignore[attr-defined]
+# Innermost: `POST /score`, the CRMs' call on every lead, answered without the router's and FastAPI's stack.
+LeadScoring.add_asgi_middleware(DirectRoute, method="POST", path="/score", answer=answer_score)  # type: ignore[attr-defined]
