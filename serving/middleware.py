@@ -3,7 +3,8 @@
 Middleware sees every request (the BentoML endpoints and the mounted `/model` route), which
 makes it the place for checks that hold for all of them: API keys (`ApiKeyAuth`), the body
 size (`BodySizeLimit`) and the media type (`JsonBodiesOnly`). They run in that order, the
-first registered outermost.
+first registered outermost. Innermost, `DirectRoute` answers the hot `POST /score` itself,
+once those checks have passed.
 
 Every refusal has the body of BentoML's validation errors,
 `{"error": "<title>", "detail": [{"type", "loc", "msg"}]}`, so clients handle one shape.
