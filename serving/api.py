@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +32,8 @@ from starlette.exceptions import HTTPException
 
 from model.settings import DEFAULT_MAX_BODY_BYTES
 from serving.schemas import MAX_BATCH_LEADS, ErrorBody
+
+M = TypeVar("M", bound=BaseModel)
 
 SECURITY_SCHEME = "apiKey"
 INFRA_TAG = "Infrastructure"  # BentoML's tag of its health and metrics endpoints
@@ -72,6 +74,15 @@ def validation_response(exc: ValidationError) -> JSONResponse:
     return error_response(400, f"{exc.error_count()} validation error for {exc.title}", list(detail))
 
 
+def validated_body(model: type[M], body: bytes) -> M:
+    """`body` read by pydantic as `model` (JSON mode); an empty body is `{}`.
+
+    Raises:
+        ValidationError: What pydantic refuses, `Invalid JSON` included.
+    """
+    return model.model_validate_json(body if body.strip() else b"{}")
+
+
 def _body_model(annotation: Any) -> type[BaseModel] | None:
     candidates = (annotation, *get_args(annotation))
     return next((c for c in candidates if inspect.isclass(c) and issubclass(c, BaseModel)), None)
@@ -104,7 +115,7 @@ class JsonBodyRoute(APIRoute):
             body = await request.body()
             if body.strip() or required:
                 try:
-                    validated = model.model_validate_json(body if body.strip() else b"{}")
+                    validated = validated_body(model, body)
                 except ValidationError as exc:
                     return validation_response(exc)
                 if whole_body:

@@ -99,7 +99,7 @@ from model.scoring import (
 from model.settings import DEFAULT_MAX_BODY_BYTES, Settings, env_name, load_settings
 from serving.accounts import ACCOUNT_RESPONSES, AccountModels, AccountQuery, AccountScoreOut, not_found, score_stored_account
 from serving.alerts import AlertDelivery, load_alert_config
-from serving.api import bearer, create_api, refusals, service_document, validation_response
+from serving.api import bearer, create_api, refusals, service_document, validated_body, validation_response
 from serving.auth import HUBSPOT_PATH, SALESFORCE_PATH, ApiKeys, load_api_keys
 from serving.crm import HUBSPOT_RESPONSES, SALESFORCE_RESPONSES, CrmEndpoints, read_crm_config, score_with_store
 from serving.crm_formats import XML_MEDIA_TYPES, HubSpotActionOut
@@ -827,14 +827,14 @@ async def _score_response(service: LeadScoring, request: ScoreRequest) -> Respon
 async def answer_score(body: bytes) -> Response | None:
     """`POST /score` from its body, as the route answers it, for `serving.middleware.DirectRoute`.
 
-    The body is read as `JsonBodyRoute` reads it, and a lead the model refuses answers as the
+    The body is read as `JsonBodyRoute` reads it (`validated_body`), and a lead the model refuses answers as the
     app's handler answers it (`validation_response`). None before start-up: the app answers.
     """
     service = current_service()
     if service is None:
         return None
     try:
-        request = ScoreRequest.model_validate_json(body if body.strip() else b"{}")
+        request = validated_body(ScoreRequest, body)
         return await _score_response(service, request)
     except ValidationError as exc:
         return validation_response(exc)
